@@ -1,0 +1,165 @@
+//! REST API v1: routes, handlers and the OpenAPI document generated from them.
+
+pub mod extract;
+mod modules;
+mod system;
+mod tenants;
+mod vms;
+
+use crate::auth::TokenKeys;
+use crate::error::Problem;
+use crate::metrics::Metrics;
+use crate::model;
+use crate::store::Datastore;
+use actix_web::web;
+use std::sync::Arc;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// What every handler shares.
+pub struct AppState {
+    /// The typed store.
+    pub store: Datastore,
+    /// Token verification (and issuing, for bootstrap).
+    pub keys: Arc<TokenKeys>,
+    /// Metric families.
+    pub metrics: Metrics,
+    /// Largest module upload accepted, in bytes.
+    pub max_module_bytes: usize,
+}
+
+/// Registers every route of the API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(system::healthz)
+        .service(system::openapi_json)
+        .service(system::metrics)
+        .service(tenants::create_tenant)
+        .service(tenants::list_tenants)
+        .service(tenants::get_tenant)
+        .service(tenants::set_quota)
+        .service(vms::create_vm)
+        .service(vms::list_vms)
+        .service(vms::get_vm)
+        .service(vms::replace_vm)
+        .service(vms::delete_vm)
+        .service(modules::list_modules)
+        .service(modules::publish_module)
+        .service(modules::set_policy)
+        .service(modules::request_module)
+        .service(modules::list_module_requests)
+        .service(modules::unload_module)
+        .service(system::list_events);
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT (EdDSA)")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document of API v1.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "modvisor control plane",
+        version = "1.0.0",
+        description = "Tenants create VMs and ask for vetted kernel modules to be loaded into their VMs' own guest kernels."
+    ),
+    paths(
+        system::healthz,
+        system::openapi_json,
+        system::metrics,
+        system::list_events,
+        tenants::create_tenant,
+        tenants::list_tenants,
+        tenants::get_tenant,
+        tenants::set_quota,
+        vms::create_vm,
+        vms::list_vms,
+        vms::get_vm,
+        vms::replace_vm,
+        vms::delete_vm,
+        modules::list_modules,
+        modules::publish_module,
+        modules::set_policy,
+        modules::request_module,
+        modules::list_module_requests,
+        modules::unload_module,
+    ),
+    components(schemas(
+        Problem,
+        model::Quota,
+        model::Usage,
+        model::Tenant,
+        model::CreateTenant,
+        model::PowerState,
+        model::ModuleRef,
+        model::VmSpec,
+        model::Phase,
+        model::VmStatus,
+        model::Vm,
+        model::ModuleVersion,
+        model::ModulePolicy,
+        model::CatalogModule,
+        model::RequestState,
+        model::ModuleRequestBody,
+        model::ModuleRequest,
+        model::Outcome,
+        model::Event,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as pretty JSON, exactly as committed in `openapi/`.
+pub fn openapi_document() -> String {
+    let mut s = ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+/// Records a refused mutation in the audit trail (quota, policy, conflicts, stale
+/// preconditions) and passes the error on. Validation and authentication failures are
+/// not mutations of anything and are not recorded.
+pub(crate) async fn audit_refusal<T>(
+    state: &AppState,
+    caller: &crate::auth::Caller,
+    tenant: Option<&str>,
+    action: &'static str,
+    resource: String,
+    result: Result<T, crate::error::Error>,
+) -> Result<T, crate::error::Error> {
+    use crate::error::Error;
+    if let Err(
+        e @ (Error::QuotaExceeded { .. }
+        | Error::ModuleNotApproved { .. }
+        | Error::Conflict(_)
+        | Error::PreconditionFailed { .. }),
+    ) = &result
+    {
+        let store = state.store.clone();
+        let (actor, tenant, detail) = (caller.sub.clone(), tenant.map(str::to_string), e.to_string());
+        let recorded = extract::blocking(move || {
+            store.record_denial(&actor, tenant.as_deref(), action, &resource, &detail)
+        })
+        .await;
+        if let Err(err) = recorded {
+            tracing::warn!(error = %err, "could not record a refusal in the audit trail");
+        }
+    }
+    result
+}

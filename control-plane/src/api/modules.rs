@@ -1,0 +1,212 @@
+//! The module catalog (admin publishing and policy) and tenants' module requests.
+
+use super::extract::{StrictQuery, blocking, content_type, read_body, StrictJson};
+use super::{audit_refusal, AppState};
+use crate::auth::Caller;
+use crate::error::{Error, Problem};
+use crate::model::{CatalogModule, ModulePolicy, ModuleRef, ModuleRequest, ModuleRequestBody, ModuleVersion};
+use crate::validate;
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use utoipa::IntoParams;
+
+/// Query of `PUT /v1/admin/modules/{name}`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PublishParams {
+    /// The kernel release the module was built for.
+    pub kernel_release: String,
+}
+
+/// The modules the caller may request (admins: all, with their policies).
+#[utoipa::path(
+    get, path = "/v1/modules", tag = "modules",
+    responses(
+        (status = 200, description = "The catalog", body = Vec<CatalogModule>),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/modules")]
+pub async fn list_modules(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<web::Json<Vec<CatalogModule>>, Error> {
+    let tenant = match caller.scope()? {
+        crate::store::VmFilter::All => None,
+        crate::store::VmFilter::Tenant(t) => Some(t),
+    };
+    Ok(web::Json(state.store.module_catalog(tenant)?))
+}
+
+/// Publishes a module version (admin): the .ko bytes, stored content-addressed by sha256.
+/// A newly published module is not approved for anyone until its policy says so.
+#[utoipa::path(
+    put, path = "/v1/admin/modules/{name}", tag = "modules",
+    params(("name" = String, Path, description = "Module name"), PublishParams),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The .ko file"),
+    responses(
+        (status = 201, description = "Published", body = ModuleVersion),
+        (status = 400, description = "Invalid name, release or file", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than the upload limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not application/octet-stream", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/admin/modules/{name}")]
+pub async fn publish_module(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    query: StrictQuery<PublishParams>,
+    payload: web::Payload,
+) -> Result<HttpResponse, Error> {
+    caller.require_admin()?;
+    let name = name.into_inner();
+    validate::module_name("name", &name)?;
+    validate::kernel_release("kernel_release", &query.0.kernel_release)?;
+    if content_type(&req) != "application/octet-stream" {
+        return Err(Error::UnsupportedMediaType {
+            expected: "application/octet-stream",
+        });
+    }
+    let bytes = read_body(&req, &mut payload.into_inner(), state.max_module_bytes).await?;
+    if !bytes.starts_with(b"\x7fELF") {
+        return Err(Error::invalid("body", "is not an ELF object (.ko)"));
+    }
+    let store = state.store.clone();
+    let release = query.0.kernel_release;
+    let version = blocking(move || {
+        store.publish_module(&caller.sub, &name, &release, &bytes, BTreeMap::new())
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(version))
+}
+
+/// Sets who may request a published module (admin).
+#[utoipa::path(
+    put, path = "/v1/admin/modules/{name}/policy", tag = "modules",
+    params(("name" = String, Path, description = "Module name")),
+    request_body = ModulePolicy,
+    responses(
+        (status = 200, description = "The policy now in force", body = ModulePolicy),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Module never published", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/admin/modules/{name}/policy")]
+pub async fn set_policy(
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: StrictJson<ModulePolicy>,
+) -> Result<web::Json<ModulePolicy>, Error> {
+    caller.require_admin()?;
+    let name = name.into_inner();
+    validate::module_name("name", &name)?;
+    let policy = body.0;
+    if policy.tenants.len() > 1000 {
+        return Err(Error::invalid("tenants", "at most 1000 entries"));
+    }
+    for (i, t) in policy.tenants.iter().enumerate() {
+        if t != "*" {
+            validate::resource_name(&format!("tenants[{i}]"), t)?;
+        }
+    }
+    let store = state.store.clone();
+    Ok(web::Json(
+        blocking(move || store.set_policy(&caller.sub, &name, &policy)).await?,
+    ))
+}
+
+/// Asks for a module to be loaded into one of the caller's VMs. A module not approved for
+/// the tenant is refused with 403 and recorded as `Rejected` with the reason.
+#[utoipa::path(
+    post, path = "/v1/vms/{id}/modules", tag = "modules",
+    params(("id" = String, Path, description = "VM id")),
+    request_body = ModuleRequestBody,
+    responses(
+        (status = 202, description = "Accepted; loading happens on the VM's node", body = ModuleRequest),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Module not approved for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such VM or module", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already requested", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/vms/{id}/modules")]
+pub async fn request_module(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: StrictJson<ModuleRequestBody>,
+) -> Result<HttpResponse, Error> {
+    caller.scope()?;
+    let m = ModuleRef {
+        name: body.0.name,
+        params: body.0.params,
+    };
+    validate::module_ref("body", &m)?;
+    let store = state.store.clone();
+    let (c, vm_id) = (caller.clone(), id.into_inner());
+    let resource = format!("vms/{vm_id}/modules/{}", m.name);
+    let result = blocking(move || store.request_module(&c.sub, c.scope()?, &vm_id, &m)).await;
+    // A not-approved refusal is audited by the store, together with the Rejected record.
+    let result = match result {
+        Err(e @ Error::ModuleNotApproved { .. }) => return Err(e),
+        other => other,
+    };
+    let request =
+        audit_refusal(&state, &caller, caller.tenant.as_deref(), "module.request", resource, result).await?;
+    Ok(HttpResponse::Accepted().json(request))
+}
+
+/// The module requests of one of the caller's VMs.
+#[utoipa::path(
+    get, path = "/v1/vms/{id}/modules", tag = "modules",
+    params(("id" = String, Path, description = "VM id")),
+    responses(
+        (status = 200, description = "The VM's module requests", body = Vec<ModuleRequest>),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/vms/{id}/modules")]
+pub async fn list_module_requests(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<web::Json<Vec<ModuleRequest>>, Error> {
+    Ok(web::Json(state.store.module_requests(caller.scope()?, &id)?))
+}
+
+/// Asks for a module to be unloaded from one of the caller's VMs.
+#[utoipa::path(
+    delete, path = "/v1/vms/{id}/modules/{name}", tag = "modules",
+    params(
+        ("id" = String, Path, description = "VM id"),
+        ("name" = String, Path, description = "Module name"),
+    ),
+    responses(
+        (status = 202, description = "Accepted", body = ModuleRequest),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such VM or request", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/vms/{id}/modules/{name}")]
+pub async fn unload_module(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    caller.scope()?;
+    let (vm_id, name) = path.into_inner();
+    let store = state.store.clone();
+    let c = caller.clone();
+    let request = blocking(move || store.unload_module(&c.sub, c.scope()?, &vm_id, &name)).await?;
+    Ok(HttpResponse::Accepted().json(request))
+}

@@ -1,0 +1,80 @@
+//! Health, the OpenAPI document, metrics and the audit trail.
+
+use super::extract::StrictQuery;
+use super::AppState;
+use crate::auth::Caller;
+use crate::error::{Error, Problem};
+use crate::model::{Event, Page, PageParams};
+use actix_web::{get, web, HttpResponse};
+
+/// Liveness: answers when the server and its store are up.
+#[utoipa::path(
+    get, path = "/healthz", tag = "system", security(()),
+    responses((status = 200, description = "Alive", body = serde_json::Value))
+)]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// This document.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "system", security(()),
+    responses((status = 200, description = "The OpenAPI document", body = serde_json::Value))
+)]
+#[get("/openapi.json")]
+pub async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(super::openapi_document())
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(
+    get, path = "/metrics", tag = "system", security(()),
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String))
+)]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let counts = state.store.count_vms_by_phase()?;
+    let body = state.metrics.render(&counts)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body))
+}
+
+/// Clamps a page size to 1..=1000, default 100.
+pub(crate) fn page_limit(p: &PageParams) -> Result<usize, Error> {
+    match p.limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n as usize),
+        Some(_) => Err(Error::invalid("limit", "must be between 1 and 1000")),
+    }
+}
+
+/// The audit trail of every mutation: a tenant sees its own, an admin all; oldest first.
+#[utoipa::path(
+    get, path = "/v1/events", tag = "events",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of events", body = Page<Event>),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/events")]
+pub async fn list_events(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: StrictQuery<PageParams>,
+) -> Result<web::Json<Page<Event>>, Error> {
+    let limit = page_limit(&query.0)?;
+    let filter = caller.scope()?;
+    let (items, next_page_token) =
+        state
+            .store
+            .list_events(filter, query.0.page_token.as_deref(), limit)?;
+    Ok(web::Json(Page {
+        items,
+        next_page_token,
+    }))
+}

@@ -1,0 +1,116 @@
+//! Tenants and their quotas (admin), and a tenant's view of itself.
+
+use super::extract::{blocking, StrictJson};
+use super::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::{Error, Problem};
+use crate::model::{CreateTenant, Quota, Tenant};
+use crate::validate;
+use actix_web::{get, post, put, web, HttpResponse};
+
+/// Creates a tenant (admin).
+#[utoipa::path(
+    post, path = "/v1/tenants", tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "Created", body = Tenant),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Exists", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/tenants")]
+pub async fn create_tenant(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: StrictJson<CreateTenant>,
+) -> Result<HttpResponse, Error> {
+    caller.require_admin()?;
+    let body = body.0;
+    validate::resource_name("name", &body.name)?;
+    if let Some(q) = &body.quota {
+        validate::quota(q)?;
+    }
+    let store = state.store.clone();
+    let tenant = blocking(move || store.create_tenant(&caller.sub, &body)).await?;
+    Ok(HttpResponse::Created().json(tenant))
+}
+
+/// Lists tenants (admin).
+#[utoipa::path(
+    get, path = "/v1/tenants", tag = "tenants",
+    responses(
+        (status = 200, description = "All tenants", body = Vec<Tenant>),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/tenants")]
+pub async fn list_tenants(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<web::Json<Vec<Tenant>>, Error> {
+    caller.require_admin()?;
+    Ok(web::Json(state.store.list_tenants()?))
+}
+
+/// One tenant with its quota and usage: any tenant for admins, its own for a tenant.
+#[utoipa::path(
+    get, path = "/v1/tenants/{name}", tag = "tenants",
+    params(("name" = String, Path, description = "Tenant name")),
+    responses(
+        (status = 200, description = "The tenant", body = Tenant),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/tenants/{name}")]
+pub async fn get_tenant(
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<web::Json<Tenant>, Error> {
+    let name = name.into_inner();
+    let visible = match caller.role {
+        Role::Admin => true,
+        Role::Tenant => caller.tenant.as_deref() == Some(name.as_str()),
+        Role::Node => return Err(Error::Forbidden("node tokens may only call node endpoints".into())),
+    };
+    state
+        .store
+        .get_tenant(&name)?
+        .filter(|_| visible)
+        .map(web::Json)
+        .ok_or_else(|| Error::not_found("tenant", name))
+}
+
+/// Replaces a tenant's quota (admin). A quota below current usage blocks growth only.
+#[utoipa::path(
+    put, path = "/v1/tenants/{name}/quota", tag = "tenants",
+    params(("name" = String, Path, description = "Tenant name")),
+    request_body = Quota,
+    responses(
+        (status = 200, description = "The tenant with its new quota", body = Tenant),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/tenants/{name}/quota")]
+pub async fn set_quota(
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: StrictJson<Quota>,
+) -> Result<web::Json<Tenant>, Error> {
+    caller.require_admin()?;
+    let quota = body.0;
+    validate::quota(&quota)?;
+    let store = state.store.clone();
+    let name = name.into_inner();
+    Ok(web::Json(
+        blocking(move || store.set_quota(&caller.sub, &name, quota)).await?,
+    ))
+}

@@ -1,0 +1,169 @@
+//! VMs: create, list, read, replace (with `If-Match`) and delete.
+
+use super::extract::{StrictQuery, blocking, if_match, StrictJson};
+use super::system::page_limit;
+use super::{audit_refusal, AppState};
+use crate::auth::Caller;
+use crate::error::{Error, Problem};
+use crate::model::{Page, PageParams, Vm, VmSpec};
+use crate::validate;
+use actix_web::http::header;
+use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
+
+fn with_etag(mut resp: actix_web::HttpResponseBuilder, vm: &Vm) -> HttpResponse {
+    resp.insert_header((header::ETAG, vm.etag())).json(vm)
+}
+
+/// Creates a VM for the caller's tenant. Quota, name uniqueness and the policy of every
+/// listed module are checked in the same transaction as the write.
+#[utoipa::path(
+    post, path = "/v1/vms", tag = "vms",
+    request_body = VmSpec,
+    responses(
+        (status = 201, description = "Created; `ETag` holds its version", body = Vm),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a tenant token, or a module is not approved", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A listed module is not in the catalog", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Quota exceeded or name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/vms")]
+pub async fn create_vm(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: StrictJson<VmSpec>,
+) -> Result<HttpResponse, Error> {
+    let tenant = caller.require_tenant()?.to_string();
+    let spec = body.0;
+    validate::vm_spec(&spec)?;
+    let store = state.store.clone();
+    let (actor, t) = (caller.sub.clone(), tenant.clone());
+    let result = blocking(move || store.create_vm(&actor, &t, &spec)).await;
+    let vm = audit_refusal(&state, &caller, Some(&tenant), "vm.create", "vms".into(), result).await?;
+    Ok(with_etag(
+        HttpResponse::Created().insert_header((header::LOCATION, format!("/v1/vms/{}", vm.id))).take(),
+        &vm,
+    ))
+}
+
+/// Lists the VMs the caller may see (its own; all for admins), ordered by id.
+#[utoipa::path(
+    get, path = "/v1/vms", tag = "vms",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of VMs", body = Page<Vm>),
+        (status = 400, description = "Invalid limit or page token", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/vms")]
+pub async fn list_vms(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: StrictQuery<PageParams>,
+) -> Result<web::Json<Page<Vm>>, Error> {
+    let limit = page_limit(&query.0)?;
+    let (items, next_page_token) =
+        state
+            .store
+            .list_vms(caller.scope()?, query.0.page_token.as_deref(), limit)?;
+    Ok(web::Json(Page {
+        items,
+        next_page_token,
+    }))
+}
+
+/// One VM. Another tenant's VM is 404.
+#[utoipa::path(
+    get, path = "/v1/vms/{id}", tag = "vms",
+    params(("id" = String, Path, description = "VM id")),
+    responses(
+        (status = 200, description = "The VM; `ETag` holds its version", body = Vm),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/vms/{id}")]
+pub async fn get_vm(
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    let vm = state.store.get_vm(caller.scope()?, &id)?;
+    Ok(with_etag(HttpResponse::Ok(), &vm))
+}
+
+/// Replaces a VM's spec (e.g. `power_state`). With `If-Match`, a stale ETag is 412.
+#[utoipa::path(
+    put, path = "/v1/vms/{id}", tag = "vms",
+    params(
+        ("id" = String, Path, description = "VM id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag this change is based on"),
+    ),
+    request_body = VmSpec,
+    responses(
+        (status = 200, description = "The VM as replaced; `ETag` holds its version", body = Vm),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An added module is not approved", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Quota exceeded or name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[put("/v1/vms/{id}")]
+pub async fn replace_vm(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: StrictJson<VmSpec>,
+) -> Result<HttpResponse, Error> {
+    caller.scope()?;
+    let spec = body.0;
+    validate::vm_spec(&spec)?;
+    let precondition = if_match(&req)?;
+    let store = state.store.clone();
+    let (c, vm_id) = (caller.clone(), id.into_inner());
+    let resource = format!("vms/{vm_id}");
+    let result = blocking(move || {
+        store.replace_vm(&c.sub, c.scope()?, &vm_id, precondition.as_deref(), &spec)
+    })
+    .await;
+    let vm = audit_refusal(&state, &caller, caller.tenant.as_deref(), "vm.replace", resource, result).await?;
+    Ok(with_etag(HttpResponse::Ok(), &vm))
+}
+
+/// Deletes a VM and releases its quota. With `If-Match`, a stale ETag is 412.
+#[utoipa::path(
+    delete, path = "/v1/vms/{id}", tag = "vms",
+    params(
+        ("id" = String, Path, description = "VM id"),
+        ("If-Match" = Option<String>, Header, description = "The ETag this change is based on"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/vms/{id}")]
+pub async fn delete_vm(
+    req: HttpRequest,
+    caller: Caller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    caller.scope()?;
+    let precondition = if_match(&req)?;
+    let store = state.store.clone();
+    let (c, vm_id) = (caller.clone(), id.into_inner());
+    let resource = format!("vms/{vm_id}");
+    let result =
+        blocking(move || store.delete_vm(&c.sub, c.scope()?, &vm_id, precondition.as_deref())).await;
+    audit_refusal(&state, &caller, caller.tenant.as_deref(), "vm.delete", resource, result).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

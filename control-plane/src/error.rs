@@ -1,0 +1,219 @@
+//! The control plane's error type and its RFC 9457 `application/problem+json` form.
+//!
+//! Every failure a caller can see is one [`Error`] variant with a stable problem `type`
+//! (`urn:modvisor:problem:<slug>`), an HTTP status and, where there is one, the offending
+//! field or quota.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Media type of problem details (RFC 9457).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// Everything that can go wrong in the control plane.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// A request field failed validation.
+    #[error("{field}: {detail}")]
+    Validation {
+        /// JSON path or parameter name of the offending field.
+        field: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The body was not valid JSON (syntax), before any field could be read.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The body was larger than the limit for this route.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body had the wrong media type.
+    #[error("expected Content-Type {expected}")]
+    UnsupportedMediaType {
+        /// The media type this route accepts.
+        expected: &'static str,
+    },
+    /// No valid credential was presented.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is authenticated but its role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// A module is not approved for the caller's tenant.
+    #[error("module {module} is not approved for tenant {tenant}")]
+    ModuleNotApproved {
+        /// The module name.
+        module: String,
+        /// The requesting tenant.
+        tenant: String,
+    },
+    /// The resource does not exist (or belongs to someone else).
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// Resource kind, e.g. `vm`.
+        kind: &'static str,
+        /// The identifier that was asked for.
+        id: String,
+    },
+    /// The resource already exists or the request conflicts with its state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Granting the request would exceed one of the tenant's quotas.
+    #[error("quota {quota} exceeded for tenant {tenant}: limit {limit}, requested total {requested}")]
+    QuotaExceeded {
+        /// The tenant.
+        tenant: String,
+        /// The quota's name (`max_vms`, `max_vcpus` or `max_memory_mib`).
+        quota: &'static str,
+        /// The quota's value.
+        limit: u64,
+        /// The total that the request would have reached.
+        requested: u64,
+    },
+    /// `If-Match` named a version that is no longer current.
+    #[error("If-Match {given} does not match the current ETag {current}")]
+    PreconditionFailed {
+        /// The ETag the caller sent.
+        given: String,
+        /// The ETag now current.
+        current: String,
+    },
+    /// The store failed; the operation changed nothing.
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// Convenience alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A validation error on `field`.
+    pub fn invalid(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Error::Validation {
+            field: field.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A not-found error for a resource of `kind`.
+    pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        Error::NotFound { kind, id: id.into() }
+    }
+
+    /// The stable slug of this problem type.
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Error::Validation { .. } => "invalid-field",
+            Error::MalformedJson(_) => "malformed-json",
+            Error::PayloadTooLarge { .. } => "payload-too-large",
+            Error::UnsupportedMediaType { .. } => "unsupported-media-type",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
+            Error::ModuleNotApproved { .. } => "module-not-approved",
+            Error::NotFound { .. } => "not-found",
+            Error::Conflict(_) => "conflict",
+            Error::QuotaExceeded { .. } => "quota-exceeded",
+            Error::PreconditionFailed { .. } => "precondition-failed",
+            Error::Storage(_) => "storage",
+        }
+    }
+
+    /// The problem's short, fixed title.
+    fn title(&self) -> &'static str {
+        match self {
+            Error::Validation { .. } => "A field is invalid",
+            Error::MalformedJson(_) => "The body is not valid JSON",
+            Error::PayloadTooLarge { .. } => "The body is too large",
+            Error::UnsupportedMediaType { .. } => "Unsupported media type",
+            Error::Unauthenticated(_) => "Authentication required",
+            Error::Forbidden(_) => "Forbidden",
+            Error::ModuleNotApproved { .. } => "Module not approved",
+            Error::NotFound { .. } => "Not found",
+            Error::Conflict(_) => "Conflict",
+            Error::QuotaExceeded { .. } => "Quota exceeded",
+            Error::PreconditionFailed { .. } => "Precondition failed",
+            Error::Storage(_) => "Storage failure",
+        }
+    }
+
+    /// The RFC 9457 body of this error.
+    pub fn problem(&self) -> Problem {
+        let (field, quota) = match self {
+            Error::Validation { field, .. } => (Some(field.clone()), None),
+            Error::QuotaExceeded { quota, .. } => (None, Some((*quota).to_string())),
+            _ => (None, None),
+        };
+        Problem {
+            r#type: format!("urn:modvisor:problem:{}", self.slug()),
+            title: self.title().to_string(),
+            status: self.status_code().as_u16(),
+            detail: self.to_string(),
+            field,
+            quota,
+        }
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Storage(format!("corrupt record: {e}"))
+    }
+}
+
+/// Problem details for HTTP APIs (RFC 9457).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct Problem {
+    /// A URI identifying the problem type; stable across releases.
+    pub r#type: String,
+    /// A short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// An explanation specific to this occurrence.
+    pub detail: String,
+    /// The offending field (a JSON path or parameter name), where there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The quota that would be exceeded, for `quota-exceeded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
+}
+
+impl ResponseError for Error {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Error::Validation { .. } | Error::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) | Error::ModuleNotApproved { .. } => StatusCode::FORBIDDEN,
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Conflict(_) | Error::QuotaExceeded { .. } => StatusCode::CONFLICT,
+            Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Error::Storage(e) = self {
+            tracing::error!(error = %e, "storage failure");
+        }
+        let mut resp = HttpResponse::build(self.status_code());
+        resp.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        if matches!(self, Error::Unauthenticated(_)) {
+            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"modvisor\""));
+        }
+        resp.body(serde_json::to_vec(&self.problem()).unwrap_or_default())
+    }
+}

@@ -1,0 +1,17 @@
+//! The modvisor control plane: tenants call its REST API to create VMs and to ask for
+//! vetted kernel modules to be loaded into their VMs' own guest kernels.
+//!
+//! It owns the API (types in [`model`], routes in [`api`]), authentication ([`auth`]),
+//! quotas and the store ([`store`]). It does not run VMs or touch kernels: node agents do.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod server;
+pub mod store;
+pub mod validate;
+
+pub use error::{Error, Problem, Result};
+pub use server::{Config, ControlPlane};

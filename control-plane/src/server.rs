@@ -1,0 +1,163 @@
+//! The control plane process: opens the store and the signing key, bootstraps tenants and
+//! tokens, and serves the API.
+
+use crate::api::{self, AppState};
+use crate::auth::{Role, TokenKeys};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::store::{Datastore, SledKv};
+use actix_web::dev::Service;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use std::fs;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Default upload limit for module blobs.
+pub const DEFAULT_MAX_MODULE_BYTES: usize = 16 * 1024 * 1024;
+/// Where, under the data directory, the bound address is written once listening.
+pub const ADDR_FILE: &str = "control-plane.addr";
+/// Tenants `modvisor up` creates.
+pub const DEFAULT_TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
+
+/// How to run the control plane.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Holds the sled database, the signing key and the tokens.
+    pub data_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free one).
+    pub listen: SocketAddr,
+    /// Largest module upload accepted, in bytes.
+    pub max_module_bytes: usize,
+    /// HTTP worker threads; the number of CPUs when `None`.
+    pub workers: Option<usize>,
+}
+
+/// An opened control plane, ready to serve.
+pub struct ControlPlane {
+    config: Config,
+    state: web::Data<AppState>,
+}
+
+impl ControlPlane {
+    /// Opens the store and the signing key under `config.data_dir`, creating them on first start.
+    pub fn open(config: Config) -> Result<Self> {
+        fs::create_dir_all(&config.data_dir)
+            .map_err(|e| Error::Storage(format!("{}: {e}", config.data_dir.display())))?;
+        let keys = Arc::new(TokenKeys::load_or_create(&config.data_dir)?);
+        let kv = SledKv::open(&config.data_dir.join("db")).map_err(|e| match e {
+            Error::Storage(m) if m.contains("WouldBlock") || m.contains("lock") => Error::Storage(format!(
+                "the store in {} is in use by another modvisor process ({m})",
+                config.data_dir.display()
+            )),
+            other => other,
+        })?;
+        let state = web::Data::new(AppState {
+            store: Datastore::new(Arc::new(kv)),
+            keys,
+            metrics: Metrics::new()?,
+            max_module_bytes: config.max_module_bytes,
+        });
+        Ok(ControlPlane { config, state })
+    }
+
+    /// The typed store.
+    pub fn store(&self) -> &Datastore {
+        &self.state.store
+    }
+
+    /// The token keys.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.state.keys
+    }
+
+    /// Creates the default tenants if absent and writes an admin token and one token per
+    /// default tenant under `data_dir/tokens/` (mode 0600). Returns `(name, path)` pairs.
+    pub fn bootstrap(&self, token_ttl_secs: u64) -> Result<Vec<(String, PathBuf)>> {
+        for t in DEFAULT_TENANTS {
+            self.store().ensure_tenant("system:bootstrap", t)?;
+        }
+        let dir = self.config.data_dir.join("tokens");
+        let mut written = vec![(
+            "admin".to_string(),
+            write_secret(&dir, "admin.jwt", &self.keys().issue("admin", Role::Admin, None, token_ttl_secs)?)?,
+        )];
+        for t in DEFAULT_TENANTS {
+            let token = self.keys().issue(t, Role::Tenant, Some(t), token_ttl_secs)?;
+            written.push((t.to_string(), write_secret(&dir, &format!("{t}.jwt"), &token)?));
+        }
+        Ok(written)
+    }
+
+    /// Serves the API until the process is told to stop (SIGINT/SIGTERM). `on_bound` is
+    /// called with the bound address, which is also written to `data_dir/control-plane.addr`.
+    pub async fn serve(self, on_bound: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let mut server = HttpServer::new(move || {
+            let metrics = state.metrics.clone();
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PathConfig::default().error_handler(|e, _| {
+                    Error::invalid("path", e.to_string()).into()
+                }))
+                .wrap_fn(move |req, srv| {
+                    let start = Instant::now();
+                    let method = req.method().to_string();
+                    let metrics = metrics.clone();
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        let route = res
+                            .request()
+                            .match_pattern()
+                            .unwrap_or_else(|| "unmatched".to_string());
+                        let status = res.status().as_u16();
+                        metrics.observe(&method, &route, status, start.elapsed());
+                        tracing::debug!(%method, %route, status, "request");
+                        Ok(res)
+                    }
+                })
+                .configure(api::configure)
+                .default_service(web::to(no_route))
+        })
+        .backlog(4096)
+        .bind(self.config.listen)?;
+        if let Some(w) = self.config.workers {
+            server = server.workers(w);
+        }
+        let addr = server.addrs().first().copied().unwrap_or(self.config.listen);
+        write_atomically(&self.config.data_dir.join(ADDR_FILE), addr.to_string().as_bytes())?;
+        on_bound(addr);
+        server.run().await
+    }
+}
+
+async fn no_route(req: HttpRequest) -> HttpResponse {
+    actix_web::ResponseError::error_response(&Error::not_found("route", req.path().chars().take(200).collect::<String>()))
+}
+
+/// Writes a secret file with mode 0600, replacing any earlier one atomically.
+fn write_secret(dir: &Path, name: &str, contents: &str) -> Result<PathBuf> {
+    let err = |e: std::io::Error| Error::Storage(format!("{}: {e}", dir.join(name).display()));
+    fs::create_dir_all(dir).map_err(err)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
+    let path = dir.join(name);
+    write_atomically(&path, contents.as_bytes()).map_err(err)?;
+    Ok(path)
+}
+
+fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}

@@ -1,0 +1,123 @@
+//! Persistent state behind a small transactional key-value trait.
+//!
+//! [`KvStore`] is all a backend must provide: point reads, ordered prefix scans and
+//! serializable multi-table transactions that are durable when they return. The typed
+//! operations of the API live once, above it, in [`Datastore`]; a distributed backend
+//! implements only this trait.
+
+mod catalog;
+mod datastore;
+mod keys;
+mod sled_kv;
+
+pub use datastore::{Datastore, VmFilter};
+pub use sled_kv::SledKv;
+
+use crate::error::{Error, Result};
+use std::cell::RefCell;
+
+/// The tables (sled trees) of the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// Store-wide metadata such as the schema version.
+    Meta,
+    /// `name -> Tenant`.
+    Tenants,
+    /// `id -> Vm`.
+    Vms,
+    /// `tenant \0 id -> ()`: the VMs of each tenant.
+    TenantVms,
+    /// `tenant \0 name -> id`: VM names are unique within a tenant.
+    VmNames,
+    /// `sha256 -> bytes`: content-addressed module blobs.
+    Blobs,
+    /// `name \0 kernel_release -> ModuleVersion`.
+    Modules,
+    /// `name -> ModulePolicy`.
+    Policies,
+    /// `vm_id \0 module -> ModuleRequest`.
+    ModuleRequests,
+    /// `seq (big endian) -> Event`.
+    Events,
+    /// `tenant \0 seq -> ()`: the audit trail of each tenant.
+    TenantEvents,
+}
+
+impl Table {
+    /// Every table, in a fixed order (the index of each is its position).
+    pub const ALL: [Table; 11] = [
+        Table::Meta,
+        Table::Tenants,
+        Table::Vms,
+        Table::TenantVms,
+        Table::VmNames,
+        Table::Blobs,
+        Table::Modules,
+        Table::Policies,
+        Table::ModuleRequests,
+        Table::Events,
+        Table::TenantEvents,
+    ];
+
+    /// The table's on-disk name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Meta => "meta",
+            Table::Tenants => "tenants",
+            Table::Vms => "vms",
+            Table::TenantVms => "tenant_vms",
+            Table::VmNames => "vm_names",
+            Table::Blobs => "blobs",
+            Table::Modules => "modules",
+            Table::Policies => "policies",
+            Table::ModuleRequests => "module_requests",
+            Table::Events => "events",
+            Table::TenantEvents => "tenant_events",
+        }
+    }
+
+    fn index(self) -> usize {
+        Table::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+}
+
+/// Reads and writes inside one transaction.
+pub trait Txn {
+    /// Reads a key, seeing this transaction's own writes.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Writes a key.
+    fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
+    /// Removes a key.
+    fn remove(&self, table: Table, key: &[u8]) -> Result<()>;
+    /// A fresh, monotonically increasing id.
+    fn next_id(&self) -> Result<u64>;
+}
+
+/// A transactional, durable key-value store.
+pub trait KvStore: Send + Sync {
+    /// Reads one key.
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Up to `limit` entries whose keys start with `prefix` and sort after `after`, in key order.
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Runs `f` as one serializable transaction over all tables; `f` may be run again on a
+    /// conflict. When this returns `Ok`, the writes are on stable storage.
+    fn transact(&self, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()>;
+}
+
+/// Runs `f` in one transaction of `kv` and returns its value.
+pub fn transact<T>(kv: &dyn KvStore, f: impl Fn(&dyn Txn) -> Result<T>) -> Result<T> {
+    let out = RefCell::new(None);
+    kv.transact(&|txn| {
+        let value = f(txn)?;
+        *out.borrow_mut() = Some(value);
+        Ok(())
+    })?;
+    out.into_inner()
+        .ok_or_else(|| Error::Storage("transaction returned no value".into()))
+}

@@ -1,0 +1,160 @@
+//! [`KvStore`] on sled: one tree per [`Table`], transactions over all trees, a flush
+//! before a transaction returns.
+
+use super::{KvStore, Table, Txn};
+use crate::error::{Error, Result};
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+use sled::Transactional;
+use std::cell::Cell;
+use std::ops::Bound;
+use std::path::Path;
+
+/// The schema version this code reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+/// A sled database holding every table.
+pub struct SledKv {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+impl SledKv {
+    /// Opens (or creates) the database in `dir` and checks its schema version.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
+        let trees = Table::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<sled::Result<Vec<_>>>()?;
+        let kv = SledKv { db, trees };
+        kv.check_schema()?;
+        Ok(kv)
+    }
+
+    fn tree(&self, table: Table) -> &sled::Tree {
+        &self.trees[table.index()]
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let meta = self.tree(Table::Meta);
+        match meta.get(SCHEMA_KEY)? {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                self.db.flush()?;
+                Ok(())
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| Error::Storage("unreadable schema version".into()))?;
+                if found == SCHEMA_VERSION {
+                    Ok(())
+                } else {
+                    Err(Error::Storage(format!(
+                        "store has schema version {found}, this build reads {SCHEMA_VERSION}; no migration is known"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// The view of one sled transaction; remembers whether sled reported a conflict so the
+/// transaction is retried rather than aborted.
+struct SledTxn<'a> {
+    trees: &'a [TransactionalTree],
+    conflicted: Cell<bool>,
+}
+
+impl SledTxn<'_> {
+    fn lift<T>(&self, r: std::result::Result<T, UnabortableTransactionError>) -> Result<T> {
+        r.map_err(|e| {
+            if matches!(e, UnabortableTransactionError::Conflict) {
+                self.conflicted.set(true);
+            }
+            Error::Storage(e.to_string())
+        })
+    }
+}
+
+impl Txn for SledTxn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let v = self.lift(self.trees[table.index()].get(key))?;
+        Ok(v.map(|v| v.to_vec()))
+    }
+
+    fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.lift(self.trees[table.index()].insert(key, value))
+            .map(drop)
+    }
+
+    fn remove(&self, table: Table, key: &[u8]) -> Result<()> {
+        self.lift(self.trees[table.index()].remove(key)).map(drop)
+    }
+
+    fn next_id(&self) -> Result<u64> {
+        self.trees[0]
+            .generate_id()
+            .map_err(|e| Error::Storage(e.to_string()))
+    }
+}
+
+impl KvStore for SledKv {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.tree(table).get(key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let start = match after {
+            Some(a) => {
+                let mut k = prefix.to_vec();
+                k.extend_from_slice(a);
+                Bound::Excluded(k)
+            }
+            None => Bound::Included(prefix.to_vec()),
+        };
+        let mut out = Vec::new();
+        for entry in self.tree(table).range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (k, v) = entry?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn transact(&self, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
+        let result = self.trees.as_slice().transaction(|trees| {
+            let txn = SledTxn {
+                trees,
+                conflicted: Cell::new(false),
+            };
+            match f(&txn) {
+                Ok(()) => Ok(()),
+                Err(_) if txn.conflicted.get() => Err(ConflictableTransactionError::Conflict),
+                Err(e) => Err(ConflictableTransactionError::Abort(e)),
+            }
+        });
+        match result {
+            Ok(()) => {
+                self.db.flush()?;
+                Ok(())
+            }
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Validation of everything a caller sends, before anything is written.
+
+use crate::error::{Error, Result};
+use crate::model::{ModuleRef, Quota, VmSpec};
+
+/// Inclusive vCPU range of a VM.
+pub const VCPUS: std::ops::RangeInclusive<u32> = 1..=32;
+/// Inclusive memory range of a VM, in MiB.
+pub const MEMORY_MIB: std::ops::RangeInclusive<u32> = 128..=65536;
+/// Most modules one VM spec may list.
+pub const MAX_MODULES_PER_VM: usize = 64;
+/// Most parameters one module request may carry.
+pub const MAX_PARAMS: usize = 32;
+/// Longest module name the kernel accepts (`MODULE_NAME_LEN - 1`).
+pub const MODULE_NAME_MAX: usize = 55;
+/// Longest kernel release string (`__NEW_UTS_LEN`).
+pub const KERNEL_RELEASE_MAX: usize = 64;
+
+/// A resource name: 1-63 characters of `[a-z0-9-]`, starting with a letter.
+pub fn resource_name(field: &str, name: &str) -> Result<()> {
+    let ok = (1..=63).contains(&name.len())
+        && name.as_bytes()[0].is_ascii_lowercase()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be 1-63 characters of [a-z0-9-], starting with a letter",
+        ))
+    }
+}
+
+/// A kernel module name: 1-55 characters of `[a-zA-Z0-9_-]`.
+pub fn module_name(field: &str, name: &str) -> Result<()> {
+    let ok = (1..=MODULE_NAME_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be 1-55 characters of [a-zA-Z0-9_-]",
+        ))
+    }
+}
+
+/// A kernel release such as `6.1.0-28-cloud-amd64`.
+pub fn kernel_release(field: &str, release: &str) -> Result<()> {
+    let ok = (1..=KERNEL_RELEASE_MAX).contains(&release.len())
+        && release
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-~".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be 1-64 characters of [a-zA-Z0-9._+~-]",
+        ))
+    }
+}
+
+/// A module reference: its name and parameters (`key=value` pairs a kernel would accept).
+pub fn module_ref(field: &str, m: &ModuleRef) -> Result<()> {
+    module_name(&format!("{field}.name"), &m.name)?;
+    if m.params.len() > MAX_PARAMS {
+        return Err(Error::invalid(
+            format!("{field}.params"),
+            format!("at most {MAX_PARAMS} parameters"),
+        ));
+    }
+    for (k, v) in &m.params {
+        let key_ok = (1..=64).contains(&k.len())
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !key_ok {
+            return Err(Error::invalid(
+                format!("{field}.params"),
+                format!("parameter name {k:?} must be 1-64 characters of [a-zA-Z0-9_]"),
+            ));
+        }
+        let value_ok = v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic());
+        if !value_ok {
+            return Err(Error::invalid(
+                format!("{field}.params.{k}"),
+                "must be at most 256 printable ASCII characters without spaces",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A complete VM spec.
+pub fn vm_spec(spec: &VmSpec) -> Result<()> {
+    resource_name("name", &spec.name)?;
+    if !VCPUS.contains(&spec.vcpus) {
+        return Err(Error::invalid("vcpus", "must be between 1 and 32"));
+    }
+    if !MEMORY_MIB.contains(&spec.memory_mib) {
+        return Err(Error::invalid("memory_mib", "must be between 128 and 65536"));
+    }
+    if spec.modules.len() > MAX_MODULES_PER_VM {
+        return Err(Error::invalid(
+            "modules",
+            format!("at most {MAX_MODULES_PER_VM} modules"),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, m) in spec.modules.iter().enumerate() {
+        module_ref(&format!("modules[{i}]"), m)?;
+        if !seen.insert(m.name.as_str()) {
+            return Err(Error::invalid(
+                format!("modules[{i}].name"),
+                format!("module {} is listed twice", m.name),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A quota: each limit at most 1,000,000.
+pub fn quota(q: &Quota) -> Result<()> {
+    for (field, v) in [
+        ("max_vms", q.max_vms),
+        ("max_vcpus", q.max_vcpus),
+        ("max_memory_mib", q.max_memory_mib),
+    ] {
+        if v > 1_000_000_000 {
+            return Err(Error::invalid(field, "must be at most 1000000000"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_names() {
+        for good in ["a", "web-1", &"a".repeat(63)] {
+            assert!(resource_name("name", good).is_ok(), "{good}");
+        }
+        for bad in ["", "1a", "-a", "A", "a_b", "a.b", "é", &"a".repeat(64)] {
+            assert!(resource_name("name", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn module_names() {
+        assert!(module_name("n", "tcp_bbr").is_ok());
+        assert!(module_name("n", "nf-conntrack").is_ok());
+        assert!(module_name("n", "../x").is_err());
+        assert!(module_name("n", &"a".repeat(56)).is_err());
+    }
+
+    #[test]
+    fn params_refuse_injection() {
+        let mut m = ModuleRef {
+            name: "dummy".into(),
+            params: Default::default(),
+        };
+        m.params.insert("numdummies".into(), "2".into());
+        assert!(module_ref("m", &m).is_ok());
+        m.params.insert("x".into(), "a b".into());
+        assert!(module_ref("m", &m).is_err());
+        m.params.clear();
+        m.params.insert("a=b".into(), "1".into());
+        assert!(module_ref("m", &m).is_err());
+    }
+}

@@ -1,0 +1,301 @@
+//! `modvisor bench api`: drives a control plane running in a child process from this
+//! (separate) load-generating process over loopback, and prints throughput and latency
+//! percentiles next to a peer measured in the same run.
+//!
+//! Peers: `GET /healthz` on the same server (the HTTP stack's floor) for reads, and raw
+//! sled `insert` + `flush` from this process (the durable-write floor) for creates.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use modvisor_control_plane::auth::{Role, TokenKeys};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Arguments of `modvisor bench api`.
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// Seconds each measurement runs.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u64,
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    pub connections: usize,
+    /// VMs the tenant owns while GET /v1/vms is measured.
+    #[arg(long, default_value_t = 100)]
+    pub vms: usize,
+    /// HTTP worker threads of the server (default: one per CPU).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// What one measurement saw.
+struct Figures {
+    ok: u64,
+    errors: u64,
+    per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(dir: &Path, workers: Option<usize>) -> Result<Server> {
+    let exe = std::env::current_exe().context("locating the modvisor binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("control-plane")
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .env("MODVISOR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(w) = workers {
+        cmd.arg("--workers").arg(w.to_string());
+    }
+    let child = cmd.spawn().context("starting the control plane")?;
+    let mut server = Server {
+        child,
+        base: String::new(),
+    };
+    let addr_file = dir.join(modvisor_control_plane::server::ADDR_FILE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(addr) = std::fs::read_to_string(&addr_file) {
+            server.base = format!("http://{}", addr.trim());
+            return Ok(server);
+        }
+        if let Some(status) = server.child.try_wait()? {
+            bail!("the control plane exited early: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("the control plane did not start within 30 s")
+}
+
+/// Runs `op` on `connections` concurrent tasks for `seconds` and summarizes latencies.
+async fn drive<F, Fut>(connections: usize, seconds: u64, op: F) -> Figures
+where
+    F: Fn(u64) -> Fut + Clone + 'static,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let local = tokio::task::LocalSet::new();
+    for _ in 0..connections {
+        let (op, counter, errors) = (op.clone(), counter.clone(), errors.clone());
+        tasks.push(local.spawn_local(async move {
+            let mut lat = Vec::new();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                if op(n).await {
+                    lat.push(t.elapsed().as_micros() as u32);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat
+        }));
+    }
+    let mut all: Vec<u32> = local
+        .run_until(async {
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await.unwrap_or_default());
+            }
+            all
+        })
+        .await;
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map(|us| f64::from(*us) / 1000.0)
+            .unwrap_or(f64::NAN)
+    };
+    Figures {
+        ok: all.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        per_sec: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+/// Durable writes straight into sled from `threads` threads: the floor under `POST`.
+fn sled_floor(dir: &Path, threads: usize, seconds: u64) -> Result<Figures> {
+    let db = sled::Config::new()
+        .path(dir)
+        .mode(sled::Mode::HighThroughput)
+        .open()?;
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    let key = format!("{i}-{n}");
+                    n += 1;
+                    if db.insert(key.as_bytes(), vec![0u8; 400]).is_ok() && db.flush().is_ok() {
+                        lat.push(t.elapsed().as_micros() as u32);
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut all: Vec<u32> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+    let elapsed = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]) / 1000.0;
+    if all.is_empty() {
+        bail!("sled floor wrote nothing");
+    }
+    Ok(Figures {
+        ok: all.len() as u64,
+        errors: 0,
+        per_sec: all.len() as f64 / elapsed,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    })
+}
+
+fn row(name: &str, f: &Figures) {
+    println!(
+        "{name:<38} {:>10.0} {:>9.3} {:>9.3} {:>8} {:>6}",
+        f.per_sec, f.p50_ms, f.p99_ms, f.ok, f.errors
+    );
+}
+
+/// Runs the benchmark and prints its table.
+pub fn run(args: BenchApiArgs) -> Result<()> {
+    if args.connections == 0 || args.seconds == 0 {
+        bail!("--connections and --seconds must be positive");
+    }
+    let tmp = tempfile::tempdir().context("creating a scratch directory")?;
+    let server = start_server(&tmp.path().join("cp"), args.workers)?;
+    let keys = TokenKeys::load_or_create(&tmp.path().join("cp"))?;
+    let admin = keys.issue("bench-admin", Role::Admin, None, 3600)?;
+    let tenant = keys.issue("bench", Role::Tenant, Some("bench"), 3600)?;
+    let base = server.base.clone();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
+
+    let (reads, floor, creates) = rt.block_on(async {
+        let r = http
+            .post(format!("{base}/v1/tenants"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "bench", "quota": {"max_vms": 1_000_000, "max_vcpus": 1_000_000, "max_memory_mib": 1_000_000_000}}))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("creating the bench tenant: {}", r.status());
+        }
+        for i in 0..args.vms {
+            let r = http
+                .post(format!("{base}/v1/vms"))
+                .bearer_auth(&tenant)
+                .json(&json!({"name": format!("seed-{i}"), "vcpus": 1, "memory_mib": 128}))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("seeding VM {i}: {}", r.status());
+            }
+        }
+        let get = {
+            let (http, base, tenant) = (http.clone(), base.clone(), tenant.clone());
+            move |_| {
+                let req = http
+                    .get(format!("{base}/v1/vms?limit=100"))
+                    .bearer_auth(&tenant)
+                    .send();
+                async move {
+                    match req.await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                }
+            }
+        };
+        let healthz = {
+            let (http, base) = (http.clone(), base.clone());
+            move |_| {
+                let req = http.get(format!("{base}/healthz")).send();
+                async move {
+                    match req.await {
+                        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                }
+            }
+        };
+        let post = {
+            let (http, base, tenant) = (http.clone(), base.clone(), tenant.clone());
+            move |n: u64| {
+                let req = http
+                    .post(format!("{base}/v1/vms"))
+                    .bearer_auth(&tenant)
+                    .json(&json!({"name": format!("vm-{n}"), "vcpus": 1, "memory_mib": 128}))
+                    .send();
+                async move {
+                    match req.await {
+                        Ok(r) if r.status().as_u16() == 201 => r.bytes().await.is_ok(),
+                        _ => false,
+                    }
+                }
+            }
+        };
+        let reads = drive(args.connections, args.seconds, get).await;
+        let floor = drive(args.connections, args.seconds, healthz).await;
+        let creates = drive(args.connections, args.seconds, post).await;
+        Ok((reads, floor, creates))
+    })?;
+    drop(server);
+    let sled = sled_floor(&tmp.path().join("sled-floor"), args.connections, args.seconds)?;
+
+    println!(
+        "modvisor bench api: {} connections, {} s each, server and load generator on {} CPUs",
+        args.connections,
+        args.seconds,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!(
+        "{:<38} {:>10} {:>9} {:>9} {:>8} {:>6}",
+        "measurement", "req/s", "p50 ms", "p99 ms", "ok", "errors"
+    );
+    row(&format!("GET /v1/vms ({} VMs, authenticated)", args.vms), &reads);
+    row("peer: GET /healthz (no auth, no store)", &floor);
+    row("POST /v1/vms (durable create)", &creates);
+    row("peer: sled insert+flush (in process)", &sled);
+    println!(
+        "ratios: GET /v1/vms = {:.2} x GET /healthz; POST /v1/vms = {:.2} x raw sled durable writes",
+        reads.per_sec / floor.per_sec,
+        creates.per_sec / sled.per_sec
+    );
+    println!("targets: GET >= 15000/s with p99 < 5 ms; POST >= 2000/s");
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! `modvisor`: runs the control plane (`up`, `control-plane`), issues tokens, and talks to
+//! the REST API as a tenant or an admin.
+
+mod bench_api;
+mod client;
+mod commands;
+mod serve;
+mod table;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// modvisor: a multi-tenant IaaS control plane that loads vetted kernel modules into
+/// tenants' own guest kernels.
+#[derive(Debug, Parser)]
+#[command(name = "modvisor", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything on this machine: the control plane with its sled store; creates
+    /// tenants tenant-a and tenant-b and writes their tokens.
+    Up(serve::UpArgs),
+    /// Run the control plane alone.
+    ControlPlane(serve::ControlPlaneArgs),
+    /// Issue tokens with the data directory's signing key.
+    Token {
+        #[command(subcommand)]
+        command: serve::TokenCommand,
+    },
+    /// Print the OpenAPI document of the control plane API.
+    Openapi,
+    /// Manage VMs.
+    Vm {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        command: commands::VmCommand,
+    },
+    /// Browse the module catalog and request modules for VMs.
+    Module {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        command: commands::ModuleCommand,
+    },
+    /// Manage tenants and quotas (admin).
+    Tenant {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        command: commands::TenantCommand,
+    },
+    /// Show the audit trail.
+    Events {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        /// Page size.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Benchmarks that print figures against a peer measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Throughput and latency of the REST API from a separate load-generating process.
+    Api(bench_api::BenchApiArgs),
+}
+
+/// Where a data directory lives unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = ".modvisor";
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA_DIR)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MODVISOR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Up(args) => serve::up(args),
+        Command::ControlPlane(args) => serve::control_plane(args),
+        Command::Token { command } => serve::token(command),
+        Command::Openapi => {
+            print!("{}", modvisor_control_plane::api::openapi_document());
+            Ok(())
+        }
+        Command::Vm { api, command } => commands::vm(&api, command),
+        Command::Module { api, command } => commands::module(&api, command),
+        Command::Tenant { api, command } => commands::tenant(&api, command),
+        Command::Events { api, limit } => commands::events(&api, limit),
+        Command::Bench { command } => match command {
+            BenchCommand::Api(args) => bench_api::run(args),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Folds an error chain onto one line.
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
