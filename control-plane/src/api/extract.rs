@@ -108,7 +108,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for StrictJson<T> {
                 });
             }
             let bytes = body.await?;
-            parse_json(&bytes).map(StrictJson)
+            // Every body of this API is an object; serde would also take a struct as an array.
+            match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+                Some(b'{') => parse_json(&bytes).map(StrictJson),
+                Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok() => {
+                    Err(Error::invalid("body", "must be a JSON object"))
+                }
+                _ => parse_json(&bytes).map(StrictJson),
+            }
         })
     }
 }
@@ -157,14 +164,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     Ok(value)
 }
 
-/// The field an error is about: the path, or for unknown/missing fields the name the
-/// message quotes (serde reports those at the parent's path).
+/// The field an error is about: the path, or for missing fields the name the message
+/// quotes (serde reports those at the parent's path).
 fn field_of(path: &str, detail: &str) -> String {
     let quoted = ["unknown field `", "missing field `"]
         .iter()
         .find_map(|p| detail.strip_prefix(p))
         .and_then(|rest| rest.split('`').next());
     match (path, quoted) {
+        (p, Some(q)) if p == q || p.ends_with(&format!(".{q}")) => p.to_string(),
         (".", Some(q)) => q.to_string(),
         (p, Some(q)) => format!("{p}.{q}"),
         (".", None) => "body".to_string(),
@@ -251,6 +259,7 @@ mod tests {
         let e = err(r#"{"name":"a","vcpus":1,"memory_mib":128,"modules":[{"name":"x","bad":1}]}"#);
         assert!(matches!(&e, Error::Validation { field, .. } if field == "modules[0].bad"), "{e:?}");
         assert!(matches!(err("{"), Error::MalformedJson(_)));
-        assert!(matches!(err("{} x"), Error::MalformedJson(_)));
+        let trailing = r#"{"name":"a","vcpus":1,"memory_mib":128} x"#;
+        assert!(matches!(err(trailing), Error::MalformedJson(_)));
     }
 }

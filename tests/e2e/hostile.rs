@@ -1,0 +1,102 @@
+//! Requests nobody should send: the server answers each with a 4xx (never a 5xx), and
+//! keeps serving.
+
+use crate::support::Plane;
+use reqwest::Method;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn raw(p: &Plane, bytes: &[u8]) -> String {
+    let addr = p.base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn hostile_requests_get_4xx_and_the_server_survives() {
+    let mut p = Plane::start();
+    let a = p.token("tenant-a");
+    let paths = [
+        "/v1/vms/%00",
+        "/v1/vms/..%2F..%2Fetc%2Fpasswd",
+        "/v1/vms/%ff%fe",
+        &format!("/v1/vms/{}", "x".repeat(10_000)),
+        "/v1/vms?limit=99999999999999999999",
+        "/v1/vms?limit=-1",
+        "/v1/vms?page_token=AAAA",
+        "/v1/events?page_token=////",
+        "/v1/tenants/%2e%2e",
+        "/v1/admin/modules/x?kernel_release=",
+        "/v1//vms",
+        "/v1/vms/x/modules/%00",
+    ];
+    for path in paths {
+        for m in [Method::GET, Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
+            let r = p.call(m.clone(), Some(&a), path, Some(&serde_json::json!({"x": 1})), &[]);
+            assert!((400..500).contains(&r.status) || r.status == 200, "{m} {path}: {}", r.status);
+        }
+    }
+    // Deeply nested and odd JSON.
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    let r = p
+        .http
+        .post(format!("{}/v1/vms", p.base))
+        .bearer_auth(&a)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .unwrap();
+    assert!((400..500).contains(&r.status().as_u16()));
+    let nested = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let r = p
+        .http
+        .post(format!("{}/v1/vms", p.base))
+        .bearer_auth(&a)
+        .header("content-type", "application/json")
+        .body(nested)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = p
+        .http
+        .post(format!("{}/v1/vms", p.base))
+        .bearer_auth(&a)
+        .header("content-type", "application/json")
+        .body(vec![0xff, 0xfe, 0x7b, 0x7d])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Broken HTTP on the wire.
+    raw(&p, b"GARBAGE\r\n\r\n");
+    raw(&p, b"GET /v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n");
+    let big_header = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000));
+    raw(&p, big_header.as_bytes());
+    raw(&p, b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n{");
+    raw(&p, b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    // A body that claims to be small but is not.
+    let resp = raw(
+        &p,
+        format!(
+            "POST /v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {a}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{}\r\n0\r\n\r\n",
+            80_000,
+            "a".repeat(80_000)
+        )
+        .as_bytes(),
+    );
+    assert!(resp.starts_with("HTTP/1.1 413"), "{}", resp.lines().next().unwrap_or(""));
+
+    assert!(p.alive(), "the server must survive");
+    p.get(&a, "/v1/vms").expect(200);
+
+    // Metrics saw all of this, by route pattern (never by raw path) and status.
+    let m = p.http.get(format!("{}/metrics", p.base)).send().unwrap().text().unwrap();
+    assert!(m.contains("modvisor_http_requests_total{method=\"GET\",route=\"/v1/vms\",status=\"200\"}"), "{m}");
+    assert!(m.contains("modvisor_http_request_duration_seconds_bucket"));
+    assert!(m.contains("modvisor_vms{phase=\"Pending\"} 0"));
+    assert!(!m.contains("passwd"), "raw paths must not become labels");
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of the control plane: a real `modvisor up` process per test, real
+//! HTTP on loopback, a real sled store and real EdDSA tokens.
+
+mod auth;
+mod cli;
+mod hostile;
+mod modules;
+mod persistence;
+mod quota;
+mod support;
+mod tenancy;
+mod vms;

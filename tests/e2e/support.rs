@@ -1,0 +1,264 @@
+//! A real `modvisor up` process on a loopback port with its own data directory, and a
+//! small HTTP client for the tests.
+
+use reqwest::blocking::Client;
+use reqwest::header::HeaderMap;
+use reqwest::Method;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn modvisor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_modvisor"))
+}
+
+/// One control plane process (`modvisor up`).
+pub struct Plane {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub base: String,
+    pub http: Client,
+}
+
+/// A response: status, headers and JSON body (`Null` when empty or not JSON).
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    /// The problem `type` slug of an error response.
+    pub fn problem_slug(&self) -> &str {
+        self.body["type"]
+            .as_str()
+            .and_then(|t| t.strip_prefix("urn:modvisor:problem:"))
+            .unwrap_or("")
+    }
+
+    /// The content type without parameters.
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .unwrap_or("")
+    }
+
+    /// Asserts the status and, for errors, that the body is problem+json with that status.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Self {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        if status >= 400 {
+            assert_eq!(self.content_type(), "application/problem+json", "{}", self.body);
+            assert_eq!(self.body["status"], status, "{}", self.body);
+        }
+        self
+    }
+}
+
+impl Plane {
+    /// Starts `modvisor up` in a fresh data directory.
+    pub fn start() -> Plane {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = Plane {
+            dir,
+            child: None,
+            base: String::new(),
+            http: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                .build()
+                .expect("client"),
+        };
+        p.spawn();
+        p
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn spawn(&mut self) {
+        let addr_file = self.data_dir().join("control-plane.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let child = modvisor()
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data_dir())
+            .env("MODVISOR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn modvisor up");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                self.base = format!("http://{}", a.trim());
+                break;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("modvisor up exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "modvisor up did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The address file is written once bound; wait until requests are served.
+        while self.http.get(format!("{}/healthz", self.base)).send().is_err() {
+            assert!(Instant::now() < deadline, "modvisor up did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill -9");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// Starts the process again on the same data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Starts again after [`Plane::kill9`].
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// A token written by `modvisor up` (`admin`, `tenant-a`, `tenant-b`).
+    pub fn token(&self, who: &str) -> String {
+        std::fs::read_to_string(self.data_dir().join("tokens").join(format!("{who}.jwt")))
+            .expect("token file")
+            .trim()
+            .to_string()
+    }
+
+    /// The path of a token file.
+    pub fn token_file(&self, who: &str) -> PathBuf {
+        self.data_dir().join("tokens").join(format!("{who}.jwt"))
+    }
+
+    /// The signing key's PEM.
+    pub fn key_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("keys/jwt-ed25519.pem")).expect("key")
+    }
+
+    /// Sends a request with optional token, JSON body and extra headers.
+    pub fn call(
+        &self,
+        method: Method,
+        token: Option<&str>,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(b).expect("json"));
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        let resp = r.send().expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// GET with a token.
+    pub fn get(&self, token: &str, path: &str) -> Resp {
+        self.call(Method::GET, Some(token), path, None, &[])
+    }
+
+    /// POST JSON with a token.
+    pub fn post(&self, token: &str, path: &str, body: &Value) -> Resp {
+        self.call(Method::POST, Some(token), path, Some(body), &[])
+    }
+
+    /// PUT JSON with a token.
+    pub fn put(&self, token: &str, path: &str, body: &Value) -> Resp {
+        self.call(Method::PUT, Some(token), path, Some(body), &[])
+    }
+
+    /// DELETE with a token.
+    pub fn delete(&self, token: &str, path: &str) -> Resp {
+        self.call(Method::DELETE, Some(token), path, None, &[])
+    }
+
+    /// Creates a VM for the token's tenant and returns its id.
+    pub fn create_vm(&self, token: &str, name: &str) -> String {
+        let r = self
+            .post(token, "/v1/vms", &serde_json::json!({"name": name, "vcpus": 1, "memory_mib": 128}))
+            .expect(201);
+        r.body["id"].as_str().expect("id").to_string()
+    }
+
+    /// Publishes `bytes` as a module for a kernel release (as admin).
+    pub fn publish(&self, name: &str, release: &str, bytes: &[u8]) -> Resp {
+        let resp = self
+            .http
+            .put(format!("{}/v1/admin/modules/{name}?kernel_release={release}", self.base))
+            .bearer_auth(self.token("admin"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .expect("publish");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = serde_json::from_slice(&resp.bytes().expect("body")).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Bytes that pass the control plane's ELF sniffing (a real .ko comes with the modules crate).
+pub fn elf_like(tag: &str) -> Vec<u8> {
+    let mut b = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+    b.extend_from_slice(tag.as_bytes());
+    b
+}
