@@ -166,10 +166,14 @@ fn sled_floor(dir: &Path, threads: usize, seconds: u64) -> Result<Figures> {
             })
         })
         .collect();
-    let mut all: Vec<u32> = handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+    let mut all: Vec<u32> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap_or_default())
+        .collect();
     let elapsed = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    let pct = |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]) / 1000.0;
+    let pct =
+        |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]) / 1000.0;
     if all.is_empty() {
         bail!("sled floor wrote nothing");
     }
@@ -200,7 +204,9 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
     let admin = keys.issue("bench-admin", Role::Admin, None, 3600)?;
     let tenant = keys.issue("bench", Role::Tenant, Some("bench"), 3600)?;
     let base = server.base.clone();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()?;
@@ -275,19 +281,28 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
         Ok((reads, floor, creates))
     })?;
     drop(server);
-    let sled = sled_floor(&tmp.path().join("sled-floor"), args.connections, args.seconds)?;
+    let sled = sled_floor(
+        &tmp.path().join("sled-floor"),
+        args.connections,
+        args.seconds,
+    )?;
 
     println!(
         "modvisor bench api: {} connections, {} s each, server and load generator on {} CPUs",
         args.connections,
         args.seconds,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     println!(
         "{:<38} {:>10} {:>9} {:>9} {:>8} {:>6}",
         "measurement", "req/s", "p50 ms", "p99 ms", "ok", "errors"
     );
-    row(&format!("GET /v1/vms ({} VMs, authenticated)", args.vms), &reads);
+    row(
+        &format!("GET /v1/vms ({} VMs, authenticated)", args.vms),
+        &reads,
+    );
     row("peer: GET /healthz (no auth, no store)", &floor);
     row("POST /v1/vms (durable create)", &creates);
     row("peer: sled insert+flush (in process)", &sled);

@@ -12,7 +12,12 @@ use std::time::Duration;
 #[derive(Debug, Clone, Args)]
 pub struct ApiArgs {
     /// Base URL of the control plane.
-    #[arg(long, env = "MODVISOR_API", default_value = "http://127.0.0.1:7070", global = true)]
+    #[arg(
+        long,
+        env = "MODVISOR_API",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
     pub api: String,
     /// File holding the bearer token (e.g. .modvisor/tokens/tenant-a.jwt).
     #[arg(long, env = "MODVISOR_TOKEN_FILE", global = true)]
@@ -32,10 +37,9 @@ pub struct Api {
 impl Api {
     /// Reads the token and prepares a client.
     pub fn new(args: &ApiArgs) -> Result<Self> {
-        let path = args
-            .token_file
-            .as_ref()
-            .ok_or_else(|| anyhow!("no token: pass --token-file FILE or set MODVISOR_TOKEN_FILE"))?;
+        let path = args.token_file.as_ref().ok_or_else(|| {
+            anyhow!("no token: pass --token-file FILE or set MODVISOR_TOKEN_FILE")
+        })?;
         let token = std::fs::read_to_string(path)
             .with_context(|| format!("reading token file {}", path.display()))?
             .trim()
@@ -129,7 +133,9 @@ impl Api {
         if bytes.is_empty() {
             Ok(None)
         } else {
-            Ok(Some(serde_json::from_slice(&bytes).context("decoding the response")?))
+            Ok(Some(
+                serde_json::from_slice(&bytes).context("decoding the response")?,
+            ))
         }
     }
 }
@@ -143,7 +149,12 @@ fn check(resp: reqwest::Result<Response>) -> Result<Response> {
     let body = resp.text().unwrap_or_default();
     match serde_json::from_str::<Value>(&body) {
         Ok(p) if p.get("type").is_some() => {
-            let slug = p["type"].as_str().unwrap_or("").rsplit(':').next().unwrap_or("");
+            let slug = p["type"]
+                .as_str()
+                .unwrap_or("")
+                .rsplit(':')
+                .next()
+                .unwrap_or("");
             bail!(
                 "{} {}: {}",
                 status.as_u16(),
@@ -151,7 +162,11 @@ fn check(resp: reqwest::Result<Response>) -> Result<Response> {
                 p["detail"].as_str().unwrap_or("")
             )
         }
-        _ => bail!("{} {}", status.as_u16(), body.chars().take(200).collect::<String>()),
+        _ => bail!(
+            "{} {}",
+            status.as_u16(),
+            body.chars().take(200).collect::<String>()
+        ),
     }
 }
 

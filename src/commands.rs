@@ -156,7 +156,18 @@ fn vm_rows(items: &[Value]) -> String {
             ]
         })
         .collect();
-    render(&["ID", "TENANT", "NAME", "VCPUS", "MEMORY_MIB", "PHASE", "NODE"], &rows)
+    render(
+        &[
+            "ID",
+            "TENANT",
+            "NAME",
+            "VCPUS",
+            "MEMORY_MIB",
+            "PHASE",
+            "NODE",
+        ],
+        &rows,
+    )
 }
 
 fn key_values(list: &[String], what: &str) -> Result<Map<String, Value>> {
@@ -184,9 +195,12 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<()> {
             for m in &modules {
                 let (name, params) = m.split_once(':').unwrap_or((m, ""));
                 let params: Vec<String> = params.split(',').map(str::to_string).collect();
-                mods.push(json!({"name": name, "params": key_values(&params, "module parameter")?}));
+                mods.push(
+                    json!({"name": name, "params": key_values(&params, "module parameter")?}),
+                );
             }
-            let body = json!({"name": name, "vcpus": vcpus, "memory_mib": memory_mib, "modules": mods});
+            let body =
+                json!({"name": name, "vcpus": vcpus, "memory_mib": memory_mib, "modules": mods});
             let vm = api.send_json(Method::POST, "/v1/vms", &body, None)?;
             print(args, &vm, |v| vm_rows(std::slice::from_ref(v)));
         }
@@ -202,7 +216,12 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<()> {
             let (vm, etag) = api.get_with_etag(&format!("/v1/vms/{id}"))?;
             let mut spec = vm["spec"].clone();
             spec["power_state"] = Value::String(state);
-            let vm = api.send_json(Method::PUT, &format!("/v1/vms/{id}"), &spec, etag.as_deref())?;
+            let vm = api.send_json(
+                Method::PUT,
+                &format!("/v1/vms/{id}"),
+                &spec,
+                etag.as_deref(),
+            )?;
             print(args, &vm, |v| vm_rows(std::slice::from_ref(v)));
         }
         VmCommand::Delete { id } => {
@@ -240,7 +259,11 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                             .as_array()
                             .map(|a| a.iter().map(|x| cell(&x["kernel_release"])).collect())
                             .unwrap_or_default();
-                        vec![cell(&m["name"]), releases.join(","), cell(&m["policy"]["approved"])]
+                        vec![
+                            cell(&m["name"]),
+                            releases.join(","),
+                            cell(&m["policy"]["approved"]),
+                        ]
                     })
                     .collect();
                 render(&["MODULE", "KERNEL_RELEASES", "APPROVED"], &rows)
@@ -258,7 +281,9 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             });
         }
         ModuleCommand::Unload { vm, name } => {
-            let r = api.delete(&format!("/v1/vms/{vm}/modules/{name}"))?.unwrap_or(Value::Null);
+            let r = api
+                .delete(&format!("/v1/vms/{vm}/modules/{name}"))?
+                .unwrap_or(Value::Null);
             print(args, &r, |v| request_rows(std::slice::from_ref(v)));
         }
         ModuleCommand::Publish {
@@ -273,9 +298,12 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                     .and_then(|n| n.to_str())
                     .and_then(|n| n.strip_suffix(".ko"))
                     .map(str::to_string)
-                    .with_context(|| format!("{}: not a .ko file name; pass --name", file.display()))?,
+                    .with_context(|| {
+                        format!("{}: not a .ko file name; pass --name", file.display())
+                    })?,
             };
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let v = api.put_bytes(
                 &format!("/v1/admin/modules/{name}?kernel_release={kernel_release}"),
                 bytes,
@@ -283,7 +311,12 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             print(args, &v, |v| {
                 render(
                     &["MODULE", "KERNEL_RELEASE", "SHA256", "SIZE"],
-                    &[vec![cell(&v["name"]), cell(&v["kernel_release"]), cell(&v["sha256"]), cell(&v["size"])]],
+                    &[vec![
+                        cell(&v["name"]),
+                        cell(&v["kernel_release"]),
+                        cell(&v["sha256"]),
+                        cell(&v["size"]),
+                    ]],
                 )
             });
         }
@@ -293,8 +326,18 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             tenants,
         } => {
             let body = json!({"approved": approve, "tenants": tenants});
-            let v = api.send_json(Method::PUT, &format!("/v1/admin/modules/{name}/policy"), &body, None)?;
-            print(args, &v, |v| format!("{name}: approved={} tenants={}", v["approved"], v["tenants"]));
+            let v = api.send_json(
+                Method::PUT,
+                &format!("/v1/admin/modules/{name}/policy"),
+                &body,
+                None,
+            )?;
+            print(args, &v, |v| {
+                format!(
+                    "{name}: approved={} tenants={}",
+                    v["approved"], v["tenants"]
+                )
+            });
         }
     }
     Ok(())
@@ -322,7 +365,9 @@ pub fn tenant(args: &ApiArgs, cmd: TenantCommand) -> Result<()> {
     let api = Api::new(args)?;
     let v = match cmd {
         TenantCommand::List => api.get("/v1/tenants")?,
-        TenantCommand::Create { name } => api.send_json(Method::POST, "/v1/tenants", &json!({"name": name}), None)?,
+        TenantCommand::Create { name } => {
+            api.send_json(Method::POST, "/v1/tenants", &json!({"name": name}), None)?
+        }
         TenantCommand::Get { name } => api.get(&format!("/v1/tenants/{name}"))?,
         TenantCommand::Quota {
             name,
@@ -331,7 +376,12 @@ pub fn tenant(args: &ApiArgs, cmd: TenantCommand) -> Result<()> {
             max_memory_mib,
         } => {
             let body = json!({"max_vms": max_vms, "max_vcpus": max_vcpus, "max_memory_mib": max_memory_mib});
-            api.send_json(Method::PUT, &format!("/v1/tenants/{name}/quota"), &body, None)?
+            api.send_json(
+                Method::PUT,
+                &format!("/v1/tenants/{name}/quota"),
+                &body,
+                None,
+            )?
         }
     };
     print(args, &v, |v| match v.as_array() {
@@ -359,7 +409,12 @@ pub fn events(args: &ApiArgs, limit: u32) -> Result<()> {
                 ]
             })
             .collect();
-        render(&["SEQ", "TIME", "ACTOR", "ACTION", "RESOURCE", "OUTCOME", "DETAIL"], &rows)
+        render(
+            &[
+                "SEQ", "TIME", "ACTOR", "ACTION", "RESOURCE", "OUTCOME", "DETAIL",
+            ],
+            &rows,
+        )
     });
     Ok(())
 }

@@ -151,10 +151,16 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
     }
     let key = data_dir.join(modvisor_control_plane::auth::KEY_FILE);
     if !key.exists() {
-        bail!("no signing key at {}: run `modvisor up --data-dir {}` first", key.display(), data_dir.display());
+        bail!(
+            "no signing key at {}: run `modvisor up --data-dir {}` first",
+            key.display(),
+            data_dir.display()
+        );
     }
     let keys = TokenKeys::load_or_create(&data_dir)?;
-    let sub = sub.or_else(|| tenant.clone()).unwrap_or_else(|| format!("{role:?}").to_lowercase());
+    let sub = sub
+        .or_else(|| tenant.clone())
+        .unwrap_or_else(|| format!("{role:?}").to_lowercase());
     println!("{}", keys.issue(&sub, role, tenant.as_deref(), ttl)?);
     Ok(())
 }

@@ -8,10 +8,12 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Mutex;
 use utoipa::ToSchema;
 
 /// The audience every modvisor token names.
@@ -65,11 +67,20 @@ pub struct Caller {
     pub tenant: Option<String>,
 }
 
+/// Most verified tokens remembered (the cache is emptied when full).
+const VERIFIED_CACHE_MAX: usize = 4096;
+/// Tokens longer than this are never remembered.
+const VERIFIED_TOKEN_MAX: usize = 4096;
+
 /// Signs and verifies tokens with one Ed25519 key.
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature and claims were verified, with their `exp`, so that a
+    /// client's every request does not pay for an Ed25519 verification. Keyed by the
+    /// exact token text; `exp` is checked again on every hit.
+    verified: Mutex<HashMap<String, (Caller, u64)>>,
 }
 
 fn unix_now() -> u64 {
@@ -90,7 +101,8 @@ impl TokenKeys {
             fs::create_dir_all(dir).map_err(storage)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(storage)?;
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| Error::Storage(format!("no randomness: {e}")))?;
+            getrandom::fill(&mut seed)
+                .map_err(|e| Error::Storage(format!("no randomness: {e}")))?;
             let key = SigningKey::from_bytes(&seed);
             let pem = key
                 .to_pkcs8_pem(Default::default())
@@ -135,11 +147,18 @@ impl TokenKeys {
             encoding,
             decoding,
             validation,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
     /// Issues a token for `sub` valid for `ttl_secs`.
-    pub fn issue(&self, sub: &str, role: Role, tenant: Option<&str>, ttl_secs: u64) -> Result<String> {
+    pub fn issue(
+        &self,
+        sub: &str,
+        role: Role,
+        tenant: Option<&str>,
+        ttl_secs: u64,
+    ) -> Result<String> {
         let iat = unix_now();
         let claims = Claims {
             sub: sub.to_string(),
@@ -156,11 +175,34 @@ impl TokenKeys {
 
     /// Verifies a token and says who holds it. Every failure is `Unauthenticated`.
     pub fn verify(&self, token: &str) -> Result<Caller> {
+        let now = unix_now();
+        if let Ok(cache) = self.verified.lock() {
+            if let Some((caller, exp)) = cache.get(token) {
+                if now <= exp.saturating_add(LEEWAY_SECS) {
+                    return Ok(caller.clone());
+                }
+            }
+        }
+        let (caller, exp) = self.verify_uncached(token)?;
+        if token.len() <= VERIFIED_TOKEN_MAX {
+            if let Ok(mut cache) = self.verified.lock() {
+                if cache.len() >= VERIFIED_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(token.to_string(), (caller.clone(), exp));
+            }
+        }
+        Ok(caller)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(Caller, u64)> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| Error::Unauthenticated(format!("invalid token: {e}")))?;
         let c = data.claims;
         if c.jti.is_empty() || c.sub.is_empty() {
-            return Err(Error::Unauthenticated("invalid token: empty sub or jti".into()));
+            return Err(Error::Unauthenticated(
+                "invalid token: empty sub or jti".into(),
+            ));
         }
         match (c.role, &c.tenant) {
             (Role::Tenant, None) => {
@@ -175,11 +217,14 @@ impl TokenKeys {
             }
             _ => {}
         }
-        Ok(Caller {
-            sub: c.sub,
-            role: c.role,
-            tenant: c.tenant,
-        })
+        Ok((
+            Caller {
+                sub: c.sub,
+                role: c.role,
+                tenant: c.tenant,
+            },
+            c.exp,
+        ))
     }
 }
 
@@ -191,9 +236,14 @@ mod tests {
     fn key_file_is_private_and_tokens_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let keys = TokenKeys::load_or_create(dir.path()).unwrap();
-        let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let t = keys.issue("alice", Role::Tenant, Some("tenant-a"), 60).unwrap();
+        let t = keys
+            .issue("alice", Role::Tenant, Some("tenant-a"), 60)
+            .unwrap();
         let again = TokenKeys::load_or_create(dir.path()).unwrap();
         let caller = again.verify(&t).unwrap();
         assert_eq!(caller.tenant.as_deref(), Some("tenant-a"));
@@ -218,6 +268,9 @@ mod tests {
             .unwrap()
             .issue("a", Role::Admin, None, 60)
             .unwrap();
-        assert!(matches!(keys.verify(&foreign), Err(Error::Unauthenticated(_))));
+        assert!(matches!(
+            keys.verify(&foreign),
+            Err(Error::Unauthenticated(_))
+        ));
     }
 }

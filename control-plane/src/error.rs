@@ -64,7 +64,9 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     /// Granting the request would exceed one of the tenant's quotas.
-    #[error("quota {quota} exceeded for tenant {tenant}: limit {limit}, requested total {requested}")]
+    #[error(
+        "quota {quota} exceeded for tenant {tenant}: limit {limit}, requested total {requested}"
+    )]
     QuotaExceeded {
         /// The tenant.
         tenant: String,
@@ -102,7 +104,10 @@ impl Error {
 
     /// A not-found error for a resource of `kind`.
     pub fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
-        Error::NotFound { kind, id: id.into() }
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
     }
 
     /// The stable slug of this problem type.

@@ -2,7 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::model::Phase;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -21,7 +23,10 @@ impl Metrics {
         let err = |e: prometheus::Error| Error::Storage(format!("metrics: {e}"));
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("modvisor_http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "modvisor_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["method", "route", "status"],
         )
         .map_err(err)?;
@@ -36,8 +41,8 @@ impl Metrics {
             &["method", "route"],
         )
         .map_err(err)?;
-        let vms = IntGaugeVec::new(Opts::new("modvisor_vms", "VMs by phase"), &["phase"])
-            .map_err(err)?;
+        let vms =
+            IntGaugeVec::new(Opts::new("modvisor_vms", "VMs by phase"), &["phase"]).map_err(err)?;
         registry.register(Box::new(requests.clone())).map_err(err)?;
         registry.register(Box::new(latency.clone())).map_err(err)?;
         registry.register(Box::new(vms.clone())).map_err(err)?;

@@ -112,7 +112,9 @@ pub struct VmSpec {
 }
 
 /// Lifecycle phase of a VM.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
 pub enum Phase {
     /// Accepted, not yet placed on a node.
     Pending,

@@ -49,10 +49,12 @@ impl ControlPlane {
             .map_err(|e| Error::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let keys = Arc::new(TokenKeys::load_or_create(&config.data_dir)?);
         let kv = SledKv::open(&config.data_dir.join("db")).map_err(|e| match e {
-            Error::Storage(m) if m.contains("WouldBlock") || m.contains("lock") => Error::Storage(format!(
-                "the store in {} is in use by another modvisor process ({m})",
-                config.data_dir.display()
-            )),
+            Error::Storage(m) if m.contains("WouldBlock") || m.contains("lock") => {
+                Error::Storage(format!(
+                    "the store in {} is in use by another modvisor process ({m})",
+                    config.data_dir.display()
+                ))
+            }
             other => other,
         })?;
         let state = web::Data::new(AppState {
@@ -83,11 +85,22 @@ impl ControlPlane {
         let dir = self.config.data_dir.join("tokens");
         let mut written = vec![(
             "admin".to_string(),
-            write_secret(&dir, "admin.jwt", &self.keys().issue("admin", Role::Admin, None, token_ttl_secs)?)?,
+            write_secret(
+                &dir,
+                "admin.jwt",
+                &self
+                    .keys()
+                    .issue("admin", Role::Admin, None, token_ttl_secs)?,
+            )?,
         )];
         for t in DEFAULT_TENANTS {
-            let token = self.keys().issue(t, Role::Tenant, Some(t), token_ttl_secs)?;
-            written.push((t.to_string(), write_secret(&dir, &format!("{t}.jwt"), &token)?));
+            let token = self
+                .keys()
+                .issue(t, Role::Tenant, Some(t), token_ttl_secs)?;
+            written.push((
+                t.to_string(),
+                write_secret(&dir, &format!("{t}.jwt"), &token)?,
+            ));
         }
         Ok(written)
     }
@@ -100,9 +113,10 @@ impl ControlPlane {
             let metrics = state.metrics.clone();
             App::new()
                 .app_data(state.clone())
-                .app_data(web::PathConfig::default().error_handler(|e, _| {
-                    Error::invalid("path", e.to_string()).into()
-                }))
+                .app_data(
+                    web::PathConfig::default()
+                        .error_handler(|e, _| Error::invalid("path", e.to_string()).into()),
+                )
                 .wrap_fn(move |req, srv| {
                     let start = Instant::now();
                     let method = req.method().to_string();
@@ -128,15 +142,25 @@ impl ControlPlane {
         if let Some(w) = self.config.workers {
             server = server.workers(w);
         }
-        let addr = server.addrs().first().copied().unwrap_or(self.config.listen);
-        write_atomically(&self.config.data_dir.join(ADDR_FILE), addr.to_string().as_bytes())?;
+        let addr = server
+            .addrs()
+            .first()
+            .copied()
+            .unwrap_or(self.config.listen);
+        write_atomically(
+            &self.config.data_dir.join(ADDR_FILE),
+            addr.to_string().as_bytes(),
+        )?;
         on_bound(addr);
         server.run().await
     }
 }
 
 async fn no_route(req: HttpRequest) -> HttpResponse {
-    actix_web::ResponseError::error_response(&Error::not_found("route", req.path().chars().take(200).collect::<String>()))
+    actix_web::ResponseError::error_response(&Error::not_found(
+        "route",
+        req.path().chars().take(200).collect::<String>(),
+    ))
 }
 
 /// Writes a secret file with mode 0600, replacing any earlier one atomically.

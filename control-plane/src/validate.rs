@@ -101,7 +101,10 @@ pub fn vm_spec(spec: &VmSpec) -> Result<()> {
         return Err(Error::invalid("vcpus", "must be between 1 and 32"));
     }
     if !MEMORY_MIB.contains(&spec.memory_mib) {
-        return Err(Error::invalid("memory_mib", "must be between 128 and 65536"));
+        return Err(Error::invalid(
+            "memory_mib",
+            "must be between 128 and 65536",
+        ));
     }
     if spec.modules.len() > MAX_MODULES_PER_VM {
         return Err(Error::invalid(

@@ -90,7 +90,11 @@ fn every_bad_token_is_401() {
     assert_401(&p, Some(&sign(&pem, &no_exp)), "no exp");
 
     assert_401(&p, Some(&sign(&pem, &claims("root", None))), "unknown role");
-    assert_401(&p, Some(&sign(&pem, &claims("tenant", None))), "tenant token without tenant");
+    assert_401(
+        &p,
+        Some(&sign(&pem, &claims("tenant", None))),
+        "tenant token without tenant",
+    );
     assert_401(
         &p,
         Some(&sign(&pem, &claims("tenant", Some("tenant-zz")))),
@@ -99,7 +103,12 @@ fn every_bad_token_is_401() {
 
     // Tampered payload: tenant-a's signature over tenant-b's claims.
     let parts: Vec<&str> = good.split('.').collect();
-    let forged = format!("{}.{}.{}", parts[0], b64(&claims("tenant", Some("tenant-b"))), parts[2]);
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        b64(&claims("tenant", Some("tenant-b"))),
+        parts[2]
+    );
     assert_401(&p, Some(&forged), "tampered payload");
 
     // Tampered signature.
@@ -112,7 +121,11 @@ fn every_bad_token_is_401() {
     let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
     use ed25519_dalek::pkcs8::EncodePrivateKey;
     let other_pem = other.to_pkcs8_pem(Default::default()).unwrap();
-    assert_401(&p, Some(&sign(&other_pem, &claims("admin", None))), "foreign key");
+    assert_401(
+        &p,
+        Some(&sign(&other_pem, &claims("admin", None))),
+        "foreign key",
+    );
 
     // Not a Bearer scheme.
     let r = p.call(
@@ -134,28 +147,51 @@ fn roles_reach_only_their_endpoints() {
     let admin = p.token("admin");
 
     // Node tokens reach no tenant or admin endpoint.
-    for path in ["/v1/vms", "/v1/tenants", "/v1/modules", "/v1/events", "/v1/tenants/tenant-a"] {
-        assert_eq!(p.get(&node, path).expect(403).problem_slug(), "forbidden", "{path}");
+    for path in [
+        "/v1/vms",
+        "/v1/tenants",
+        "/v1/modules",
+        "/v1/events",
+        "/v1/tenants/tenant-a",
+    ] {
+        assert_eq!(
+            p.get(&node, path).expect(403).problem_slug(),
+            "forbidden",
+            "{path}"
+        );
     }
-    p.post(&node, "/v1/vms", &json!({"name": "x", "vcpus": 1, "memory_mib": 128}))
-        .expect(403);
+    p.post(
+        &node,
+        "/v1/vms",
+        &json!({"name": "x", "vcpus": 1, "memory_mib": 128}),
+    )
+    .expect(403);
 
     // Tenants reach no admin endpoint.
     p.get(&a, "/v1/tenants").expect(403);
-    p.post(&a, "/v1/tenants", &json!({"name": "evil"})).expect(403);
+    p.post(&a, "/v1/tenants", &json!({"name": "evil"}))
+        .expect(403);
     p.put(
         &a,
         "/v1/tenants/tenant-a/quota",
         &json!({"max_vms": 1000, "max_vcpus": 1000, "max_memory_mib": 100000}),
     )
     .expect(403);
-    p.put(&a, "/v1/admin/modules/dummy/policy", &json!({"approved": true, "tenants": ["*"]}))
-        .expect(403);
+    p.put(
+        &a,
+        "/v1/admin/modules/dummy/policy",
+        &json!({"approved": true, "tenants": ["*"]}),
+    )
+    .expect(403);
 
     // Admins manage tenants but create no VMs of their own.
     p.get(&admin, "/v1/tenants").expect(200);
-    p.post(&admin, "/v1/vms", &json!({"name": "x", "vcpus": 1, "memory_mib": 128}))
-        .expect(403);
+    p.post(
+        &admin,
+        "/v1/vms",
+        &json!({"name": "x", "vcpus": 1, "memory_mib": 128}),
+    )
+    .expect(403);
     // A tenant may read its own tenant record only.
     p.get(&a, "/v1/tenants/tenant-a").expect(200);
     p.get(&a, "/v1/tenants/tenant-b").expect(404);

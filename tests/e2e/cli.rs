@@ -13,25 +13,49 @@ fn run(p: &Plane, who: &str, args: &[&str]) -> Output {
 }
 
 fn ok(out: Output) -> String {
-    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
 #[test]
 fn cli_round_trip() {
     let p = Plane::start();
-    let created: serde_json::Value =
-        serde_json::from_str(&ok(run(&p, "tenant-a", &["vm", "create", "web-1", "--vcpus", "2", "--memory-mib", "256", "--json"]))).unwrap();
+    let created: serde_json::Value = serde_json::from_str(&ok(run(
+        &p,
+        "tenant-a",
+        &[
+            "vm",
+            "create",
+            "web-1",
+            "--vcpus",
+            "2",
+            "--memory-mib",
+            "256",
+            "--json",
+        ],
+    )))
+    .unwrap();
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(created["spec"]["vcpus"], 2);
 
     let table = ok(run(&p, "tenant-a", &["vm", "list"]));
     assert!(table.lines().next().unwrap().starts_with("ID"));
-    assert!(table.contains("web-1") && table.contains("Pending"), "{table}");
+    assert!(
+        table.contains("web-1") && table.contains("Pending"),
+        "{table}"
+    );
     assert!(!ok(run(&p, "tenant-b", &["vm", "list"])).contains("web-1"));
 
-    let stopped: serde_json::Value =
-        serde_json::from_str(&ok(run(&p, "tenant-a", &["vm", "power", &id, "stopped", "--json"]))).unwrap();
+    let stopped: serde_json::Value = serde_json::from_str(&ok(run(
+        &p,
+        "tenant-a",
+        &["vm", "power", &id, "stopped", "--json"],
+    )))
+    .unwrap();
     assert_eq!(stopped["spec"]["power_state"], "stopped");
 
     // Errors are one line on stderr with a non-zero exit.
@@ -50,10 +74,27 @@ fn cli_round_trip() {
 
     let tenants = ok(run(&p, "admin", &["tenant", "list"]));
     assert!(tenants.contains("tenant-a") && tenants.contains("tenant-b"));
-    ok(run(&p, "admin", &["tenant", "quota", "tenant-b", "--max-vms", "2", "--max-vcpus", "4", "--max-memory-mib", "1024"]));
+    ok(run(
+        &p,
+        "admin",
+        &[
+            "tenant",
+            "quota",
+            "tenant-b",
+            "--max-vms",
+            "2",
+            "--max-vcpus",
+            "4",
+            "--max-memory-mib",
+            "1024",
+        ],
+    ));
     assert!(ok(run(&p, "tenant-b", &["tenant", "get", "tenant-b"])).contains("0/2"));
     let events = ok(run(&p, "tenant-a", &["events"]));
-    assert!(events.contains("vm.create") && events.contains("vm.delete"), "{events}");
+    assert!(
+        events.contains("vm.create") && events.contains("vm.delete"),
+        "{events}"
+    );
 }
 
 #[test]
@@ -61,7 +102,17 @@ fn token_issue_and_openapi_commands() {
     let p = Plane::start();
     let dir = p.data_dir();
     let out = modvisor()
-        .args(["token", "issue", "--role", "tenant", "--tenant", "tenant-b", "--ttl", "60", "--data-dir"])
+        .args([
+            "token",
+            "issue",
+            "--role",
+            "tenant",
+            "--tenant",
+            "tenant-b",
+            "--ttl",
+            "60",
+            "--data-dir",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
@@ -71,20 +122,45 @@ fn token_issue_and_openapi_commands() {
         vec!["token", "issue", "--role", "tenant"],
         vec!["token", "issue", "--role", "admin", "--tenant", "tenant-a"],
     ] {
-        let out = modvisor().args(&bad).arg("--data-dir").arg(&dir).output().unwrap();
+        let out = modvisor()
+            .args(&bad)
+            .arg("--data-dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
         assert!(!out.status.success());
-        assert_eq!(String::from_utf8_lossy(&out.stderr).trim().lines().count(), 1);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim().lines().count(),
+            1
+        );
     }
     let out = modvisor()
-        .args(["token", "issue", "--role", "admin", "--data-dir", "/nonexistent/dir"])
+        .args([
+            "token",
+            "issue",
+            "--role",
+            "admin",
+            "--data-dir",
+            "/nonexistent/dir",
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no signing key"));
     // No token file: a clear message, not a crash.
-    let out = modvisor().args(["vm", "list"]).env_remove("MODVISOR_TOKEN_FILE").output().unwrap();
+    let out = modvisor()
+        .args(["vm", "list"])
+        .env_remove("MODVISOR_TOKEN_FILE")
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("no token"));
 
     let printed = ok(modvisor().arg("openapi").output().unwrap());
-    let served = p.http.get(format!("{}/openapi.json", p.base)).send().unwrap().text().unwrap();
+    let served = p
+        .http
+        .get(format!("{}/openapi.json", p.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert_eq!(printed, served);
 }

@@ -36,9 +36,25 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
         "/v1/vms/x/modules/%00",
     ];
     for path in paths {
-        for m in [Method::GET, Method::PUT, Method::POST, Method::DELETE, Method::PATCH] {
-            let r = p.call(m.clone(), Some(&a), path, Some(&serde_json::json!({"x": 1})), &[]);
-            assert!((400..500).contains(&r.status) || r.status == 200, "{m} {path}: {}", r.status);
+        for m in [
+            Method::GET,
+            Method::PUT,
+            Method::POST,
+            Method::DELETE,
+            Method::PATCH,
+        ] {
+            let r = p.call(
+                m.clone(),
+                Some(&a),
+                path,
+                Some(&serde_json::json!({"x": 1})),
+                &[],
+            );
+            assert!(
+                (400..500).contains(&r.status) || r.status == 200,
+                "{m} {path}: {}",
+                r.status
+            );
         }
     }
     // Deeply nested and odd JSON.
@@ -73,11 +89,23 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
     assert_eq!(r.status().as_u16(), 400);
     // Broken HTTP on the wire.
     raw(&p, b"GARBAGE\r\n\r\n");
-    raw(&p, b"GET /v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n");
-    let big_header = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000));
+    raw(
+        &p,
+        b"GET /v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n",
+    );
+    let big_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
     raw(&p, big_header.as_bytes());
-    raw(&p, b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n{");
-    raw(&p, b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
+    raw(
+        &p,
+        b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n{",
+    );
+    raw(
+        &p,
+        b"POST /v1/vms HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    );
     // A body that claims to be small but is not.
     let resp = raw(
         &p,
@@ -88,14 +116,27 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
         )
         .as_bytes(),
     );
-    assert!(resp.starts_with("HTTP/1.1 413"), "{}", resp.lines().next().unwrap_or(""));
+    assert!(
+        resp.starts_with("HTTP/1.1 413"),
+        "{}",
+        resp.lines().next().unwrap_or("")
+    );
 
     assert!(p.alive(), "the server must survive");
     p.get(&a, "/v1/vms").expect(200);
 
     // Metrics saw all of this, by route pattern (never by raw path) and status.
-    let m = p.http.get(format!("{}/metrics", p.base)).send().unwrap().text().unwrap();
-    assert!(m.contains("modvisor_http_requests_total{method=\"GET\",route=\"/v1/vms\",status=\"200\"}"), "{m}");
+    let m = p
+        .http
+        .get(format!("{}/metrics", p.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        m.contains("modvisor_http_requests_total{method=\"GET\",route=\"/v1/vms\",status=\"200\"}"),
+        "{m}"
+    );
     assert!(m.contains("modvisor_http_request_duration_seconds_bucket"));
     assert!(m.contains("modvisor_vms{phase=\"Pending\"} 0"));
     assert!(!m.contains("passwd"), "raw paths must not become labels");

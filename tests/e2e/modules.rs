@@ -12,22 +12,47 @@ fn sha256_hex(bytes: &[u8]) -> String {
 fn publish_is_content_addressed_and_validated() {
     let p = Plane::start();
     let bytes = elf_like("tcp_bbr");
-    let r = p.publish("tcp_bbr", "6.1.0-test-cloud-amd64", &bytes).expect(201);
+    let r = p
+        .publish("tcp_bbr", "6.1.0-test-cloud-amd64", &bytes)
+        .expect(201);
     assert_eq!(r.body["sha256"], sha256_hex(&bytes));
     assert_eq!(r.body["size"], bytes.len());
-    assert_eq!(p.publish("tcp_bbr", "6.1.0-test", b"not an elf").expect(400).body["field"], "body");
-    assert_eq!(p.publish("../etc", "6.1.0-test", &bytes).status, 404, "path traversal never routes");
-    assert_eq!(p.publish("bad name", "6.1.0-test", &bytes).expect(400).body["field"], "name");
-    assert_eq!(p.publish("ok", "6.1 0", &bytes).expect(400).body["field"], "kernel_release");
+    assert_eq!(
+        p.publish("tcp_bbr", "6.1.0-test", b"not an elf")
+            .expect(400)
+            .body["field"],
+        "body"
+    );
+    assert_eq!(
+        p.publish("../etc", "6.1.0-test", &bytes).status,
+        404,
+        "path traversal never routes"
+    );
+    assert_eq!(
+        p.publish("bad name", "6.1.0-test", &bytes).expect(400).body["field"],
+        "name"
+    );
+    assert_eq!(
+        p.publish("ok", "6.1 0", &bytes).expect(400).body["field"],
+        "kernel_release"
+    );
     let big = {
         let mut b = elf_like("big");
         b.resize(16 * 1024 * 1024 + 1, 0);
         b
     };
-    assert_eq!(p.publish("big", "6.1.0-test", &big).expect(413).problem_slug(), "payload-too-large");
+    assert_eq!(
+        p.publish("big", "6.1.0-test", &big)
+            .expect(413)
+            .problem_slug(),
+        "payload-too-large"
+    );
     let r = p
         .http
-        .put(format!("{}/v1/admin/modules/x?kernel_release=6.1.0", p.base))
+        .put(format!(
+            "{}/v1/admin/modules/x?kernel_release=6.1.0",
+            p.base
+        ))
         .bearer_auth(p.token("admin"))
         .header("content-type", "application/json")
         .body(bytes.clone())
@@ -36,7 +61,13 @@ fn publish_is_content_addressed_and_validated() {
     assert_eq!(r.status().as_u16(), 415);
     // Only tcp_bbr made it into the catalog, unapproved.
     let cat = p.get(&p.token("admin"), "/v1/modules").expect(200);
-    let names: Vec<&str> = cat.body.as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = cat
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, vec!["tcp_bbr"]);
     assert_eq!(cat.body[0]["policy"]["approved"], false);
 }
@@ -45,14 +76,28 @@ fn publish_is_content_addressed_and_validated() {
 fn requests_follow_the_policy_of_each_tenant() {
     let p = Plane::start();
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
-    p.publish("dummy", "6.1.0-test", &elf_like("dummy")).expect(201);
-    p.publish("zram", "6.1.0-test", &elf_like("zram")).expect(201);
-    p.put(&admin, "/v1/admin/modules/nosuch/policy", &json!({"approved": true, "tenants": ["*"]}))
-        .expect(404);
-    p.put(&admin, "/v1/admin/modules/dummy/policy", &json!({"approved": true, "tenants": ["tenant-a"]}))
-        .expect(200);
-    p.put(&admin, "/v1/admin/modules/dummy/policy", &json!({"approved": true, "tenants": ["Bad Name"]}))
-        .expect(400);
+    p.publish("dummy", "6.1.0-test", &elf_like("dummy"))
+        .expect(201);
+    p.publish("zram", "6.1.0-test", &elf_like("zram"))
+        .expect(201);
+    p.put(
+        &admin,
+        "/v1/admin/modules/nosuch/policy",
+        &json!({"approved": true, "tenants": ["*"]}),
+    )
+    .expect(404);
+    p.put(
+        &admin,
+        "/v1/admin/modules/dummy/policy",
+        &json!({"approved": true, "tenants": ["tenant-a"]}),
+    )
+    .expect(200);
+    p.put(
+        &admin,
+        "/v1/admin/modules/dummy/policy",
+        &json!({"approved": true, "tenants": ["Bad Name"]}),
+    )
+    .expect(400);
 
     // Tenants see only what they may request; tenants never see policies.
     let ca = p.get(&a, "/v1/modules").expect(200);
@@ -65,36 +110,88 @@ fn requests_follow_the_policy_of_each_tenant() {
     let vb = p.create_vm(&b, "b1");
 
     let r = p
-        .post(&a, &format!("/v1/vms/{va}/modules"), &json!({"name": "dummy", "params": {"numdummies": "2"}}))
+        .post(
+            &a,
+            &format!("/v1/vms/{va}/modules"),
+            &json!({"name": "dummy", "params": {"numdummies": "2"}}),
+        )
         .expect(202);
     assert_eq!(r.body["state"], "Pending");
     assert_eq!(r.body["params"]["numdummies"], "2");
-    assert_eq!(p.post(&a, &format!("/v1/vms/{va}/modules"), &json!({"name": "dummy"})).expect(409).problem_slug(), "conflict");
-    assert_eq!(p.post(&a, &format!("/v1/vms/{va}/modules"), &json!({"name": "nosuch"})).expect(404).problem_slug(), "not-found");
+    assert_eq!(
+        p.post(
+            &a,
+            &format!("/v1/vms/{va}/modules"),
+            &json!({"name": "dummy"})
+        )
+        .expect(409)
+        .problem_slug(),
+        "conflict"
+    );
+    assert_eq!(
+        p.post(
+            &a,
+            &format!("/v1/vms/{va}/modules"),
+            &json!({"name": "nosuch"})
+        )
+        .expect(404)
+        .problem_slug(),
+        "not-found"
+    );
 
     // Not approved for B: 403, and stored as Rejected with the reason.
-    let r = p.post(&b, &format!("/v1/vms/{vb}/modules"), &json!({"name": "dummy"})).expect(403);
+    let r = p
+        .post(
+            &b,
+            &format!("/v1/vms/{vb}/modules"),
+            &json!({"name": "dummy"}),
+        )
+        .expect(403);
     assert_eq!(r.problem_slug(), "module-not-approved");
     let reqs = p.get(&b, &format!("/v1/vms/{vb}/modules")).expect(200);
     assert_eq!(reqs.body[0]["state"], "Rejected");
-    assert!(reqs.body[0]["reason"].as_str().unwrap().contains("not approved for tenant tenant-b"));
-    let r = p.post(&a, &format!("/v1/vms/{va}/modules"), &json!({"name": "zram"})).expect(403);
+    assert!(reqs.body[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("not approved for tenant tenant-b"));
+    let r = p
+        .post(
+            &a,
+            &format!("/v1/vms/{va}/modules"),
+            &json!({"name": "zram"}),
+        )
+        .expect(403);
     assert_eq!(r.problem_slug(), "module-not-approved");
 
     // Unload of a request never loaded ends it at once; it can be requested again.
-    let r = p.delete(&a, &format!("/v1/vms/{va}/modules/dummy")).expect(202);
+    let r = p
+        .delete(&a, &format!("/v1/vms/{va}/modules/dummy"))
+        .expect(202);
     assert_eq!(r.body["state"], "Unloaded");
-    p.post(&a, &format!("/v1/vms/{va}/modules"), &json!({"name": "dummy"})).expect(202);
-    p.delete(&a, &format!("/v1/vms/{va}/modules/zzz")).expect(404);
+    p.post(
+        &a,
+        &format!("/v1/vms/{va}/modules"),
+        &json!({"name": "dummy"}),
+    )
+    .expect(202);
+    p.delete(&a, &format!("/v1/vms/{va}/modules/zzz"))
+        .expect(404);
 
     // Modules in a VM spec are checked at create time: all approved, or nothing is written.
     let r = p
         .post(&a, "/v1/vms", &json!({"name": "a2", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "dummy"}, {"name": "zram"}]}))
         .expect(403);
     assert_eq!(r.problem_slug(), "module-not-approved");
-    assert_eq!(p.get(&a, "/v1/vms").body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        p.get(&a, "/v1/vms").body["items"].as_array().unwrap().len(),
+        1
+    );
     let r = p
-        .post(&a, "/v1/vms", &json!({"name": "a2", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "dummy"}]}))
+        .post(
+            &a,
+            "/v1/vms",
+            &json!({"name": "a2", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "dummy"}]}),
+        )
         .expect(201);
     let id = r.body["id"].as_str().unwrap();
     let reqs = p.get(&a, &format!("/v1/vms/{id}/modules")).expect(200);
@@ -103,5 +200,9 @@ fn requests_follow_the_policy_of_each_tenant() {
 
     // The refusals are audited for the tenant that was refused.
     let eb = p.get(&b, "/v1/events").expect(200);
-    assert!(eb.body["items"].as_array().unwrap().iter().any(|e| e["action"] == "module.request" && e["outcome"] == "denied"));
+    assert!(eb.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "module.request" && e["outcome"] == "denied"));
 }

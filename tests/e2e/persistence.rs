@@ -10,8 +10,12 @@ fn state_survives_a_restart() {
     let mut p = Plane::start();
     let (a, admin) = (p.token("tenant-a"), p.token("admin"));
     let id = p.create_vm(&a, "keeper");
-    p.put(&admin, "/v1/tenants/tenant-a/quota", &json!({"max_vms": 3, "max_vcpus": 3, "max_memory_mib": 999}))
-        .expect(200);
+    p.put(
+        &admin,
+        "/v1/tenants/tenant-a/quota",
+        &json!({"max_vms": 3, "max_vcpus": 3, "max_memory_mib": 999}),
+    )
+    .expect(200);
     p.restart();
     let vm = p.get(&a, &format!("/v1/vms/{id}")).expect(200);
     assert_eq!(vm.body["spec"]["name"], "keeper");
@@ -27,8 +31,12 @@ fn acknowledged_creates_survive_kill_9() {
     let mut p = Plane::start();
     let a = p.token("tenant-a");
     let admin = p.token("admin");
-    p.put(&admin, "/v1/tenants/tenant-a/quota", &json!({"max_vms": 100000, "max_vcpus": 100000, "max_memory_mib": 100000000}))
-        .expect(200);
+    p.put(
+        &admin,
+        "/v1/tenants/tenant-a/quota",
+        &json!({"max_vms": 100000, "max_vcpus": 100000, "max_memory_mib": 100000000}),
+    )
+    .expect(200);
 
     // One create, then kill -9 the moment its 201 arrives.
     let id = p.create_vm(&a, "right-before-the-kill");
@@ -47,7 +55,13 @@ fn acknowledged_creates_survive_kill_9() {
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..4)
         .map(|w| {
-            let (base, http, a, acked, stop) = (base.clone(), http.clone(), a.clone(), acked.clone(), stop.clone());
+            let (base, http, a, acked, stop) = (
+                base.clone(),
+                http.clone(),
+                a.clone(),
+                acked.clone(),
+                stop.clone(),
+            );
             std::thread::spawn(move || {
                 for i in 0.. {
                     if stop.load(Ordering::Relaxed) {
@@ -61,7 +75,10 @@ fn acknowledged_creates_survive_kill_9() {
                     match r {
                         Ok(r) if r.status().as_u16() == 201 => {
                             let v: serde_json::Value = r.json().unwrap();
-                            acked.lock().unwrap().push(v["id"].as_str().unwrap().to_string());
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push(v["id"].as_str().unwrap().to_string());
                         }
                         _ => break, // the server is gone
                     }
@@ -85,7 +102,11 @@ fn acknowledged_creates_survive_kill_9() {
     }
     let listed = p.get(&a, "/v1/vms?limit=1000").expect(200);
     let n = listed.body["items"].as_array().unwrap().len();
-    assert!(n > acked.len(), "listed {n}, acknowledged {} + 1", acked.len());
+    assert!(
+        n > acked.len(),
+        "listed {n}, acknowledged {} + 1",
+        acked.len()
+    );
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(t.body["usage"]["vms"], n, "usage must match what exists");
 }

@@ -14,34 +14,67 @@ fn quota_exceeded_names_the_quota_and_changes_nothing() {
         &json!({"max_vms": 5, "max_vcpus": 4, "max_memory_mib": 1024}),
     )
     .expect(200);
-    p.post(&a, "/v1/vms", &json!({"name": "big", "vcpus": 3, "memory_mib": 512})).expect(201);
+    p.post(
+        &a,
+        "/v1/vms",
+        &json!({"name": "big", "vcpus": 3, "memory_mib": 512}),
+    )
+    .expect(201);
     let r = p
-        .post(&a, "/v1/vms", &json!({"name": "cpu", "vcpus": 2, "memory_mib": 128}))
+        .post(
+            &a,
+            "/v1/vms",
+            &json!({"name": "cpu", "vcpus": 2, "memory_mib": 128}),
+        )
         .expect(409);
     assert_eq!(r.problem_slug(), "quota-exceeded");
     assert_eq!(r.body["quota"], "max_vcpus");
     let r = p
-        .post(&a, "/v1/vms", &json!({"name": "mem", "vcpus": 1, "memory_mib": 1024}))
+        .post(
+            &a,
+            "/v1/vms",
+            &json!({"name": "mem", "vcpus": 1, "memory_mib": 1024}),
+        )
         .expect(409);
     assert_eq!(r.body["quota"], "max_memory_mib");
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
-    assert_eq!(t.body["usage"], json!({"vms": 1, "vcpus": 3, "memory_mib": 512}));
+    assert_eq!(
+        t.body["usage"],
+        json!({"vms": 1, "vcpus": 3, "memory_mib": 512})
+    );
 
     // Growing an existing VM past the quota is refused too; shrinking is fine.
-    let id = p.get(&a, "/v1/vms").body["items"][0]["id"].as_str().unwrap().to_string();
+    let id = p.get(&a, "/v1/vms").body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let r = p
-        .put(&a, &format!("/v1/vms/{id}"), &json!({"name": "big", "vcpus": 5, "memory_mib": 512}))
+        .put(
+            &a,
+            &format!("/v1/vms/{id}"),
+            &json!({"name": "big", "vcpus": 5, "memory_mib": 512}),
+        )
         .expect(409);
     assert_eq!(r.body["quota"], "max_vcpus");
-    p.put(&a, &format!("/v1/vms/{id}"), &json!({"name": "big", "vcpus": 1, "memory_mib": 256}))
-        .expect(200);
+    p.put(
+        &a,
+        &format!("/v1/vms/{id}"),
+        &json!({"name": "big", "vcpus": 1, "memory_mib": 256}),
+    )
+    .expect(200);
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
-    assert_eq!(t.body["usage"], json!({"vms": 1, "vcpus": 1, "memory_mib": 256}));
+    assert_eq!(
+        t.body["usage"],
+        json!({"vms": 1, "vcpus": 1, "memory_mib": 256})
+    );
 
     // Deleting releases the quota.
     p.delete(&a, &format!("/v1/vms/{id}")).expect(204);
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
-    assert_eq!(t.body["usage"], json!({"vms": 0, "vcpus": 0, "memory_mib": 0}));
+    assert_eq!(
+        t.body["usage"],
+        json!({"vms": 0, "vcpus": 0, "memory_mib": 0})
+    );
 
     // Refusals are in the audit trail.
     let ev = p.get(&a, "/v1/events?limit=1000").expect(200);
@@ -69,8 +102,12 @@ fn concurrent_creates_racing_for_the_last_slots() {
             let p = p.clone();
             std::thread::spawn(move || {
                 let b = p.token("tenant-b");
-                p.post(&b, "/v1/vms", &json!({"name": format!("racer-{i}"), "vcpus": 1, "memory_mib": 128}))
-                    .status
+                p.post(
+                    &b,
+                    "/v1/vms",
+                    &json!({"name": format!("racer-{i}"), "vcpus": 1, "memory_mib": 128}),
+                )
+                .status
             })
         })
         .collect();

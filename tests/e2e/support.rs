@@ -50,9 +50,18 @@ impl Resp {
     /// Asserts the status and, for errors, that the body is problem+json with that status.
     #[track_caller]
     pub fn expect(self, status: u16) -> Self {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
         if status >= 400 {
-            assert_eq!(self.content_type(), "application/problem+json", "{}", self.body);
+            assert_eq!(
+                self.content_type(),
+                "application/problem+json",
+                "{}",
+                self.body
+            );
             assert_eq!(self.body["status"], status, "{}", self.body);
         }
         self
@@ -100,14 +109,23 @@ impl Plane {
                 self.base = format!("http://{}", a.trim());
                 break;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("modvisor up exited: {status}");
             }
             assert!(Instant::now() < deadline, "modvisor up did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
         // The address file is written once bound; wait until requests are served.
-        while self.http.get(format!("{}/healthz", self.base)).send().is_err() {
+        while self
+            .http
+            .get(format!("{}/healthz", self.base))
+            .send()
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "modvisor up did not answer");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -221,7 +239,11 @@ impl Plane {
     /// Creates a VM for the token's tenant and returns its id.
     pub fn create_vm(&self, token: &str, name: &str) -> String {
         let r = self
-            .post(token, "/v1/vms", &serde_json::json!({"name": name, "vcpus": 1, "memory_mib": 128}))
+            .post(
+                token,
+                "/v1/vms",
+                &serde_json::json!({"name": name, "vcpus": 1, "memory_mib": 128}),
+            )
             .expect(201);
         r.body["id"].as_str().expect("id").to_string()
     }
@@ -230,7 +252,10 @@ impl Plane {
     pub fn publish(&self, name: &str, release: &str, bytes: &[u8]) -> Resp {
         let resp = self
             .http
-            .put(format!("{}/v1/admin/modules/{name}?kernel_release={release}", self.base))
+            .put(format!(
+                "{}/v1/admin/modules/{name}?kernel_release={release}",
+                self.base
+            ))
             .bearer_auth(self.token("admin"))
             .header("content-type", "application/octet-stream")
             .body(bytes.to_vec())

@@ -9,24 +9,45 @@ use serde_json::json;
 fn tenants_never_see_each_other() {
     let p = Plane::start();
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
-    p.publish("dummy", "6.1.0-test", &elf_like("dummy")).expect(201);
-    p.put(&admin, "/v1/admin/modules/dummy/policy", &json!({"approved": true, "tenants": ["*"]}))
-        .expect(200);
+    p.publish("dummy", "6.1.0-test", &elf_like("dummy"))
+        .expect(201);
+    p.put(
+        &admin,
+        "/v1/admin/modules/dummy/policy",
+        &json!({"approved": true, "tenants": ["*"]}),
+    )
+    .expect(200);
 
     let va = p.create_vm(&a, "shared-name");
     let vb = p.create_vm(&b, "shared-name"); // names are per tenant
-    p.post(&a, &format!("/v1/vms/{va}/modules"), &json!({"name": "dummy"}))
-        .expect(202);
+    p.post(
+        &a,
+        &format!("/v1/vms/{va}/modules"),
+        &json!({"name": "dummy"}),
+    )
+    .expect(202);
 
     for (me, other_vm) in [(&b, &va), (&a, &vb)] {
         let spec = json!({"name": "stolen", "vcpus": 1, "memory_mib": 128});
         let cases: Vec<(Method, String, Option<serde_json::Value>)> = vec![
             (Method::GET, format!("/v1/vms/{other_vm}"), None),
-            (Method::PUT, format!("/v1/vms/{other_vm}"), Some(spec.clone())),
+            (
+                Method::PUT,
+                format!("/v1/vms/{other_vm}"),
+                Some(spec.clone()),
+            ),
             (Method::DELETE, format!("/v1/vms/{other_vm}"), None),
             (Method::GET, format!("/v1/vms/{other_vm}/modules"), None),
-            (Method::POST, format!("/v1/vms/{other_vm}/modules"), Some(json!({"name": "dummy"}))),
-            (Method::DELETE, format!("/v1/vms/{other_vm}/modules/dummy"), None),
+            (
+                Method::POST,
+                format!("/v1/vms/{other_vm}/modules"),
+                Some(json!({"name": "dummy"})),
+            ),
+            (
+                Method::DELETE,
+                format!("/v1/vms/{other_vm}/modules/dummy"),
+                None,
+            ),
         ];
         for (method, path, body) in cases {
             let r = p.call(method.clone(), Some(me), &path, body.as_ref(), &[]);
@@ -37,7 +58,10 @@ fn tenants_never_see_each_other() {
             let g = p.call(method.clone(), Some(me), &ghost, body.as_ref(), &[]);
             assert_eq!(g.status, 404);
             assert_eq!(
-                r.body["detail"].as_str().unwrap().replace(other_vm.as_str(), "X"),
+                r.body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .replace(other_vm.as_str(), "X"),
                 g.body["detail"]
                     .as_str()
                     .unwrap()
@@ -49,10 +73,20 @@ fn tenants_never_see_each_other() {
 
     // Lists hold only one's own.
     let la = p.get(&a, "/v1/vms").expect(200);
-    let ids: Vec<&str> = la.body["items"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = la.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![va.as_str()]);
     let lb = p.get(&b, "/v1/vms").expect(200);
-    let ids: Vec<&str> = lb.body["items"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = lb.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![vb.as_str()]);
 
     // Nothing was changed by the attempts: A's VM and its request are intact.
@@ -69,12 +103,27 @@ fn tenants_never_see_each_other() {
         assert!(!e["resource"].as_str().unwrap().contains(&vb));
     }
     let eb = p.get(&b, "/v1/events").expect(200);
-    assert!(eb.body["items"].as_array().unwrap().iter().all(|e| e["tenant"] == "tenant-b"));
+    assert!(eb.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["tenant"] == "tenant-b"));
     let all = p.get(&admin, "/v1/vms").expect(200);
     assert_eq!(all.body["items"].as_array().unwrap().len(), 2);
     let events = p.get(&admin, "/v1/events?limit=1000").expect(200);
-    let actions: Vec<&str> = events.body["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    for want in ["tenant.create", "vm.create", "module.publish", "module.set_policy", "module.request"] {
+    let actions: Vec<&str> = events.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    for want in [
+        "tenant.create",
+        "vm.create",
+        "module.publish",
+        "module.set_policy",
+        "module.request",
+    ] {
         assert!(actions.contains(&want), "missing {want} in {actions:?}");
     }
 }

@@ -9,35 +9,82 @@ fn if_match_guards_replace_and_delete() {
     let p = Plane::start();
     let a = p.token("tenant-a");
     let r = p
-        .post(&a, "/v1/vms", &json!({"name": "db", "vcpus": 2, "memory_mib": 512}))
+        .post(
+            &a,
+            "/v1/vms",
+            &json!({"name": "db", "vcpus": 2, "memory_mib": 512}),
+        )
         .expect(201);
     let id = r.body["id"].as_str().unwrap().to_string();
     let etag1 = r.headers["etag"].to_str().unwrap().to_string();
-    assert_eq!(r.headers["location"].to_str().unwrap(), format!("/v1/vms/{id}"));
+    assert_eq!(
+        r.headers["location"].to_str().unwrap(),
+        format!("/v1/vms/{id}")
+    );
     assert_eq!(r.body["status"]["phase"], "Pending");
-    assert!(r.body["status"]["reason"].as_str().unwrap().contains("no node"));
+    assert!(r.body["status"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no node"));
 
     let stopped = json!({"name": "db", "vcpus": 2, "memory_mib": 512, "power_state": "stopped"});
-    let r = p.call(Method::PUT, Some(&a), &format!("/v1/vms/{id}"), Some(&stopped), &[("if-match", &etag1)]).expect(200);
+    let r = p
+        .call(
+            Method::PUT,
+            Some(&a),
+            &format!("/v1/vms/{id}"),
+            Some(&stopped),
+            &[("if-match", &etag1)],
+        )
+        .expect(200);
     let etag2 = r.headers["etag"].to_str().unwrap().to_string();
     assert_ne!(etag1, etag2);
     assert_eq!(r.body["spec"]["power_state"], "stopped");
 
     // The old ETag is stale now: 412 for PUT and DELETE, and nothing changes.
     let running = json!({"name": "db", "vcpus": 2, "memory_mib": 512, "power_state": "running"});
-    let r = p.call(Method::PUT, Some(&a), &format!("/v1/vms/{id}"), Some(&running), &[("if-match", &etag1)]).expect(412);
+    let r = p
+        .call(
+            Method::PUT,
+            Some(&a),
+            &format!("/v1/vms/{id}"),
+            Some(&running),
+            &[("if-match", &etag1)],
+        )
+        .expect(412);
     assert_eq!(r.problem_slug(), "precondition-failed");
-    p.call(Method::DELETE, Some(&a), &format!("/v1/vms/{id}"), None, &[("if-match", &etag1)]).expect(412);
+    p.call(
+        Method::DELETE,
+        Some(&a),
+        &format!("/v1/vms/{id}"),
+        None,
+        &[("if-match", &etag1)],
+    )
+    .expect(412);
     let now = p.get(&a, &format!("/v1/vms/{id}")).expect(200);
     assert_eq!(now.body["spec"]["power_state"], "stopped");
     assert_eq!(now.headers["etag"].to_str().unwrap(), etag2);
 
     // The current ETag works; so does an unconditional PUT.
-    p.call(Method::PUT, Some(&a), &format!("/v1/vms/{id}"), Some(&running), &[("if-match", &etag2)]).expect(200);
+    p.call(
+        Method::PUT,
+        Some(&a),
+        &format!("/v1/vms/{id}"),
+        Some(&running),
+        &[("if-match", &etag2)],
+    )
+    .expect(200);
     p.put(&a, &format!("/v1/vms/{id}"), &stopped).expect(200);
     let cur = p.get(&a, &format!("/v1/vms/{id}")).expect(200);
     let tag = cur.headers["etag"].to_str().unwrap().to_string();
-    p.call(Method::DELETE, Some(&a), &format!("/v1/vms/{id}"), None, &[("if-match", &tag)]).expect(204);
+    p.call(
+        Method::DELETE,
+        Some(&a),
+        &format!("/v1/vms/{id}"),
+        None,
+        &[("if-match", &tag)],
+    )
+    .expect(204);
     p.get(&a, &format!("/v1/vms/{id}")).expect(404);
 }
 
@@ -48,23 +95,71 @@ fn bad_input_is_400_naming_the_field_and_writes_nothing() {
     p.create_vm(&a, "taken");
     let cases = [
         (json!({"name": "", "vcpus": 1, "memory_mib": 128}), "name"),
-        (json!({"name": "1abc", "vcpus": 1, "memory_mib": 128}), "name"),
-        (json!({"name": "UPPER", "vcpus": 1, "memory_mib": 128}), "name"),
-        (json!({"name": "a".repeat(64), "vcpus": 1, "memory_mib": 128}), "name"),
-        (json!({"name": "ok", "vcpus": 0, "memory_mib": 128}), "vcpus"),
-        (json!({"name": "ok", "vcpus": 33, "memory_mib": 128}), "vcpus"),
-        (json!({"name": "ok", "vcpus": -1, "memory_mib": 128}), "vcpus"),
-        (json!({"name": "ok", "vcpus": 1.5, "memory_mib": 128}), "vcpus"),
-        (json!({"name": "ok", "vcpus": "1", "memory_mib": 128}), "vcpus"),
-        (json!({"name": "ok", "vcpus": 1, "memory_mib": 127}), "memory_mib"),
-        (json!({"name": "ok", "vcpus": 1, "memory_mib": 65537}), "memory_mib"),
-        (json!({"name": "ok", "vcpus": 1, "memory_mib": 4294967296u64}), "memory_mib"),
+        (
+            json!({"name": "1abc", "vcpus": 1, "memory_mib": 128}),
+            "name",
+        ),
+        (
+            json!({"name": "UPPER", "vcpus": 1, "memory_mib": 128}),
+            "name",
+        ),
+        (
+            json!({"name": "a".repeat(64), "vcpus": 1, "memory_mib": 128}),
+            "name",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 0, "memory_mib": 128}),
+            "vcpus",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 33, "memory_mib": 128}),
+            "vcpus",
+        ),
+        (
+            json!({"name": "ok", "vcpus": -1, "memory_mib": 128}),
+            "vcpus",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 1.5, "memory_mib": 128}),
+            "vcpus",
+        ),
+        (
+            json!({"name": "ok", "vcpus": "1", "memory_mib": 128}),
+            "vcpus",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 1, "memory_mib": 127}),
+            "memory_mib",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 1, "memory_mib": 65537}),
+            "memory_mib",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 1, "memory_mib": 4294967296u64}),
+            "memory_mib",
+        ),
         (json!({"name": "ok", "vcpus": 1}), "memory_mib"),
-        (json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "admin": true}), "admin"),
-        (json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "power_state": "exploded"}), "power_state"),
-        (json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "../../etc"}]}), "modules[0].name"),
-        (json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "x", "params": {"a": "b c"}}]}), "modules[0].params.a"),
-        (json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "x", "color": 1}]}), "modules[0].color"),
+        (
+            json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "admin": true}),
+            "admin",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "power_state": "exploded"}),
+            "power_state",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "../../etc"}]}),
+            "modules[0].name",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "x", "params": {"a": "b c"}}]}),
+            "modules[0].params.a",
+        ),
+        (
+            json!({"name": "ok", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "x", "color": 1}]}),
+            "modules[0].color",
+        ),
         (json!([1, 2]), "body"),
     ];
     for (body, field) in cases {
@@ -97,7 +192,13 @@ fn bad_input_is_400_naming_the_field_and_writes_nothing() {
     let r = p.post(&a, "/v1/vms", &huge).expect(413);
     assert_eq!(r.problem_slug(), "payload-too-large");
     // Duplicate names are 409.
-    let r = p.post(&a, "/v1/vms", &json!({"name": "taken", "vcpus": 1, "memory_mib": 128})).expect(409);
+    let r = p
+        .post(
+            &a,
+            "/v1/vms",
+            &json!({"name": "taken", "vcpus": 1, "memory_mib": 128}),
+        )
+        .expect(409);
     assert_eq!(r.problem_slug(), "conflict");
     // Nothing of the above was written.
     let list = p.get(&a, "/v1/vms").expect(200);
@@ -105,17 +206,31 @@ fn bad_input_is_400_naming_the_field_and_writes_nothing() {
     let t = p.get(&a, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(t.body["usage"]["vms"], 1);
     // Query parameters are validated too.
-    assert_eq!(p.get(&a, "/v1/vms?limit=0").expect(400).body["field"], "limit");
-    assert_eq!(p.get(&a, "/v1/vms?limit=abc").expect(400).body["field"], "limit");
-    assert_eq!(p.get(&a, "/v1/vms?page_token=%%%").expect(400).body["field"], "page_token");
-    assert_eq!(p.get(&a, "/v1/vms?bogus=1").expect(400).body["field"], "bogus");
+    assert_eq!(
+        p.get(&a, "/v1/vms?limit=0").expect(400).body["field"],
+        "limit"
+    );
+    assert_eq!(
+        p.get(&a, "/v1/vms?limit=abc").expect(400).body["field"],
+        "limit"
+    );
+    assert_eq!(
+        p.get(&a, "/v1/vms?page_token=%%%").expect(400).body["field"],
+        "page_token"
+    );
+    assert_eq!(
+        p.get(&a, "/v1/vms?bogus=1").expect(400).body["field"],
+        "bogus"
+    );
 }
 
 #[test]
 fn lists_paginate_in_a_stable_order() {
     let p = Plane::start();
     let a = p.token("tenant-a");
-    let mut ids: Vec<String> = (0..7).map(|i| p.create_vm(&a, &format!("vm-{i}"))).collect();
+    let mut ids: Vec<String> = (0..7)
+        .map(|i| p.create_vm(&a, &format!("vm-{i}")))
+        .collect();
     ids.sort();
     let mut seen = Vec::new();
     let mut path = "/v1/vms?limit=3".to_string();

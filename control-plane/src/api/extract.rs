@@ -151,7 +151,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
         let inner = e.into_inner();
         use serde_json::error::Category;
         match inner.classify() {
-            Category::Syntax | Category::Eof | Category::Io => Error::MalformedJson(inner.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                Error::MalformedJson(inner.to_string())
+            }
             Category::Data => {
                 let msg = inner.to_string();
                 let detail = msg.split(" at line ").next().unwrap_or(&msg).to_string();
@@ -208,7 +210,8 @@ pub fn read_body(
         }
         let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| Error::MalformedJson(format!("reading the body: {e}")))?;
+            let chunk =
+                chunk.map_err(|e| Error::MalformedJson(format!("reading the body: {e}")))?;
             if body.len() + chunk.len() > limit {
                 return Err(Error::PayloadTooLarge { limit });
             }
@@ -251,13 +254,25 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let e = err(r#"{"name":"a","vcpus":"two","memory_mib":128}"#);
-        assert!(matches!(&e, Error::Validation { field, .. } if field == "vcpus"), "{e:?}");
+        assert!(
+            matches!(&e, Error::Validation { field, .. } if field == "vcpus"),
+            "{e:?}"
+        );
         let e = err(r#"{"name":"a","vcpus":1,"memory_mib":128,"colour":1}"#);
-        assert!(matches!(&e, Error::Validation { field, .. } if field == "colour"), "{e:?}");
+        assert!(
+            matches!(&e, Error::Validation { field, .. } if field == "colour"),
+            "{e:?}"
+        );
         let e = err(r#"{"name":"a","vcpus":1}"#);
-        assert!(matches!(&e, Error::Validation { field, .. } if field == "memory_mib"), "{e:?}");
+        assert!(
+            matches!(&e, Error::Validation { field, .. } if field == "memory_mib"),
+            "{e:?}"
+        );
         let e = err(r#"{"name":"a","vcpus":1,"memory_mib":128,"modules":[{"name":"x","bad":1}]}"#);
-        assert!(matches!(&e, Error::Validation { field, .. } if field == "modules[0].bad"), "{e:?}");
+        assert!(
+            matches!(&e, Error::Validation { field, .. } if field == "modules[0].bad"),
+            "{e:?}"
+        );
         assert!(matches!(err("{"), Error::MalformedJson(_)));
         let trailing = r#"{"name":"a","vcpus":1,"memory_mib":128} x"#;
         assert!(matches!(err(trailing), Error::MalformedJson(_)));

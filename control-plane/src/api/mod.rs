@@ -1,5 +1,6 @@
 //! REST API v1: routes, handlers and the OpenAPI document generated from them.
 
+mod dashboard;
 pub mod extract;
 mod modules;
 mod system;
@@ -30,7 +31,10 @@ pub struct AppState {
 
 /// Registers every route of the API.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(system::healthz)
+    cfg.service(dashboard::index)
+        .service(dashboard::script)
+        .service(dashboard::style)
+        .service(system::healthz)
         .service(system::openapi_json)
         .service(system::metrics)
         .service(tenants::create_tenant)
@@ -152,7 +156,11 @@ pub(crate) async fn audit_refusal<T>(
     ) = &result
     {
         let store = state.store.clone();
-        let (actor, tenant, detail) = (caller.sub.clone(), tenant.map(str::to_string), e.to_string());
+        let (actor, tenant, detail) = (
+            caller.sub.clone(),
+            tenant.map(str::to_string),
+            e.to_string(),
+        );
         let recorded = extract::blocking(move || {
             store.record_denial(&actor, tenant.as_deref(), action, &resource, &detail)
         })

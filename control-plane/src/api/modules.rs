@@ -1,10 +1,12 @@
 //! The module catalog (admin publishing and policy) and tenants' module requests.
 
-use super::extract::{StrictQuery, blocking, content_type, read_body, StrictJson};
+use super::extract::{blocking, content_type, read_body, StrictJson, StrictQuery};
 use super::{audit_refusal, AppState};
 use crate::auth::Caller;
 use crate::error::{Error, Problem};
-use crate::model::{CatalogModule, ModulePolicy, ModuleRef, ModuleRequest, ModuleRequestBody, ModuleVersion};
+use crate::model::{
+    CatalogModule, ModulePolicy, ModuleRef, ModuleRequest, ModuleRequestBody, ModuleVersion,
+};
 use crate::validate;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -160,8 +162,15 @@ pub async fn request_module(
         Err(e @ Error::ModuleNotApproved { .. }) => return Err(e),
         other => other,
     };
-    let request =
-        audit_refusal(&state, &caller, caller.tenant.as_deref(), "module.request", resource, result).await?;
+    let request = audit_refusal(
+        &state,
+        &caller,
+        caller.tenant.as_deref(),
+        "module.request",
+        resource,
+        result,
+    )
+    .await?;
     Ok(HttpResponse::Accepted().json(request))
 }
 
@@ -181,7 +190,9 @@ pub async fn list_module_requests(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<web::Json<Vec<ModuleRequest>>, Error> {
-    Ok(web::Json(state.store.module_requests(caller.scope()?, &id)?))
+    Ok(web::Json(
+        state.store.module_requests(caller.scope()?, &id)?,
+    ))
 }
 
 /// Asks for a module to be unloaded from one of the caller's VMs.

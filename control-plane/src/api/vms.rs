@@ -1,6 +1,6 @@
 //! VMs: create, list, read, replace (with `If-Match`) and delete.
 
-use super::extract::{StrictQuery, blocking, if_match, StrictJson};
+use super::extract::{blocking, if_match, StrictJson, StrictQuery};
 use super::system::page_limit;
 use super::{audit_refusal, AppState};
 use crate::auth::Caller;
@@ -41,9 +41,19 @@ pub async fn create_vm(
     let store = state.store.clone();
     let (actor, t) = (caller.sub.clone(), tenant.clone());
     let result = blocking(move || store.create_vm(&actor, &t, &spec)).await;
-    let vm = audit_refusal(&state, &caller, Some(&tenant), "vm.create", "vms".into(), result).await?;
+    let vm = audit_refusal(
+        &state,
+        &caller,
+        Some(&tenant),
+        "vm.create",
+        "vms".into(),
+        result,
+    )
+    .await?;
     Ok(with_etag(
-        HttpResponse::Created().insert_header((header::LOCATION, format!("/v1/vms/{}", vm.id))).take(),
+        HttpResponse::Created()
+            .insert_header((header::LOCATION, format!("/v1/vms/{}", vm.id)))
+            .take(),
         &vm,
     ))
 }
@@ -63,16 +73,27 @@ pub async fn list_vms(
     caller: Caller,
     state: web::Data<AppState>,
     query: StrictQuery<PageParams>,
-) -> Result<web::Json<Page<Vm>>, Error> {
+) -> Result<HttpResponse, Error> {
     let limit = page_limit(&query.0)?;
-    let (items, next_page_token) =
+    let (items, next) =
         state
             .store
-            .list_vms(caller.scope()?, query.0.page_token.as_deref(), limit)?;
-    Ok(web::Json(Page {
-        items,
-        next_page_token,
-    }))
+            .list_vms_json(caller.scope()?, query.0.page_token.as_deref(), limit)?;
+    // The stored records are the API form: splice them into the page without re-encoding.
+    let mut body = Vec::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 64);
+    body.extend_from_slice(b"{\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"],\"next_page_token\":");
+    serde_json::to_writer(&mut body, &next).map_err(|e| Error::Storage(e.to_string()))?;
+    body.push(b'}');
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body))
 }
 
 /// One VM. Another tenant's VM is 404.
@@ -132,7 +153,15 @@ pub async fn replace_vm(
         store.replace_vm(&c.sub, c.scope()?, &vm_id, precondition.as_deref(), &spec)
     })
     .await;
-    let vm = audit_refusal(&state, &caller, caller.tenant.as_deref(), "vm.replace", resource, result).await?;
+    let vm = audit_refusal(
+        &state,
+        &caller,
+        caller.tenant.as_deref(),
+        "vm.replace",
+        resource,
+        result,
+    )
+    .await?;
     Ok(with_etag(HttpResponse::Ok(), &vm))
 }
 
@@ -163,7 +192,16 @@ pub async fn delete_vm(
     let (c, vm_id) = (caller.clone(), id.into_inner());
     let resource = format!("vms/{vm_id}");
     let result =
-        blocking(move || store.delete_vm(&c.sub, c.scope()?, &vm_id, precondition.as_deref())).await;
-    audit_refusal(&state, &caller, caller.tenant.as_deref(), "vm.delete", resource, result).await?;
+        blocking(move || store.delete_vm(&c.sub, c.scope()?, &vm_id, precondition.as_deref()))
+            .await;
+    audit_refusal(
+        &state,
+        &caller,
+        caller.tenant.as_deref(),
+        "vm.delete",
+        resource,
+        result,
+    )
+    .await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -58,13 +58,24 @@ impl Datastore {
     }
 
     /// Sets the policy of a published module.
-    pub fn set_policy(&self, actor: &str, name: &str, policy: &ModulePolicy) -> Result<ModulePolicy> {
+    pub fn set_policy(
+        &self,
+        actor: &str,
+        name: &str,
+        policy: &ModulePolicy,
+    ) -> Result<ModulePolicy> {
         transact(&*self.kv, |txn| {
             if txn.get(Table::Policies, name.as_bytes())?.is_none() {
                 return Err(Error::not_found("module", name));
             }
             txn.insert(Table::Policies, name.as_bytes(), &encode(policy)?)?;
-            append_event(txn, actor, None, "module.set_policy", &format!("modules/{name}"))?;
+            append_event(
+                txn,
+                actor,
+                None,
+                "module.set_policy",
+                &format!("modules/{name}"),
+            )?;
             Ok(policy.clone())
         })
     }
@@ -131,7 +142,14 @@ impl Datastore {
                     };
                     let all = upsert(existing, rejected.clone())?;
                     txn.insert(Table::ModuleRequests, vm_id.as_bytes(), &encode(&all)?)?;
-                    append_denial(txn, actor, Some(&vm.tenant), "module.request", &resource, &reason)?;
+                    append_denial(
+                        txn,
+                        actor,
+                        Some(&vm.tenant),
+                        "module.request",
+                        &resource,
+                        &reason,
+                    )?;
                     Ok((rejected, Some(refusal)))
                 }
                 Err(e) => Err(e),

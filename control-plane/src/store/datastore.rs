@@ -35,7 +35,8 @@ pub struct Datastore {
 }
 
 /// Reason given for a VM that no node can take yet.
-pub const NO_NODES_REASON: &str = "no node agent has registered yet; the VM will be placed when one does";
+pub const NO_NODES_REASON: &str =
+    "no node agent has registered yet; the VM will be placed when one does";
 
 impl Datastore {
     /// Wraps a store.
@@ -107,7 +108,13 @@ impl Datastore {
                 .ok_or_else(|| Error::not_found("tenant", name))?;
             tenant.quota = quota;
             txn.insert(Table::Tenants, name.as_bytes(), &encode(&tenant)?)?;
-            append_event(txn, actor, Some(name), "tenant.set_quota", &format!("tenants/{name}"))?;
+            append_event(
+                txn,
+                actor,
+                Some(name),
+                "tenant.set_quota",
+                &format!("tenants/{name}"),
+            )?;
             Ok(tenant)
         })
     }
@@ -139,8 +146,8 @@ impl Datastore {
             claim_name(txn, tenant, &spec.name, &id)?;
             let requests = super::catalog::open_requests(txn, &vm, &spec.modules, &[])?;
             txn.insert(Table::Tenants, tenant.as_bytes(), &encode(&t)?)?;
-            txn.insert(Table::Vms, id.as_bytes(), &encode(&vm)?)?;
-            txn.insert(Table::TenantVms, &pair(tenant, id.as_bytes()), b"")?;
+            txn.insert(Table::Vms, &pair(tenant, id.as_bytes()), &encode(&vm)?)?;
+            txn.insert(Table::VmOwners, id.as_bytes(), tenant.as_bytes())?;
             txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
             append_event(txn, actor, Some(tenant), "vm.create", &format!("vms/{id}"))?;
             Ok(vm.clone())
@@ -149,50 +156,37 @@ impl Datastore {
 
     /// A VM, if `filter` admits its tenant.
     pub fn get_vm(&self, filter: VmFilter, id: &str) -> Result<Vm> {
-        let vm: Option<Vm> = self
+        let owner = self
             .kv
-            .get(Table::Vms, id.as_bytes())?
-            .map(|b| decode(&b))
-            .transpose()?;
-        vm.filter(|vm| filter.admits(&vm.tenant))
-            .ok_or_else(|| Error::not_found("vm", id))
+            .get(Table::VmOwners, id.as_bytes())?
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .filter(|t| filter.admits(t))
+            .ok_or_else(|| Error::not_found("vm", id))?;
+        let bytes = self
+            .kv
+            .get(Table::Vms, &pair(&owner, id.as_bytes()))?
+            .ok_or_else(|| Error::not_found("vm", id))?;
+        decode(&bytes)
     }
 
-    /// A page of VMs visible through `filter`, ordered by id.
-    pub fn list_vms(
+    /// A page of VMs visible through `filter` (a tenant's by id; all by tenant, then id),
+    /// as their stored JSON, which is exactly their API form.
+    pub fn list_vms_json(
         &self,
         filter: VmFilter,
         page_token: Option<&str>,
         limit: usize,
-    ) -> Result<(Vec<Vm>, Option<String>)> {
+    ) -> Result<(Vec<Vec<u8>>, Option<String>)> {
         let after = page_token.map(keys::parse_page_token).transpose()?;
-        let ids: Vec<Vec<u8>> = match filter {
-            VmFilter::All => self
-                .kv
-                .scan(Table::Vms, b"", after.as_deref(), limit)?
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect(),
-            VmFilter::Tenant(t) => {
-                let p = prefix(t);
-                self.kv
-                    .scan(Table::TenantVms, &p, after.as_deref(), limit)?
-                    .into_iter()
-                    .map(|(k, _)| k[p.len()..].to_vec())
-                    .collect()
-            }
+        let p = match filter {
+            VmFilter::All => Vec::new(),
+            VmFilter::Tenant(t) => prefix(t),
         };
-        let mut vms = Vec::with_capacity(ids.len());
-        for id in &ids {
-            // A VM deleted between the scan and the read is simply skipped.
-            if let Some(b) = self.kv.get(Table::Vms, id)? {
-                vms.push(decode::<Vm>(&b)?);
-            }
-        }
-        let next = (ids.len() == limit)
-            .then(|| ids.last().map(|k| keys::page_token(k)))
+        let entries = self.kv.scan(Table::Vms, &p, after.as_deref(), limit)?;
+        let next = (entries.len() == limit)
+            .then(|| entries.last().map(|(k, _)| keys::page_token(&k[p.len()..])))
             .flatten();
-        Ok((vms, next))
+        Ok((entries.into_iter().map(|(_, v)| v).collect(), next))
     }
 
     /// Replaces a VM's spec. `if_match`, when given, must equal the current ETag (or `*`).
@@ -231,16 +225,25 @@ impl Datastore {
                 .cloned()
                 .collect();
             let mut requests = super::catalog::open_requests(txn, &vm, &added, &existing)?;
-            for r in requests.iter_mut().filter(|r| removed.contains(&r.name.as_str())) {
+            for r in requests
+                .iter_mut()
+                .filter(|r| removed.contains(&r.name.as_str()))
+            {
                 super::catalog::withdraw(r);
             }
             vm.spec = spec.clone();
             vm.generation += 1;
             vm.updated_at = now();
             txn.insert(Table::Tenants, vm.tenant.as_bytes(), &encode(&t)?)?;
-            txn.insert(Table::Vms, id.as_bytes(), &encode(&vm)?)?;
+            txn.insert(Table::Vms, &pair(&vm.tenant, id.as_bytes()), &encode(&vm)?)?;
             txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
-            append_event(txn, actor, Some(&vm.tenant), "vm.replace", &format!("vms/{id}"))?;
+            append_event(
+                txn,
+                actor,
+                Some(&vm.tenant),
+                "vm.replace",
+                &format!("vms/{id}"),
+            )?;
             Ok(vm)
         })
     }
@@ -265,11 +268,17 @@ impl Datastore {
                 -i64::from(vm.spec.memory_mib),
             )?;
             txn.insert(Table::Tenants, vm.tenant.as_bytes(), &encode(&t)?)?;
-            txn.remove(Table::Vms, id.as_bytes())?;
-            txn.remove(Table::TenantVms, &pair(&vm.tenant, id.as_bytes()))?;
+            txn.remove(Table::Vms, &pair(&vm.tenant, id.as_bytes()))?;
+            txn.remove(Table::VmOwners, id.as_bytes())?;
             txn.remove(Table::VmNames, &pair(&vm.tenant, vm.spec.name.as_bytes()))?;
             txn.remove(Table::ModuleRequests, id.as_bytes())?;
-            append_event(txn, actor, Some(&vm.tenant), "vm.delete", &format!("vms/{id}"))?;
+            append_event(
+                txn,
+                actor,
+                Some(&vm.tenant),
+                "vm.delete",
+                &format!("vms/{id}"),
+            )?;
             Ok(vm)
         })
     }
@@ -348,8 +357,12 @@ pub(super) fn get_record<T: serde::de::DeserializeOwned>(
 
 /// The VM `id` if `filter` admits it, else not found.
 pub(super) fn visible_vm(txn: &dyn Txn, filter: VmFilter, id: &str) -> Result<Vm> {
-    get_record::<Vm>(txn, Table::Vms, id.as_bytes())?
-        .filter(|vm| filter.admits(&vm.tenant))
+    let owner = txn
+        .get(Table::VmOwners, id.as_bytes())?
+        .map(|t| String::from_utf8_lossy(&t).into_owned())
+        .filter(|t| filter.admits(t))
+        .ok_or_else(|| Error::not_found("vm", id))?;
+    get_record::<Vm>(txn, Table::Vms, &pair(&owner, id.as_bytes()))?
         .ok_or_else(|| Error::not_found("vm", id))
 }
 
@@ -394,7 +407,12 @@ fn charge(t: &Tenant, vms: i64, vcpus: i64, memory_mib: i64) -> Result<Usage> {
     for (quota, delta, limit, requested) in [
         ("max_vms", vms, t.quota.max_vms, next.vms),
         ("max_vcpus", vcpus, t.quota.max_vcpus, next.vcpus),
-        ("max_memory_mib", memory_mib, t.quota.max_memory_mib, next.memory_mib),
+        (
+            "max_memory_mib",
+            memory_mib,
+            t.quota.max_memory_mib,
+            next.memory_mib,
+        ),
     ] {
         if delta > 0 && requested > limit {
             return Err(Error::QuotaExceeded {
@@ -428,7 +446,15 @@ pub(super) fn append_denial(
     resource: &str,
     detail: &str,
 ) -> Result<()> {
-    write_event(txn, actor, tenant, action, resource, Outcome::Denied, Some(detail))
+    write_event(
+        txn,
+        actor,
+        tenant,
+        action,
+        resource,
+        Outcome::Denied,
+        Some(detail),
+    )
 }
 
 fn write_event(

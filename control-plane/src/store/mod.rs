@@ -23,10 +23,10 @@ pub enum Table {
     Meta,
     /// `name -> Tenant`.
     Tenants,
-    /// `id -> Vm`.
+    /// `tenant \0 id -> Vm`: a tenant's VMs are one range.
     Vms,
-    /// `tenant \0 id -> ()`: the VMs of each tenant.
-    TenantVms,
+    /// `id -> tenant`: who owns each VM.
+    VmOwners,
     /// `tenant \0 name -> id`: VM names are unique within a tenant.
     VmNames,
     /// `sha256 -> bytes`: content-addressed module blobs.
@@ -49,7 +49,7 @@ impl Table {
         Table::Meta,
         Table::Tenants,
         Table::Vms,
-        Table::TenantVms,
+        Table::VmOwners,
         Table::VmNames,
         Table::Blobs,
         Table::Modules,
@@ -65,7 +65,7 @@ impl Table {
             Table::Meta => "meta",
             Table::Tenants => "tenants",
             Table::Vms => "vms",
-            Table::TenantVms => "tenant_vms",
+            Table::VmOwners => "vm_owners",
             Table::VmNames => "vm_names",
             Table::Blobs => "blobs",
             Table::Modules => "modules",

@@ -126,7 +126,10 @@ impl KvStore for SledKv {
             None => Bound::Included(prefix.to_vec()),
         };
         let mut out = Vec::new();
-        for entry in self.tree(table).range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        for entry in self
+            .tree(table)
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+        {
             let (k, v) = entry?;
             if !k.starts_with(prefix) || out.len() >= limit {
                 break;
