@@ -138,7 +138,8 @@ impl ControlPlane {
                 .default_service(web::to(no_route))
         })
         .backlog(4096)
-        .bind(self.config.listen)?;
+        .bind(self.config.listen)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("listening on {}: {e}", self.config.listen)))?;
         if let Some(w) = self.config.workers {
             server = server.workers(w);
         }
