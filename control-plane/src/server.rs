@@ -139,7 +139,12 @@ impl ControlPlane {
         })
         .backlog(4096)
         .bind(self.config.listen)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("listening on {}: {e}", self.config.listen)))?;
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("listening on {}: {e}", self.config.listen),
+            )
+        })?;
         if let Some(w) = self.config.workers {
             server = server.workers(w);
         }

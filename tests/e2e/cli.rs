@@ -185,7 +185,10 @@ fn a_second_up_on_a_busy_store_or_port_fails_clearly() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listening on") && err.contains("in use"), "{err}");
+    assert!(
+        err.contains("listening on") && err.contains("in use"),
+        "{err}"
+    );
     // The first one is unharmed.
     p.get(&p.token("tenant-a"), "/v1/vms").expect(200);
 }
@@ -200,12 +203,27 @@ fn dashboard_is_served_with_a_strict_policy() {
     ] {
         let r = p.http.get(format!("{}{path}", p.base)).send().unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(ty));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(ty));
         let csp = r.headers()["content-security-policy"].to_str().unwrap();
         assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"));
     }
-    let page = p.http.get(format!("{}/", p.base)).send().unwrap().text().unwrap();
+    let page = p
+        .http
+        .get(format!("{}/", p.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(page.contains("/dashboard/app.js"));
-    let js = p.http.get(format!("{}/dashboard/app.js", p.base)).send().unwrap().text().unwrap();
+    let js = p
+        .http
+        .get(format!("{}/dashboard/app.js", p.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
     assert!(!js.contains("innerHTML"), "server data must go in as text");
 }
