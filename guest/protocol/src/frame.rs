@@ -1,0 +1,265 @@
+//! Frames: encoding, and a resynchronising incremental reader.
+
+use crate::message::MsgType;
+
+/// Marks the start of every frame.
+pub const MAGIC: [u8; 4] = *b"MVGA";
+/// Protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// Bytes before the payload.
+pub const HEADER_LEN: usize = 16;
+/// Bytes after the payload (the CRC).
+pub const TRAILER_LEN: usize = 4;
+/// Largest payload accepted: a module image of up to 16 MiB plus its name and parameters.
+pub const MAX_PAYLOAD: usize = 16 * 1024 * 1024 + 64 * 1024;
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Message type (raw, so unknown types can be answered).
+    pub msg_type: u8,
+    /// Request id.
+    pub id: u32,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+/// Why a frame could not be taken from the stream. The reader has already skipped past
+/// it, so the caller may answer and go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The checksum did not match; `id` is the (untrusted) id from the header.
+    BadChecksum {
+        /// The request id the header claimed.
+        id: u32,
+    },
+    /// The header announced more than [`MAX_PAYLOAD`] bytes.
+    TooLarge {
+        /// The request id the header claimed.
+        id: u32,
+        /// The announced length.
+        len: u32,
+    },
+    /// A version this crate does not speak.
+    BadVersion {
+        /// The request id the header claimed.
+        id: u32,
+        /// The version seen.
+        version: u8,
+    },
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::BadChecksum { id } => write!(f, "frame {id}: bad checksum"),
+            FrameError::TooLarge { id, len } => {
+                write!(f, "frame {id}: payload of {len} bytes exceeds {MAX_PAYLOAD}")
+            }
+            FrameError::BadVersion { id, version } => {
+                write!(f, "frame {id}: protocol version {version}, expected {VERSION}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl Frame {
+    /// A frame of a known type.
+    pub fn new(msg_type: MsgType, id: u32, payload: Vec<u8>) -> Self {
+        Frame {
+            msg_type: msg_type as u8,
+            id,
+            payload,
+        }
+    }
+
+    /// The wire bytes of this frame. Panics never; a payload over [`MAX_PAYLOAD`] is
+    /// encoded anyway and refused by the peer.
+    pub fn encode(&self) -> Vec<u8> {
+        let len = u32::try_from(self.payload.len()).unwrap_or(u32::MAX);
+        let mut out = Vec::with_capacity(HEADER_LEN + self.payload.len() + TRAILER_LEN);
+        out.extend_from_slice(&MAGIC);
+        out.push(VERSION);
+        out.push(self.msg_type);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&self.payload);
+        let crc = crc32fast::hash(&out[4..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+}
+
+/// Accumulates stream bytes and yields frames, skipping garbage.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    /// Bytes still to discard after an oversized header (the rest of that frame).
+    discard: usize,
+}
+
+impl FrameReader {
+    /// An empty reader.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the stream.
+    pub fn push(&mut self, bytes: &[u8]) {
+        let mut bytes = bytes;
+        if self.discard > 0 {
+            let n = self.discard.min(bytes.len());
+            self.discard -= n;
+            bytes = &bytes[n..];
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Bytes buffered and not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, an error for a frame that was skipped, or `None` when
+    /// more bytes are needed.
+    pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
+        loop {
+            // Find the magic; drop everything before it (keep a possible partial magic).
+            match find(&self.buf, &MAGIC) {
+                Some(0) => {}
+                Some(i) => {
+                    self.buf.drain(..i);
+                }
+                None => {
+                    let keep = self.buf.len().min(MAGIC.len() - 1);
+                    let cut = self.buf.len() - keep;
+                    self.buf.drain(..cut);
+                    return None;
+                }
+            }
+            if self.buf.len() < HEADER_LEN {
+                return None;
+            }
+            let version = self.buf[4];
+            let msg_type = self.buf[5];
+            let id = u32::from_le_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]]);
+            let len = u32::from_le_bytes([self.buf[12], self.buf[13], self.buf[14], self.buf[15]]);
+            if version != VERSION {
+                // Not a frame we can size: skip this magic and resynchronise.
+                self.buf.drain(..MAGIC.len());
+                return Some(Err(FrameError::BadVersion { id, version }));
+            }
+            if len as usize > MAX_PAYLOAD {
+                self.buf.drain(..HEADER_LEN);
+                let pending = len as usize + TRAILER_LEN;
+                let n = pending.min(self.buf.len());
+                self.buf.drain(..n);
+                self.discard = pending - n;
+                return Some(Err(FrameError::TooLarge { id, len }));
+            }
+            let total = HEADER_LEN + len as usize + TRAILER_LEN;
+            if self.buf.len() < total {
+                return None;
+            }
+            let body_end = HEADER_LEN + len as usize;
+            let crc = u32::from_le_bytes([
+                self.buf[body_end],
+                self.buf[body_end + 1],
+                self.buf[body_end + 2],
+                self.buf[body_end + 3],
+            ]);
+            if crc32fast::hash(&self.buf[4..body_end]) != crc {
+                // The length may be garbage too: skip only the magic and look again.
+                self.buf.drain(..MAGIC.len());
+                return Some(Err(FrameError::BadChecksum { id }));
+            }
+            let payload = self.buf[HEADER_LEN..body_end].to_vec();
+            self.buf.drain(..total);
+            return Some(Ok(Frame {
+                msg_type,
+                id,
+                payload,
+            }));
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(id: u32, payload: &[u8]) -> Vec<u8> {
+        Frame::new(MsgType::Health, id, payload.to_vec()).encode()
+    }
+
+    #[test]
+    fn round_trip_byte_by_byte() {
+        let bytes = [frame(1, b"abc"), frame(2, b""), frame(3, &[0u8; 1000])].concat();
+        let mut r = FrameReader::new();
+        let mut got = Vec::new();
+        for b in bytes {
+            r.push(&[b]);
+            while let Some(f) = r.next_frame() {
+                got.push(f.unwrap().id);
+            }
+        }
+        assert_eq!(got, vec![1, 2, 3]);
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn garbage_before_and_between_frames_is_skipped() {
+        let bytes = [b"noise MV".to_vec(), frame(7, b"x"), b"MVG".to_vec(), frame(8, b"y")].concat();
+        let mut r = FrameReader::new();
+        r.push(&bytes);
+        assert_eq!(r.next_frame().unwrap().unwrap().id, 7);
+        assert_eq!(r.next_frame().unwrap().unwrap().id, 8);
+        assert!(r.next_frame().is_none());
+    }
+
+    #[test]
+    fn corrupted_frame_is_reported_and_the_next_one_read() {
+        let mut bad = frame(9, b"payload");
+        bad[HEADER_LEN + 2] ^= 0xff;
+        let mut r = FrameReader::new();
+        r.push(&[bad, frame(10, b"ok")].concat());
+        assert_eq!(r.next_frame(), Some(Err(FrameError::BadChecksum { id: 9 })));
+        assert_eq!(r.next_frame().unwrap().unwrap().id, 10);
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_without_buffering_it() {
+        let mut hdr = frame(11, b"");
+        hdr[12..16].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        hdr.truncate(HEADER_LEN);
+        let mut r = FrameReader::new();
+        r.push(&hdr);
+        assert!(matches!(r.next_frame(), Some(Err(FrameError::TooLarge { id: 11, .. }))));
+        // The announced body streams in and is dropped as it comes.
+        for _ in 0..(MAX_PAYLOAD / 65536 + 1) {
+            r.push(&[0u8; 65536]);
+            assert!(r.buffered() <= 65536);
+            assert!(r.next_frame().is_none());
+        }
+        r.push(&[0u8; 8]);
+        r.push(&frame(12, b"after"));
+        assert_eq!(r.next_frame().unwrap().unwrap().id, 12);
+    }
+
+    #[test]
+    fn absurd_length_with_bad_crc_does_not_stall() {
+        let mut f = frame(13, b"abc");
+        f[12..16].copy_from_slice(&5u32.to_le_bytes());
+        let mut r = FrameReader::new();
+        r.push(&[f, vec![0; 8], frame(14, b"z")].concat());
+        assert!(matches!(r.next_frame(), Some(Err(FrameError::BadChecksum { .. }))));
+        assert_eq!(r.next_frame().unwrap().unwrap().id, 14);
+    }
+}

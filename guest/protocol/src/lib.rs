@@ -1,0 +1,24 @@
+//! The host <-> guest-agent protocol of modvisor: versioned frames over a byte stream
+//! (the guest's second serial port).
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "MVGA" (lets a reader resynchronise after garbage)
+//! 4       1     version (1)
+//! 5       1     type (see [`MsgType`])
+//! 6       2     reserved, 0
+//! 8       4     request id, little endian (a reply carries its request's id)
+//! 12      4     payload length N, little endian, at most [`MAX_PAYLOAD`]
+//! 16      N     payload (see [`message`])
+//! 16+N    4     CRC-32 (IEEE) of bytes 4 .. 16+N, little endian
+//! ```
+//!
+//! A reader that meets a bad magic skips to the next magic; a bad checksum or an unknown
+//! type is answered with an [`message::ErrorReply`] and the reader goes on; a length over
+//! [`MAX_PAYLOAD`] is answered likewise and the reader resynchronises.
+
+pub mod frame;
+pub mod message;
+
+pub use frame::{Frame, FrameError, FrameReader, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
+pub use message::MsgType;
