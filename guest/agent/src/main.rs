@@ -39,7 +39,6 @@ fn open_channel(path: &str) -> std::io::Result<std::fs::File> {
         .open(path)?;
     if let Ok(mut t) = termios::tcgetattr(&file) {
         termios::cfmakeraw(&mut t);
-        let _ = termios::cfsetspeed(&mut t, termios::BaudRate::B115200);
         t.control_chars[termios::SpecialCharacterIndices::VMIN as usize] = 1;
         t.control_chars[termios::SpecialCharacterIndices::VTIME as usize] = 0;
         termios::tcsetattr(&file, termios::SetArg::TCSANOW, &t)?;

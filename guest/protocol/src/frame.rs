@@ -54,10 +54,16 @@ impl std::fmt::Display for FrameError {
         match self {
             FrameError::BadChecksum { id } => write!(f, "frame {id}: bad checksum"),
             FrameError::TooLarge { id, len } => {
-                write!(f, "frame {id}: payload of {len} bytes exceeds {MAX_PAYLOAD}")
+                write!(
+                    f,
+                    "frame {id}: payload of {len} bytes exceeds {MAX_PAYLOAD}"
+                )
             }
             FrameError::BadVersion { id, version } => {
-                write!(f, "frame {id}: protocol version {version}, expected {VERSION}")
+                write!(
+                    f,
+                    "frame {id}: protocol version {version}, expected {VERSION}"
+                )
             }
         }
     }
@@ -216,7 +222,13 @@ mod tests {
 
     #[test]
     fn garbage_before_and_between_frames_is_skipped() {
-        let bytes = [b"noise MV".to_vec(), frame(7, b"x"), b"MVG".to_vec(), frame(8, b"y")].concat();
+        let bytes = [
+            b"noise MV".to_vec(),
+            frame(7, b"x"),
+            b"MVG".to_vec(),
+            frame(8, b"y"),
+        ]
+        .concat();
         let mut r = FrameReader::new();
         r.push(&bytes);
         assert_eq!(r.next_frame().unwrap().unwrap().id, 7);
@@ -241,7 +253,10 @@ mod tests {
         hdr.truncate(HEADER_LEN);
         let mut r = FrameReader::new();
         r.push(&hdr);
-        assert!(matches!(r.next_frame(), Some(Err(FrameError::TooLarge { id: 11, .. }))));
+        assert!(matches!(
+            r.next_frame(),
+            Some(Err(FrameError::TooLarge { id: 11, .. }))
+        ));
         // The announced body streams in and is dropped as it comes.
         for _ in 0..(MAX_PAYLOAD / 65536 + 1) {
             r.push(&[0u8; 65536]);
@@ -259,7 +274,10 @@ mod tests {
         f[12..16].copy_from_slice(&5u32.to_le_bytes());
         let mut r = FrameReader::new();
         r.push(&[f, vec![0; 8], frame(14, b"z")].concat());
-        assert!(matches!(r.next_frame(), Some(Err(FrameError::BadChecksum { .. }))));
+        assert!(matches!(
+            r.next_frame(),
+            Some(Err(FrameError::BadChecksum { .. }))
+        ));
         assert_eq!(r.next_frame().unwrap().unwrap().id, 14);
     }
 }
