@@ -187,7 +187,17 @@ pub fn fetch_debian_cloud(
         .strip_prefix("linux-image-")
         .unwrap_or(&package)
         .to_string();
-    let root = cache.join("kernels").join(&release);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| KernelError::Io { path, source }
+    };
+    let kernels = cache.join("kernels");
+    std::fs::create_dir_all(&kernels).map_err(io(&kernels))?;
+    // One fetch at a time per cache, across processes.
+    let lock_path = kernels.join(".lock");
+    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+    lock.lock().map_err(io(&lock_path))?;
+    let root = kernels.join(&release);
     if root.join(".complete").exists() {
         progress(&format!(
             "guest kernel {release}: cached in {}",
@@ -195,10 +205,6 @@ pub fn fetch_debian_cloud(
         ));
         return GuestKernel::open(&root, Some(&release));
     }
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| KernelError::Io { path, source }
-    };
     let downloads = cache.join("downloads");
     std::fs::create_dir_all(&downloads).map_err(io(&downloads))?;
     progress(&format!(

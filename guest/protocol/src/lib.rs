@@ -15,7 +15,7 @@
 //!
 //! A reader that meets a bad magic skips to the next magic; a bad checksum or an unknown
 //! type is answered with an [`message::ErrorReply`] and the reader goes on; a length over
-//! [`MAX_PAYLOAD`] is answered likewise and the reader resynchronises.
+//! [`MAX_PAYLOAD`] is answered likewise and the reader resynchronises on the next magic.
 
 pub mod frame;
 pub mod message;

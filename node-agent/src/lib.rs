@@ -1,0 +1,11 @@
+//! The modvisor node agent: runs tenants' VMs through a hypervisor driver and loads vetted
+//! kernel modules into their guest kernels through the guest agent.
+//!
+//! It owns the drivers ([`driver`], [`qemu`]), the host side of the guest channel
+//! ([`channel`]) and the modprobe service ([`modprobe`]). It must not trust anything a
+//! guest sends, and must never load a module that has not passed vetting.
+
+pub mod channel;
+pub mod driver;
+pub mod hostcaps;
+pub mod qemu;

@@ -1,0 +1,269 @@
+//! The `qemu` driver: each guest is a `qemu-system-x86_64` process with the kernel and
+//! initramfs, COM1 written to a console log and COM2 served on a Unix socket for the guest
+//! agent. KVM acceleration where the host has hardware virtualization, TCG otherwise.
+
+use crate::driver::{DriverError, Guest, GuestSpec, GuestState, HypervisorDriver};
+use crate::hostcaps;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How QEMU executes guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualization through /dev/kvm.
+    Kvm,
+    /// QEMU's binary translator (no hardware support needed).
+    Tcg,
+}
+
+/// The `qemu` driver.
+#[derive(Debug, Clone)]
+pub struct QemuDriver {
+    binary: PathBuf,
+    accel: Accel,
+}
+
+/// Finds an executable on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+impl QemuDriver {
+    /// The driver with `qemu-system-x86_64` from `$MODVISOR_QEMU` or `PATH`, using KVM when
+    /// the host has hardware virtualization and TCG otherwise.
+    pub fn detect() -> Result<Self, DriverError> {
+        let binary = std::env::var_os("MODVISOR_QEMU")
+            .map(PathBuf::from)
+            .or_else(|| which("qemu-system-x86_64"))
+            .ok_or_else(|| DriverError::Unavailable {
+                driver: "qemu",
+                reason: "qemu-system-x86_64 not found (apt-get install qemu-system-x86)".into(),
+            })?;
+        let accel = if hostcaps::hardware_virtualization() && hostcaps::kvm_device_usable() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        Ok(QemuDriver { binary, accel })
+    }
+
+    /// The acceleration in use.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    fn command(&self, spec: &GuestSpec, console: &Path, socket: &Path) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("-name")
+            .arg(format!("modvisor-{}", spec.id))
+            .args(["-machine", "pc"])
+            .args(["-nodefaults", "-no-user-config", "-no-reboot"])
+            .args(["-display", "none", "-monitor", "none"]);
+        match self.accel {
+            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+            Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
+        };
+        cmd.arg("-m")
+            .arg(spec.memory_mib.to_string())
+            .arg("-smp")
+            .arg(spec.vcpus.to_string())
+            .arg("-kernel")
+            .arg(&spec.kernel)
+            .arg("-initrd")
+            .arg(&spec.initrd)
+            .arg("-append")
+            .arg(&spec.cmdline)
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-serial")
+            .arg(format!("unix:{},server=on,wait=off", socket.display()));
+        cmd
+    }
+}
+
+impl HypervisorDriver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn acceleration(&self) -> String {
+        match self.accel {
+            Accel::Kvm => "kvm".into(),
+            Accel::Tcg => "tcg (no hardware virtualization on this host)".into(),
+        }
+    }
+
+    fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DriverError::Io { path, source }
+        };
+        std::fs::create_dir_all(&spec.run_dir).map_err(io(&spec.run_dir))?;
+        let console = spec.run_dir.join("console.log");
+        let socket = spec.run_dir.join("agent.sock");
+        let log = spec.run_dir.join("qemu.log");
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&console);
+        let log_file = std::fs::File::create(&log).map_err(io(&log))?;
+        let log_err = log_file.try_clone().map_err(io(&log))?;
+        let child = self
+            .command(spec, &console, &socket)
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| DriverError::Start {
+                what: self.binary.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let mut guest = QemuGuest {
+            id: spec.id.clone(),
+            child: Some(child),
+            console,
+            socket,
+            log,
+            ended: None,
+        };
+        // QEMU creates the agent socket once it has parsed its devices.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !guest.socket.exists() {
+            if let GuestState::Crashed { reason } = guest.status() {
+                return Err(DriverError::Start {
+                    what: format!("qemu for {}", spec.id),
+                    reason,
+                });
+            }
+            if Instant::now() > deadline {
+                guest.stop(Duration::ZERO);
+                return Err(DriverError::Start {
+                    what: format!("qemu for {}", spec.id),
+                    reason: "the agent socket did not appear within 15 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(Box::new(guest))
+    }
+}
+
+/// A guest run by QEMU.
+#[derive(Debug)]
+pub struct QemuGuest {
+    id: String,
+    child: Option<Child>,
+    console: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    ended: Option<GuestState>,
+}
+
+impl QemuGuest {
+    fn tail(path: &Path, max: usize) -> String {
+        let text = std::fs::read(path).unwrap_or_default();
+        let start = text.len().saturating_sub(max);
+        String::from_utf8_lossy(&text[start..])
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn classify(&self, status: std::process::ExitStatus) -> GuestState {
+        if status.success() {
+            let console = std::fs::read(&self.console).unwrap_or_default();
+            let text = String::from_utf8_lossy(&console);
+            if let Some(line) = text.lines().find(|l| l.contains("Kernel panic")) {
+                return GuestState::Crashed {
+                    reason: format!("guest kernel panic: {}", line.trim()),
+                };
+            }
+            return GuestState::Exited;
+        }
+        let how = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
+            (Some(c), _) => format!("qemu exited with status {c}"),
+            (None, Some(s)) => format!("qemu was killed by signal {s}"),
+            _ => "qemu ended".into(),
+        };
+        GuestState::Crashed {
+            reason: format!("{how}: {}", Self::tail(&self.log, 400)),
+        }
+    }
+}
+
+impl Guest for QemuGuest {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn status(&mut self) -> GuestState {
+        if let Some(s) = &self.ended {
+            return s.clone();
+        }
+        let Some(child) = self.child.as_mut() else {
+            return GuestState::Exited;
+        };
+        match child.try_wait() {
+            Ok(None) => GuestState::Running,
+            Ok(Some(status)) => {
+                let state = self.classify(status);
+                self.child = None;
+                self.ended = Some(state.clone());
+                state
+            }
+            Err(e) => GuestState::Crashed {
+                reason: format!("cannot observe qemu: {e}"),
+            },
+        }
+    }
+
+    fn stop(&mut self, grace: Duration) -> GuestState {
+        if let Some(child) = self.child.as_mut() {
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+            self.child = None;
+            self.ended = Some(GuestState::Exited);
+        }
+        self.status()
+    }
+
+    fn console_path(&self) -> &Path {
+        &self.console
+    }
+
+    fn agent_socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for QemuGuest {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! A real guest: Debian's cloud kernel and our initramfs under the qemu driver.
+
+use modvisor_guest::kernel::{self, GuestKernel};
+use modvisor_node_agent::channel::AgentClient;
+use modvisor_node_agent::driver::{Guest, GuestSpec, HypervisorDriver};
+use modvisor_node_agent::qemu::QemuDriver;
+use std::time::Duration;
+
+/// A booted guest with a connected agent client.
+pub struct TestGuest {
+    pub guest: Box<dyn Guest>,
+    pub client: AgentClient,
+    pub kernel: GuestKernel,
+    _dir: tempfile::TempDir,
+}
+
+/// The guest kernel (fetched by the CI setup, or `MODVISOR_KERNEL_DIR`).
+pub fn guest_kernel() -> GuestKernel {
+    kernel::resolve(|m| eprintln!("{m}")).unwrap_or_else(|e| {
+        panic!(
+            "no guest kernel ({e}); run `modvisor guest fetch-kernel` or set MODVISOR_KERNEL_DIR"
+        )
+    })
+}
+
+/// Boots a guest and waits for its agent's hello.
+pub fn boot(id: &str) -> TestGuest {
+    let kernel = guest_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initramfs.gz");
+    std::fs::write(&initrd, modvisor_guest::build_initramfs(&[]).unwrap()).unwrap();
+    let spec = GuestSpec {
+        id: id.to_string(),
+        vcpus: 1,
+        memory_mib: 512,
+        kernel: kernel.vmlinuz.clone(),
+        initrd,
+        cmdline: modvisor_guest::cmdline::default_cmdline(),
+        run_dir: dir.path().join("run"),
+    };
+    let driver = QemuDriver::detect().expect("qemu driver");
+    let guest = driver.start(&spec).expect("start guest");
+    let mut client = AgentClient::connect(guest.agent_socket(), Duration::from_secs(10)).unwrap();
+    let started = std::time::Instant::now();
+    let hello = client.hello(Duration::from_secs(180)).unwrap_or_else(|e| {
+        let console = std::fs::read_to_string(guest.console_path()).unwrap_or_default();
+        panic!("no hello from the guest agent: {e}\nconsole:\n{console}")
+    });
+    eprintln!("{id}: hello after {:?}: {hello:?}", started.elapsed());
+    assert_eq!(hello.kernel_release, kernel.release);
+    TestGuest {
+        guest,
+        client,
+        kernel,
+        _dir: dir,
+    }
+}
