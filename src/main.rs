@@ -4,6 +4,7 @@
 mod bench_api;
 mod client;
 mod commands;
+mod guest_cmd;
 mod serve;
 mod table;
 
@@ -63,6 +64,11 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Real guests on this machine: fetch the guest kernel, boot a guest, load modules.
+    Guest {
+        #[command(subcommand)]
+        command: guest_cmd::GuestCommand,
+    },
     /// Benchmarks that print figures against a peer measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -104,6 +110,7 @@ fn main() -> ExitCode {
         Command::Module { api, command } => commands::module(&api, command),
         Command::Tenant { api, command } => commands::tenant(&api, command),
         Command::Events { api, limit } => commands::events(&api, limit),
+        Command::Guest { command } => guest_cmd::run(command),
         Command::Bench { command } => match command {
             BenchCommand::Api(args) => bench_api::run(args),
         },
