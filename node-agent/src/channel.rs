@@ -5,8 +5,8 @@
 //! skipped by the frame reader, and every wait has a deadline.
 
 use modvisor_guest_protocol::message::{
-    DecodeError, ErrorReply, HealthReply, HelloReply, ListReply, LoadRequest, LoadedModule,
-    UnloadRequest,
+    DecodeError, ErrorReply, HealthReply, HelloReply, ListReply, LoadReply, LoadRequest,
+    LoadedModule, UnloadRequest,
 };
 use modvisor_guest_protocol::{Frame, FrameReader, MsgType};
 use std::io::{ErrorKind, Read, Write};
@@ -204,21 +204,22 @@ impl AgentClient {
         }
     }
 
-    /// Loads a module image with parameters.
+    /// Loads a module image with parameters; returns the microseconds the guest kernel
+    /// spent in `finit_module`.
     pub fn load(
         &mut self,
         name: &str,
         params: &str,
         image: &[u8],
         timeout: Duration,
-    ) -> Result<(), ChannelError> {
+    ) -> Result<u64, ChannelError> {
         let req = LoadRequest {
             name: name.to_string(),
             params: params.to_string(),
             image: image.to_vec(),
         };
-        self.request(MsgType::Load, req.encode(), "load", timeout)
-            .map(drop)
+        let f = self.request(MsgType::Load, req.encode(), "load", timeout)?;
+        Ok(LoadReply::decode(&f.payload)?.kernel_us)
     }
 
     /// Unloads a module.

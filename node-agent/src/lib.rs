@@ -8,4 +8,5 @@
 pub mod channel;
 pub mod driver;
 pub mod hostcaps;
+pub mod modprobe;
 pub mod qemu;

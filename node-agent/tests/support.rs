@@ -55,3 +55,41 @@ pub fn boot(id: &str) -> TestGuest {
         _dir: dir,
     }
 }
+
+/// Every module of the guest kernel's tree, each pinned to its own sha256 (the tree is
+/// the trusted origin, as the control plane's catalog is in production).
+pub fn module_source(kernel: &GuestKernel) -> modvisor_node_agent::modprobe::ModuleSource {
+    let mut source = modvisor_node_agent::modprobe::ModuleSource::new();
+    for path in kernel.all_modules() {
+        let bytes = std::fs::read(&path).unwrap();
+        let pin = sha256_hex(&bytes);
+        source.insert(bytes, Some(pin)).unwrap();
+    }
+    source
+}
+
+/// The certificates embedded in the guest kernel image.
+pub fn kernel_trust(kernel: &GuestKernel) -> modvisor_modules::TrustStore {
+    modvisor_modules::TrustStore::from_kernel_image(&std::fs::read(&kernel.vmlinuz).unwrap())
+        .expect("certificates in the kernel image")
+}
+
+/// Lowercase hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    modvisor_modules::KernelModule::parse(bytes)
+        .map(|m| m.sha256().to_string())
+        .unwrap_or_default()
+}
+
+/// A module's bytes without its appended signature.
+pub fn strip_signature(image: &[u8]) -> Vec<u8> {
+    let marker = b"~Module signature appended~\n";
+    assert!(image.ends_with(marker));
+    let n = image.len();
+    let sig_len = u32::from_be_bytes(
+        image[n - marker.len() - 4..n - marker.len()]
+            .try_into()
+            .unwrap(),
+    ) as usize;
+    image[..n - marker.len() - 12 - sig_len].to_vec()
+}

@@ -9,7 +9,8 @@ pub mod kmod;
 pub mod procfs;
 
 use modvisor_guest_protocol::message::{
-    ErrorCode, ErrorReply, HealthReply, HelloReply, ListReply, LoadRequest, UnloadRequest,
+    ErrorCode, ErrorReply, HealthReply, HelloReply, ListReply, LoadReply, LoadRequest,
+    UnloadRequest,
 };
 use modvisor_guest_protocol::{Frame, FrameError, FrameReader, MsgType};
 use std::io::{Read, Write};
@@ -31,6 +32,8 @@ pub enum Next {
 pub struct Agent {
     /// Frames that could not be used.
     pub bad_frames: u64,
+    /// `Load` requests received.
+    pub load_requests: u64,
 }
 
 impl Agent {
@@ -64,8 +67,8 @@ impl Agent {
             }
             MsgType::Load => match LoadRequest::decode(&frame.payload) {
                 Err(e) => (bad_payload(e), Next::Continue),
-                Ok(req) => match kmod::load(&req.image, &req.params) {
-                    Ok(()) => (reply(Vec::new()), Next::Continue),
+                Ok(req) => match self.timed_load(&req) {
+                    Ok(kernel_us) => (reply(LoadReply { kernel_us }.encode()), Next::Continue),
                     Err(e) => {
                         let msg = format!("loading {}: {}", req.name, kmod::describe(e));
                         (error(ErrorCode::Kernel, e as i32, msg), Next::Continue)
@@ -93,12 +96,20 @@ impl Agent {
                     uptime_ms: procfs::uptime_ms(),
                     mem_available_kib: procfs::mem_available_kib(),
                     bad_frames: self.bad_frames,
+                    load_requests: self.load_requests,
                 };
                 (reply(health.encode()), Next::Continue)
             }
             MsgType::Poweroff => (reply(Vec::new()), Next::PowerOff),
             _ => unreachable_reply(id),
         }
+    }
+
+    fn timed_load(&mut self, req: &LoadRequest) -> Result<u64, nix::errno::Errno> {
+        self.load_requests += 1;
+        let start = std::time::Instant::now();
+        kmod::load(&req.image, &req.params)?;
+        Ok(start.elapsed().as_micros() as u64)
     }
 
     /// Answers a frame that could not be read.

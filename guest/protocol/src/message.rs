@@ -12,7 +12,7 @@ use std::fmt;
 pub enum MsgType {
     /// Who are you? -> [`HelloReply`].
     Hello = 0x01,
-    /// Load a module -> empty reply, or [`ErrorReply`].
+    /// Load a module -> [`LoadReply`], or [`ErrorReply`].
     Load = 0x02,
     /// Unload a module -> empty reply, or [`ErrorReply`].
     Unload = 0x03,
@@ -247,6 +247,30 @@ impl LoadRequest {
     }
 }
 
+/// `Load` reply: how long the guest kernel took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReply {
+    /// Microseconds spent in `finit_module`/`init_module` inside the guest (what a plain
+    /// `insmod` of the same file costs there, less reading the file).
+    pub kernel_us: u64,
+}
+
+impl LoadReply {
+    /// Encodes.
+    pub fn encode(&self) -> Vec<u8> {
+        Writer::new().u64(self.kernel_us).finish()
+    }
+    /// Decodes.
+    pub fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(p);
+        let v = LoadReply {
+            kernel_us: r.u64()?,
+        };
+        r.end()?;
+        Ok(v)
+    }
+}
+
 /// `Unload` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnloadRequest {
@@ -344,6 +368,8 @@ pub struct HealthReply {
     pub mem_available_kib: u64,
     /// Frames the agent could not use since it started.
     pub bad_frames: u64,
+    /// `Load` requests the agent has received since it started (any outcome).
+    pub load_requests: u64,
 }
 
 impl HealthReply {
@@ -353,6 +379,7 @@ impl HealthReply {
             .u64(self.uptime_ms)
             .u64(self.mem_available_kib)
             .u64(self.bad_frames)
+            .u64(self.load_requests)
             .finish()
     }
     /// Decodes.
@@ -362,6 +389,7 @@ impl HealthReply {
             uptime_ms: r.u64()?,
             mem_available_kib: r.u64()?,
             bad_frames: r.u64()?,
+            load_requests: r.u64()?,
         };
         r.end()?;
         Ok(v)
