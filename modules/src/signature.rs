@@ -1,0 +1,493 @@
+//! The signature appended to a module by the kernel's `scripts/sign-file`:
+//!
+//! ```text
+//! [ module ELF ][ PKCS#7/CMS DER, sig_len bytes ][ struct module_signature, 12 bytes ]
+//! [ "~Module signature appended~\n", 28 bytes ]
+//! ```
+//!
+//! `struct module_signature` is `{ algo u8, hash u8, id_type u8, signer_len u8,
+//! key_id_len u8, pad [u8; 3], sig_len u32 big-endian }`; for PKCS#7 everything but
+//! `id_type` (2) and `sig_len` is zero. The signed content is the file up to the CMS
+//! blob. Checks mirror the kernel's `mod_check_sig()` and `pkcs7_verify()`: detached
+//! `id-data` content, no signed attributes, one signer.
+
+use std::fmt;
+
+use cms::content_info::ContentInfo;
+use cms::signed_data::{SignedData, SignerIdentifier};
+use const_oid::db::{rfc5911, rfc5912};
+use der::{Decode, Encode};
+use rsa::Pkcs1v15Sign;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::error::ParseError;
+use crate::trust::TrustStore;
+
+/// The marker that ends every signed module.
+pub const MODULE_SIG_MARKER: &[u8; 28] = b"~Module signature appended~\n";
+/// Size of `struct module_signature`.
+pub const MODULE_SIG_INFO_LEN: usize = 12;
+/// `id_type` of a PKCS#7 signature (`PKEY_ID_PKCS7`).
+const PKEY_ID_PKCS7: u8 = 2;
+
+/// Where the signature sits in a module file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Trailer {
+    /// Length of the signed content (the file up to the CMS blob).
+    pub signed_len: usize,
+    /// Length of the CMS blob (`sig_len`).
+    pub cms_len: usize,
+}
+
+/// Finds and checks the signature trailer; `None` when the file has no marker.
+pub(crate) fn parse_trailer(file: &[u8]) -> Result<Option<Trailer>, ParseError> {
+    let Some(before_marker) = file.strip_suffix(MODULE_SIG_MARKER.as_slice()) else {
+        return Ok(None);
+    };
+    let bad = |reason: String| Err(ParseError::Signature(reason));
+    let Some(info_start) = before_marker.len().checked_sub(MODULE_SIG_INFO_LEN) else {
+        return bad(format!(
+            "{} bytes before the marker, too few for struct module_signature",
+            before_marker.len()
+        ));
+    };
+    let info = &before_marker[info_start..];
+    let (algo, hash, id_type, signer_len, key_id_len) =
+        (info[0], info[1], info[2], info[3], info[4]);
+    let sig_len = u32::from_be_bytes([info[8], info[9], info[10], info[11]]) as usize;
+    if id_type != PKEY_ID_PKCS7 {
+        return bad(format!(
+            "signature type {id_type} is not PKCS#7 ({PKEY_ID_PKCS7})"
+        ));
+    }
+    if algo != 0 || hash != 0 || signer_len != 0 || key_id_len != 0 || info[5..8] != [0, 0, 0] {
+        return bad(
+            "struct module_signature has non-zero fields besides id_type and sig_len".into(),
+        );
+    }
+    // Like the kernel: the content before the signature must not be empty.
+    if sig_len == 0 || sig_len >= info_start {
+        return bad(format!(
+            "sig_len {sig_len} does not fit in the {info_start} bytes before the signature info"
+        ));
+    }
+    Ok(Some(Trailer {
+        signed_len: info_start - sig_len,
+        cms_len: sig_len,
+    }))
+}
+
+/// A digest algorithm this crate verifies with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DigestAlgorithm {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl DigestAlgorithm {
+    fn from_oid(oid: &der::asn1::ObjectIdentifier) -> Option<Self> {
+        match *oid {
+            rfc5912::ID_SHA_256 => Some(Self::Sha256),
+            rfc5912::ID_SHA_384 => Some(Self::Sha384),
+            rfc5912::ID_SHA_512 => Some(Self::Sha512),
+            _ => None,
+        }
+    }
+
+    /// The digest of `data`.
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        match self {
+            Self::Sha256 => sha2::Sha256::digest(data).to_vec(),
+            Self::Sha384 => sha2::Sha384::digest(data).to_vec(),
+            Self::Sha512 => sha2::Sha512::digest(data).to_vec(),
+        }
+    }
+
+    fn pkcs1v15(self) -> Pkcs1v15Sign {
+        match self {
+            Self::Sha256 => Pkcs1v15Sign::new::<sha2::Sha256>(),
+            Self::Sha384 => Pkcs1v15Sign::new::<sha2::Sha384>(),
+            Self::Sha512 => Pkcs1v15Sign::new::<sha2::Sha512>(),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::Sha384 => "sha384",
+            Self::Sha512 => "sha512",
+        }
+    }
+}
+
+impl fmt::Display for DigestAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How a CMS signer names its certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SignerId {
+    /// Issuer distinguished name (RFC 4514) and serial number (hex).
+    IssuerAndSerial {
+        /// The issuer, e.g. `CN=Build time autogenerated kernel key`.
+        issuer: String,
+        /// The certificate serial number, lowercase hex.
+        serial: String,
+    },
+    /// The certificate's subject key identifier (hex).
+    SubjectKeyId {
+        /// Lowercase hex.
+        key_id: String,
+    },
+}
+
+impl fmt::Display for SignerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::IssuerAndSerial { issuer, serial } => {
+                write!(f, "issuer \"{issuer}\", serial {serial}")
+            }
+            Self::SubjectKeyId { key_id } => write!(f, "subject key id {key_id}"),
+        }
+    }
+}
+
+/// The signer identifier in its raw, comparable form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RawSignerId {
+    /// DER of the issuer `Name` and the serial number's content bytes.
+    IssuerAndSerial {
+        issuer_der: Vec<u8>,
+        serial: Vec<u8>,
+    },
+    /// Subject key identifier bytes.
+    SubjectKeyId(Vec<u8>),
+}
+
+/// The certificate a signature verified against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signer {
+    /// The certificate's subject (RFC 4514).
+    pub subject: String,
+    /// The subject's common name, e.g. `Build time autogenerated kernel key`.
+    pub common_name: Option<String>,
+    /// The certificate's serial number, lowercase hex.
+    pub serial: String,
+    /// The digest the signature used.
+    pub digest: DigestAlgorithm,
+}
+
+/// Why a signature was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SignatureError {
+    /// No certificate in the trust store matches the signer.
+    #[error("signer ({signer}) is not in the trust store")]
+    UntrustedSigner {
+        /// The signer identifier from the signature.
+        signer: String,
+    },
+    /// The signature is unacceptable or does not verify.
+    #[error("{reason}")]
+    Invalid {
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A parsed module signature, bound to the digest of the content it covers.
+///
+/// Built only by [`crate::KernelModule::parse`], which hashes the signed content once so
+/// that [`ModuleSignature::verify`] needs no access to the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleSignature {
+    signer_id: SignerId,
+    digest_algorithm: String,
+    signature_algorithm: String,
+    signature_len: usize,
+    cms_len: usize,
+    #[serde(skip)]
+    raw_signer_id: RawSignerId,
+    #[serde(skip)]
+    digest: Option<DigestAlgorithm>,
+    #[serde(skip)]
+    signature: Vec<u8>,
+    /// Digest of the signed content under `digest`; set by `KernelModule::parse`.
+    #[serde(skip)]
+    pub(crate) content_digest: Vec<u8>,
+    /// A reason this signature can never verify, found while parsing.
+    #[serde(skip)]
+    problem: Option<String>,
+}
+
+impl ModuleSignature {
+    /// Parses the CMS `SignedData` blob. Structural problems are errors; signatures that
+    /// parse but that the kernel would refuse (algorithms, signed attributes, attached
+    /// content) parse and then fail [`ModuleSignature::verify`] with the reason.
+    pub(crate) fn parse_cms(cms_der: &[u8]) -> Result<Self, ParseError> {
+        let bad = |what: &str, e: der::Error| ParseError::Signature(format!("{what}: {e}"));
+        let info = ContentInfo::from_der(cms_der).map_err(|e| bad("CMS ContentInfo", e))?;
+        if info.content_type != rfc5911::ID_SIGNED_DATA {
+            return Err(ParseError::Signature(format!(
+                "CMS content type {} is not signedData",
+                info.content_type
+            )));
+        }
+        let signed: SignedData = info
+            .content
+            .decode_as()
+            .map_err(|e| bad("CMS SignedData", e))?;
+        let signers = signed.signer_infos.0.as_slice();
+        let [signer] = signers else {
+            return Err(ParseError::Signature(format!(
+                "{} signers (expected exactly one)",
+                signers.len()
+            )));
+        };
+        let (signer_id, raw_signer_id) = signer_ids(&signer.sid)?;
+        let digest = DigestAlgorithm::from_oid(&signer.digest_alg.oid);
+        let digest_algorithm = digest
+            .map(|d| d.name().to_string())
+            .unwrap_or_else(|| digest_name(&signer.digest_alg.oid));
+        let sig_oid = signer.signature_algorithm.oid;
+        let signature_algorithm = signature_name(&sig_oid);
+
+        let mut problem = None;
+        let mut note = |p: String| {
+            problem.get_or_insert(p);
+        };
+        if digest.is_none() {
+            note(format!("unsupported digest algorithm {digest_algorithm}"));
+        }
+        match (sig_oid, digest) {
+            (rfc5912::RSA_ENCRYPTION, _) => {}
+            (rfc5912::SHA_256_WITH_RSA_ENCRYPTION, Some(DigestAlgorithm::Sha256))
+            | (rfc5912::SHA_384_WITH_RSA_ENCRYPTION, Some(DigestAlgorithm::Sha384))
+            | (rfc5912::SHA_512_WITH_RSA_ENCRYPTION, Some(DigestAlgorithm::Sha512)) => {}
+            _ => note(format!(
+                "unsupported signature algorithm {signature_algorithm} with digest {digest_algorithm} (only RSA PKCS#1 v1.5 is supported)"
+            )),
+        }
+        if signer.signed_attrs.is_some() {
+            note("the signature has signed attributes, which the kernel refuses for module signatures".into());
+        }
+        if signed.encap_content_info.econtent_type != rfc5911::ID_DATA {
+            note(format!(
+                "signed content type {} is not id-data",
+                signed.encap_content_info.econtent_type
+            ));
+        }
+        if signed.encap_content_info.econtent.is_some() {
+            note("the signature carries attached content (module signatures are detached)".into());
+        }
+        let signature = signer.signature.as_bytes().to_vec();
+        if signature.is_empty() {
+            note("the signature value is empty".into());
+        }
+        Ok(ModuleSignature {
+            signer_id,
+            digest_algorithm,
+            signature_algorithm,
+            signature_len: signature.len(),
+            cms_len: cms_der.len(),
+            raw_signer_id,
+            digest,
+            signature,
+            content_digest: Vec::new(),
+            problem,
+        })
+    }
+
+    /// Who the signature says signed it.
+    pub fn signer_id(&self) -> &SignerId {
+        &self.signer_id
+    }
+
+    /// The digest algorithm the signature names (`sha256`, ... or an OID).
+    pub fn digest_algorithm(&self) -> &str {
+        &self.digest_algorithm
+    }
+
+    /// The digest algorithm, if it is one this crate verifies.
+    pub fn digest(&self) -> Option<DigestAlgorithm> {
+        self.digest
+    }
+
+    /// The signature algorithm the signature names (`rsaEncryption`, ... or an OID).
+    pub fn signature_algorithm(&self) -> &str {
+        &self.signature_algorithm
+    }
+
+    /// Length of the raw signature value in bytes (512 for RSA-4096).
+    pub fn signature_len(&self) -> usize {
+        self.signature_len
+    }
+
+    /// Length of the whole CMS blob (`sig_len` in the trailer).
+    pub fn cms_len(&self) -> usize {
+        self.cms_len
+    }
+
+    /// Verifies the signature cryptographically against `trust`: finds the signer's
+    /// certificate by issuer and serial (or subject key id), requires an RSA key and
+    /// checks the PKCS#1 v1.5 signature over the digest of the signed content.
+    ///
+    /// Certificates carried inside the CMS message are ignored (no chain building), and
+    /// validity dates are not checked, as in the kernel.
+    pub fn verify(&self, trust: &TrustStore) -> Result<Signer, SignatureError> {
+        let invalid = |reason: String| SignatureError::Invalid { reason };
+        if let Some(problem) = &self.problem {
+            return Err(invalid(problem.clone()));
+        }
+        let digest = self
+            .digest
+            .ok_or_else(|| invalid("unsupported digest algorithm".into()))?;
+        let mut last_error = None;
+        for anchor in trust.matching(&self.raw_signer_id) {
+            let key = match anchor.rsa_key() {
+                Ok(key) => key,
+                Err(reason) => {
+                    last_error = Some(invalid(format!(
+                        "signer certificate \"{}\": {reason}",
+                        anchor.summary().subject
+                    )));
+                    continue;
+                }
+            };
+            match key.verify(digest.pkcs1v15(), &self.content_digest, &self.signature) {
+                Ok(()) => return Ok(anchor.signer(digest)),
+                Err(_) => last_error = Some(invalid(format!(
+                    "RSA signature does not verify against \"{}\" (content or signature altered)",
+                    anchor.summary().subject
+                ))),
+            }
+        }
+        Err(
+            last_error.unwrap_or_else(|| SignatureError::UntrustedSigner {
+                signer: self.signer_id.to_string(),
+            }),
+        )
+    }
+}
+
+fn signer_ids(sid: &SignerIdentifier) -> Result<(SignerId, RawSignerId), ParseError> {
+    match sid {
+        SignerIdentifier::IssuerAndSerialNumber(ias) => {
+            let issuer_der = ias
+                .issuer
+                .to_der()
+                .map_err(|e| ParseError::Signature(format!("signer issuer: {e}")))?;
+            let serial = ias.serial_number.as_bytes().to_vec();
+            Ok((
+                SignerId::IssuerAndSerial {
+                    issuer: ias.issuer.to_string(),
+                    serial: hex::encode(&serial),
+                },
+                RawSignerId::IssuerAndSerial { issuer_der, serial },
+            ))
+        }
+        SignerIdentifier::SubjectKeyIdentifier(skid) => {
+            let key_id = skid.0.as_bytes().to_vec();
+            Ok((
+                SignerId::SubjectKeyId {
+                    key_id: hex::encode(&key_id),
+                },
+                RawSignerId::SubjectKeyId(key_id),
+            ))
+        }
+    }
+}
+
+fn digest_name(oid: &der::asn1::ObjectIdentifier) -> String {
+    match *oid {
+        rfc5912::ID_SHA_1 => "sha1".into(),
+        rfc5912::ID_SHA_224 => "sha224".into(),
+        other => other.to_string(),
+    }
+}
+
+fn signature_name(oid: &der::asn1::ObjectIdentifier) -> String {
+    let name = match *oid {
+        rfc5912::RSA_ENCRYPTION => "rsaEncryption",
+        rfc5912::SHA_256_WITH_RSA_ENCRYPTION => "sha256WithRSAEncryption",
+        rfc5912::SHA_384_WITH_RSA_ENCRYPTION => "sha384WithRSAEncryption",
+        rfc5912::SHA_512_WITH_RSA_ENCRYPTION => "sha512WithRSAEncryption",
+        rfc5912::SHA_1_WITH_RSA_ENCRYPTION => "sha1WithRSAEncryption",
+        rfc5912::ID_EC_PUBLIC_KEY => "ecPublicKey",
+        rfc5912::ECDSA_WITH_SHA_256 => "ecdsa-with-SHA256",
+        rfc5912::ECDSA_WITH_SHA_384 => "ecdsa-with-SHA384",
+        rfc5912::ECDSA_WITH_SHA_512 => "ecdsa-with-SHA512",
+        other => return other.to_string(),
+    };
+    name.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trailer(sig_len: u32, id_type: u8) -> Vec<u8> {
+        let mut v = vec![0u8, 0, id_type, 0, 0, 0, 0, 0];
+        v.extend_from_slice(&sig_len.to_be_bytes());
+        v.extend_from_slice(MODULE_SIG_MARKER);
+        v
+    }
+
+    #[test]
+    fn no_marker_is_unsigned() {
+        assert_eq!(parse_trailer(b"\x7fELF plain"), Ok(None));
+        assert_eq!(parse_trailer(b""), Ok(None));
+    }
+
+    #[test]
+    fn finds_the_cms_blob() {
+        let mut file = vec![1u8; 100];
+        file.extend(vec![2u8; 30]);
+        file.extend(trailer(30, 2));
+        let t = parse_trailer(&file).unwrap().unwrap();
+        assert_eq!(t.signed_len, 100);
+        assert_eq!(t.cms_len, 30);
+    }
+
+    #[test]
+    fn rejects_lengths_outside_the_file() {
+        for sig_len in [0, 130, 131, u32::MAX] {
+            let mut file = vec![1u8; 130];
+            file.extend(trailer(sig_len, 2));
+            assert!(parse_trailer(&file).is_err(), "sig_len {sig_len}");
+        }
+        // Marker with no room for struct module_signature.
+        let mut file = b"abc".to_vec();
+        file.extend_from_slice(MODULE_SIG_MARKER);
+        assert!(parse_trailer(&file).is_err());
+    }
+
+    #[test]
+    fn rejects_non_pkcs7_and_nonzero_fields() {
+        let mut file = vec![1u8; 100];
+        file.extend(trailer(10, 1));
+        assert!(parse_trailer(&file).is_err());
+        let mut file = vec![1u8; 100];
+        let mut t = trailer(10, 2);
+        t[0] = 1;
+        file.extend(t);
+        assert!(parse_trailer(&file).is_err());
+    }
+
+    #[test]
+    fn garbage_cms_is_a_parse_error() {
+        assert!(ModuleSignature::parse_cms(b"").is_err());
+        assert!(ModuleSignature::parse_cms(&[0x30, 0x82, 0xff, 0xff, 0]).is_err());
+        assert!(ModuleSignature::parse_cms(&[0x30, 0x03, 0x02, 0x01, 0x00]).is_err());
+    }
+}
