@@ -366,10 +366,12 @@ impl ModuleSignature {
             };
             match key.verify(digest.pkcs1v15(), &self.content_digest, &self.signature) {
                 Ok(()) => return Ok(anchor.signer(digest)),
-                Err(_) => last_error = Some(invalid(format!(
+                Err(_) => {
+                    last_error = Some(invalid(format!(
                     "RSA signature does not verify against \"{}\" (content or signature altered)",
                     anchor.summary().subject
-                ))),
+                )))
+                }
             }
         }
         Err(

@@ -219,7 +219,7 @@ impl TrustStore {
     fn from_embedded_certificates(bytes: &[u8]) -> Result<Self, TrustError> {
         let mut store = Self::new();
         let mut i = 0;
-        while let Some(rel) = bytes.get(i..).and_then(|rest| find_cert_start(rest)) {
+        while let Some(rel) = bytes.get(i..).and_then(find_cert_start) {
             let start = i + rel;
             let len = usize::from(u16::from_be_bytes([bytes[start + 2], bytes[start + 3]]));
             let end = start + 4 + len;
