@@ -20,10 +20,9 @@ pub struct Kernel {
     pub modules: Vec<PathBuf>,
 }
 
-const FETCH_HINT: &str = "run the kernel fetch step first (it downloads Debian's \
-    linux-image-<release> package and unpacks it with `dpkg-deb -x` into \
-    ~/.cache/modvisor/kernels/<release>/), or point MODVISOR_KERNEL_DIR at an unpacked \
-    kernel package";
+const FETCH_HINT: &str = "run the kernel fetch step first: `cargo run -- guest fetch-kernel` \
+    (Debian's cloud kernel package, unpacked into ~/.cache/modvisor/kernels/<release>/; CI \
+    runs it in .ci/run), or point MODVISOR_KERNEL_DIR at an unpacked kernel package";
 
 /// The kernel tree: `$MODVISOR_KERNEL_DIR`, else the only release under
 /// `~/.cache/modvisor/kernels/`. Panics with instructions when it is missing: these tests
@@ -37,14 +36,19 @@ fn find_kernel() -> Kernel {
     let dir = match std::env::var_os("MODVISOR_KERNEL_DIR") {
         Some(dir) => PathBuf::from(dir),
         None => {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            let base = Path::new(&home).join(".cache/modvisor/kernels");
+            let cache = std::env::var_os("MODVISOR_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+                    Path::new(&home).join(".cache/modvisor")
+                });
+            let base = cache.join("kernels");
             let releases: Vec<PathBuf> = std::fs::read_dir(&base)
                 .unwrap_or_else(|e| {
                     panic!("no kernel tree at {}: {e}; {FETCH_HINT}", base.display())
                 })
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir())
+                .filter(|p| p.is_dir() && p.extension().map_or(true, |e| e != "partial"))
                 .collect();
             match releases.as_slice() {
                 [one] => one.clone(),
@@ -57,11 +61,20 @@ fn find_kernel() -> Kernel {
             }
         }
     };
-    let release = dir
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or_else(|| panic!("bad kernel dir {}", dir.display()))
-        .to_string();
+    // The release is the one the tree's boot/vmlinuz-<release> names.
+    let boot = dir.join("boot");
+    let mut releases: Vec<String> = std::fs::read_dir(&boot)
+        .unwrap_or_else(|e| panic!("no {} ({e}); {FETCH_HINT}", boot.display()))
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            name.strip_prefix("vmlinuz-").map(str::to_string)
+        })
+        .collect();
+    releases.sort();
+    let release = releases
+        .pop()
+        .unwrap_or_else(|| panic!("no vmlinuz-* in {}; {FETCH_HINT}", boot.display()));
     let module_root = dir.join("lib/modules").join(&release).join("kernel");
     assert!(
         module_root.is_dir(),
