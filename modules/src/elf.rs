@@ -242,6 +242,13 @@ fn unique_section<'a>(
                 String::from_utf8_lossy(name)
             )));
         }
+        if section.sh_flags(endian).0 & elf::SHF_ALLOC.0 == 0 {
+            // The kernel's find_sec() only sees allocated sections: it would ignore this one.
+            return Err(elf_err(format!(
+                "{} section is not SHF_ALLOC (the kernel would not see it)",
+                String::from_utf8_lossy(name)
+            )));
+        }
         if section.sh_type(endian) == elf::SHT_NOBITS {
             return Err(elf_err(format!(
                 "{} section has no file data",

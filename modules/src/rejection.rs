@@ -84,7 +84,7 @@ pub enum Rejection {
         signer: String,
     },
     /// The module was built for another kernel release.
-    #[error("module {module} was built for kernel {vermagic:?}, not {kernel}")]
+    #[error("module {module} was built for kernel {}, not {kernel} (vermagic {vermagic:?})", vermagic.split_whitespace().next().unwrap_or("(none)"))]
     VermagicMismatch {
         /// The module.
         module: String,

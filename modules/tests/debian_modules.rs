@@ -29,6 +29,21 @@ fn kernel_image_yields_the_build_key_certificate() {
         "certificates in {}: {certs:#?}",
         kernel().vmlinuz().display()
     );
+
+    let image = std::fs::read(kernel().vmlinuz()).unwrap();
+    let started = Instant::now();
+    let vmlinux = modvisor_modules::kernel_image::decompress(&image).unwrap();
+    let unpacked = started.elapsed();
+    assert!(vmlinux.starts_with(b"\x7fELF"));
+    let started = Instant::now();
+    let again = TrustStore::from_kernel_image(&image).unwrap();
+    eprintln!(
+        "bzImage {} bytes -> vmlinux {} bytes in {unpacked:.2?}; trust store (unpack + scan) in {:.2?}",
+        image.len(),
+        vmlinux.len(),
+        started.elapsed()
+    );
+    assert_eq!(again.certificates(), certs);
 }
 
 #[test]

@@ -122,6 +122,10 @@ fn broken_sections() {
     let mut o = f.clone();
     o[sh(&f, 2) + 4..sh(&f, 2) + 8].copy_from_slice(&NOBITS.to_le_bytes());
     refused("NOBITS .modinfo", &o, "no file data");
+
+    let mut o = f.clone();
+    o[sh(&f, 2) + 8..sh(&f, 2) + 16].copy_from_slice(&0u64.to_le_bytes());
+    refused("non-allocated .modinfo", &o, "not SHF_ALLOC");
 }
 
 #[test]

@@ -7,6 +7,9 @@ pub const STRTAB: u32 = 3;
 /// `SHT_NOBITS`.
 pub const NOBITS: u32 = 8;
 
+/// `SHF_ALLOC`.
+pub const SHF_ALLOC: u64 = 2;
+
 /// Offset of `e_shoff` in the ELF header.
 pub const E_SHOFF: usize = 0x28;
 /// Offset of `e_shnum`.
@@ -106,6 +109,9 @@ pub fn build(sections: &[Section]) -> Vec<u8> {
         let mut h = [0u8; 64];
         h[0..4].copy_from_slice(&name.to_le_bytes());
         h[4..8].copy_from_slice(&kind.to_le_bytes());
+        if kind != STRTAB {
+            h[8..16].copy_from_slice(&SHF_ALLOC.to_le_bytes());
+        }
         h[24..32].copy_from_slice(&offset.to_le_bytes());
         h[32..40].copy_from_slice(&(data.len() as u64).to_le_bytes());
         h[48..56].copy_from_slice(&1u64.to_le_bytes());
