@@ -1,0 +1,24 @@
+# A PVH guest (32-bit entry through the Xen ELF note, as QEMU and modvisor vmm both
+# support): prints one line on COM1, then idles with interrupts on (it stays running).
+        .section .note.pvh, "a", @note
+        .align 4
+        .long 4                         # name size
+        .long 4                         # descriptor size
+        .long 18                        # XEN_ELFNOTE_PHYS32_ENTRY
+        .asciz "Xen"
+        .long pvh_start
+        .text
+        .code32
+        .globl _start
+_start:
+pvh_start:
+        mov $msg, %esi
+        mov $(msg_end - msg), %ecx
+        mov $0x3f8, %dx
+        cld
+        rep outsb
+1:      sti
+        hlt
+        jmp 1b
+msg:    .ascii "modvisor probe: ready\n"
+msg_end:
