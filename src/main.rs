@@ -28,6 +28,8 @@ enum Command {
     Up(serve::UpArgs),
     /// Run the control plane alone.
     ControlPlane(serve::ControlPlaneArgs),
+    /// Run a node agent: registers with the control plane and runs its VMs.
+    NodeAgent(serve::NodeAgentArgs),
     /// Issue tokens with the data directory's signing key.
     Token {
         #[command(subcommand)]
@@ -101,6 +103,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => serve::up(args),
         Command::ControlPlane(args) => serve::control_plane(args),
+        Command::NodeAgent(args) => serve::node_agent(args),
         Command::Token { command } => serve::token(command),
         Command::Openapi => {
             print!("{}", modvisor_control_plane::api::openapi_document());

@@ -3,8 +3,11 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use modvisor_control_plane::auth::{Role, TokenKeys};
+use modvisor_control_plane::model::Resources;
+use modvisor_control_plane::reconciler::ReconcilerConfig;
 use modvisor_control_plane::server::DEFAULT_MAX_MODULE_BYTES;
 use modvisor_control_plane::{Config, ControlPlane};
+use modvisor_node_agent::daemon::{DriverChoice, NodeConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -20,6 +23,101 @@ pub struct UpArgs {
     /// Lifetime of the tokens written to DATA_DIR/tokens, in seconds.
     #[arg(long, default_value_t = 24 * 3600)]
     token_ttl: u64,
+    /// Node agents to run in this process (0: the control plane alone).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// `kernel`: publish the guest kernel's modules into the catalog and approve the
+    /// default allow-list (tcp_bbr, dummy, zram, wireguard and dependencies) for all
+    /// tenants; `none`: leave the catalog alone.
+    #[arg(long, value_enum, default_value_t = CatalogSeed::Kernel)]
+    catalog: CatalogSeed,
+    /// Hypervisor driver of the node agents.
+    #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
+    driver: DriverArg,
+    /// Seconds without heartbeats before a node is NotReady.
+    #[arg(long, default_value_t = 6)]
+    node_timeout_secs: u64,
+}
+
+/// How `up` fills the module catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CatalogSeed {
+    /// From the guest kernel's module tree.
+    Kernel,
+    /// Not at all.
+    None,
+}
+
+/// A hypervisor driver as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverArg {
+    /// kvm with hardware virtualization, qemu otherwise.
+    Auto,
+    /// QEMU (KVM acceleration with hardware virtualization, TCG otherwise).
+    Qemu,
+    /// Our own vmm (needs hardware virtualization).
+    Kvm,
+}
+
+impl DriverArg {
+    fn choice(self) -> DriverChoice {
+        match self {
+            DriverArg::Auto => DriverChoice::Auto,
+            DriverArg::Qemu => DriverChoice::Qemu,
+            DriverArg::Kvm => DriverChoice::Kvm,
+        }
+    }
+}
+
+/// Arguments of `modvisor node-agent`.
+#[derive(Debug, Args)]
+pub struct NodeAgentArgs {
+    /// Control plane base URL.
+    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    control_plane: String,
+    /// File holding a bootstrap token (`modvisor token issue --role bootstrap`).
+    #[arg(long)]
+    bootstrap_token_file: PathBuf,
+    /// Data directory: VM records, blob cache, guests' run directories.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address of the node API (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Hypervisor driver.
+    #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
+    driver: DriverArg,
+    /// vCPUs offered to guests (default: the host's CPUs).
+    #[arg(long)]
+    vcpus: Option<u64>,
+    /// Memory offered to guests, MiB (default: the host's memory less 1 GiB).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+}
+
+/// The default allow-list `up` approves for every tenant (dependencies included).
+pub const DEFAULT_ALLOW: [&str; 4] = ["tcp_bbr", "dummy", "zram", "wireguard"];
+
+fn host_capacity(vcpus: Option<u64>, memory_mib: Option<u64>) -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u64)
+        .unwrap_or(1);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(2 * 1024 * 1024);
+    Resources {
+        vcpus: vcpus.unwrap_or(cpus),
+        memory_mib: memory_mib.unwrap_or((mem_kib / 1024).saturating_sub(1024).max(256)),
+    }
 }
 
 /// Arguments of `modvisor control-plane`.
@@ -37,6 +135,9 @@ pub struct ControlPlaneArgs {
     /// HTTP worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
+    /// Seconds without heartbeats before a node is NotReady.
+    #[arg(long, default_value_t = 6)]
+    node_timeout_secs: u64,
 }
 
 /// `modvisor token ...`
@@ -71,42 +172,133 @@ pub enum RoleArg {
     Tenant,
     /// Node agent.
     Node,
+    /// May only register a node agent.
+    Bootstrap,
 }
 
 fn runtime() -> Result<actix_web::rt::SystemRunner> {
     Ok(actix_web::rt::System::new())
 }
 
-/// `modvisor up`: the control plane with default tenants and their tokens.
+fn reconciler(node_timeout_secs: u64) -> ReconcilerConfig {
+    ReconcilerConfig {
+        node_timeout_secs,
+        ..ReconcilerConfig::default()
+    }
+}
+
+/// `modvisor up`: the control plane with default tenants and their tokens, the module
+/// catalog seeded from the guest kernel, and node agents in the same process.
 pub fn up(args: UpArgs) -> Result<()> {
     let cp = ControlPlane::open(Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         workers: None,
+        reconciler: reconciler(args.node_timeout_secs),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     let tokens = cp.bootstrap(args.token_ttl)?;
-    let data_dir = args.data_dir.clone();
-    runtime()?.block_on(cp.serve(move |addr| {
-        let api = format!("http://{addr}");
-        println!("modvisor is up (control plane with sled store in {})", data_dir.display());
-        println!("  API:        {api}/v1");
-        println!("  OpenAPI:    {api}/openapi.json");
-        println!("  Metrics:    {api}/metrics");
-        println!("  Dashboard:  {api}/  (paste a token)");
-        for (who, path) in &tokens {
-            println!("  token {who:<9} {}", path.display());
-        }
-        let a = tokens.iter().find(|(w, _)| w == "tenant-a").map(|(_, p)| p.display().to_string()).unwrap_or_default();
-        println!("Try, as tenant A:");
-        println!(
-            "  curl -s -H \"Authorization: Bearer $(cat {a})\" -H 'Content-Type: application/json' \\\n       -d '{{\"name\":\"web-1\",\"vcpus\":1,\"memory_mib\":256}}' {api}/v1/vms"
+    if args.catalog == CatalogSeed::Kernel {
+        let kernel =
+            modvisor_guest::kernel::resolve(|m| eprintln!("{m}")).context("guest kernel")?;
+        let n = cp.seed_catalog(&kernel.release, &kernel.all_modules(), &DEFAULT_ALLOW)?;
+        eprintln!(
+            "catalog: {n} modules of {} published; default allow-list approved for all tenants",
+            kernel.release
         );
-        println!("  MODVISOR_API={api} MODVISOR_TOKEN_FILE={a} modvisor vm list");
-        println!("Stop with Ctrl-C.");
-    }))?;
+    }
+    let bootstrap = cp.bootstrap_token(3600)?;
+    let data_dir = args.data_dir.clone();
+    let nodes = args.nodes;
+    let driver = args.driver.choice();
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let system = runtime()?;
+    system.block_on(async move {
+        let server = cp.serve(move |addr| {
+            let _ = tx.send(addr);
+            print_up(addr, &data_dir, &tokens, nodes);
+        });
+        let agents = async move {
+            let Ok(addr) = rx.recv() else { return Ok(()) };
+            let mut runs = Vec::new();
+            for i in 1..=nodes {
+                let config = NodeConfig {
+                    name: format!("node-{i}"),
+                    control_plane: format!("http://{addr}"),
+                    bootstrap_token: bootstrap.clone(),
+                    data_dir: args.data_dir.join("nodes").join(format!("node-{i}")),
+                    listen: "127.0.0.1:0".parse().expect("literal address"),
+                    driver,
+                    capacity: host_capacity(None, None),
+                };
+                runs.push(modvisor_node_agent::daemon::run(config));
+            }
+            futures_util::future::try_join_all(runs).await.map(drop)
+        };
+        let (s, a) = futures_util::future::join(server, agents).await;
+        a.map_err(|e| anyhow::anyhow!("node agent: {e}"))?;
+        s.map_err(anyhow::Error::from)
+    })?;
     Ok(())
+}
+
+fn print_up(
+    addr: SocketAddr,
+    data_dir: &std::path::Path,
+    tokens: &[(String, PathBuf)],
+    nodes: usize,
+) {
+    let api = format!("http://{addr}");
+    println!(
+        "modvisor is up (control plane, sled store in {}, {nodes} node agent(s))",
+        data_dir.display()
+    );
+    println!("  API:        {api}/v1");
+    println!("  OpenAPI:    {api}/openapi.json");
+    println!("  Metrics:    {api}/metrics");
+    println!("  Dashboard:  {api}/  (paste a token)");
+    for (who, path) in tokens {
+        println!("  token {who:<9} {}", path.display());
+    }
+    let a = tokens
+        .iter()
+        .find(|(w, _)| w == "tenant-a")
+        .map(|(_, p)| p.display().to_string())
+        .unwrap_or_default();
+    println!("Try, as tenant A:");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $(cat {a})\" -H 'Content-Type: application/json' \\\n       -d '{{\"name\":\"web-1\",\"vcpus\":1,\"memory_mib\":256,\"modules\":[{{\"name\":\"tcp_bbr\"}}]}}' {api}/v1/vms"
+    );
+    println!("  MODVISOR_API={api} MODVISOR_TOKEN_FILE={a} modvisor vm list");
+    println!("Stop with Ctrl-C.");
+}
+
+/// `modvisor node-agent`.
+pub fn node_agent(args: NodeAgentArgs) -> Result<()> {
+    let token = std::fs::read_to_string(&args.bootstrap_token_file)
+        .with_context(|| format!("reading {}", args.bootstrap_token_file.display()))?
+        .trim()
+        .to_string();
+    let name = match args.name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_lowercase())
+            .unwrap_or_else(|_| "node".into()),
+    };
+    modvisor_control_plane::validate::resource_name("--name", &name)?;
+    let config = NodeConfig {
+        name,
+        control_plane: args.control_plane,
+        bootstrap_token: token,
+        data_dir: args.data_dir,
+        listen: args.listen,
+        driver: args.driver.choice(),
+        capacity: host_capacity(args.vcpus, args.memory_mib),
+    };
+    runtime()?
+        .block_on(modvisor_node_agent::daemon::run(config))
+        .map_err(anyhow::Error::from)
 }
 
 /// `modvisor control-plane`.
@@ -119,6 +311,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         listen: args.listen,
         max_module_bytes: args.max_module_bytes,
         workers: args.workers,
+        reconciler: reconciler(args.node_timeout_secs),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     runtime()?.block_on(cp.serve(|addr| {
@@ -140,10 +333,11 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
         RoleArg::Admin => Role::Admin,
         RoleArg::Tenant => Role::Tenant,
         RoleArg::Node => Role::Node,
+        RoleArg::Bootstrap => Role::Bootstrap,
     };
     match (role, &tenant) {
         (Role::Tenant, None) => bail!("--role tenant needs --tenant NAME"),
-        (Role::Admin | Role::Node, Some(_)) => bail!("--tenant is only for --role tenant"),
+        (_, Some(_)) if role != Role::Tenant => bail!("--tenant is only for --role tenant"),
         _ => {}
     }
     if let Some(t) = &tenant {

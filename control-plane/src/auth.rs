@@ -33,6 +33,10 @@ pub enum Role {
     Tenant,
     /// A node agent: only node endpoints.
     Node,
+    /// May only register a node (`POST /v1/nodes/register`), receiving a node token.
+    Bootstrap,
+    /// The control plane itself, calling a node agent's API.
+    ControlPlane,
 }
 
 /// The claims of a modvisor token.
@@ -74,6 +78,7 @@ const VERIFIED_TOKEN_MAX: usize = 4096;
 
 /// Signs and verifies tokens with one Ed25519 key.
 pub struct TokenKeys {
+    public_pem: String,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -144,10 +149,31 @@ impl TokenKeys {
         validation.set_required_spec_claims(&["sub", "aud", "exp", "iat"]);
         validation.leeway = LEEWAY_SECS;
         Ok(TokenKeys {
+            public_pem: public.to_string(),
             encoding,
             decoding,
             validation,
             verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The public key, PEM (SPKI): what a node needs to verify the control plane's calls.
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_pem
+    }
+
+    /// A verifier of tokens signed by the holder of `public_pem` (a node verifying the
+    /// control plane). It cannot issue tokens.
+    pub fn verifier(public_pem: &str) -> Result<TokenVerifier> {
+        let decoding = DecodingKey::from_ed_pem(public_pem.as_bytes())
+            .map_err(|e| Error::Storage(format!("unusable public key: {e}")))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["sub", "aud", "exp", "iat"]);
+        validation.leeway = LEEWAY_SECS;
+        Ok(TokenVerifier {
+            decoding,
+            validation,
         })
     }
 
@@ -210,7 +236,7 @@ impl TokenKeys {
                     "invalid token: a tenant token must name its tenant".into(),
                 ))
             }
-            (Role::Admin | Role::Node, Some(_)) => {
+            (Role::Admin | Role::Node | Role::Bootstrap | Role::ControlPlane, Some(_)) => {
                 return Err(Error::Unauthenticated(
                     "invalid token: only tenant tokens name a tenant".into(),
                 ))
@@ -225,6 +251,25 @@ impl TokenKeys {
             },
             c.exp,
         ))
+    }
+}
+
+/// Verifies tokens with a public key only.
+pub struct TokenVerifier {
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    /// Verifies a token; every failure is `Unauthenticated`.
+    pub fn verify(&self, token: &str) -> Result<Caller> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| Error::Unauthenticated(format!("invalid token: {e}")))?;
+        Ok(Caller {
+            sub: data.claims.sub,
+            role: data.claims.role,
+            tenant: data.claims.tenant,
+        })
     }
 }
 

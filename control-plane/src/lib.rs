@@ -9,6 +9,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod reconciler;
 pub mod server;
 pub mod store;
 pub mod validate;

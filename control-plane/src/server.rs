@@ -34,6 +34,8 @@ pub struct Config {
     pub max_module_bytes: usize,
     /// HTTP worker threads; the number of CPUs when `None`.
     pub workers: Option<usize>,
+    /// The reconciler's settings.
+    pub reconciler: crate::reconciler::ReconcilerConfig,
 }
 
 /// An opened control plane, ready to serve.
@@ -105,9 +107,62 @@ impl ControlPlane {
         Ok(written)
     }
 
+    /// A bootstrap token (role `bootstrap`): it can only register a node agent.
+    pub fn bootstrap_token(&self, ttl_secs: u64) -> Result<String> {
+        self.keys()
+            .issue("bootstrap", Role::Bootstrap, None, ttl_secs)
+    }
+
+    /// Publishes every module of a guest kernel's tree that is not yet in the catalog for
+    /// its release, and approves `allow` (with their dependencies) for all tenants.
+    /// Returns how many modules were published.
+    pub fn seed_catalog(
+        &self,
+        release: &str,
+        modules: &[std::path::PathBuf],
+        allow: &[&str],
+    ) -> Result<usize> {
+        let published = self.store().node_catalog(release)?.modules;
+        let mut catalog = modvisor_modules::MemoryCatalog::new();
+        let mut n = 0;
+        for path in modules {
+            let bytes =
+                fs::read(path).map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
+            let Ok(module) = modvisor_modules::KernelModule::parse(&bytes) else {
+                tracing::warn!(path = %path.display(), "not a kernel module; skipped");
+                continue;
+            };
+            let name = modvisor_modules::normalize_name(module.name());
+            if !published.contains_key(&name) {
+                let info = crate::api::modinfo_map(&module);
+                self.store()
+                    .publish_module("system:seed", &name, release, &bytes, info)?;
+                n += 1;
+            }
+            catalog.insert(module, None);
+        }
+        for root in allow {
+            let names = modvisor_modules::load_order(root, &catalog)
+                .map_err(|e| Error::Storage(format!("default allow-list: {e}")))?;
+            for name in names {
+                let policy = crate::model::ModulePolicy {
+                    approved: true,
+                    tenants: vec!["*".into()],
+                };
+                self.store().set_policy("system:seed", &name, &policy)?;
+            }
+        }
+        Ok(n)
+    }
+
     /// Serves the API until the process is told to stop (SIGINT/SIGTERM). `on_bound` is
     /// called with the bound address, which is also written to `data_dir/control-plane.addr`.
     pub async fn serve(self, on_bound: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+        crate::reconciler::spawn(
+            self.state.store.clone(),
+            self.state.keys.clone(),
+            self.config.reconciler.clone(),
+        )?;
         let state = self.state.clone();
         let mut server = HttpServer::new(move || {
             let metrics = state.metrics.clone();

@@ -6,6 +6,7 @@
 //! guest sends, and must never load a module that has not passed vetting.
 
 pub mod channel;
+pub mod daemon;
 pub mod driver;
 pub mod hostcaps;
 pub mod modprobe;

@@ -126,6 +126,7 @@ impl HypervisorDriver for QemuDriver {
         let mut guest = QemuGuest {
             id: spec.id.clone(),
             child: Some(child),
+            adopted: None,
             console,
             socket,
             log,
@@ -158,13 +159,44 @@ impl HypervisorDriver for QemuDriver {
 pub struct QemuGuest {
     id: String,
     child: Option<Child>,
+    /// A QEMU started by an earlier run of the node agent and adopted by this one.
+    adopted: Option<u32>,
     console: PathBuf,
     socket: PathBuf,
     log: PathBuf,
     ended: Option<GuestState>,
 }
 
+/// Whether `pid` is a live QEMU process for guest `id` (not a zombie, not another process
+/// that reused the pid).
+pub fn is_qemu_for(pid: u32, id: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit(')')
+        .next()
+        .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let wanted = format!("modvisor-{id}");
+    !zombie
+        && cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == wanted.as_bytes())
+}
+
 impl QemuGuest {
+    /// Takes over a QEMU that an earlier node agent started for guest `id` in `run_dir`.
+    pub fn adopt(id: &str, pid: u32, run_dir: &Path) -> Option<Self> {
+        is_qemu_for(pid, id).then(|| QemuGuest {
+            id: id.to_string(),
+            child: None,
+            adopted: Some(pid),
+            console: run_dir.join("console.log"),
+            socket: run_dir.join("agent.sock"),
+            log: run_dir.join("qemu.log"),
+            ended: None,
+        })
+    }
+
     fn tail(path: &Path, max: usize) -> String {
         let text = std::fs::read(path).unwrap_or_default();
         let start = text.len().saturating_sub(max);
@@ -205,12 +237,23 @@ impl Guest for QemuGuest {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.as_ref().map(|c| c.id()).or(self.adopted)
     }
 
     fn status(&mut self) -> GuestState {
         if let Some(s) = &self.ended {
             return s.clone();
+        }
+        if let Some(pid) = self.adopted {
+            if is_qemu_for(pid, &self.id) {
+                return GuestState::Running;
+            }
+            self.adopted = None;
+            let state = GuestState::Crashed {
+                reason: "the adopted qemu process ended".into(),
+            };
+            self.ended = Some(state.clone());
+            return state;
         }
         let Some(child) = self.child.as_mut() else {
             return GuestState::Exited;
@@ -230,6 +273,18 @@ impl Guest for QemuGuest {
     }
 
     fn stop(&mut self, grace: Duration) -> GuestState {
+        if let Some(pid) = self.adopted.take() {
+            let p = Pid::from_raw(pid as i32);
+            let _ = kill(p, Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while is_qemu_for(pid, &self.id) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if is_qemu_for(pid, &self.id) {
+                let _ = kill(p, Signal::SIGKILL);
+            }
+            self.ended = Some(GuestState::Exited);
+        }
         if let Some(child) = self.child.as_mut() {
             let pid = Pid::from_raw(child.id() as i32);
             let _ = kill(pid, Signal::SIGTERM);

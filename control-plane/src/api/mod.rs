@@ -3,6 +3,7 @@
 mod dashboard;
 pub mod extract;
 mod modules;
+pub mod nodes;
 mod system;
 mod tenants;
 mod vms;
@@ -52,7 +53,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(modules::request_module)
         .service(modules::list_module_requests)
         .service(modules::unload_module)
-        .service(system::list_events);
+        .service(system::list_events)
+        .service(nodes::register_node)
+        .service(nodes::node_catalog)
+        .service(nodes::heartbeat)
+        .service(nodes::blob)
+        .service(nodes::list_nodes)
+        .service(nodes::node_action);
 }
 
 struct BearerAuth;
@@ -100,6 +107,12 @@ impl Modify for BearerAuth {
         modules::request_module,
         modules::list_module_requests,
         modules::unload_module,
+        nodes::register_node,
+        nodes::heartbeat,
+        nodes::node_catalog,
+        nodes::blob,
+        nodes::list_nodes,
+        nodes::node_action,
     ),
     components(schemas(
         Problem,
@@ -121,6 +134,18 @@ impl Modify for BearerAuth {
         model::ModuleRequest,
         model::Outcome,
         model::Event,
+        model::Resources,
+        model::NodeState,
+        model::Node,
+        model::RegisterNode,
+        model::NodeCredential,
+        model::ObservedVm,
+        model::Heartbeat,
+        model::HeartbeatReply,
+        model::NodeCatalog,
+        model::EnsureVm,
+        model::NodeLoadModule,
+        model::NodeModuleResult,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
@@ -134,6 +159,22 @@ pub fn openapi_document() -> String {
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
+}
+
+/// The `.modinfo` of a module as catalog metadata (repeated keys joined with `,`).
+pub fn modinfo_map(
+    module: &modvisor_modules::KernelModule,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+    for f in &module.modinfo().fields {
+        out.entry(f.key.clone())
+            .and_modify(|v| {
+                v.push(',');
+                v.push_str(&f.value);
+            })
+            .or_insert_with(|| f.value.clone());
+    }
+    out
 }
 
 /// Records a refused mutation in the audit trail (quota, policy, conflicts, stale

@@ -10,7 +10,6 @@ use crate::model::{
 use crate::validate;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use utoipa::IntoParams;
 
 /// Query of `PUT /v1/admin/modules/{name}`.
@@ -75,15 +74,21 @@ pub async fn publish_module(
         });
     }
     let bytes = read_body(&req, &mut payload.into_inner(), state.max_module_bytes).await?;
-    if !bytes.starts_with(b"\x7fELF") {
-        return Err(Error::invalid("body", "is not an ELF object (.ko)"));
+    let module = modvisor_modules::KernelModule::parse(&bytes)
+        .map_err(|e| Error::invalid("body", format!("not a kernel module: {e}")))?;
+    let inside = modvisor_modules::normalize_name(module.name());
+    if inside != modvisor_modules::normalize_name(&name) {
+        return Err(Error::invalid(
+            "name",
+            format!("the file is module {inside}, not {name}"),
+        ));
     }
+    let info = super::modinfo_map(&module);
     let store = state.store.clone();
     let release = query.0.kernel_release;
-    let version = blocking(move || {
-        store.publish_module(&caller.sub, &name, &release, &bytes, BTreeMap::new())
-    })
-    .await?;
+    let version =
+        blocking(move || store.publish_module(&caller.sub, &inside, &release, &bytes, info))
+            .await?;
     Ok(HttpResponse::Created().json(version))
 }
 

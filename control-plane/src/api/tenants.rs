@@ -75,7 +75,7 @@ pub async fn get_tenant(
     let visible = match caller.role {
         Role::Admin => true,
         Role::Tenant => caller.tenant.as_deref() == Some(name.as_str()),
-        Role::Node => {
+        Role::Node | Role::Bootstrap | Role::ControlPlane => {
             return Err(Error::Forbidden(
                 "node tokens may only call node endpoints".into(),
             ))

@@ -173,7 +173,8 @@ pub async fn replace_vm(
         ("If-Match" = Option<String>, Header, description = "The ETag this change is based on"),
     ),
     responses(
-        (status = 204, description = "Deleted"),
+        (status = 204, description = "Deleted (it was on no node)"),
+        (status = 202, description = "Deletion under way on its node", body = Vm),
         (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"),
@@ -194,7 +195,7 @@ pub async fn delete_vm(
     let result =
         blocking(move || store.delete_vm(&c.sub, c.scope()?, &vm_id, precondition.as_deref()))
             .await;
-    audit_refusal(
+    let vm = audit_refusal(
         &state,
         &caller,
         caller.tenant.as_deref(),
@@ -203,5 +204,9 @@ pub async fn delete_vm(
         result,
     )
     .await?;
+    if vm.deleting {
+        // On a node: it goes once the node has removed it.
+        return Ok(HttpResponse::Accepted().json(vm));
+    }
     Ok(HttpResponse::NoContent().finish())
 }

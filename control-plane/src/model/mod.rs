@@ -1,5 +1,8 @@
 //! The resources of API v1, described by types: what is stored is what is served.
 
+pub mod node;
+pub use node::*;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -157,6 +160,9 @@ pub struct VmStatus {
     pub node: Option<String>,
     /// Why it is in this phase, when that is not obvious.
     pub reason: Option<String>,
+    /// Modules in the guest's own `/proc/modules`, as its node last reported.
+    #[serde(default)]
+    pub guest_modules: Vec<String>,
 }
 
 /// A virtual machine owned by a tenant.
@@ -176,6 +182,9 @@ pub struct Vm {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+    /// Deletion was asked for; the VM goes once its node has removed it.
+    #[serde(default)]
+    pub deleting: bool,
 }
 
 impl Vm {

@@ -280,3 +280,56 @@ fn find(all: &[ModuleRequest], name: &str) -> Result<ModuleRequest> {
         .cloned()
         .ok_or_else(|| Error::Storage(format!("request for {name} vanished")))
 }
+
+impl Datastore {
+    /// The modules `tenant` may have loaded (approved for it), by name.
+    pub fn approved_modules(&self, tenant: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (k, v) in self.kv.scan(Table::Policies, b"", None, usize::MAX)? {
+            let policy: ModulePolicy = decode(&v)?;
+            if policy.allows(tenant) {
+                out.push(String::from_utf8_lossy(&k).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Name -> sha256 of every module published for `kernel_release`.
+    pub fn node_catalog(&self, kernel_release: &str) -> Result<crate::model::NodeCatalog> {
+        let mut modules = BTreeMap::new();
+        for (_, v) in self.kv.scan(Table::Modules, b"", None, usize::MAX)? {
+            let m: ModuleVersion = decode(&v)?;
+            if m.kernel_release == kernel_release {
+                modules.insert(m.name, m.sha256);
+            }
+        }
+        Ok(crate::model::NodeCatalog {
+            kernel_release: kernel_release.to_string(),
+            modules,
+        })
+    }
+
+    /// Whether any module version is published for `kernel_release`.
+    pub fn has_modules_for(&self, kernel_release: &str) -> Result<bool> {
+        for (_, v) in self.kv.scan(Table::Modules, b"", None, usize::MAX)? {
+            let m: ModuleVersion = decode(&v)?;
+            if m.kernel_release == kernel_release {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+impl Datastore {
+    /// Marks a module request as wanted again (after its node refused to unload it).
+    pub fn keep_loaded(&self, vm_id: &str, name: &str) -> Result<()> {
+        transact(&*self.kv, |txn| {
+            let mut all = requests_of(txn, vm_id)?;
+            if let Some(r) = all.iter_mut().find(|r| r.name == name) {
+                r.want_loaded = true;
+            }
+            txn.insert(Table::ModuleRequests, vm_id.as_bytes(), &encode(&all)?)
+        })
+    }
+}

@@ -134,10 +134,12 @@ impl Datastore {
                 phase: Phase::Pending,
                 node: None,
                 reason: Some(NO_NODES_REASON.to_string()),
+                guest_modules: Vec::new(),
             },
             generation: 1,
             created_at: time.clone(),
             updated_at: time,
+            deleting: false,
         };
         transact(&*self.kv, |txn| {
             let mut t: Tenant = get_record(txn, Table::Tenants, tenant.as_bytes())?
@@ -248,7 +250,8 @@ impl Datastore {
         })
     }
 
-    /// Deletes a VM and its module requests and releases its quota.
+    /// Deletes a VM. One never placed goes at once (records removed, quota released);
+    /// one on a node is marked `deleting` and goes when its node has removed it.
     pub fn delete_vm(
         &self,
         actor: &str,
@@ -257,21 +260,17 @@ impl Datastore {
         if_match: Option<&str>,
     ) -> Result<Vm> {
         transact(&*self.kv, |txn| {
-            let vm = visible_vm(txn, filter, id)?;
+            let mut vm = visible_vm(txn, filter, id)?;
             check_if_match(&vm, if_match)?;
-            let mut t: Tenant = get_record(txn, Table::Tenants, vm.tenant.as_bytes())?
-                .ok_or_else(|| Error::not_found("tenant", &vm.tenant))?;
-            t.usage = charge(
-                &t,
-                -1,
-                -i64::from(vm.spec.vcpus),
-                -i64::from(vm.spec.memory_mib),
-            )?;
-            txn.insert(Table::Tenants, vm.tenant.as_bytes(), &encode(&t)?)?;
-            txn.remove(Table::Vms, &pair(&vm.tenant, id.as_bytes()))?;
-            txn.remove(Table::VmOwners, id.as_bytes())?;
-            txn.remove(Table::VmNames, &pair(&vm.tenant, vm.spec.name.as_bytes()))?;
-            txn.remove(Table::ModuleRequests, id.as_bytes())?;
+            if vm.status.node.is_none() {
+                remove_vm(txn, actor, &vm)?;
+                return Ok(vm);
+            }
+            vm.deleting = true;
+            vm.status.phase = Phase::Stopping;
+            vm.status.reason = Some("deletion requested".into());
+            vm.updated_at = now();
+            txn.insert(Table::Vms, &pair(&vm.tenant, id.as_bytes()), &encode(&vm)?)?;
             append_event(
                 txn,
                 actor,
@@ -344,6 +343,35 @@ impl Datastore {
             .flatten();
         Ok((events, next))
     }
+}
+
+/// Removes a VM's records and releases its tenant's quota, inside a transaction.
+pub(super) fn remove_vm(txn: &dyn Txn, actor: &str, vm: &Vm) -> Result<()> {
+    let mut t: Tenant = get_record(txn, Table::Tenants, vm.tenant.as_bytes())?
+        .ok_or_else(|| Error::not_found("tenant", &vm.tenant))?;
+    t.usage = charge(
+        &t,
+        -1,
+        -i64::from(vm.spec.vcpus),
+        -i64::from(vm.spec.memory_mib),
+    )?;
+    txn.insert(Table::Tenants, vm.tenant.as_bytes(), &encode(&t)?)?;
+    txn.remove(Table::Vms, &pair(&vm.tenant, vm.id.as_bytes()))?;
+    txn.remove(Table::VmOwners, vm.id.as_bytes())?;
+    txn.remove(Table::VmNames, &pair(&vm.tenant, vm.spec.name.as_bytes()))?;
+    txn.remove(Table::ModuleRequests, vm.id.as_bytes())?;
+    let action = if vm.deleting {
+        "vm.deleted"
+    } else {
+        "vm.delete"
+    };
+    append_event(
+        txn,
+        actor,
+        Some(&vm.tenant),
+        action,
+        &format!("vms/{}", vm.id),
+    )
 }
 
 /// Reads and decodes one record inside a transaction.

@@ -8,9 +8,11 @@
 mod catalog;
 mod datastore;
 mod keys;
+mod nodes;
 mod sled_kv;
 
 pub use datastore::{Datastore, VmFilter};
+pub use nodes::{Placement, Strategy};
 pub use sled_kv::SledKv;
 
 use crate::error::{Error, Result};
@@ -41,11 +43,13 @@ pub enum Table {
     Events,
     /// `tenant \0 seq -> ()`: the audit trail of each tenant.
     TenantEvents,
+    /// `name -> Node`.
+    Nodes,
 }
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position).
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::Tenants,
         Table::Vms,
@@ -57,6 +61,7 @@ impl Table {
         Table::ModuleRequests,
         Table::Events,
         Table::TenantEvents,
+        Table::Nodes,
     ];
 
     /// The table's on-disk name.
@@ -73,6 +78,7 @@ impl Table {
             Table::ModuleRequests => "module_requests",
             Table::Events => "events",
             Table::TenantEvents => "tenant_events",
+            Table::Nodes => "nodes",
         }
     }
 
@@ -106,7 +112,9 @@ pub trait KvStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Runs `f` as one serializable transaction over all tables; `f` may be run again on a
-    /// conflict. When this returns `Ok`, the writes are on stable storage.
+    /// conflict and must touch the store only through the `Txn` it is given (a backend may
+    /// hold locks that plain reads would wait on). When this returns `Ok`, the writes are
+    /// on stable storage.
     fn transact(&self, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()>;
 }
 

@@ -1,0 +1,233 @@
+//! Node endpoints: registration (bootstrap token), heartbeats, the catalog and blobs a
+//! node fetches (node token), and node administration (admin).
+
+use super::extract::{blocking, StrictJson, StrictQuery};
+use super::AppState;
+use crate::auth::{Caller, Role};
+use crate::error::{Error, Problem};
+use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCatalog, NodeCredential, RegisterNode};
+use crate::validate;
+use actix_web::{get, post, web, HttpResponse};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+/// Lifetime of a node credential.
+pub const NODE_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+
+fn require_node(caller: &Caller, name: &str) -> Result<(), Error> {
+    match caller.role {
+        Role::Node if caller.sub == name => Ok(()),
+        Role::Node => Err(Error::not_found("node", name)),
+        _ => Err(Error::Forbidden("this endpoint is for node agents".into())),
+    }
+}
+
+fn require_any_node(caller: &Caller) -> Result<(), Error> {
+    match caller.role {
+        Role::Node => Ok(()),
+        _ => Err(Error::Forbidden("this endpoint is for node agents".into())),
+    }
+}
+
+/// Registers a node agent (bootstrap token) and returns its node credential.
+#[utoipa::path(
+    post, path = "/v1/nodes/register", tag = "nodes",
+    request_body = RegisterNode,
+    responses(
+        (status = 200, description = "Registered", body = NodeCredential),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a bootstrap token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/register")]
+pub async fn register_node(
+    caller: Caller,
+    state: web::Data<AppState>,
+    body: StrictJson<RegisterNode>,
+) -> Result<web::Json<NodeCredential>, Error> {
+    if caller.role != Role::Bootstrap {
+        return Err(Error::Forbidden(
+            "registration needs a bootstrap token".into(),
+        ));
+    }
+    let reg = body.0;
+    validate::resource_name("name", &reg.name)?;
+    validate::kernel_release("kernel_release", &reg.kernel_release)?;
+    if !(reg.address.starts_with("http://") || reg.address.starts_with("https://"))
+        || reg.address.len() > 200
+    {
+        return Err(Error::invalid(
+            "address",
+            "must be an http(s) URL of at most 200 characters",
+        ));
+    }
+    if !["qemu", "kvm"].contains(&reg.driver.as_str()) {
+        return Err(Error::invalid("driver", "must be qemu or kvm"));
+    }
+    if reg.capacity.vcpus == 0
+        || reg.capacity.vcpus > 4096
+        || reg.capacity.memory_mib < 128
+        || reg.capacity.memory_mib > 1 << 30
+    {
+        return Err(Error::invalid(
+            "capacity",
+            "vcpus 1..=4096 and memory_mib 128..=2^30",
+        ));
+    }
+    let store = state.store.clone();
+    let node = blocking(move || store.register_node(&reg)).await?;
+    let token = state
+        .keys
+        .issue(&node.name, Role::Node, None, NODE_TOKEN_TTL_SECS)?;
+    Ok(web::Json(NodeCredential {
+        node,
+        token,
+        control_plane_public_key: state.keys.public_key_pem().to_string(),
+    }))
+}
+
+/// A node's heartbeat: it is alive, and this is what its VMs are doing.
+#[utoipa::path(
+    post, path = "/v1/nodes/{name}/heartbeat", tag = "nodes",
+    params(("name" = String, Path, description = "Node name")),
+    request_body = Heartbeat,
+    responses(
+        (status = 200, description = "What the node should remove", body = HeartbeatReply),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a node token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not this node", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{name}/heartbeat")]
+pub async fn heartbeat(
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: StrictJson<Heartbeat>,
+) -> Result<web::Json<HeartbeatReply>, Error> {
+    require_node(&caller, &name)?;
+    let hb = body.0;
+    if hb.vms.len() > 10_000 {
+        return Err(Error::invalid("vms", "at most 10000"));
+    }
+    let store = state.store.clone();
+    let name = name.into_inner();
+    Ok(web::Json(
+        blocking(move || store.heartbeat(&name, &hb)).await?,
+    ))
+}
+
+/// Query of the node catalog.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogParams {
+    /// The node's guest kernel release.
+    pub kernel_release: String,
+}
+
+/// Module name -> sha256 for one kernel release (node token).
+#[utoipa::path(
+    get, path = "/v1/nodes/catalog", tag = "nodes",
+    params(CatalogParams),
+    responses(
+        (status = 200, description = "The catalog for the release", body = NodeCatalog),
+        (status = 403, description = "Not a node token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/catalog")]
+pub async fn node_catalog(
+    caller: Caller,
+    state: web::Data<AppState>,
+    query: StrictQuery<CatalogParams>,
+) -> Result<web::Json<NodeCatalog>, Error> {
+    require_any_node(&caller)?;
+    validate::kernel_release("kernel_release", &query.0.kernel_release)?;
+    Ok(web::Json(
+        state.store.node_catalog(&query.0.kernel_release)?,
+    ))
+}
+
+/// A module blob by sha256 (node token). The node re-verifies the digest.
+#[utoipa::path(
+    get, path = "/v1/blobs/{sha256}", tag = "nodes",
+    params(("sha256" = String, Path, description = "Lowercase hex sha256")),
+    responses(
+        (status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 403, description = "Not a node token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such blob", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/blobs/{sha256}")]
+pub async fn blob(
+    caller: Caller,
+    state: web::Data<AppState>,
+    sha: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    require_any_node(&caller)?;
+    let bytes = state
+        .store
+        .blob(&sha)?
+        .ok_or_else(|| Error::not_found("blob", sha.as_str()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/octet-stream")
+        .body(bytes))
+}
+
+/// Every node with its capacity and allocations (admin).
+#[utoipa::path(
+    get, path = "/v1/nodes", tag = "nodes",
+    responses(
+        (status = 200, description = "Nodes", body = Vec<Node>),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes")]
+pub async fn list_nodes(
+    caller: Caller,
+    state: web::Data<AppState>,
+) -> Result<web::Json<Vec<Node>>, Error> {
+    caller.require_admin()?;
+    Ok(web::Json(state.store.list_nodes()?))
+}
+
+/// Cordons, uncordons or drains a node (admin). A drained node is cordoned and its VMs are
+/// placed elsewhere, their modules loaded again.
+#[utoipa::path(
+    post, path = "/v1/nodes/{name}/{action}", tag = "nodes",
+    params(
+        ("name" = String, Path, description = "Node name"),
+        ("action" = String, Path, description = "cordon, uncordon or drain"),
+    ),
+    responses(
+        (status = 200, description = "The node", body = Node),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node or action", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[post("/v1/nodes/{name}/{action:cordon|uncordon|drain}")]
+pub async fn node_action(
+    caller: Caller,
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<web::Json<Node>, Error> {
+    caller.require_admin()?;
+    let (name, action) = path.into_inner();
+    let store = state.store.clone();
+    let node = blocking(move || {
+        let node = store.set_cordoned(&caller.sub, &name, action != "uncordon")?;
+        if action == "drain" {
+            for vm in store.all_vms()? {
+                if vm.status.node.as_deref() == Some(name.as_str()) && !vm.deleting {
+                    store.unplace_vm(
+                        &vm.id,
+                        &format!("node {name} was drained; placing elsewhere"),
+                    )?;
+                }
+            }
+        }
+        Ok(node)
+    })
+    .await?;
+    Ok(web::Json(node))
+}

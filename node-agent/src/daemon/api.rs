@@ -1,0 +1,248 @@
+//! The node API: only the control plane may call it (tokens signed with its key, role
+//! `control_plane`). Every request is idempotent.
+
+use super::fetch::FetchError;
+use super::vm::{self, Command};
+use super::Node;
+use crate::modprobe::ModuleOutcome;
+use actix_web::{delete, get, post, put, web, App, HttpRequest, HttpResponse, HttpServer};
+use modvisor_control_plane::auth::Role;
+use modvisor_control_plane::model::{
+    EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, RequestState,
+};
+use modvisor_control_plane::Error;
+use modvisor_modules::VettingPolicy;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Shared = web::Data<Arc<Node>>;
+
+fn authorize(req: &HttpRequest, node: &Node) -> Result<(), Error> {
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Error::Unauthenticated("missing Authorization: Bearer token".into()))?;
+    let caller = node.verifier.verify(token.trim())?;
+    if caller.role != Role::ControlPlane {
+        return Err(Error::Forbidden(
+            "only the control plane may call a node".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn valid_id(id: &str) -> Result<(), Error> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(Error::invalid(
+            "id",
+            "must be 1-64 characters of [A-Za-z0-9-]",
+        ));
+    }
+    Ok(())
+}
+
+fn observed(node: &Node, id: &str) -> Option<ObservedVm> {
+    node.vms
+        .lock()
+        .ok()?
+        .get(id)
+        .and_then(|h| h.observed.lock().ok().map(|o| o.clone()))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    web::block(f)
+        .await
+        .map_err(|e| Error::Storage(e.to_string()))
+}
+
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ensures a VM is in the desired state; answers once it has settled (or failed).
+#[put("/v1/vms/{id}")]
+async fn ensure_vm(
+    req: HttpRequest,
+    node: Shared,
+    id: web::Path<String>,
+    body: web::Json<EnsureVm>,
+) -> Result<web::Json<ObservedVm>, Error> {
+    authorize(&req, &node)?;
+    valid_id(&id)?;
+    let (node, id, spec) = (node.get_ref().clone(), id.into_inner(), body.into_inner());
+    let out = blocking(move || {
+        {
+            let mut vms = node.vms.lock().map_err(|_| Error::Storage("lock".into()))?;
+            match vms.get(&id) {
+                Some(h) => {
+                    let _ = h.tx.send(Command::Ensure(spec));
+                }
+                None => {
+                    let h = vm::spawn(node.host.clone(), id.clone(), spec, None);
+                    vms.insert(id.clone(), h);
+                }
+            }
+        }
+        // Wait for the worker to settle (booting takes seconds under TCG).
+        let deadline = Instant::now() + Duration::from_secs(200);
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let o = observed(&node, &id).ok_or_else(|| Error::not_found("vm", &id))?;
+            if o.phase != Phase::Starting || Instant::now() > deadline {
+                return Ok::<ObservedVm, Error>(o);
+            }
+        }
+    })
+    .await??;
+    Ok(web::Json(out))
+}
+
+#[get("/v1/vms/{id}")]
+async fn get_vm(
+    req: HttpRequest,
+    node: Shared,
+    id: web::Path<String>,
+) -> Result<web::Json<ObservedVm>, Error> {
+    authorize(&req, &node)?;
+    observed(&node, &id)
+        .map(web::Json)
+        .ok_or_else(|| Error::not_found("vm", id.as_str()))
+}
+
+#[delete("/v1/vms/{id}")]
+async fn delete_vm(
+    req: HttpRequest,
+    node: Shared,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    authorize(&req, &node)?;
+    let (node, id) = (node.get_ref().clone(), id.into_inner());
+    let found = blocking(move || node.delete(&id)).await?;
+    Ok(if found {
+        HttpResponse::NoContent().finish()
+    } else {
+        HttpResponse::NotFound().finish()
+    })
+}
+
+fn result_of(o: &ModuleOutcome) -> NodeModuleResult {
+    let (state, reason, errno) = match o {
+        ModuleOutcome::Loaded { .. } | ModuleOutcome::AlreadyLoaded { .. } => {
+            (RequestState::Loaded, None, None)
+        }
+        ModuleOutcome::Rejected { reason, .. } => {
+            (RequestState::Rejected, Some(reason.to_string()), None)
+        }
+        ModuleOutcome::Failed { errno, reason, .. } => {
+            (RequestState::Failed, Some(reason.clone()), Some(*errno))
+        }
+    };
+    NodeModuleResult {
+        name: o.name().to_string(),
+        state,
+        reason,
+        errno,
+    }
+}
+
+/// Vets and loads a module (with its dependencies) into a VM's guest kernel.
+#[post("/v1/vms/{id}/modules")]
+async fn load_module(
+    req: HttpRequest,
+    node: Shared,
+    id: web::Path<String>,
+    body: web::Json<NodeLoadModule>,
+) -> Result<web::Json<Vec<NodeModuleResult>>, Error> {
+    authorize(&req, &node)?;
+    let (node, id, body) = (node.get_ref().clone(), id.into_inner(), body.into_inner());
+    let results = blocking(move || {
+        let tx = node
+            .vms
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&id).map(|h| h.tx.clone()))
+            .ok_or_else(|| Error::not_found("vm", &id))?;
+        let source = match node.fetcher.closure(&body.name) {
+            Ok(s) => s,
+            Err(FetchError::Malformed { module, reason }) => {
+                return Ok(vec![NodeModuleResult {
+                    name: module,
+                    state: RequestState::Rejected,
+                    reason: Some(format!("not a valid kernel module: {reason}")),
+                    errno: None,
+                }])
+            }
+            Err(FetchError::Unavailable(e)) => return Err(Error::Storage(e)),
+        };
+        let policy = VettingPolicy::for_tenant(&node.fetcher.kernel_release, body.approved.iter());
+        let (reply, rx) = std::sync::mpsc::channel();
+        tx.send(Command::Load {
+            name: body.name.clone(),
+            params: body.params.clone(),
+            source,
+            policy,
+            reply,
+        })
+        .map_err(|_| Error::not_found("vm", &id))?;
+        let outcomes = rx
+            .recv_timeout(Duration::from_secs(590))
+            .map_err(|_| Error::Storage("the VM did not answer in time".into()))?;
+        Ok(outcomes.iter().map(result_of).collect())
+    })
+    .await??;
+    Ok(web::Json(results))
+}
+
+#[delete("/v1/vms/{id}/modules/{name}")]
+async fn unload_module(
+    req: HttpRequest,
+    node: Shared,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Error> {
+    authorize(&req, &node)?;
+    let (node, (id, name)) = (node.get_ref().clone(), path.into_inner());
+    blocking(move || {
+        let tx = node
+            .vms
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&id).map(|h| h.tx.clone()))
+            .ok_or_else(|| Error::not_found("vm", &id))?;
+        let (reply, rx) = std::sync::mpsc::channel();
+        tx.send(Command::Unload { name, reply })
+            .map_err(|_| Error::not_found("vm", &id))?;
+        rx.recv_timeout(Duration::from_secs(60))
+            .map_err(|_| Error::Storage("the VM did not answer in time".into()))?
+            .map_err(Error::Conflict)
+    })
+    .await??;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Serves the node API on `listener` until the process ends.
+pub async fn serve(node: Arc<Node>, listener: std::net::TcpListener) -> std::io::Result<()> {
+    let data = web::Data::new(node);
+    HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(64 * 1024)
+                    .error_handler(|e, _| Error::invalid("body", e.to_string()).into()),
+            )
+            .service(healthz)
+            .service(ensure_vm)
+            .service(get_vm)
+            .service(delete_vm)
+            .service(load_module)
+            .service(unload_module)
+    })
+    .workers(2)
+    .listen(listener)?
+    .run()
+    .await
+}

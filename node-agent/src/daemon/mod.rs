@@ -1,0 +1,254 @@
+//! `modvisor node-agent`: registers with the control plane, heartbeats, serves the node
+//! API, and runs each VM through the hypervisor driver, re-adopting VMs after a restart.
+
+mod api;
+pub mod fetch;
+pub mod vm;
+
+use crate::driver::HypervisorDriver;
+use crate::hostcaps;
+use crate::qemu::QemuDriver;
+use modvisor_control_plane::auth::TokenVerifier;
+use modvisor_control_plane::model::{
+    Heartbeat, HeartbeatReply, NodeCredential, RegisterNode, Resources,
+};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vm::{Command, Host, VmHandle, VmRecord};
+
+/// Which hypervisor driver to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    /// `kvm` with hardware virtualization, `qemu` otherwise.
+    Auto,
+    /// QEMU.
+    Qemu,
+    /// Our own VMM.
+    Kvm,
+}
+
+/// How to run a node agent.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Node name.
+    pub name: String,
+    /// Control plane base URL.
+    pub control_plane: String,
+    /// The bootstrap token.
+    pub bootstrap_token: String,
+    /// Where records, blobs, the initramfs and guests' run directories live.
+    pub data_dir: PathBuf,
+    /// Node API address.
+    pub listen: SocketAddr,
+    /// Driver choice.
+    pub driver: DriverChoice,
+    /// Capacity offered to guests.
+    pub capacity: Resources,
+}
+
+/// Errors that keep a node agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A setup step failed.
+    #[error("{0}")]
+    Setup(String),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> NodeError + '_ {
+    move |e| NodeError::Setup(format!("{what}: {e}"))
+}
+
+/// The node's shared state.
+pub struct Node {
+    name: String,
+    host: Host,
+    vms: Mutex<HashMap<String, VmHandle>>,
+    verifier: TokenVerifier,
+    fetcher: fetch::Fetcher,
+}
+
+/// Picks the driver, saying why.
+pub fn pick_driver(choice: DriverChoice) -> Result<Arc<dyn HypervisorDriver>, NodeError> {
+    let hw = hostcaps::hardware_virtualization();
+    match (choice, hw) {
+        (DriverChoice::Kvm, false) => Err(NodeError::Setup(format!(
+            "--driver kvm needs hardware virtualization (vmx/svm), and this host has none ({}); a Linux guest cannot boot under our vmm here. Use --driver qemu",
+            hostcaps::describe()
+        ))),
+        (DriverChoice::Kvm, true) => Err(NodeError::Setup(
+            "--driver kvm: the kvm driver (modvisor vmm) is not wired into the node agent yet; use --driver qemu".into(),
+        )),
+        (DriverChoice::Auto | DriverChoice::Qemu, _) => {
+            if choice == DriverChoice::Auto {
+                tracing::info!(host = %hostcaps::describe(), "driver auto: qemu (the kvm driver is not wired in yet)");
+            }
+            Ok(Arc::new(QemuDriver::detect().map_err(setup("qemu driver"))?))
+        }
+    }
+}
+
+/// Starts the node agent: prepares guests, registers, re-adopts VMs, heartbeats, and
+/// serves the node API until the process ends.
+pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
+    // Setup blocks (files, processes, a blocking HTTP client): keep it off the runtime.
+    let (node, listener) = actix_web::web::block(move || prepare(config))
+        .await
+        .map_err(setup("node agent setup"))??;
+    api::serve(node, listener).await.map_err(setup("node API"))
+}
+
+fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), NodeError> {
+    let driver = pick_driver(config.driver)?;
+    tracing::info!(driver = driver.name(), accel = %driver.acceleration(), "hypervisor driver");
+    let kernel = modvisor_guest::kernel::resolve(|m| tracing::info!("{m}"))
+        .map_err(setup("guest kernel"))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(setup("data dir"))?;
+    let initrd = config.data_dir.join("initramfs.gz");
+    let image = modvisor_guest::build_initramfs(&[]).map_err(setup("initramfs"))?;
+    std::fs::write(&initrd, image).map_err(setup("initramfs"))?;
+    let trust = modvisor_modules::TrustStore::from_kernel_image(
+        &std::fs::read(&kernel.vmlinuz).map_err(setup("guest kernel"))?,
+    )
+    .map_err(setup("keys of the guest kernel"))?;
+    let records = config.data_dir.join("vms");
+    std::fs::create_dir_all(&records).map_err(setup("records"))?;
+
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(setup("node API listener"))?;
+    let addr = listener.local_addr().map_err(setup("node API listener"))?;
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(setup("http client"))?;
+    let reg = RegisterNode {
+        name: config.name.clone(),
+        address: format!("http://{addr}"),
+        capacity: config.capacity,
+        driver: driver.name().to_string(),
+        hardware_virtualization: hostcaps::hardware_virtualization(),
+        kernel_release: kernel.release.clone(),
+    };
+    let cp = config.control_plane.trim_end_matches('/').to_string();
+    let cred = register(&http, &cp, &config.bootstrap_token, &reg)?;
+    tracing::info!(node = %cred.node.name, address = %cred.node.address, "registered with the control plane");
+    let verifier =
+        modvisor_control_plane::auth::TokenKeys::verifier(&cred.control_plane_public_key)
+            .map_err(setup("control plane key"))?;
+    let host = Host {
+        driver,
+        kernel: kernel.vmlinuz.clone(),
+        initrd,
+        cmdline: modvisor_guest::cmdline::default_cmdline(),
+        run_root: config.data_dir.join("run"),
+        records: records.clone(),
+        trust: Arc::new(trust),
+    };
+    let node = Arc::new(Node {
+        name: config.name.clone(),
+        host: host.clone(),
+        vms: Mutex::new(HashMap::new()),
+        verifier,
+        fetcher: fetch::Fetcher {
+            control_plane: cp.clone(),
+            token: cred.token.clone(),
+            kernel_release: kernel.release.clone(),
+            blobs: config.data_dir.join("blobs"),
+            http: http.clone(),
+        },
+    });
+    for rec in VmRecord::load_all(&records) {
+        tracing::info!(vm = %rec.id, "re-adopting");
+        let h = vm::spawn(
+            host.clone(),
+            rec.id.clone(),
+            rec.spec.clone(),
+            Some(rec.clone()),
+        );
+        if let Ok(mut vms) = node.vms.lock() {
+            vms.insert(rec.id.clone(), h);
+        }
+    }
+    spawn_heartbeats(node.clone(), http, cp, cred.token);
+    Ok((node, listener))
+}
+
+fn register(
+    http: &reqwest::blocking::Client,
+    cp: &str,
+    token: &str,
+    reg: &RegisterNode,
+) -> Result<NodeCredential, NodeError> {
+    let mut last = String::new();
+    for _ in 0..30 {
+        match http
+            .post(format!("{cp}/v1/nodes/register"))
+            .bearer_auth(token)
+            .json(reg)
+            .send()
+        {
+            Ok(r) if r.status().is_success() => {
+                return r.json().map_err(setup("registration reply"))
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().unwrap_or_default();
+                return Err(NodeError::Setup(format!(
+                    "the control plane refused the registration: {status} {body}"
+                )));
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    Err(NodeError::Setup(format!(
+        "cannot reach the control plane at {cp}: {last}"
+    )))
+}
+
+fn spawn_heartbeats(node: Arc<Node>, http: reqwest::blocking::Client, cp: String, token: String) {
+    let _ = std::thread::Builder::new().name("heartbeat".into()).spawn(move || loop {
+        let vms: Vec<_> = node
+            .vms
+            .lock()
+            .map(|v| v.values().filter_map(|h| h.observed.lock().ok().map(|o| o.clone())).collect())
+            .unwrap_or_default();
+        let sent = http
+            .post(format!("{cp}/v1/nodes/{}/heartbeat", node.name))
+            .bearer_auth(&token)
+            .json(&Heartbeat { vms })
+            .send();
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                if let Ok(reply) = r.json::<HeartbeatReply>() {
+                    for id in reply.remove {
+                        tracing::info!(vm = %id, "the control plane no longer wants it here: removing");
+                        node.delete(&id);
+                    }
+                }
+            }
+            Ok(r) => tracing::warn!(status = %r.status(), "heartbeat refused"),
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    });
+}
+
+impl Node {
+    /// Stops and removes a VM; false if it is not here.
+    pub fn delete(&self, id: &str) -> bool {
+        let handle = self.vms.lock().ok().and_then(|mut v| v.remove(id));
+        match handle {
+            Some(h) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                if h.tx.send(Command::Delete(tx)).is_ok() {
+                    let _ = rx.recv_timeout(Duration::from_secs(60));
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}

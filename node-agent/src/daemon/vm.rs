@@ -1,0 +1,338 @@
+//! One VM on this node: a worker thread owns its guest and its agent channel; the rest of
+//! the node agent talks to it through commands and reads its observed state.
+
+use crate::channel::AgentClient;
+use crate::driver::{Guest, GuestSpec, GuestState, HypervisorDriver};
+use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
+use crate::qemu::QemuGuest;
+use modvisor_control_plane::model::{EnsureVm, ObservedVm, Phase, PowerState};
+use modvisor_modules::{TrustStore, VettingPolicy};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the node persists about a VM, to re-adopt it after a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// VM id.
+    pub id: String,
+    /// Desired state.
+    pub spec: EnsureVm,
+    /// The hypervisor process, while it runs.
+    pub pid: Option<u32>,
+    /// The guest's run directory.
+    pub run_dir: PathBuf,
+}
+
+impl VmRecord {
+    fn path(dir: &Path, id: &str) -> PathBuf {
+        dir.join(format!("{id}.json"))
+    }
+
+    /// Saves the record in `dir` (write, then rename).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let tmp = dir.join(format!("{}.json.tmp", self.id));
+        std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default())?;
+        std::fs::rename(tmp, Self::path(dir, &self.id))
+    }
+
+    /// Every record in `dir`.
+    pub fn load_all(dir: &Path) -> Vec<VmRecord> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    /// Removes the record from `dir`.
+    pub fn remove(dir: &Path, id: &str) {
+        let _ = std::fs::remove_file(Self::path(dir, id));
+    }
+}
+
+/// What the rest of the node agent may ask of a VM's worker.
+pub enum Command {
+    /// Bring the VM to this desired state.
+    Ensure(EnsureVm),
+    /// Vet and load a module (with dependencies) from this source.
+    Load {
+        /// Module name.
+        name: String,
+        /// Parameters.
+        params: String,
+        /// Where the images come from.
+        source: ModuleSource,
+        /// The tenant's policy.
+        policy: VettingPolicy,
+        /// Where the outcomes go.
+        reply: Sender<Vec<ModuleOutcome>>,
+    },
+    /// Unload a module.
+    Unload {
+        /// Module name.
+        name: String,
+        /// Where the result goes.
+        reply: Sender<Result<(), String>>,
+    },
+    /// Stop the guest, remove everything, end the worker.
+    Delete(Sender<()>),
+}
+
+/// Everything a worker needs from its node.
+#[derive(Clone)]
+pub struct Host {
+    /// The hypervisor driver.
+    pub driver: Arc<dyn HypervisorDriver>,
+    /// The guest kernel.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Where VM run directories go.
+    pub run_root: PathBuf,
+    /// Where VM records go.
+    pub records: PathBuf,
+    /// Keys the guest kernel trusts.
+    pub trust: Arc<TrustStore>,
+}
+
+/// A handle on a VM's worker.
+pub struct VmHandle {
+    /// Commands to the worker.
+    pub tx: Sender<Command>,
+    /// What the worker last observed.
+    pub observed: Arc<Mutex<ObservedVm>>,
+}
+
+/// Starts the worker of VM `id`; `adopt` is a record left by an earlier run.
+pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) -> VmHandle {
+    let (tx, rx) = channel();
+    let observed = Arc::new(Mutex::new(ObservedVm {
+        id: id.clone(),
+        phase: Phase::Starting,
+        reason: None,
+        guest_modules: Vec::new(),
+    }));
+    let obs = observed.clone();
+    let _ = std::thread::Builder::new()
+        .name(format!("vm-{id}"))
+        .spawn(move || Worker::new(host, id, spec, obs).run(rx, adopt));
+    VmHandle { tx, observed }
+}
+
+struct Worker {
+    host: Host,
+    id: String,
+    spec: EnsureVm,
+    observed: Arc<Mutex<ObservedVm>>,
+    guest: Option<Box<dyn Guest>>,
+    client: Option<AgentClient>,
+}
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(180);
+const CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Worker {
+    fn new(host: Host, id: String, spec: EnsureVm, observed: Arc<Mutex<ObservedVm>>) -> Self {
+        Worker {
+            host,
+            id,
+            spec,
+            observed,
+            guest: None,
+            client: None,
+        }
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.host.run_root.join(&self.id)
+    }
+
+    fn set(&self, phase: Phase, reason: Option<String>) {
+        if let Ok(mut o) = self.observed.lock() {
+            o.phase = phase;
+            o.reason = reason;
+        }
+    }
+
+    fn save(&self) {
+        let rec = VmRecord {
+            id: self.id.clone(),
+            spec: self.spec.clone(),
+            pid: self.guest.as_ref().and_then(|g| g.pid()),
+            run_dir: self.run_dir(),
+        };
+        if let Err(e) = rec.save(&self.host.records) {
+            tracing::warn!(vm = %self.id, error = %e, "saving the VM record");
+        }
+    }
+
+    fn run(mut self, rx: Receiver<Command>, adopt: Option<VmRecord>) {
+        if let Some(rec) = adopt {
+            if let Some(g) = rec
+                .pid
+                .and_then(|pid| QemuGuest::adopt(&self.id, pid, &rec.run_dir))
+            {
+                tracing::info!(vm = %self.id, "re-adopted a running guest");
+                self.guest = Some(Box::new(g));
+                self.connect();
+            }
+        }
+        self.converge();
+        let mut last_list = Instant::now();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(Command::Ensure(spec)) => {
+                    self.spec = spec;
+                    self.save();
+                    self.converge();
+                }
+                Ok(Command::Load {
+                    name,
+                    params,
+                    source,
+                    policy,
+                    reply,
+                }) => {
+                    let out = match self.client.as_mut() {
+                        Some(c) => ModprobeService::new(&source, &self.host.trust)
+                            .modprobe(c, &name, &params, &policy),
+                        None => vec![ModuleOutcome::Failed {
+                            name,
+                            errno: 0,
+                            reason: "the guest is not running".into(),
+                        }],
+                    };
+                    let _ = reply.send(out);
+                    self.refresh_modules();
+                }
+                Ok(Command::Unload { name, reply }) => {
+                    let r = match self.client.as_mut() {
+                        Some(c) => c.unload(&name, CHANNEL_TIMEOUT).map_err(|e| e.to_string()),
+                        None => Err("the guest is not running".into()),
+                    };
+                    let _ = reply.send(r);
+                    self.refresh_modules();
+                }
+                Ok(Command::Delete(done)) => {
+                    self.stop_guest();
+                    let _ = std::fs::remove_dir_all(self.run_dir());
+                    VmRecord::remove(&self.host.records, &self.id);
+                    let _ = done.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.watch();
+                    if last_list.elapsed() > Duration::from_secs(5) {
+                        self.refresh_modules();
+                        last_list = Instant::now();
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    /// Brings the guest to the desired power state.
+    fn converge(&mut self) {
+        match self.spec.power_state {
+            PowerState::Running if self.guest.is_none() => self.boot(),
+            PowerState::Stopped if self.guest.is_some() => {
+                self.stop_guest();
+                self.set(Phase::Stopped, None);
+                self.save();
+            }
+            PowerState::Stopped => self.set(Phase::Stopped, None),
+            PowerState::Running => {}
+        }
+    }
+
+    fn boot(&mut self) {
+        self.set(Phase::Starting, None);
+        let spec = GuestSpec {
+            id: self.id.clone(),
+            vcpus: self.spec.vcpus,
+            memory_mib: self.spec.memory_mib,
+            kernel: self.host.kernel.clone(),
+            initrd: self.host.initrd.clone(),
+            cmdline: self.host.cmdline.clone(),
+            run_dir: self.run_dir(),
+        };
+        match self.host.driver.start(&spec) {
+            Ok(g) => {
+                self.guest = Some(g);
+                self.save();
+                self.connect();
+            }
+            Err(e) => self.set(Phase::Failed, Some(e.to_string())),
+        }
+    }
+
+    fn connect(&mut self) {
+        let Some(g) = self.guest.as_ref() else { return };
+        let result = AgentClient::connect(g.agent_socket(), Duration::from_secs(10))
+            .and_then(|mut c| c.hello(HELLO_TIMEOUT).map(|h| (c, h)));
+        match result {
+            Ok((c, hello)) => {
+                tracing::info!(vm = %self.id, kernel = %hello.kernel_release, "guest agent answered");
+                self.client = Some(c);
+                self.set(Phase::Running, None);
+                self.refresh_modules();
+            }
+            Err(e) => {
+                let reason = format!("the guest agent did not answer: {e}");
+                self.stop_guest();
+                self.set(Phase::Failed, Some(reason));
+            }
+        }
+    }
+
+    fn stop_guest(&mut self) {
+        if let (Some(c), Some(_)) = (self.client.as_mut(), self.guest.as_ref()) {
+            let _ = c.poweroff(Duration::from_secs(5));
+        }
+        self.client = None;
+        if let Some(mut g) = self.guest.take() {
+            g.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Notices a guest that ended on its own.
+    fn watch(&mut self) {
+        let Some(g) = self.guest.as_mut() else { return };
+        match g.status() {
+            GuestState::Running => {}
+            GuestState::Exited => {
+                self.guest = None;
+                self.client = None;
+                self.set(Phase::Stopped, Some("the guest powered off".into()));
+                self.save();
+            }
+            GuestState::Crashed { reason } => {
+                self.guest = None;
+                self.client = None;
+                self.set(Phase::Failed, Some(reason));
+                self.save();
+            }
+        }
+    }
+
+    fn refresh_modules(&mut self) {
+        let Some(c) = self.client.as_mut() else {
+            return;
+        };
+        if let Ok(list) = c.list(CHANNEL_TIMEOUT) {
+            if let Ok(mut o) = self.observed.lock() {
+                o.guest_modules = list.into_iter().map(|m| m.name).collect();
+            }
+        }
+    }
+}
