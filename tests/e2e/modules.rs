@@ -1,6 +1,6 @@
 //! The module catalog and module requests: publishing, policies, approval per tenant.
 
-use crate::support::{elf_like, Plane};
+use crate::support::{real_module, Plane};
 use serde_json::json;
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -11,7 +11,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[test]
 fn publish_is_content_addressed_and_validated() {
     let p = Plane::start();
-    let bytes = elf_like("tcp_bbr");
+    let bytes = real_module("tcp_bbr");
     let r = p
         .publish("tcp_bbr", "6.1.0-test-cloud-amd64", &bytes)
         .expect(201);
@@ -37,7 +37,7 @@ fn publish_is_content_addressed_and_validated() {
         "kernel_release"
     );
     let big = {
-        let mut b = elf_like("big");
+        let mut b = real_module("dummy");
         b.resize(16 * 1024 * 1024 + 1, 0);
         b
     };
@@ -76,9 +76,9 @@ fn publish_is_content_addressed_and_validated() {
 fn requests_follow_the_policy_of_each_tenant() {
     let p = Plane::start();
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
-    p.publish("dummy", "6.1.0-test", &elf_like("dummy"))
+    p.publish("dummy", "6.1.0-test", &real_module("dummy"))
         .expect(201);
-    p.publish("zram", "6.1.0-test", &elf_like("zram"))
+    p.publish("zram", "6.1.0-test", &real_module("zram"))
         .expect(201);
     p.put(
         &admin,

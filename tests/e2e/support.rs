@@ -95,7 +95,7 @@ impl Plane {
         let addr_file = self.data_dir().join("control-plane.addr");
         let _ = std::fs::remove_file(&addr_file);
         let child = modvisor()
-            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["up", "--nodes", "0", "--catalog", "none", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(self.data_dir())
             .env("MODVISOR_LOG", "warn")
             .stdout(Stdio::null())
@@ -281,9 +281,10 @@ impl Drop for Plane {
     }
 }
 
-/// Bytes that pass the control plane's ELF sniffing (a real .ko comes with the modules crate).
-pub fn elf_like(tag: &str) -> Vec<u8> {
-    let mut b = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
-    b.extend_from_slice(tag.as_bytes());
-    b
+/// A real module of the guest kernel (Debian's signed .ko), by name.
+pub fn real_module(name: &str) -> Vec<u8> {
+    let kernel = modvisor_guest::kernel::resolve(|m| eprintln!("{m}"))
+        .expect("guest kernel (run `modvisor guest fetch-kernel`)");
+    let path = kernel.module_path(name).unwrap_or_else(|| panic!("{name}.ko in the guest kernel"));
+    std::fs::read(path).expect("read module")
 }

@@ -1,7 +1,7 @@
 //! A tenant reaches only its own resources: another tenant's are 404 on every verb and
 //! absent from every list.
 
-use crate::support::{elf_like, Plane};
+use crate::support::{real_module, Plane};
 use reqwest::Method;
 use serde_json::json;
 
@@ -9,7 +9,7 @@ use serde_json::json;
 fn tenants_never_see_each_other() {
     let p = Plane::start();
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
-    p.publish("dummy", "6.1.0-test", &elf_like("dummy"))
+    p.publish("dummy", "6.1.0-test", &real_module("dummy"))
         .expect(201);
     p.put(
         &admin,
