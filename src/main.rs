@@ -2,11 +2,13 @@
 //! the REST API as a tenant or an admin.
 
 mod bench_api;
+mod bench_vmm;
 mod client;
 mod commands;
 mod guest_cmd;
 mod serve;
 mod table;
+mod vmm_cmd;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -71,6 +73,8 @@ enum Command {
         #[command(subcommand)]
         command: guest_cmd::GuestCommand,
     },
+    /// Run one VM in this process with our KVM VMM until it halts, shuts down or crashes.
+    Vmm(vmm_cmd::VmmArgs),
     /// Benchmarks that print figures against a peer measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -82,6 +86,8 @@ enum Command {
 enum BenchCommand {
     /// Throughput and latency of the REST API from a separate load-generating process.
     Api(bench_api::BenchApiArgs),
+    /// Start time and memory overhead of our VMM next to QEMU microvm, same probe guest.
+    Vmm(bench_vmm::BenchVmmArgs),
 }
 
 /// Where a data directory lives unless told otherwise.
@@ -114,8 +120,10 @@ fn main() -> ExitCode {
         Command::Tenant { api, command } => commands::tenant(&api, command),
         Command::Events { api, limit } => commands::events(&api, limit),
         Command::Guest { command } => guest_cmd::run(command),
+        Command::Vmm(args) => vmm_cmd::run(args),
         Command::Bench { command } => match command {
             BenchCommand::Api(args) => bench_api::run(args),
+            BenchCommand::Vmm(args) => bench_vmm::run(args),
         },
     };
     match result {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cli;
+mod cluster;
 mod hostile;
 mod modules;
 mod persistence;

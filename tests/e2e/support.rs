@@ -17,6 +17,7 @@ pub fn modvisor() -> Command {
 /// One control plane process (`modvisor up`).
 pub struct Plane {
     pub dir: tempfile::TempDir,
+    up_args: Vec<String>,
     child: Option<Child>,
     pub base: String,
     pub http: Client,
@@ -69,11 +70,24 @@ impl Resp {
 }
 
 impl Plane {
-    /// Starts `modvisor up` in a fresh data directory.
+    /// Starts `modvisor up` (no node agents, empty catalog) in a fresh data directory.
     pub fn start() -> Plane {
+        Self::start_with(&[
+            "--nodes",
+            "0",
+            "--catalog",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+    }
+
+    /// Starts `modvisor up` with these arguments (besides `--data-dir`).
+    pub fn start_with(args: &[&str]) -> Plane {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut p = Plane {
             dir,
+            up_args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
             base: String::new(),
             http: Client::builder()
@@ -95,7 +109,9 @@ impl Plane {
         let addr_file = self.data_dir().join("control-plane.addr");
         let _ = std::fs::remove_file(&addr_file);
         let child = modvisor()
-            .args(["up", "--nodes", "0", "--catalog", "none", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg("up")
+            .args(&self.up_args)
+            .arg("--data-dir")
             .arg(self.data_dir())
             .env("MODVISOR_LOG", "warn")
             .stdout(Stdio::null())
@@ -285,6 +301,8 @@ impl Drop for Plane {
 pub fn real_module(name: &str) -> Vec<u8> {
     let kernel = modvisor_guest::kernel::resolve(|m| eprintln!("{m}"))
         .expect("guest kernel (run `modvisor guest fetch-kernel`)");
-    let path = kernel.module_path(name).unwrap_or_else(|| panic!("{name}.ko in the guest kernel"));
+    let path = kernel
+        .module_path(name)
+        .unwrap_or_else(|| panic!("{name}.ko in the guest kernel"));
     std::fs::read(path).expect("read module")
 }
