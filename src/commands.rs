@@ -54,6 +54,20 @@ pub enum VmCommand {
 /// `modvisor module ...`
 #[derive(Debug, Subcommand)]
 pub enum ModuleCommand {
+    /// Vet a .ko file offline and print the report: modinfo, signer, signature verdict,
+    /// dependencies and the verdict with its reason. Exit 0 when it would be accepted, 1
+    /// when rejected, 2 on usage errors.
+    Inspect {
+        /// The .ko file.
+        file: PathBuf,
+        /// The guest kernel release the module must be built for.
+        #[arg(long)]
+        kernel_release: Option<String>,
+        /// Trusted signers: a PEM or DER certificate, or a kernel image (bzImage or
+        /// vmlinux) whose embedded certificates to trust. Default: the guest kernel's.
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
     /// List the modules you may request (admins: the whole catalog).
     List,
     /// Ask for a module to be loaded into a VM.
@@ -242,10 +256,78 @@ fn request_rows(items: &[Value]) -> String {
     render(&["MODULE", "STATE", "REASON"], &rows)
 }
 
+/// `modvisor module inspect`: prints the report; exits 1 when the module is rejected.
+fn inspect(
+    args: &ApiArgs,
+    file: &std::path::Path,
+    release: Option<&str>,
+    trust: Option<&std::path::Path>,
+) -> Result<()> {
+    use modvisor_modules::{MemoryCatalog, ModuleCatalog, TrustStore, VettingPolicy};
+    let usage = |m: String| -> ! {
+        eprintln!("error: {m}");
+        std::process::exit(2)
+    };
+    let bytes =
+        std::fs::read(file).unwrap_or_else(|e| usage(format!("reading {}: {e}", file.display())));
+    let mut catalog = MemoryCatalog::new();
+    let trust = match trust {
+        Some(t) => {
+            let raw =
+                std::fs::read(t).unwrap_or_else(|e| usage(format!("reading {}: {e}", t.display())));
+            TrustStore::from_any(&raw).unwrap_or_else(|e| usage(format!("{}: {e}", t.display())))
+        }
+        None => {
+            let kernel =
+                modvisor_guest::kernel::resolve(|m| eprintln!("{m}")).unwrap_or_else(|e| {
+                    usage(format!(
+                        "no guest kernel for the default trust ({e}); pass --trust"
+                    ))
+                });
+            for path in kernel.all_modules() {
+                if let Ok(Ok(m)) =
+                    std::fs::read(&path).map(|b| modvisor_modules::KernelModule::parse(&b))
+                {
+                    catalog.insert(m, None);
+                }
+            }
+            let image = std::fs::read(&kernel.vmlinuz)
+                .unwrap_or_else(|e| usage(format!("{}: {e}", kernel.vmlinuz.display())));
+            TrustStore::from_kernel_image(&image)
+                .unwrap_or_else(|e| usage(format!("{}: {e}", kernel.vmlinuz.display())))
+        }
+    };
+    let policy = VettingPolicy::inspection(release);
+    let name = file.display().to_string();
+    let cat: Option<&dyn ModuleCatalog> = if catalog.is_empty() {
+        None
+    } else {
+        Some(&catalog)
+    };
+    let report = modvisor_modules::inspect(&name, &bytes, &policy, &trust, None, cat);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if !report.accepted() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// Runs a `module` subcommand.
 pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
-    let api = Api::new(args)?;
+    let api = match cmd {
+        ModuleCommand::Inspect {
+            file,
+            kernel_release,
+            trust,
+        } => return inspect(args, &file, kernel_release.as_deref(), trust.as_deref()),
+        _ => Api::new(args)?,
+    };
     match cmd {
+        ModuleCommand::Inspect { .. } => {}
         ModuleCommand::List => {
             let list = api.get("/v1/modules")?;
             print(args, &list, |v| {
