@@ -312,10 +312,10 @@ impl Reconciler {
 
 /// Whether the node must be told the VM's desired state.
 fn needs_ensure(vm: &Vm) -> bool {
-    match (vm.status.phase, vm.spec.power_state) {
-        (Phase::Scheduled | Phase::Starting, _) => true,
-        (Phase::Running, PowerState::Stopped) => true,
-        (Phase::Stopped, PowerState::Running) => true,
-        _ => false,
-    }
+    matches!(
+        (vm.status.phase, vm.spec.power_state),
+        (Phase::Scheduled | Phase::Starting, _)
+            | (Phase::Running, PowerState::Stopped)
+            | (Phase::Stopped, PowerState::Running)
+    )
 }

@@ -124,62 +124,60 @@ impl FrameReader {
     /// The next complete frame, an error for a frame that was skipped, or `None` when
     /// more bytes are needed.
     pub fn next_frame(&mut self) -> Option<Result<Frame, FrameError>> {
-        loop {
-            // Find the magic; drop everything before it (keep a possible partial magic).
-            match find(&self.buf, &MAGIC) {
-                Some(0) => {}
-                Some(i) => {
-                    self.buf.drain(..i);
-                }
-                None => {
-                    let keep = self.buf.len().min(MAGIC.len() - 1);
-                    let cut = self.buf.len() - keep;
-                    self.buf.drain(..cut);
-                    return None;
-                }
+        // Find the magic; drop everything before it (keep a possible partial magic).
+        match find(&self.buf, &MAGIC) {
+            Some(0) => {}
+            Some(i) => {
+                self.buf.drain(..i);
             }
-            if self.buf.len() < HEADER_LEN {
+            None => {
+                let keep = self.buf.len().min(MAGIC.len() - 1);
+                let cut = self.buf.len() - keep;
+                self.buf.drain(..cut);
                 return None;
             }
-            let version = self.buf[4];
-            let msg_type = self.buf[5];
-            let id = u32::from_le_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]]);
-            let len = u32::from_le_bytes([self.buf[12], self.buf[13], self.buf[14], self.buf[15]]);
-            if version != VERSION {
-                // Not a frame we can size: skip this magic and resynchronise.
-                self.buf.drain(..MAGIC.len());
-                return Some(Err(FrameError::BadVersion { id, version }));
-            }
-            if len as usize > MAX_PAYLOAD {
-                // Never buffer it: drop the header and resynchronise on the next magic
-                // (the CRC keeps a stray magic inside the body from passing as a frame).
-                self.buf.drain(..HEADER_LEN);
-                return Some(Err(FrameError::TooLarge { id, len }));
-            }
-            let total = HEADER_LEN + len as usize + TRAILER_LEN;
-            if self.buf.len() < total {
-                return None;
-            }
-            let body_end = HEADER_LEN + len as usize;
-            let crc = u32::from_le_bytes([
-                self.buf[body_end],
-                self.buf[body_end + 1],
-                self.buf[body_end + 2],
-                self.buf[body_end + 3],
-            ]);
-            if crc32fast::hash(&self.buf[4..body_end]) != crc {
-                // The length may be garbage too: skip only the magic and look again.
-                self.buf.drain(..MAGIC.len());
-                return Some(Err(FrameError::BadChecksum { id }));
-            }
-            let payload = self.buf[HEADER_LEN..body_end].to_vec();
-            self.buf.drain(..total);
-            return Some(Ok(Frame {
-                msg_type,
-                id,
-                payload,
-            }));
         }
+        if self.buf.len() < HEADER_LEN {
+            return None;
+        }
+        let version = self.buf[4];
+        let msg_type = self.buf[5];
+        let id = u32::from_le_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]]);
+        let len = u32::from_le_bytes([self.buf[12], self.buf[13], self.buf[14], self.buf[15]]);
+        if version != VERSION {
+            // Not a frame we can size: skip this magic and resynchronise.
+            self.buf.drain(..MAGIC.len());
+            return Some(Err(FrameError::BadVersion { id, version }));
+        }
+        if len as usize > MAX_PAYLOAD {
+            // Never buffer it: drop the header and resynchronise on the next magic
+            // (the CRC keeps a stray magic inside the body from passing as a frame).
+            self.buf.drain(..HEADER_LEN);
+            return Some(Err(FrameError::TooLarge { id, len }));
+        }
+        let total = HEADER_LEN + len as usize + TRAILER_LEN;
+        if self.buf.len() < total {
+            return None;
+        }
+        let body_end = HEADER_LEN + len as usize;
+        let crc = u32::from_le_bytes([
+            self.buf[body_end],
+            self.buf[body_end + 1],
+            self.buf[body_end + 2],
+            self.buf[body_end + 3],
+        ]);
+        if crc32fast::hash(&self.buf[4..body_end]) != crc {
+            // The length may be garbage too: skip only the magic and look again.
+            self.buf.drain(..MAGIC.len());
+            return Some(Err(FrameError::BadChecksum { id }));
+        }
+        let payload = self.buf[HEADER_LEN..body_end].to_vec();
+        self.buf.drain(..total);
+        Some(Ok(Frame {
+            msg_type,
+            id,
+            payload,
+        }))
     }
 }
 

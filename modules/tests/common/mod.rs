@@ -48,7 +48,7 @@ fn find_kernel() -> Kernel {
                     panic!("no kernel tree at {}: {e}; {FETCH_HINT}", base.display())
                 })
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_dir() && p.extension().map_or(true, |e| e != "partial"))
+                .filter(|p| p.is_dir() && p.extension().is_none_or(|e| e != "partial"))
                 .collect();
             match releases.as_slice() {
                 [one] => one.clone(),

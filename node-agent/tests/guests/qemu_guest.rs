@@ -1,7 +1,5 @@
 //! Real guests under the qemu driver: Debian's cloud kernel, our agent as PID 1.
 
-mod support;
-
 use modvisor_guest_protocol::message::{ErrorCode, ErrorReply};
 use modvisor_guest_protocol::{Frame, MsgType, HEADER_LEN, MAX_PAYLOAD};
 use modvisor_node_agent::channel::ChannelError;
@@ -12,7 +10,7 @@ const T: Duration = Duration::from_secs(60);
 
 #[test]
 fn agent_survives_hostile_frames_and_powers_off() {
-    let mut g = support::boot("hostile");
+    let mut g = crate::support::boot("hostile");
     // A corrupted frame, an unknown type and an oversized header: each gets an error reply.
     let mut corrupted = Frame::new(MsgType::List, 900, vec![]).encode();
     corrupted[HEADER_LEN] ^= 0xff;
@@ -72,7 +70,7 @@ fn agent_survives_hostile_frames_and_powers_off() {
 
 #[test]
 fn raw_load_of_a_signed_module_and_an_unsigned_copy() {
-    let mut g = support::boot("rawload");
+    let mut g = crate::support::boot("rawload");
     let path = g.kernel.module_path("tcp_bbr").expect("tcp_bbr.ko");
     let image = std::fs::read(&path).unwrap();
     let t0 = std::time::Instant::now();

@@ -1,8 +1,6 @@
 //! The vetted modprobe service against real guests: Debian's signed modules load with
 //! their dependencies in order; every rejection is precise and sends nothing to the guest.
 
-mod support;
-
 use modvisor_modules::{load_order, Rejection, TrustStore, VettingPolicy};
 use modvisor_node_agent::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
 use std::time::{Duration, Instant};
@@ -19,9 +17,9 @@ fn approve(source: &ModuleSource, release: &str, roots: &[&str]) -> VettingPolic
 
 #[test]
 fn loads_vetted_modules_with_dependencies_in_order() {
-    let mut g = support::boot("modprobe");
-    let source = support::module_source(&g.kernel);
-    let trust = support::kernel_trust(&g.kernel);
+    let mut g = crate::support::boot("modprobe");
+    let source = crate::support::module_source(&g.kernel);
+    let trust = crate::support::kernel_trust(&g.kernel);
     let service = ModprobeService::new(&source, &trust);
     let policy = approve(&source, &g.kernel.release, &["tcp_bbr", "wireguard"]);
 
@@ -93,9 +91,9 @@ fn loads_vetted_modules_with_dependencies_in_order() {
 
 #[test]
 fn rejections_are_precise_and_never_reach_the_guest() {
-    let mut g = support::boot("rejections");
-    let source = support::module_source(&g.kernel);
-    let trust = support::kernel_trust(&g.kernel);
+    let mut g = crate::support::boot("rejections");
+    let source = crate::support::module_source(&g.kernel);
+    let trust = crate::support::kernel_trust(&g.kernel);
     let release = g.kernel.release.clone();
     let service = ModprobeService::new(&source, &trust);
     let before = g.client.health(T).unwrap().load_requests;
@@ -129,7 +127,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     flipped[original.len() / 2] ^= 1;
     let mut tampered = ModuleSource::new();
     tampered
-        .insert(flipped, Some(support::sha256_hex(&original)))
+        .insert(flipped, Some(crate::support::sha256_hex(&original)))
         .unwrap();
     let dummy_policy = VettingPolicy::for_tenant(&release, ["dummy"]);
     let r = kind(&ModprobeService::new(&tampered, &trust).modprobe(
@@ -144,7 +142,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     let mut partial = ModuleSource::new();
     let wg = std::fs::read(g.kernel.module_path("wireguard").unwrap()).unwrap();
     partial
-        .insert(wg.clone(), Some(support::sha256_hex(&wg)))
+        .insert(wg.clone(), Some(crate::support::sha256_hex(&wg)))
         .unwrap();
     let wg_policy = approve(&source, &release, &["wireguard"]);
     let r = kind(&ModprobeService::new(&partial, &trust).modprobe(
@@ -156,10 +154,13 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     assert!(matches!(r, Rejection::MissingDependency { .. }), "{r:?}");
 
     // Unsigned: the signature stripped (and pinned as such).
-    let stripped = support::strip_signature(&original);
+    let stripped = crate::support::strip_signature(&original);
     let mut unsigned = ModuleSource::new();
     unsigned
-        .insert(stripped.clone(), Some(support::sha256_hex(&stripped)))
+        .insert(
+            stripped.clone(),
+            Some(crate::support::sha256_hex(&stripped)),
+        )
         .unwrap();
     let r = kind(&ModprobeService::new(&unsigned, &trust).modprobe(
         &mut g.client,
@@ -204,7 +205,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
 #[test]
 fn sample_out_of_tree_module_is_rejected_by_vetting_and_by_the_guest_kernel() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../modules/sample/khttpd");
-    let kernel = support::guest_kernel();
+    let kernel = crate::support::guest_kernel();
     let status = std::process::Command::new("make")
         .arg("-C")
         .arg(dir)
@@ -217,11 +218,11 @@ fn sample_out_of_tree_module_is_rejected_by_vetting_and_by_the_guest_kernel() {
         kernel.release
     );
     let image = std::fs::read(format!("{dir}/khttpd.ko")).unwrap();
-    let mut g = support::boot("sample");
-    let trust = support::kernel_trust(&g.kernel);
+    let mut g = crate::support::boot("sample");
+    let trust = crate::support::kernel_trust(&g.kernel);
     let mut source = ModuleSource::new();
     source
-        .insert(image.clone(), Some(support::sha256_hex(&image)))
+        .insert(image.clone(), Some(crate::support::sha256_hex(&image)))
         .unwrap();
     let policy = VettingPolicy::for_tenant(&g.kernel.release, ["khttpd"]);
     let out = ModprobeService::new(&source, &trust).modprobe(&mut g.client, "khttpd", "", &policy);
