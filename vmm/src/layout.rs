@@ -229,6 +229,6 @@ mod tests {
         for w in areas.windows(2) {
             assert!(w[0].0 + w[0].1 <= w[1].0, "{:x?}", w);
         }
-        assert!(BOOT_STACK_POINTER < PML4_ADDR && BOOT_STACK_POINTER > ZERO_PAGE_ADDR + 0x1000);
+        const { assert!(BOOT_STACK_POINTER < PML4_ADDR && BOOT_STACK_POINTER > ZERO_PAGE_ADDR + 0x1000) };
     }
 }

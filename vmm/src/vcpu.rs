@@ -88,11 +88,8 @@ pub fn run(
 ) {
     loop {
         match status.state() {
-            VmState::Paused => {
-                if status.wait_unpaused().is_final() {
-                    break;
-                }
-            }
+            VmState::Paused if status.wait_unpaused().is_final() => break,
+            VmState::Paused => {}
             s if s.is_final() => break,
             _ => {}
         }
