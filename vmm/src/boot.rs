@@ -443,7 +443,7 @@ mod tests {
         assert_eq!(p.addr % 4096, 0);
         assert!(p.addr + p.size <= 64 << 20 && p.addr >= 0x200_0000);
         let big = LoadedKernel {
-            kernel_end: 63 << 20,
+            kernel_end: (64 << 20) - 4096,
             ..kernel
         };
         assert!(load_initrd(&mem, &layout, &big, &path).is_err());
