@@ -2,6 +2,7 @@
 //! the REST API as a tenant or an admin.
 
 mod bench_api;
+mod bench_scheduler;
 mod bench_vmm;
 mod client;
 mod commands;
@@ -86,6 +87,8 @@ enum Command {
 enum BenchCommand {
     /// Throughput and latency of the REST API from a separate load-generating process.
     Api(bench_api::BenchApiArgs),
+    /// Placements per second through the real scheduler and store; create-to-Running.
+    Scheduler(bench_scheduler::BenchSchedulerArgs),
     /// Start time and memory overhead of our VMM next to QEMU microvm, same probe guest.
     Vmm(bench_vmm::BenchVmmArgs),
 }
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Command::Vmm(args) => vmm_cmd::run(args),
         Command::Bench { command } => match command {
             BenchCommand::Api(args) => bench_api::run(args),
+            BenchCommand::Scheduler(args) => bench_scheduler::run(args),
             BenchCommand::Vmm(args) => bench_vmm::run(args),
         },
     };

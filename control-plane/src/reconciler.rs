@@ -134,6 +134,16 @@ impl Reconciler {
             .into_iter()
             .map(|n| (n.name.clone(), n))
             .collect();
+        let pending: Vec<String> = self
+            .store
+            .all_vms()?
+            .into_iter()
+            .filter(|v| v.status.phase == Phase::Pending && !v.deleting)
+            .map(|v| v.id)
+            .collect();
+        if !pending.is_empty() {
+            self.store.place_batch(&pending, self.config.strategy)?;
+        }
         for vm in self.store.all_vms()? {
             if self.busy.lock().map(|b| b.contains(&vm.id)).unwrap_or(true) {
                 continue;
@@ -153,9 +163,7 @@ impl Reconciler {
                     self.store
                         .unplace_vm(&vm.id, "its node was lost; recreating it on another node")?;
                 }
-                (Phase::Pending, _) => {
-                    self.store.place_vm(&vm.id, self.config.strategy)?;
-                }
+                (Phase::Pending, _) => {} // placed in a batch above
                 (_, Some(n)) if ready => {
                     if needs_ensure(&vm) {
                         let id = vm.id.clone();

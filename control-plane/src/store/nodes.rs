@@ -93,6 +93,74 @@ pub fn choose_node<'a>(
     })
 }
 
+/// Schedulable nodes ordered by load, so that a placement looks at the least (spread) or
+/// most (binpack) loaded nodes first instead of all of them.
+struct LoadOrder(std::collections::BTreeSet<(u64, usize)>);
+
+fn load_permille(n: &Node) -> u64 {
+    let mem = n.allocated.memory_mib * 1000 / n.capacity.memory_mib.max(1);
+    let cpu = n.allocated.vcpus * 1000 / n.capacity.vcpus.max(1);
+    mem.max(cpu)
+}
+
+impl LoadOrder {
+    fn new(nodes: &[Node]) -> Self {
+        let mut o = LoadOrder(Default::default());
+        for (i, n) in nodes.iter().enumerate() {
+            o.insert(n, i);
+        }
+        o
+    }
+
+    fn insert(&mut self, n: &Node, i: usize) {
+        if n.state == NodeState::Ready && !n.cordoned {
+            self.0.insert((load_permille(n), i));
+        }
+    }
+
+    fn remove(&mut self, n: &Node, i: usize) {
+        self.0.remove(&(load_permille(n), i));
+    }
+
+    /// The node `choose_node` would pick, found by walking nodes in load order: for
+    /// spread, the first fitting node without the tenant's VMs is optimal; otherwise the
+    /// best seen. `None` when nothing fits.
+    fn pick(
+        &self,
+        nodes: &[Node],
+        need: Resources,
+        mine: &HashMap<String, u64>,
+        strategy: Strategy,
+    ) -> Option<String> {
+        let fits = |n: &Node| {
+            let f = n.free();
+            f.vcpus >= need.vcpus && f.memory_mib >= need.memory_mib
+        };
+        match strategy {
+            Strategy::Spread => {
+                let mut best: Option<(u64, u64, usize)> = None;
+                for &(load, i) in &self.0 {
+                    let n = &nodes[i];
+                    if !fits(n) {
+                        continue;
+                    }
+                    let m = mine.get(&n.name).copied().unwrap_or(0);
+                    if best.is_none_or(|(bm, bl, _)| (m, load) < (bm, bl)) {
+                        best = Some((m, load, i));
+                    }
+                    if m == 0 {
+                        break;
+                    }
+                }
+                best.map(|(_, _, i)| nodes[i].name.clone())
+            }
+            Strategy::Binpack => choose_node(nodes, need, mine, strategy)
+                .ok()
+                .map(|n| n.name.clone()),
+        }
+    }
+}
+
 /// Reads and rewrites one VM (by id) inside a transaction.
 fn update_vm<T>(txn: &dyn Txn, id: &str, f: impl FnOnce(&mut Vm) -> Result<T>) -> Result<(Vm, T)> {
     let mut vm = visible_vm(txn, VmFilter::All, id)?;
@@ -325,67 +393,126 @@ impl Datastore {
     /// Places one Pending VM: picks a node and reserves its resources in the same
     /// transaction as the VM's new state.
     pub fn place_vm(&self, id: &str, strategy: Strategy) -> Result<Placement> {
-        // Reads outside the transaction (sled forbids plain reads inside one): the node
-        // names and, for scoring only, where the tenant's VMs are.
-        let names: Vec<String> = self
-            .kv
-            .scan(Table::Nodes, b"", None, usize::MAX)?
+        Ok(self
+            .place_batch(&[id.to_string()], strategy)?
             .into_iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k).into_owned())
-            .collect();
-        let owner = self
-            .kv
-            .get(Table::VmOwners, id.as_bytes())?
-            .map(|t| String::from_utf8_lossy(&t).into_owned())
-            .ok_or_else(|| Error::not_found("vm", id))?;
-        let tenant_vms = self.tenant_vms_per_node(&owner)?;
-        transact(&*self.kv, |txn| {
-            let vm = visible_vm(txn, VmFilter::All, id)?;
+            .next()
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| Placement::Unschedulable("not pending".into())))
+    }
+
+    /// Places a batch of Pending VMs in one transaction (one flush): nodes are chosen on a
+    /// snapshot, then each chosen node is read again inside the transaction and the VM
+    /// placed only if it still fits, so no node is ever overcommitted.
+    pub fn place_batch(
+        &self,
+        ids: &[String],
+        strategy: Strategy,
+    ) -> Result<Vec<(String, Placement)>> {
+        let mut nodes = self.list_nodes()?;
+        let mut order = LoadOrder::new(&nodes);
+        let mut per_tenant: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        let mut decided: Vec<(String, Placement)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Ok(vm) = self.get_vm(VmFilter::All, id) else {
+                continue;
+            };
             if vm.status.phase != Phase::Pending || vm.deleting {
-                return Ok(Placement::Unschedulable("not pending".into()));
+                continue;
             }
-            // Node records are read inside the transaction: placements never overcommit.
-            let mut nodes = Vec::with_capacity(names.len());
-            for name in &names {
-                if let Some(n) = get_record::<Node>(txn, Table::Nodes, name.as_bytes())? {
-                    nodes.push(n);
-                }
+            if !per_tenant.contains_key(&vm.tenant) {
+                per_tenant.insert(vm.tenant.clone(), self.tenant_vms_per_node(&vm.tenant)?);
             }
+            let counts = per_tenant
+                .get_mut(&vm.tenant)
+                .ok_or_else(|| Error::Storage("tenant counts".into()))?;
             let need = Resources {
                 vcpus: u64::from(vm.spec.vcpus),
                 memory_mib: u64::from(vm.spec.memory_mib),
             };
-            match choose_node(&nodes, need, &tenant_vms, strategy) {
-                Err(reason) => {
-                    if vm.status.reason.as_deref() != Some(reason.as_str()) {
-                        update_vm(txn, id, |vm| {
-                            vm.status.reason = Some(reason.clone());
+            let pick = order
+                .pick(&nodes, need, counts, strategy)
+                .ok_or(())
+                .or_else(|_| {
+                    choose_node(&nodes, need, counts, strategy)
+                        .map(|n| n.name.clone())
+                        .map_err(Some)
+                })
+                .map(|name| {
+                    nodes
+                        .iter()
+                        .position(|n| n.name == name)
+                        .unwrap_or(usize::MAX)
+                });
+            match pick {
+                Ok(i) if i < nodes.len() => {
+                    order.remove(&nodes[i], i);
+                    nodes[i].allocated.vcpus += need.vcpus;
+                    nodes[i].allocated.memory_mib += need.memory_mib;
+                    order.insert(&nodes[i], i);
+                    let name = nodes[i].name.clone();
+                    *counts.entry(name.clone()).or_default() += 1;
+                    decided.push((id.clone(), Placement::Placed(name)));
+                }
+                Ok(_) | Err(None) => {}
+                Err(Some(reason)) => decided.push((id.clone(), Placement::Unschedulable(reason))),
+            }
+        }
+        transact(&*self.kv, |txn| {
+            let mut out = Vec::with_capacity(decided.len());
+            for (id, placement) in &decided {
+                let vm = visible_vm(txn, VmFilter::All, id)?;
+                if vm.status.phase != Phase::Pending || vm.deleting {
+                    continue;
+                }
+                let result = match placement {
+                    Placement::Unschedulable(reason) => {
+                        if vm.status.reason.as_deref() != Some(reason.as_str()) {
+                            update_vm(txn, id, |vm| {
+                                vm.status.reason = Some(reason.clone());
+                                Ok(())
+                            })?;
+                        }
+                        placement.clone()
+                    }
+                    Placement::Placed(name) => {
+                        let mut node: Node = get_record(txn, Table::Nodes, name.as_bytes())?
+                            .ok_or_else(|| Error::not_found("node", name))?;
+                        let free = node.free();
+                        let fits = node.state == NodeState::Ready
+                            && !node.cordoned
+                            && free.vcpus >= u64::from(vm.spec.vcpus)
+                            && free.memory_mib >= u64::from(vm.spec.memory_mib);
+                        if !fits {
+                            // Changed since the snapshot: left Pending for the next pass.
+                            out.push((
+                                id.clone(),
+                                Placement::Unschedulable(format!("node {name} changed; retrying")),
+                            ));
+                            continue;
+                        }
+                        node.allocated.vcpus += u64::from(vm.spec.vcpus);
+                        node.allocated.memory_mib += u64::from(vm.spec.memory_mib);
+                        put_node(txn, &node)?;
+                        let (vm, _) = update_vm(txn, id, |vm| {
+                            vm.status.phase = Phase::Scheduled;
+                            vm.status.node = Some(name.clone());
+                            vm.status.reason = None;
                             Ok(())
                         })?;
+                        append_event(
+                            txn,
+                            "system:scheduler",
+                            Some(&vm.tenant),
+                            "vm.place",
+                            &format!("vms/{id}"),
+                        )?;
+                        placement.clone()
                     }
-                    Ok(Placement::Unschedulable(reason))
-                }
-                Ok(node) => {
-                    let mut node = node.clone();
-                    node.allocated.vcpus += need.vcpus;
-                    node.allocated.memory_mib += need.memory_mib;
-                    put_node(txn, &node)?;
-                    let (vm, _) = update_vm(txn, id, |vm| {
-                        vm.status.phase = Phase::Scheduled;
-                        vm.status.node = Some(node.name.clone());
-                        vm.status.reason = None;
-                        Ok(())
-                    })?;
-                    append_event(
-                        txn,
-                        "system:scheduler",
-                        Some(&vm.tenant),
-                        "vm.place",
-                        &format!("vms/{id}"),
-                    )?;
-                    Ok(Placement::Placed(node.name))
-                }
+                };
+                out.push((id.clone(), result));
             }
+            Ok(out)
         })
     }
 
