@@ -9,5 +9,6 @@ pub mod channel;
 pub mod daemon;
 pub mod driver;
 pub mod hostcaps;
+pub mod kvm;
 pub mod modprobe;
 pub mod qemu;

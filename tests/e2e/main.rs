@@ -5,6 +5,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod hostile;
+mod kvm_driver;
 mod modules;
 mod persistence;
 mod quota;

@@ -7,6 +7,7 @@ pub mod vm;
 
 use crate::driver::HypervisorDriver;
 use crate::hostcaps;
+use crate::kvm::KvmDriver;
 use crate::qemu::QemuDriver;
 use modvisor_control_plane::auth::TokenVerifier;
 use modvisor_control_plane::model::{
@@ -70,20 +71,23 @@ pub struct Node {
     fetcher: fetch::Fetcher,
 }
 
-/// Picks the driver, saying why.
+/// Picks the driver, saying why. `kvm` is our own VMM, run as `modvisor vmm` (this very
+/// binary); it needs hardware virtualization to boot a Linux guest.
 pub fn pick_driver(choice: DriverChoice) -> Result<Arc<dyn HypervisorDriver>, NodeError> {
     let hw = hostcaps::hardware_virtualization();
+    let kvm = || -> Result<Arc<dyn HypervisorDriver>, NodeError> {
+        let exe = std::env::current_exe().map_err(setup("locating the modvisor binary"))?;
+        Ok(Arc::new(KvmDriver::new(exe, vec!["vmm".into()])))
+    };
     match (choice, hw) {
         (DriverChoice::Kvm, false) => Err(NodeError::Setup(format!(
             "--driver kvm needs hardware virtualization (vmx/svm), and this host has none ({}); a Linux guest cannot boot under our vmm here. Use --driver qemu",
             hostcaps::describe()
         ))),
-        (DriverChoice::Kvm, true) => Err(NodeError::Setup(
-            "--driver kvm: the kvm driver (modvisor vmm) is not wired into the node agent yet; use --driver qemu".into(),
-        )),
-        (DriverChoice::Auto | DriverChoice::Qemu, _) => {
+        (DriverChoice::Kvm, true) | (DriverChoice::Auto, true) => kvm(),
+        (DriverChoice::Auto, false) | (DriverChoice::Qemu, _) => {
             if choice == DriverChoice::Auto {
-                tracing::info!(host = %hostcaps::describe(), "driver auto: qemu (the kvm driver is not wired in yet)");
+                tracing::info!(host = %hostcaps::describe(), "driver auto: qemu");
             }
             Ok(Arc::new(QemuDriver::detect().map_err(setup("qemu driver"))?))
         }

@@ -1,0 +1,239 @@
+//! The `kvm` driver: each guest is a `modvisor vmm` process (our own KVM VMM), one per
+//! VM, as Firecracker runs. COM1 goes to the console log, COM2 is served on the agent
+//! socket exactly as the `qemu` driver serves it, and the VMM's final state (with a
+//! crash reason) lands in a JSON state file.
+//!
+//! A full Linux guest needs hardware virtualization (VT-x/AMD-V); the node agent refuses
+//! `--driver kvm` on a host without it.
+
+use crate::driver::{DriverError, Guest, GuestSpec, GuestState, HypervisorDriver};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Exit status of `modvisor vmm` for a crashed VM.
+const EXIT_CRASHED: i32 = 3;
+
+/// The `kvm` driver.
+#[derive(Debug, Clone)]
+pub struct KvmDriver {
+    program: PathBuf,
+    prefix: Vec<String>,
+}
+
+impl KvmDriver {
+    /// A driver that runs `program prefix... --kernel ...` (normally the `modvisor`
+    /// binary with the prefix `vmm`).
+    pub fn new(program: PathBuf, prefix: Vec<String>) -> Self {
+        KvmDriver { program, prefix }
+    }
+}
+
+impl HypervisorDriver for KvmDriver {
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn acceleration(&self) -> String {
+        if crate::hostcaps::hardware_virtualization() {
+            "kvm (hardware virtualization)".into()
+        } else {
+            "kvm without hardware virtualization: guest kernel code is emulated".into()
+        }
+    }
+
+    fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DriverError::Io { path, source }
+        };
+        std::fs::create_dir_all(&spec.run_dir).map_err(io(&spec.run_dir))?;
+        let console = spec.run_dir.join("console.log");
+        let socket = spec.run_dir.join("agent.sock");
+        let state = spec.run_dir.join("state.json");
+        let log = spec.run_dir.join("vmm.log");
+        for stale in [&socket, &state, &console] {
+            let _ = std::fs::remove_file(stale);
+        }
+        let out = std::fs::File::create(&log).map_err(io(&log))?;
+        let err = out.try_clone().map_err(io(&log))?;
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.prefix)
+            .arg("--kernel")
+            .arg(&spec.kernel)
+            .arg("--initrd")
+            .arg(&spec.initrd)
+            .arg("--cmdline")
+            .arg(&spec.cmdline)
+            .arg("--vcpus")
+            .arg(spec.vcpus.to_string())
+            .arg("--memory-mib")
+            .arg(spec.memory_mib.to_string())
+            .arg("--console")
+            .arg(&console)
+            .arg("--agent-socket")
+            .arg(&socket)
+            .arg("--state-file")
+            .arg(&state)
+            .env("MODVISOR_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = cmd.spawn().map_err(|e| DriverError::Start {
+            what: self.program.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut guest = VmmGuest {
+            id: spec.id.clone(),
+            child: Some(child),
+            console,
+            socket,
+            state,
+            log,
+            ended: None,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !guest.socket.exists() {
+            if let s @ (GuestState::Crashed { .. } | GuestState::Exited) = guest.status() {
+                let reason = match s {
+                    GuestState::Crashed { reason } => reason,
+                    _ => "the vmm exited before serving the agent socket".into(),
+                };
+                return Err(DriverError::Start {
+                    what: format!("vmm for {}", spec.id),
+                    reason,
+                });
+            }
+            if Instant::now() > deadline {
+                guest.stop(Duration::ZERO);
+                return Err(DriverError::Start {
+                    what: format!("vmm for {}", spec.id),
+                    reason: "the agent socket did not appear within 15 s".into(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(Box::new(guest))
+    }
+}
+
+/// A guest run by `modvisor vmm`.
+#[derive(Debug)]
+pub struct VmmGuest {
+    id: String,
+    child: Option<Child>,
+    console: PathBuf,
+    socket: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+    ended: Option<GuestState>,
+}
+
+impl VmmGuest {
+    fn classify(&self, status: std::process::ExitStatus) -> GuestState {
+        let report: serde_json::Value = std::fs::read(&self.state)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        match status.code() {
+            Some(0) => GuestState::Exited,
+            Some(EXIT_CRASHED) => GuestState::Crashed {
+                reason: report["reason"]
+                    .as_str()
+                    .or(report["state"].as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| report.to_string()),
+            },
+            other => {
+                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let tail: String = tail
+                    .chars()
+                    .rev()
+                    .take(300)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                GuestState::Crashed {
+                    reason: format!("vmm ended ({other:?}): {}", tail.trim()),
+                }
+            }
+        }
+    }
+}
+
+impl Guest for VmmGuest {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn status(&mut self) -> GuestState {
+        if let Some(s) = &self.ended {
+            return s.clone();
+        }
+        let Some(child) = self.child.as_mut() else {
+            return GuestState::Exited;
+        };
+        match child.try_wait() {
+            Ok(None) => GuestState::Running,
+            Ok(Some(status)) => {
+                let s = self.classify(status);
+                self.child = None;
+                self.ended = Some(s.clone());
+                s
+            }
+            Err(e) => GuestState::Crashed {
+                reason: format!("cannot observe the vmm: {e}"),
+            },
+        }
+    }
+
+    fn stop(&mut self, grace: Duration) -> GuestState {
+        if let Some(child) = self.child.as_mut() {
+            // The vmm stops its VM cleanly on SIGTERM.
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+            }
+            if let Ok(status) = child.wait() {
+                let s = self.classify(status);
+                self.ended = Some(match s {
+                    GuestState::Crashed { .. } if status.code().is_none() => GuestState::Exited,
+                    other => other,
+                });
+            }
+            self.child = None;
+        }
+        self.status()
+    }
+
+    fn console_path(&self) -> &Path {
+        &self.console
+    }
+
+    fn agent_socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for VmmGuest {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The `kvm` driver (our vmm behind the hypervisor-driver trait) on this machine's
+//! /dev/kvm, with the vmm's probe guests: it starts, observes, bridges COM2, stops, and
+//! reports a crash. And `--driver kvm` without hardware virtualization fails clearly.
+
+use modvisor_node_agent::driver::{GuestSpec, GuestState, HypervisorDriver};
+use modvisor_node_agent::kvm::KvmDriver;
+use modvisor_vmm::probe::{self, Probe};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn driver() -> KvmDriver {
+    KvmDriver::new(env!("CARGO_BIN_EXE_modvisor").into(), vec!["vmm".into()])
+}
+
+fn spec(dir: &std::path::Path, probe: Probe) -> GuestSpec {
+    let kernel = probe::build(probe, dir).expect("assemble the probe guest");
+    let initrd = dir.join("initrd");
+    std::fs::write(&initrd, b"modvisor").unwrap();
+    GuestSpec {
+        id: format!("probe-{}", probe.name()),
+        vcpus: 1,
+        memory_mib: 64,
+        kernel,
+        initrd,
+        cmdline: "console=ttyS0".into(),
+        run_dir: dir.join("run"),
+    }
+}
+
+fn wait_end(g: &mut dyn modvisor_node_agent::driver::Guest) -> GuestState {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = g.status();
+        if s != GuestState::Running {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the probe guest did not end");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kvm_driver_runs_observes_and_stops_probe_guests() {
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "/dev/kvm is required"
+    );
+    let d = driver();
+    assert_eq!(d.name(), "kvm");
+
+    // A halting guest ends cleanly, its console in the log.
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = d.start(&spec(dir.path(), Probe::Hello)).unwrap();
+    assert_eq!(wait_end(g.as_mut()), GuestState::Exited);
+    let console = std::fs::read_to_string(g.console_path()).unwrap();
+    assert!(console.contains("hello from the guest"), "{console}");
+
+    // COM2 is bridged to the agent socket, as with the qemu driver.
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = d.start(&spec(dir.path(), Probe::Echo)).unwrap();
+    let mut s = std::os::unix::net::UnixStream::connect(g.agent_socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < 4 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the channel closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(&got[..4], b"ping");
+    assert_eq!(g.status(), GuestState::Running);
+    // Stopping a running guest ends it cleanly.
+    assert_eq!(g.stop(Duration::from_secs(10)), GuestState::Exited);
+
+    // A triple fault is a crash with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let mut g = d.start(&spec(dir.path(), Probe::TripleFault)).unwrap();
+    match wait_end(g.as_mut()) {
+        GuestState::Crashed { reason } => assert!(
+            reason.to_lowercase().contains("triple") || reason.to_lowercase().contains("shutdown"),
+            "{reason}"
+        ),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+}
+
+#[test]
+fn driver_kvm_without_hardware_virtualization_fails_clearly() {
+    if modvisor_node_agent::hostcaps::hardware_virtualization() {
+        // On such a host the kvm driver is the default; this test is about hosts without.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("t");
+    std::fs::write(&token, "x").unwrap();
+    let start = Instant::now();
+    let out = crate::support::modvisor()
+        .args([
+            "node-agent",
+            "--driver",
+            "kvm",
+            "--control-plane",
+            "http://127.0.0.1:9",
+            "--name",
+            "n",
+        ])
+        .arg("--bootstrap-token-file")
+        .arg(&token)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "it must fail fast, not hang"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("hardware virtualization"), "{err}");
+    assert_eq!(
+        err.trim()
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count(),
+        1,
+        "{err}"
+    );
+}
