@@ -184,14 +184,15 @@ fn latency() -> Result<()> {
         let token = std::fs::read_to_string(tmp.path().join("tokens/tenant-a.jwt"))?;
         let http = reqwest::blocking::Client::new();
         let admin = std::fs::read_to_string(tmp.path().join("tokens/admin.jwt"))?;
-        while !http
-            .get(format!("{base}/v1/nodes"))
-            .bearer_auth(admin.trim())
-            .send()?
-            .json::<serde_json::Value>()?
-            .as_array()
-            .is_some_and(|n| !n.is_empty())
-        {
+        loop {
+            let nodes: serde_json::Value = http
+                .get(format!("{base}/v1/nodes"))
+                .bearer_auth(admin.trim())
+                .send()?
+                .json()?;
+            if nodes.as_array().is_some_and(|n| !n.is_empty()) {
+                break;
+            }
             if Instant::now() > deadline {
                 bail!("no node registered");
             }

@@ -91,3 +91,102 @@ pub trait HypervisorDriver: Send + Sync {
     /// Starts a guest.
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError>;
 }
+
+/// Waits until `guest` serves its agent socket. A guest that ends first, or a socket that
+/// does not appear `within`, is a start failure (the guest is stopped).
+pub fn await_agent_socket(
+    guest: &mut dyn Guest,
+    what: &str,
+    within: Duration,
+) -> Result<(), DriverError> {
+    let deadline = std::time::Instant::now() + within;
+    while !guest.agent_socket().exists() {
+        match guest.status() {
+            GuestState::Running => {}
+            GuestState::Crashed { reason } => {
+                return Err(DriverError::Start {
+                    what: what.into(),
+                    reason,
+                })
+            }
+            GuestState::Exited => {
+                return Err(DriverError::Start {
+                    what: what.into(),
+                    reason: "it exited before serving the agent socket".into(),
+                })
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            guest.stop(Duration::ZERO);
+            return Err(DriverError::Start {
+                what: what.into(),
+                reason: format!(
+                    "the agent socket did not appear within {} s",
+                    within.as_secs()
+                ),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Sends SIGTERM to a hypervisor process, waits up to `grace`, then kills it; returns how
+/// it ended.
+pub fn terminate(
+    child: &mut std::process::Child,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+/// The files of a guest's run directory, created fresh: the console log, the agent
+/// socket path (removed if stale), and the hypervisor's own log opened for stdout and
+/// stderr.
+pub struct RunFiles {
+    /// The console log.
+    pub console: PathBuf,
+    /// The agent socket.
+    pub socket: PathBuf,
+    /// The hypervisor's log.
+    pub log: PathBuf,
+    /// The log, for stdout.
+    pub stdout: std::fs::File,
+    /// The log, for stderr.
+    pub stderr: std::fs::File,
+}
+
+impl RunFiles {
+    /// Prepares `spec.run_dir` with a log named `log_name`.
+    pub fn prepare(spec: &GuestSpec, log_name: &str) -> Result<Self, DriverError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| DriverError::Io { path, source }
+        };
+        std::fs::create_dir_all(&spec.run_dir).map_err(io(&spec.run_dir))?;
+        let console = spec.run_dir.join("console.log");
+        let socket = spec.run_dir.join("agent.sock");
+        let log = spec.run_dir.join(log_name);
+        let _ = std::fs::remove_file(&socket);
+        let _ = std::fs::remove_file(&console);
+        let stdout = std::fs::File::create(&log).map_err(io(&log))?;
+        let stderr = stdout.try_clone().map_err(io(&log))?;
+        Ok(RunFiles {
+            console,
+            socket,
+            log,
+            stdout,
+            stderr,
+        })
+    }
+}

@@ -6,12 +6,13 @@
 //! A full Linux guest needs hardware virtualization (VT-x/AMD-V); the node agent refuses
 //! `--driver kvm` on a host without it.
 
-use crate::driver::{DriverError, Guest, GuestSpec, GuestState, HypervisorDriver};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use crate::driver::{
+    await_agent_socket, terminate, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
+    RunFiles,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Exit status of `modvisor vmm` for a crashed VM.
 const EXIT_CRASHED: i32 = 3;
@@ -45,20 +46,9 @@ impl HypervisorDriver for KvmDriver {
     }
 
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DriverError::Io { path, source }
-        };
-        std::fs::create_dir_all(&spec.run_dir).map_err(io(&spec.run_dir))?;
-        let console = spec.run_dir.join("console.log");
-        let socket = spec.run_dir.join("agent.sock");
+        let files = RunFiles::prepare(spec, "vmm.log")?;
         let state = spec.run_dir.join("state.json");
-        let log = spec.run_dir.join("vmm.log");
-        for stale in [&socket, &state, &console] {
-            let _ = std::fs::remove_file(stale);
-        }
-        let out = std::fs::File::create(&log).map_err(io(&log))?;
-        let err = out.try_clone().map_err(io(&log))?;
+        let _ = std::fs::remove_file(&state);
         let mut cmd = Command::new(&self.program);
         cmd.args(&self.prefix)
             .arg("--kernel")
@@ -72,15 +62,15 @@ impl HypervisorDriver for KvmDriver {
             .arg("--memory-mib")
             .arg(spec.memory_mib.to_string())
             .arg("--console")
-            .arg(&console)
+            .arg(&files.console)
             .arg("--agent-socket")
-            .arg(&socket)
+            .arg(&files.socket)
             .arg("--state-file")
             .arg(&state)
             .env("MODVISOR_LOG", "warn")
             .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+            .stdout(files.stdout)
+            .stderr(files.stderr);
         let child = cmd.spawn().map_err(|e| DriverError::Start {
             what: self.program.display().to_string(),
             reason: e.to_string(),
@@ -88,33 +78,17 @@ impl HypervisorDriver for KvmDriver {
         let mut guest = VmmGuest {
             id: spec.id.clone(),
             child: Some(child),
-            console,
-            socket,
+            console: files.console,
+            socket: files.socket,
             state,
-            log,
+            log: files.log,
             ended: None,
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !guest.socket.exists() {
-            if let s @ (GuestState::Crashed { .. } | GuestState::Exited) = guest.status() {
-                let reason = match s {
-                    GuestState::Crashed { reason } => reason,
-                    _ => "the vmm exited before serving the agent socket".into(),
-                };
-                return Err(DriverError::Start {
-                    what: format!("vmm for {}", spec.id),
-                    reason,
-                });
-            }
-            if Instant::now() > deadline {
-                guest.stop(Duration::ZERO);
-                return Err(DriverError::Start {
-                    what: format!("vmm for {}", spec.id),
-                    reason: "the agent socket did not appear within 15 s".into(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        await_agent_socket(
+            &mut guest,
+            &format!("vmm for {}", spec.id),
+            Duration::from_secs(15),
+        )?;
         Ok(Box::new(guest))
     }
 }
@@ -196,21 +170,9 @@ impl Guest for VmmGuest {
 
     fn stop(&mut self, grace: Duration) -> GuestState {
         if let Some(child) = self.child.as_mut() {
-            // The vmm stops its VM cleanly on SIGTERM.
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-            }
-            if let Ok(status) = child.wait() {
-                let s = self.classify(status);
-                self.ended = Some(match s {
+            // The vmm stops its VM cleanly on SIGTERM; a kill after the grace is no crash.
+            if let Some(status) = terminate(child, grace) {
+                self.ended = Some(match self.classify(status) {
                     GuestState::Crashed { .. } if status.code().is_none() => GuestState::Exited,
                     other => other,
                 });

@@ -2,7 +2,10 @@
 //! initramfs, COM1 written to a console log and COM2 served on a Unix socket for the guest
 //! agent. KVM acceleration where the host has hardware virtualization, TCG otherwise.
 
-use crate::driver::{DriverError, Guest, GuestSpec, GuestState, HypervisorDriver};
+use crate::driver::{
+    await_agent_socket, terminate, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
+    RunFiles,
+};
 use crate::hostcaps;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -101,23 +104,12 @@ impl HypervisorDriver for QemuDriver {
     }
 
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError> {
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DriverError::Io { path, source }
-        };
-        std::fs::create_dir_all(&spec.run_dir).map_err(io(&spec.run_dir))?;
-        let console = spec.run_dir.join("console.log");
-        let socket = spec.run_dir.join("agent.sock");
-        let log = spec.run_dir.join("qemu.log");
-        let _ = std::fs::remove_file(&socket);
-        let _ = std::fs::remove_file(&console);
-        let log_file = std::fs::File::create(&log).map_err(io(&log))?;
-        let log_err = log_file.try_clone().map_err(io(&log))?;
+        let files = RunFiles::prepare(spec, "qemu.log")?;
         let child = self
-            .command(spec, &console, &socket)
+            .command(spec, &files.console, &files.socket)
             .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
+            .stdout(files.stdout)
+            .stderr(files.stderr)
             .spawn()
             .map_err(|e| DriverError::Start {
                 what: self.binary.display().to_string(),
@@ -127,29 +119,17 @@ impl HypervisorDriver for QemuDriver {
             id: spec.id.clone(),
             child: Some(child),
             adopted: None,
-            console,
-            socket,
-            log,
+            console: files.console,
+            socket: files.socket,
+            log: files.log,
             ended: None,
         };
         // QEMU creates the agent socket once it has parsed its devices.
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !guest.socket.exists() {
-            if let GuestState::Crashed { reason } = guest.status() {
-                return Err(DriverError::Start {
-                    what: format!("qemu for {}", spec.id),
-                    reason,
-                });
-            }
-            if Instant::now() > deadline {
-                guest.stop(Duration::ZERO);
-                return Err(DriverError::Start {
-                    what: format!("qemu for {}", spec.id),
-                    reason: "the agent socket did not appear within 15 s".into(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        await_agent_socket(
+            &mut guest,
+            &format!("qemu for {}", spec.id),
+            Duration::from_secs(15),
+        )?;
         Ok(Box::new(guest))
     }
 }
@@ -286,19 +266,7 @@ impl Guest for QemuGuest {
             self.ended = Some(GuestState::Exited);
         }
         if let Some(child) = self.child.as_mut() {
-            let pid = Pid::from_raw(child.id() as i32);
-            let _ = kill(pid, Signal::SIGTERM);
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
+            terminate(child, grace);
             self.child = None;
             self.ended = Some(GuestState::Exited);
         }

@@ -52,6 +52,15 @@ fn observed(node: &Node, id: &str) -> Option<ObservedVm> {
         .and_then(|h| h.observed.lock().ok().map(|o| o.clone()))
 }
 
+/// The command channel of VM `id`'s worker.
+fn worker(node: &Node, id: &str) -> Result<std::sync::mpsc::Sender<Command>, Error> {
+    node.vms
+        .lock()
+        .ok()
+        .and_then(|v| v.get(id).map(|h| h.tx.clone()))
+        .ok_or_else(|| Error::not_found("vm", id))
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
     web::block(f)
         .await
@@ -160,12 +169,7 @@ async fn load_module(
     authorize(&req, &node)?;
     let (node, id, body) = (node.get_ref().clone(), id.into_inner(), body.into_inner());
     let results = blocking(move || {
-        let tx = node
-            .vms
-            .lock()
-            .ok()
-            .and_then(|v| v.get(&id).map(|h| h.tx.clone()))
-            .ok_or_else(|| Error::not_found("vm", &id))?;
+        let tx = worker(&node, &id)?;
         let source = match node.fetcher.closure(&body.name) {
             Ok(s) => s,
             Err(FetchError::Malformed { module, reason }) => {
@@ -206,12 +210,7 @@ async fn unload_module(
     authorize(&req, &node)?;
     let (node, (id, name)) = (node.get_ref().clone(), path.into_inner());
     blocking(move || {
-        let tx = node
-            .vms
-            .lock()
-            .ok()
-            .and_then(|v| v.get(&id).map(|h| h.tx.clone()))
-            .ok_or_else(|| Error::not_found("vm", &id))?;
+        let tx = worker(&node, &id)?;
         let (reply, rx) = std::sync::mpsc::channel();
         tx.send(Command::Unload { name, reply })
             .map_err(|_| Error::not_found("vm", &id))?;

@@ -96,16 +96,8 @@ fn raw_load_of_a_signed_module_and_an_unsigned_copy() {
         .any(|m| m.name == "tcp_bbr"));
 
     // The same module with its signature stripped: the guest kernel refuses it.
-    let marker = b"~Module signature appended~\n";
-    assert!(image.ends_with(marker));
-    let n = image.len();
-    let sig_len = u32::from_be_bytes(
-        image[n - marker.len() - 4..n - marker.len()]
-            .try_into()
-            .unwrap(),
-    ) as usize;
-    let stripped = &image[..n - marker.len() - 12 - sig_len];
-    match g.client.load("tcp_bbr", "", stripped, T) {
+    let stripped = crate::support::strip_signature(&image);
+    match g.client.load("tcp_bbr", "", &stripped, T) {
         Err(ChannelError::Agent { errno, message, .. }) => {
             assert_eq!(errno, 129, "EKEYREJECTED expected: {message}");
         }
