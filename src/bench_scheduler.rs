@@ -232,6 +232,10 @@ fn latency() -> Result<()> {
         "tcg"
     };
     println!("create-to-Running, qemu driver ({accel}): {secs:.2} s");
-    println!("create-to-Running, kvm driver: not measured (needs hardware virtualization; not wired into the node agent yet)");
+    if modvisor_node_agent::hostcaps::hardware_virtualization() {
+        println!("create-to-Running, kvm driver: run the node agent with --driver kvm to measure it");
+    } else {
+        println!("create-to-Running, kvm driver: not measurable here (a Linux guest under our vmm needs hardware virtualization)");
+    }
     Ok(())
 }
