@@ -344,3 +344,60 @@ fn stale_jails_are_cleaned_after_kill_9_of_the_agent_but_live_ones_are_kept() {
     );
     assert_gone(&f.config.dir.join("orphan"), &group);
 }
+
+#[test]
+fn qemu_runs_jailed_with_its_own_sandbox_and_serves_its_socket_by_the_host_path() {
+    let qemu = Path::new("/usr/bin/qemu-system-x86_64");
+    assert!(
+        qemu.exists(),
+        "QEMU is not installed (apt-get install qemu-system-x86)"
+    );
+    let f = fixture("qemu");
+    let run_dir = f.run_dir("run-qemu");
+    let kernel = modvisor_vmm::probe::build(
+        modvisor_vmm::probe::Probe::PvhReady,
+        &f.dir.path().join("probe-qemu"),
+    )
+    .unwrap();
+    let mut spec = JailSpec::new("qemu", Limits::for_vm(1, 64, &Overhead::default()));
+    spec.bind_ro(&kernel, "/boot/kernel")
+        .bind_rw(&run_dir, "/run/vm");
+    let jail = Jail::prepare(&f.config, &spec).unwrap();
+    let mut cmd = jail.command(qemu);
+    cmd.args(["-name", "modvisor-qemu", "-machine", "pc", "-nodefaults"])
+        .args([
+            "-no-user-config",
+            "-no-reboot",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+        ])
+        .args(["-accel", "tcg", "-m", "64", "-kernel", "/boot/kernel"])
+        .args(["-sandbox", seccomp::QEMU_SANDBOX])
+        .args(["-serial", "file:/run/vm/console.log"])
+        .args(["-serial", "unix:/run/vm/agent.sock,server=on,wait=off"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = jail.spawn(&mut cmd).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let console = run_dir.join("console.log");
+    while !std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("qemu ended: {status:?}: {err}");
+        }
+        assert!(Instant::now() < deadline, "the probe did not print ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::os::unix::net::UnixStream::connect(run_dir.join("agent.sock")).unwrap();
+    // PID 1 of its namespace, QEMU handles SIGTERM and ends cleanly.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), None, "{status:?}");
+    jail.teardown().unwrap();
+}
