@@ -233,7 +233,9 @@ fn latency() -> Result<()> {
     };
     println!("create-to-Running, qemu driver ({accel}): {secs:.2} s");
     if modvisor_node_agent::hostcaps::hardware_virtualization() {
-        println!("create-to-Running, kvm driver: run the node agent with --driver kvm to measure it");
+        println!(
+            "create-to-Running, kvm driver: run the node agent with --driver kvm to measure it"
+        );
     } else {
         println!("create-to-Running, kvm driver: not measurable here (a Linux guest under our vmm needs hardware virtualization)");
     }
