@@ -125,10 +125,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     let original = std::fs::read(&path).unwrap();
     let mut flipped = original.clone();
     flipped[original.len() / 2] ^= 1;
-    let mut tampered = ModuleSource::new();
-    tampered
-        .insert(flipped, Some(crate::support::sha256_hex(&original)))
-        .unwrap();
+    let tampered = crate::support::source_of(&flipped, &crate::support::sha256_hex(&original));
     let dummy_policy = VettingPolicy::for_tenant(&release, ["dummy"]);
     let r = kind(&ModprobeService::new(&tampered, &trust).modprobe(
         &mut g.client,
@@ -139,11 +136,8 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     assert!(matches!(r, Rejection::Sha256Mismatch { .. }), "{r:?}");
 
     // Missing dependency: wireguard without the modules it needs.
-    let mut partial = ModuleSource::new();
     let wg = std::fs::read(g.kernel.module_path("wireguard").unwrap()).unwrap();
-    partial
-        .insert(wg.clone(), Some(crate::support::sha256_hex(&wg)))
-        .unwrap();
+    let partial = crate::support::source_of(&wg, &crate::support::sha256_hex(&wg));
     let wg_policy = approve(&source, &release, &["wireguard"]);
     let r = kind(&ModprobeService::new(&partial, &trust).modprobe(
         &mut g.client,
@@ -155,13 +149,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
 
     // Unsigned: the signature stripped (and pinned as such).
     let stripped = crate::support::strip_signature(&original);
-    let mut unsigned = ModuleSource::new();
-    unsigned
-        .insert(
-            stripped.clone(),
-            Some(crate::support::sha256_hex(&stripped)),
-        )
-        .unwrap();
+    let unsigned = crate::support::source_of(&stripped, &crate::support::sha256_hex(&stripped));
     let r = kind(&ModprobeService::new(&unsigned, &trust).modprobe(
         &mut g.client,
         "dummy",
@@ -220,10 +208,7 @@ fn sample_out_of_tree_module_is_rejected_by_vetting_and_by_the_guest_kernel() {
     let image = std::fs::read(format!("{dir}/khttpd.ko")).unwrap();
     let mut g = crate::support::boot("sample");
     let trust = crate::support::kernel_trust(&g.kernel);
-    let mut source = ModuleSource::new();
-    source
-        .insert(image.clone(), Some(crate::support::sha256_hex(&image)))
-        .unwrap();
+    let source = crate::support::source_of(&image, &crate::support::sha256_hex(&image));
     let policy = VettingPolicy::for_tenant(&g.kernel.release, ["khttpd"]);
     let out = ModprobeService::new(&source, &trust).modprobe(&mut g.client, "khttpd", "", &policy);
     assert!(

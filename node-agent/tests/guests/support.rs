@@ -93,3 +93,12 @@ pub fn strip_signature(image: &[u8]) -> Vec<u8> {
     ) as usize;
     image[..n - marker.len() - 12 - sig_len].to_vec()
 }
+
+/// A module source holding one image, pinned to `pin`.
+pub fn source_of(image: &[u8], pin: &str) -> modvisor_node_agent::modprobe::ModuleSource {
+    let mut source = modvisor_node_agent::modprobe::ModuleSource::new();
+    source
+        .insert(image.to_vec(), Some(pin.to_string()))
+        .unwrap();
+    source
+}
