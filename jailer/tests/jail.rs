@@ -346,7 +346,6 @@ fn stale_jails_are_cleaned_after_kill_9_of_the_agent_but_live_ones_are_kept() {
 }
 
 #[test]
-#[ignore = "known jailer bug (issue 6, not wired in yet): in about half the runs from a fresh clone QEMU's agent socket never appears at the host path of the jail's bind-mounted run dir; run with --ignored while fixing it"]
 fn qemu_runs_jailed_with_its_own_sandbox_and_serves_its_socket_by_the_host_path() {
     let qemu = Path::new("/usr/bin/qemu-system-x86_64");
     assert!(
@@ -395,6 +394,8 @@ fn qemu_runs_jailed_with_its_own_sandbox_and_serves_its_socket_by_the_host_path(
         assert!(Instant::now() < deadline, "the probe did not print ready");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // QEMU removes its socket when it exits, so first make sure it still runs.
+    assert!(child.try_wait().unwrap().is_none(), "qemu ended after ready");
     std::os::unix::net::UnixStream::connect(run_dir.join("agent.sock")).unwrap();
     // PID 1 of its namespace, QEMU handles SIGTERM and ends cleanly.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

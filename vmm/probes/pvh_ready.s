@@ -1,5 +1,7 @@
 # A PVH guest (32-bit entry through the Xen ELF note, as QEMU and modvisor vmm both
 # support): prints one line on COM1, then idles with interrupts on (it stays running).
+# It has no IDT, and QEMU's firmware leaves the PIT ticking, so it first masks both 8259
+# PICs: an unmasked timer interrupt would triple-fault it.
         .section .note.pvh, "a", @note
         .align 4
         .long 4                         # name size
@@ -17,6 +19,9 @@ pvh_start:
         mov $0x3f8, %dx
         cld
         rep outsb
+        mov $0xff, %al
+        out %al, $0x21                  # master PIC: mask every line
+        out %al, $0xa1                  # slave PIC: mask every line
 1:      sti
         hlt
         jmp 1b

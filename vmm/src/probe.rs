@@ -24,7 +24,8 @@ pub enum Probe {
     TripleFault,
     /// Hammers unclaimed ports and MMIO, floods the console with 2 MiB, halts.
     Hostile,
-    /// PVH entry: prints `modvisor probe: ready` and idles with interrupts on.
+    /// PVH entry: prints `modvisor probe: ready`, masks the PICs and idles with interrupts
+    /// on (it stays running until it is stopped).
     PvhReady,
 }
 
