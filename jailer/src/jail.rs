@@ -223,31 +223,6 @@ fn mounted_under(dir: &Path) -> bool {
     })
 }
 
-/// Takes a lock on `dir/.lock` for uid allocation.
-fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, JailError> {
-    let path = dir.join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(ioe(&path))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
-        JailError::Io {
-            path,
-            source: e.into(),
-        }
-    })
-}
-
-fn read_uid(jail_dir: &Path) -> Option<u32> {
-    std::fs::read_to_string(jail_dir.join("uid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 impl Jail {
     /// Makes the jail: its directory and root, a per-VM uid, the cgroup with its limits,
     /// and the plan the child follows. Nothing runs yet.
@@ -257,26 +232,7 @@ impl Jail {
         std::fs::create_dir_all(&config.dir).map_err(ioe(&config.dir))?;
         let dir = config.dir.join(&spec.id);
         let root = dir.join("root");
-        let uid = {
-            let _guard = lock(&config.dir)?;
-            if dir.exists() {
-                return Err(JailError::Invalid(format!(
-                    "{}: a jail of this id exists",
-                    dir.display()
-                )));
-            }
-            let used: Vec<u32> = std::fs::read_dir(&config.dir)
-                .map_err(ioe(&config.dir))?
-                .flatten()
-                .filter_map(|e| read_uid(&e.path()))
-                .collect();
-            let uid = (config.uid_base..config.uid_base.saturating_add(config.uid_count))
-                .find(|u| !used.contains(u))
-                .ok_or_else(|| JailError::Unavailable("every per-VM uid is in use".into()))?;
-            std::fs::create_dir_all(&root).map_err(ioe(&root))?;
-            std::fs::write(dir.join("uid"), uid.to_string()).map_err(ioe(&dir))?;
-            uid
-        };
+        let uid = crate::uid::allocate(config, &dir, &root)?;
         let jail = Jail {
             id: spec.id.clone(),
             dir: dir.clone(),
@@ -452,7 +408,7 @@ impl Jail {
         valid_id(id)?;
         let cgroups = check_host()?;
         let dir = config.dir.join(id);
-        let uid = read_uid(&dir)
+        let uid = crate::uid::recorded(&dir)
             .ok_or_else(|| JailError::Invalid(format!("{}: no jail there", dir.display())))?;
         Ok(Jail {
             id: id.into(),

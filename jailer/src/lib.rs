@@ -21,6 +21,7 @@ pub mod cgroup;
 mod child;
 mod jail;
 pub mod seccomp;
+mod uid;
 
 pub use cgroup::{CgroupError, CgroupLimits, Cgroups, Group, Version};
 pub use jail::{check_host, cleanup_stale, Bind, Jail, JailConfig, JailSpec};

@@ -6,7 +6,7 @@ use modvisor_jailer::{
 };
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -395,11 +395,37 @@ fn qemu_runs_jailed_with_its_own_sandbox_and_serves_its_socket_by_the_host_path(
         std::thread::sleep(Duration::from_millis(50));
     }
     // QEMU removes its socket when it exits, so first make sure it still runs.
-    assert!(child.try_wait().unwrap().is_none(), "qemu ended after ready");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "qemu ended after ready"
+    );
     std::os::unix::net::UnixStream::connect(run_dir.join("agent.sock")).unwrap();
     // PID 1 of its namespace, QEMU handles SIGTERM and ends cleanly.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), None, "{status:?}");
     jail.teardown().unwrap();
+}
+
+#[test]
+fn per_vm_uids_differ_and_skip_a_uid_a_live_process_already_runs_as() {
+    let mut f = fixture("uids");
+    // A range of this test's own, so parallel tests cannot take its uids.
+    f.config.uid_base = 3_000_000 + (std::process::id() % 1000) * 16;
+    f.config.uid_count = 16;
+    // Another agent (say) already runs a process as the first uid of the range.
+    let mut squatter = Command::new("sleep")
+        .arg("30")
+        .uid(f.config.uid_base)
+        .gid(f.config.uid_base)
+        .spawn()
+        .unwrap();
+    let a = Jail::prepare(&f.config, &probe_spec("uid-a", limits())).unwrap();
+    let b = Jail::prepare(&f.config, &probe_spec("uid-b", limits())).unwrap();
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert_eq!(a.uid(), f.config.uid_base + 1);
+    assert_eq!(b.uid(), f.config.uid_base + 2);
+    a.teardown().unwrap();
+    b.teardown().unwrap();
 }
