@@ -8,6 +8,7 @@ use modvisor_control_plane::reconciler::ReconcilerConfig;
 use modvisor_control_plane::server::DEFAULT_MAX_MODULE_BYTES;
 use modvisor_control_plane::{Config, ControlPlane};
 use modvisor_node_agent::daemon::{DriverChoice, NodeConfig};
+use modvisor_node_agent::jailing::JailOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -37,6 +38,79 @@ pub struct UpArgs {
     /// Seconds without heartbeats before a node is NotReady.
     #[arg(long, default_value_t = 6)]
     node_timeout_secs: u64,
+    #[command(flatten)]
+    vm_process: VmProcessArgs,
+}
+
+/// How node agents run VM processes (`up` and `node-agent`).
+#[derive(Debug, Args)]
+pub struct VmProcessArgs {
+    /// `on`: every VM process runs jailed (its own cgroup, namespaces, pivot_root,
+    /// per-VM uid, rlimits; seccomp for the kvm driver, QEMU's own sandbox for qemu).
+    /// `off`: unconfined, for development only.
+    #[arg(long, value_enum, default_value_t = JailSwitch::On)]
+    jail: JailSwitch,
+    /// First per-VM uid. Node agents sharing a host need disjoint ranges of 65536 uids;
+    /// with `up --nodes N`, node i uses the i-th range from here.
+    #[arg(long, default_value_t = 1_000_000)]
+    jail_uid_base: u32,
+    /// The cgroup under which each node agent puts `<parent>/<node name>/<vm id>`:
+    /// relative to the agent's own cgroup, or absolute (`/modvisor`) from the root of each
+    /// hierarchy.
+    #[arg(long, default_value = "modvisor")]
+    jail_cgroup_parent: String,
+    /// Memory a VM process may use beyond its guest's memory, in MiB (its cgroup limit is
+    /// the sum; the OOM killer ends it there and the VM is Failed with reason OOM).
+    #[arg(long, default_value_t = 256)]
+    jail_memory_overhead_mib: u64,
+    /// Kernel parameters appended to every guest's command line (e.g. `init_on_free=1`).
+    #[arg(long)]
+    guest_kernel_args: Option<String>,
+}
+
+/// `--jail on|off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum JailSwitch {
+    /// Jail every VM process.
+    On,
+    /// Run VM processes unconfined (development only).
+    Off,
+}
+
+impl VmProcessArgs {
+    /// The jail options of the `index`-th node agent (0-based) of this process.
+    fn jail(&self, index: usize) -> Result<Option<JailOptions>> {
+        if self.jail == JailSwitch::Off {
+            return Ok(None);
+        }
+        let defaults = JailOptions::default();
+        let uid_base = u32::try_from(index)
+            .ok()
+            .and_then(|i| i.checked_mul(defaults.uid_count))
+            .and_then(|off| self.jail_uid_base.checked_add(off))
+            .filter(|b| b.checked_add(defaults.uid_count).is_some())
+            .context("--jail-uid-base leaves no room for the per-VM uids of every node")?;
+        if uid_base == 0 {
+            bail!("--jail-uid-base must not be 0 (root)");
+        }
+        let parent = self.jail_cgroup_parent.trim_start_matches('/');
+        let valid = !parent.is_empty()
+            && parent.split('/').all(|c| {
+                !c.is_empty()
+                    && !c.starts_with('.')
+                    && c.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            });
+        if !valid {
+            bail!("--jail-cgroup-parent: use /-separated names of [A-Za-z0-9._-], none starting with a dot");
+        }
+        Ok(Some(JailOptions {
+            cgroup_parent: self.jail_cgroup_parent.clone(),
+            uid_base,
+            memory_overhead_mib: self.jail_memory_overhead_mib,
+            ..defaults
+        }))
+    }
 }
 
 /// How `up` fills the module catalog.
@@ -96,6 +170,8 @@ pub struct NodeAgentArgs {
     /// Memory offered to guests, MiB (default: the host's memory less 1 GiB).
     #[arg(long)]
     memory_mib: Option<u64>,
+    #[command(flatten)]
+    vm_process: VmProcessArgs,
 }
 
 /// The default allow-list `up` approves for every tenant (dependencies included).
@@ -212,6 +288,9 @@ pub fn up(args: UpArgs) -> Result<()> {
     let data_dir = args.data_dir.clone();
     let nodes = args.nodes;
     let driver = args.driver.choice();
+    let jails = (0..nodes)
+        .map(|i| args.vm_process.jail(i))
+        .collect::<Result<Vec<_>>>()?;
     let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
     let system = runtime()?;
     system.block_on(async move {
@@ -222,7 +301,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         let agents = async move {
             let Ok(addr) = rx.recv() else { return Ok(()) };
             let mut runs = Vec::new();
-            for i in 1..=nodes {
+            for (i, jail) in (1..=nodes).zip(jails) {
                 let config = NodeConfig {
                     name: format!("node-{i}"),
                     control_plane: format!("http://{addr}"),
@@ -231,6 +310,8 @@ pub fn up(args: UpArgs) -> Result<()> {
                     listen: "127.0.0.1:0".parse().expect("literal address"),
                     driver,
                     capacity: host_capacity(None, None),
+                    jail,
+                    guest_kernel_args: args.vm_process.guest_kernel_args.clone(),
                 };
                 runs.push(modvisor_node_agent::daemon::run(config));
             }
@@ -295,6 +376,8 @@ pub fn node_agent(args: NodeAgentArgs) -> Result<()> {
         listen: args.listen,
         driver: args.driver.choice(),
         capacity: host_capacity(args.vcpus, args.memory_mib),
+        jail: args.vm_process.jail(0)?,
+        guest_kernel_args: args.vm_process.guest_kernel_args,
     };
     runtime()?
         .block_on(modvisor_node_agent::daemon::run(config))

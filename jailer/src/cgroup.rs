@@ -186,6 +186,19 @@ impl Cgroups {
             .collect()
     }
 
+    /// Removes `parent`'s directories and then each of its own ancestors up to where it
+    /// starts, as far as they are empty; a parent that still holds groups stays.
+    pub fn remove_parent(&self, parent: &str) {
+        let depth = parent.trim_matches('/').split('/').count();
+        for dir in self.parent_dirs(parent) {
+            for d in dir.ancestors().take(depth) {
+                if std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
     /// The handle of group `name` under `parent` (which may or may not exist).
     pub fn group(&self, parent: &str, name: &str) -> Group {
         Group {
@@ -365,17 +378,26 @@ impl Group {
             .unwrap_or(0)
     }
 
-    /// The peak memory use in bytes, where the kernel reports it.
-    pub fn memory_peak(&self) -> Option<u64> {
+    fn memory_value(&self, v1: &str, v2: &str) -> Option<u64> {
         let file = match self.version {
-            Version::V1 => "memory.max_usage_in_bytes",
-            Version::V2 => "memory.peak",
+            Version::V1 => v1,
+            Version::V2 => v2,
         };
         std::fs::read_to_string(self.dir(1).join(file))
             .ok()?
             .trim()
             .parse()
             .ok()
+    }
+
+    /// The peak memory use in bytes, where the kernel reports it.
+    pub fn memory_peak(&self) -> Option<u64> {
+        self.memory_value("memory.max_usage_in_bytes", "memory.peak")
+    }
+
+    /// The memory limit in bytes (`None` when unlimited or the group is gone).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_value("memory.limit_in_bytes", "memory.max")
     }
 
     /// SIGKILLs every process in the group until none is left (or `within` passes).

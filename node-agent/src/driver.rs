@@ -90,6 +90,13 @@ pub trait HypervisorDriver: Send + Sync {
     fn acceleration(&self) -> String;
     /// Starts a guest.
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError>;
+    /// Takes over guest `id`, whose hypervisor (process `pid`, run directory `run_dir`) an
+    /// earlier run of the node agent started; `None` if it no longer runs or this driver
+    /// cannot adopt.
+    fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {
+        let _ = (id, pid, run_dir);
+        None
+    }
 }
 
 /// Waits until `guest` serves its agent socket. A guest that ends first, or a socket that

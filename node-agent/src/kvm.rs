@@ -3,6 +3,9 @@
 //! socket exactly as the `qemu` driver serves it, and the VMM's final state (with a
 //! crash reason) lands in a JSON state file.
 //!
+//! Jailed (the default in the node agent), the vmm runs in its own jail with `/dev/kvm`
+//! and under the jailer's seccomp allowlist for our vmm.
+//!
 //! A full Linux guest needs hardware virtualization (VT-x/AMD-V); the node agent refuses
 //! `--driver kvm` on a host without it.
 
@@ -10,8 +13,10 @@ use crate::driver::{
     await_agent_socket, terminate, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
     RunFiles,
 };
+use crate::jailing::{GuestJail, NodeJails};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Exit status of `modvisor vmm` for a crashed VM.
@@ -22,13 +27,25 @@ const EXIT_CRASHED: i32 = 3;
 pub struct KvmDriver {
     program: PathBuf,
     prefix: Vec<String>,
+    jails: Option<Arc<NodeJails>>,
 }
 
 impl KvmDriver {
     /// A driver that runs `program prefix... --kernel ...` (normally the `modvisor`
     /// binary with the prefix `vmm`).
     pub fn new(program: PathBuf, prefix: Vec<String>) -> Self {
-        KvmDriver { program, prefix }
+        KvmDriver {
+            program,
+            prefix,
+            jails: None,
+        }
+    }
+
+    /// The same driver, running every vmm in a jail of `jails` under the vmm's seccomp
+    /// allowlist.
+    pub fn with_jails(mut self, jails: Arc<NodeJails>) -> Self {
+        self.jails = Some(jails);
+        self
     }
 }
 
@@ -49,12 +66,24 @@ impl HypervisorDriver for KvmDriver {
         let files = RunFiles::prepare(spec, "vmm.log")?;
         let state = spec.run_dir.join("state.json");
         let _ = std::fs::remove_file(&state);
-        let mut cmd = Command::new(&self.program);
+        let mut jail = match &self.jails {
+            Some(jails) => {
+                let seccomp =
+                    modvisor_jailer::seccomp::vmm_profile().map_err(|e| DriverError::Start {
+                        what: format!("the jail of {}", spec.id),
+                        reason: e.to_string(),
+                    })?;
+                jails.prepare(spec, &self.program, &["/dev/kvm"], Some(seccomp))?
+            }
+            None => GuestJail::none(&self.program),
+        };
+        let path = |p: &Path| jail.path(spec, p);
+        let mut cmd = jail.command();
         cmd.args(&self.prefix)
             .arg("--kernel")
-            .arg(&spec.kernel)
+            .arg(path(&spec.kernel))
             .arg("--initrd")
-            .arg(&spec.initrd)
+            .arg(path(&spec.initrd))
             .arg("--cmdline")
             .arg(&spec.cmdline)
             .arg("--vcpus")
@@ -62,22 +91,29 @@ impl HypervisorDriver for KvmDriver {
             .arg("--memory-mib")
             .arg(spec.memory_mib.to_string())
             .arg("--console")
-            .arg(&files.console)
+            .arg(path(&files.console))
             .arg("--agent-socket")
-            .arg(&files.socket)
+            .arg(path(&files.socket))
             .arg("--state-file")
-            .arg(&state)
+            .arg(path(&state))
             .env("MODVISOR_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(files.stdout)
             .stderr(files.stderr);
-        let child = cmd.spawn().map_err(|e| DriverError::Start {
-            what: self.program.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let child = match jail.spawn(&mut cmd) {
+            Ok(c) => c,
+            Err(e) => {
+                jail.release();
+                return Err(DriverError::Start {
+                    what: self.program.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
         let mut guest = VmmGuest {
             id: spec.id.clone(),
             child: Some(child),
+            jail,
             console: files.console,
             socket: files.socket,
             state,
@@ -98,6 +134,7 @@ impl HypervisorDriver for KvmDriver {
 pub struct VmmGuest {
     id: String,
     child: Option<Child>,
+    jail: GuestJail,
     console: PathBuf,
     socket: PathBuf,
     state: PathBuf,
@@ -111,6 +148,9 @@ impl VmmGuest {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        if let Some(reason) = self.jail.oom_reason() {
+            return GuestState::Crashed { reason };
+        }
         match status.code() {
             Some(0) => GuestState::Exited,
             Some(EXIT_CRASHED) => GuestState::Crashed {
@@ -120,6 +160,13 @@ impl VmmGuest {
                     .map(str::to_string)
                     .unwrap_or_else(|| report.to_string()),
             },
+            None if std::os::unix::process::ExitStatusExt::signal(&status)
+                == Some(nix::sys::signal::Signal::SIGSYS as i32) =>
+            {
+                GuestState::Crashed {
+                    reason: "the vmm made a system call outside its seccomp allowlist and was killed (SIGSYS)".into(),
+                }
+            }
             other => {
                 let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
                 let tail: String = tail
@@ -159,6 +206,7 @@ impl Guest for VmmGuest {
             Ok(Some(status)) => {
                 let s = self.classify(status);
                 self.child = None;
+                self.jail.release();
                 self.ended = Some(s.clone());
                 s
             }
@@ -179,6 +227,7 @@ impl Guest for VmmGuest {
             }
             self.child = None;
         }
+        self.jail.release();
         self.status()
     }
 
@@ -196,6 +245,7 @@ impl Drop for VmmGuest {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
+            self.jail.release();
         }
     }
 }

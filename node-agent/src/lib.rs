@@ -9,6 +9,7 @@ pub mod channel;
 pub mod daemon;
 pub mod driver;
 pub mod hostcaps;
+pub mod jailing;
 pub mod kvm;
 pub mod modprobe;
 pub mod qemu;

@@ -1,16 +1,22 @@
 //! The `qemu` driver: each guest is a `qemu-system-x86_64` process with the kernel and
 //! initramfs, COM1 written to a console log and COM2 served on a Unix socket for the guest
 //! agent. KVM acceleration where the host has hardware virtualization, TCG otherwise.
+//!
+//! Jailed (the default in the node agent), QEMU runs in its own jail and under its own
+//! seccomp sandbox (`-sandbox`, a denylist; see the jailer's README): the jailer's
+//! allowlist is for our vmm only.
 
 use crate::driver::{
     await_agent_socket, terminate, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
     RunFiles,
 };
 use crate::hostcaps;
+use crate::jailing::{GuestJail, NodeJails};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How QEMU executes guest code.
@@ -27,6 +33,7 @@ pub enum Accel {
 pub struct QemuDriver {
     binary: PathBuf,
     accel: Accel,
+    jails: Option<Arc<NodeJails>>,
 }
 
 /// Finds an executable on `PATH`.
@@ -54,7 +61,17 @@ impl QemuDriver {
         } else {
             Accel::Tcg
         };
-        Ok(QemuDriver { binary, accel })
+        Ok(QemuDriver {
+            binary,
+            accel,
+            jails: None,
+        })
+    }
+
+    /// The same driver, running every guest in a jail of `jails`.
+    pub fn with_jails(mut self, jails: Arc<NodeJails>) -> Self {
+        self.jails = Some(jails);
+        self
     }
 
     /// The acceleration in use.
@@ -62,8 +79,9 @@ impl QemuDriver {
         self.accel
     }
 
-    fn command(&self, spec: &GuestSpec, console: &Path, socket: &Path) -> Command {
-        let mut cmd = Command::new(&self.binary);
+    fn command(&self, spec: &GuestSpec, jail: &GuestJail, files: &RunFiles) -> Command {
+        let path = |p: &Path| jail.path(spec, p);
+        let mut cmd = jail.command();
         cmd.arg("-name")
             .arg(format!("modvisor-{}", spec.id))
             .args(["-machine", "pc"])
@@ -73,20 +91,26 @@ impl QemuDriver {
             Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
             Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "max"]),
         };
+        if jail.is_jailed() {
+            cmd.args(["-sandbox", modvisor_jailer::seccomp::QEMU_SANDBOX]);
+        }
         cmd.arg("-m")
             .arg(spec.memory_mib.to_string())
             .arg("-smp")
             .arg(spec.vcpus.to_string())
             .arg("-kernel")
-            .arg(&spec.kernel)
+            .arg(path(&spec.kernel))
             .arg("-initrd")
-            .arg(&spec.initrd)
+            .arg(path(&spec.initrd))
             .arg("-append")
             .arg(&spec.cmdline)
             .arg("-serial")
-            .arg(format!("file:{}", console.display()))
+            .arg(format!("file:{}", path(&files.console).display()))
             .arg("-serial")
-            .arg(format!("unix:{},server=on,wait=off", socket.display()));
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                path(&files.socket).display()
+            ));
         cmd
     }
 }
@@ -105,20 +129,35 @@ impl HypervisorDriver for QemuDriver {
 
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError> {
         let files = RunFiles::prepare(spec, "qemu.log")?;
-        let child = self
-            .command(spec, &files.console, &files.socket)
-            .stdin(Stdio::null())
+        let mut jail = match &self.jails {
+            Some(jails) => {
+                let devices: &[&str] = match self.accel {
+                    Accel::Kvm => &["/dev/kvm"],
+                    Accel::Tcg => &[],
+                };
+                jails.prepare(spec, &self.binary, devices, None)?
+            }
+            None => GuestJail::none(&self.binary),
+        };
+        let mut cmd = self.command(spec, &jail, &files);
+        cmd.stdin(Stdio::null())
             .stdout(files.stdout)
-            .stderr(files.stderr)
-            .spawn()
-            .map_err(|e| DriverError::Start {
-                what: self.binary.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            .stderr(files.stderr);
+        let child = match jail.spawn(&mut cmd) {
+            Ok(c) => c,
+            Err(e) => {
+                jail.release();
+                return Err(DriverError::Start {
+                    what: self.binary.display().to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        };
         let mut guest = QemuGuest {
             id: spec.id.clone(),
             child: Some(child),
             adopted: None,
+            jail,
             console: files.console,
             socket: files.socket,
             log: files.log,
@@ -132,6 +171,14 @@ impl HypervisorDriver for QemuDriver {
         )?;
         Ok(Box::new(guest))
     }
+
+    fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {
+        let jail = match &self.jails {
+            Some(jails) => jails.reopen(id),
+            None => GuestJail::none(&self.binary),
+        };
+        QemuGuest::adopt(id, pid, run_dir, jail).map(|g| Box::new(g) as Box<dyn Guest>)
+    }
 }
 
 /// A guest run by QEMU.
@@ -141,6 +188,7 @@ pub struct QemuGuest {
     child: Option<Child>,
     /// A QEMU started by an earlier run of the node agent and adopted by this one.
     adopted: Option<u32>,
+    jail: GuestJail,
     console: PathBuf,
     socket: PathBuf,
     log: PathBuf,
@@ -164,12 +212,14 @@ pub fn is_qemu_for(pid: u32, id: &str) -> bool {
 }
 
 impl QemuGuest {
-    /// Takes over a QEMU that an earlier node agent started for guest `id` in `run_dir`.
-    pub fn adopt(id: &str, pid: u32, run_dir: &Path) -> Option<Self> {
+    /// Takes over a QEMU that an earlier node agent started for guest `id` in `run_dir`
+    /// (in `jail`).
+    pub fn adopt(id: &str, pid: u32, run_dir: &Path, jail: GuestJail) -> Option<Self> {
         is_qemu_for(pid, id).then(|| QemuGuest {
             id: id.to_string(),
             child: None,
             adopted: Some(pid),
+            jail,
             console: run_dir.join("console.log"),
             socket: run_dir.join("agent.sock"),
             log: run_dir.join("qemu.log"),
@@ -187,6 +237,9 @@ impl QemuGuest {
     }
 
     fn classify(&self, status: std::process::ExitStatus) -> GuestState {
+        if let Some(reason) = self.jail.oom_reason() {
+            return GuestState::Crashed { reason };
+        }
         if status.success() {
             let console = std::fs::read(&self.console).unwrap_or_default();
             let text = String::from_utf8_lossy(&console);
@@ -230,8 +283,12 @@ impl Guest for QemuGuest {
             }
             self.adopted = None;
             let state = GuestState::Crashed {
-                reason: "the adopted qemu process ended".into(),
+                reason: self
+                    .jail
+                    .oom_reason()
+                    .unwrap_or_else(|| "the adopted qemu process ended".into()),
             };
+            self.jail.release();
             self.ended = Some(state.clone());
             return state;
         }
@@ -243,6 +300,7 @@ impl Guest for QemuGuest {
             Ok(Some(status)) => {
                 let state = self.classify(status);
                 self.child = None;
+                self.jail.release();
                 self.ended = Some(state.clone());
                 state
             }
@@ -270,6 +328,7 @@ impl Guest for QemuGuest {
             self.child = None;
             self.ended = Some(GuestState::Exited);
         }
+        self.jail.release();
         self.status()
     }
 
@@ -287,6 +346,7 @@ impl Drop for QemuGuest {
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
+            self.jail.release();
         }
     }
 }

@@ -2,24 +2,32 @@
 //! real HTTP, sled, and QEMU guests running Debian's kernel. Tenants A and B drive VMs and
 //! module loads over REST; node failure, control-plane failure, quotas and capacity.
 
+use crate::host::{jail_gone, processes_mentioning, HostCleanup, HostProcess};
 use crate::support::{modvisor, Plane, Resp};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// This test's cgroup parent for its node agents' jails.
+fn cgroup_parent() -> String {
+    format!("modvisor-e2e-cluster-{}", std::process::id())
+}
+
 struct Agent {
     name: String,
     dir: PathBuf,
+    uid_base: u32,
     child: Option<Child>,
 }
 
 impl Agent {
-    fn start(name: &str, plane: &Plane, root: &Path) -> Agent {
+    fn start(name: &str, uid_base: u32, plane: &Plane, root: &Path) -> Agent {
         let dir = root.join(name);
         let mut a = Agent {
             name: name.into(),
             dir,
+            uid_base,
             child: None,
         };
         a.spawn(plane);
@@ -57,6 +65,8 @@ impl Agent {
                 "2048",
             ])
             .args(["--control-plane", &plane.base])
+            .args(["--jail-cgroup-parent", &cgroup_parent()])
+            .args(["--jail-uid-base", &self.uid_base.to_string()])
             .arg("--bootstrap-token-file")
             .arg(&token)
             .arg("--data-dir")
@@ -83,40 +93,9 @@ impl Drop for Agent {
     }
 }
 
-/// Kills every process whose command line mentions `needle` (the QEMUs of a test).
-fn kill_processes_mentioning(needle: &str) {
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmd).contains(needle) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-}
-
-/// Processes whose command line holds `needle` (as one argument or inside one).
-fn count_processes_mentioning(needle: &str) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<i32>().is_ok())
-        .filter(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).contains(needle)
-        })
-        .count()
-}
-
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        kill_processes_mentioning(&self.0);
-    }
+/// The hypervisor processes of VM `id` (QEMU is named `modvisor-<id>`).
+fn vm_processes(id: &str) -> Vec<HostProcess> {
+    processes_mentioning(&format!("modvisor-{id}"))
 }
 
 #[track_caller]
@@ -193,10 +172,14 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         &listen,
     ]);
     let root = p.dir.path().join("nodes");
-    let _cleanup = Cleanup(p.dir.path().display().to_string());
+    let _cleanup = HostCleanup {
+        dir: p.dir.path().to_path_buf(),
+        cgroup_parent: cgroup_parent(),
+    };
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
-    let mut n1 = Agent::start("node-1", &p, &root);
-    let mut n2 = Agent::start("node-2", &p, &root);
+    // Two agents on one host: disjoint per-VM uid ranges.
+    let mut n1 = Agent::start("node-1", 2_000_000, &p, &root);
+    let mut n2 = Agent::start("node-2", 2_100_000, &p, &root);
     wait_for("two Ready nodes", 120, || {
         let nodes = p.get(&admin, "/v1/nodes").expect(200).body;
         let ready = nodes
@@ -228,6 +211,37 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         va1["status"]["node"], va2["status"]["node"],
         "a tenant's VMs are spread"
     );
+    // Every VM process runs jailed: its node's per-VM uid, its own cgroup, its own root.
+    for (id, v) in [(&a1, &va1), (&a2, &va2)] {
+        let node = v["status"]["node"].as_str().unwrap();
+        let base = if node == "node-1" {
+            2_000_000
+        } else {
+            2_100_000
+        };
+        let procs = vm_processes(id);
+        assert_eq!(procs.len(), 1, "{procs:?}");
+        let q = &procs[0];
+        assert!((base..base + 65_536).contains(&q.uid), "{q:?}");
+        assert!(
+            q.cgroups
+                .contains(&format!("{}/{node}/{id}", cgroup_parent())),
+            "{q:?}"
+        );
+        assert!(root.join(node).join("jails").join(id).join("root").is_dir());
+        for (name, visible) in [
+            ("run", true),
+            ("usr", true),
+            ("home", false),
+            ("tmp", false),
+        ] {
+            assert_eq!(
+                q.root_entries.contains(&name.into()),
+                visible,
+                "/{name}: {q:?}"
+            );
+        }
+    }
 
     // A asks for tcp_bbr, B for wireguard (eight dependencies): both end Loaded, and the
     // guests' own module lists, through the API, show them.
@@ -363,8 +377,10 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
     // Restart the dead agent: it re-adopts its old guests, learns they are not its any
     // more, and removes them: a1 runs exactly once.
     dead.spawn(&p);
-    wait_for("the old copy of a1 removed", 120, || {
-        (count_processes_mentioning(&format!("modvisor-{a1}")) == 1).then_some(Value::Null)
+    let dead_dir = dead.dir.clone();
+    wait_for("the old copy of a1 removed, with its jail", 120, || {
+        (vm_processes(&a1).len() == 1 && jail_gone(&dead_dir, &cgroup_parent(), &a1_node, &a1))
+            .then_some(Value::Null)
     });
 
     // kill -9 of the control plane right after it acknowledged a VM with a module;
@@ -430,11 +446,16 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
     );
 
     // Deleting a placed VM: 202, then it is gone from the API and from its node.
+    let b1_node = vm(&p, &b, &b1)["status"]["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
     p.delete(&b, &format!("/v1/vms/{b1}")).expect(202);
-    wait_for("b1 deleted", 120, || {
+    wait_for("b1 deleted, with its jail", 120, || {
         (p.get(&b, &format!("/v1/vms/{b1}")).status == 404
-            && count_processes_mentioning(&format!("modvisor-{b1}")) == 0)
-            .then_some(Value::Null)
+            && vm_processes(&b1).is_empty()
+            && jail_gone(&root.join(&b1_node), &cgroup_parent(), &b1_node, &b1))
+        .then_some(Value::Null)
     });
     let t = p.get(&admin, "/v1/tenants/tenant-b").expect(200).body;
     assert_eq!(t["usage"]["vms"], 0);

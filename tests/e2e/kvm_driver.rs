@@ -1,15 +1,33 @@
 //! The `kvm` driver (our vmm behind the hypervisor-driver trait) on this machine's
-//! /dev/kvm, with the vmm's probe guests: it starts, observes, bridges COM2, stops, and
-//! reports a crash. And `--driver kvm` without hardware virtualization fails clearly.
+//! /dev/kvm, with the vmm's probe guests, jailed as the node agent jails it (seccomp
+//! allowlist included): it starts, observes, bridges COM2, stops, and reports a crash. And
+//! `--driver kvm` without hardware virtualization fails clearly.
 
+use crate::host::HostCleanup;
 use modvisor_node_agent::driver::{GuestSpec, GuestState, HypervisorDriver};
+use modvisor_node_agent::jailing::{JailOptions, NodeJails};
 use modvisor_node_agent::kvm::KvmDriver;
 use modvisor_vmm::probe::{self, Probe};
 use std::io::{Read, Write};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn driver() -> KvmDriver {
-    KvmDriver::new(env!("CARGO_BIN_EXE_modvisor").into(), vec!["vmm".into()])
+/// The jailed kvm driver with jails in `dir`, and what removes its cgroups at the end.
+fn driver(dir: &std::path::Path) -> (KvmDriver, HostCleanup) {
+    let parent = format!("modvisor-e2e-kvm-{}", std::process::id());
+    let options = JailOptions {
+        cgroup_parent: parent.clone(),
+        uid_base: 2_300_000,
+        ..JailOptions::default()
+    };
+    let jails = NodeJails::new(dir, "kvm", &options);
+    let d = KvmDriver::new(env!("CARGO_BIN_EXE_modvisor").into(), vec!["vmm".into()])
+        .with_jails(Arc::new(jails));
+    let cleanup = HostCleanup {
+        dir: dir.to_path_buf(),
+        cgroup_parent: parent,
+    };
+    (d, cleanup)
 }
 
 fn spec(dir: &std::path::Path, probe: Probe) -> GuestSpec {
@@ -45,7 +63,8 @@ fn kvm_driver_runs_observes_and_stops_probe_guests() {
         std::path::Path::new("/dev/kvm").exists(),
         "/dev/kvm is required"
     );
-    let d = driver();
+    let node = tempfile::tempdir().unwrap();
+    let (d, _cleanup) = driver(node.path());
     assert_eq!(d.name(), "kvm");
 
     // A halting guest ends cleanly, its console in the log.
@@ -70,6 +89,18 @@ fn kvm_driver_runs_observes_and_stops_probe_guests() {
     }
     assert_eq!(&got[..4], b"ping");
     assert_eq!(g.status(), GuestState::Running);
+    // ... from inside its jail: a per-VM uid, under the seccomp filter.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", g.pid().unwrap())).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), "2300000", "{status}");
+    assert_eq!(field("Seccomp:"), "2", "filter mode: {status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
     // Stopping a running guest ends it cleanly.
     assert_eq!(g.stop(Duration::from_secs(10)), GuestState::Exited);
 

@@ -4,7 +4,9 @@
 mod auth;
 mod cli;
 mod cluster;
+mod host;
 mod hostile;
+mod jail;
 mod kvm_driver;
 mod modules;
 mod persistence;

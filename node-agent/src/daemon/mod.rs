@@ -7,6 +7,7 @@ pub mod vm;
 
 use crate::driver::HypervisorDriver;
 use crate::hostcaps;
+use crate::jailing::{JailOptions, NodeJails};
 use crate::kvm::KvmDriver;
 use crate::qemu::QemuDriver;
 use modvisor_control_plane::auth::TokenVerifier;
@@ -48,6 +49,11 @@ pub struct NodeConfig {
     pub driver: DriverChoice,
     /// Capacity offered to guests.
     pub capacity: Resources,
+    /// How VM processes are jailed; `None` (`--jail off`) runs them unconfined, for
+    /// development only.
+    pub jail: Option<JailOptions>,
+    /// Kernel parameters appended to every guest's command line.
+    pub guest_kernel_args: Option<String>,
 }
 
 /// Errors that keep a node agent from starting.
@@ -72,12 +78,20 @@ pub struct Node {
 }
 
 /// Picks the driver, saying why. `kvm` is our own VMM, run as `modvisor vmm` (this very
-/// binary); it needs hardware virtualization to boot a Linux guest.
-pub fn pick_driver(choice: DriverChoice) -> Result<Arc<dyn HypervisorDriver>, NodeError> {
+/// binary); it needs hardware virtualization to boot a Linux guest. With `jails`, every
+/// guest's hypervisor runs jailed.
+pub fn pick_driver(
+    choice: DriverChoice,
+    jails: Option<Arc<NodeJails>>,
+) -> Result<Arc<dyn HypervisorDriver>, NodeError> {
     let hw = hostcaps::hardware_virtualization();
     let kvm = || -> Result<Arc<dyn HypervisorDriver>, NodeError> {
         let exe = std::env::current_exe().map_err(setup("locating the modvisor binary"))?;
-        Ok(Arc::new(KvmDriver::new(exe, vec!["vmm".into()])))
+        let driver = KvmDriver::new(exe, vec!["vmm".into()]);
+        Ok(match jails.clone() {
+            Some(j) => Arc::new(driver.with_jails(j)),
+            None => Arc::new(driver),
+        })
     };
     match (choice, hw) {
         (DriverChoice::Kvm, false) => Err(NodeError::Setup(format!(
@@ -89,7 +103,11 @@ pub fn pick_driver(choice: DriverChoice) -> Result<Arc<dyn HypervisorDriver>, No
             if choice == DriverChoice::Auto {
                 tracing::info!(host = %hostcaps::describe(), "driver auto: qemu");
             }
-            Ok(Arc::new(QemuDriver::detect().map_err(setup("qemu driver"))?))
+            let driver = QemuDriver::detect().map_err(setup("qemu driver"))?;
+            Ok(match jails.clone() {
+                Some(j) => Arc::new(driver.with_jails(j)),
+                None => Arc::new(driver),
+            })
         }
     }
 }
@@ -105,7 +123,25 @@ pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
 }
 
 fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), NodeError> {
-    let driver = pick_driver(config.driver)?;
+    let records = config.data_dir.join("vms");
+    std::fs::create_dir_all(&records).map_err(setup("records"))?;
+    let saved = VmRecord::load_all(&records);
+    let jails = match &config.jail {
+        Some(options) => {
+            let jails = NodeJails::new(&config.data_dir, &config.name, options);
+            let keep: Vec<String> = saved.iter().map(|r| r.id.clone()).collect();
+            let line = jails.prepare_host(&keep).map_err(setup("jail"))?;
+            tracing::info!("{line}");
+            Some(Arc::new(jails))
+        }
+        None => {
+            tracing::warn!(
+                "jail off: VM processes run unconfined as the agent's user (development only)"
+            );
+            None
+        }
+    };
+    let driver = pick_driver(config.driver, jails)?;
     tracing::info!(driver = driver.name(), accel = %driver.acceleration(), "hypervisor driver");
     let kernel = modvisor_guest::kernel::resolve(|m| tracing::info!("{m}"))
         .map_err(setup("guest kernel"))?;
@@ -117,9 +153,6 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         &std::fs::read(&kernel.vmlinuz).map_err(setup("guest kernel"))?,
     )
     .map_err(setup("keys of the guest kernel"))?;
-    let records = config.data_dir.join("vms");
-    std::fs::create_dir_all(&records).map_err(setup("records"))?;
-
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(setup("node API listener"))?;
     let addr = listener.local_addr().map_err(setup("node API listener"))?;
@@ -145,7 +178,10 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         driver,
         kernel: kernel.vmlinuz.clone(),
         initrd,
-        cmdline: modvisor_guest::cmdline::default_cmdline(),
+        cmdline: match &config.guest_kernel_args {
+            Some(extra) => format!("{} {extra}", modvisor_guest::cmdline::default_cmdline()),
+            None => modvisor_guest::cmdline::default_cmdline(),
+        },
         run_root: config.data_dir.join("run"),
         records: records.clone(),
         trust: Arc::new(trust),
@@ -163,7 +199,7 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
             http: http.clone(),
         },
     });
-    for rec in VmRecord::load_all(&records) {
+    for rec in saved {
         tracing::info!(vm = %rec.id, "re-adopting");
         let h = vm::spawn(
             host.clone(),

@@ -4,7 +4,6 @@
 use crate::channel::AgentClient;
 use crate::driver::{Guest, GuestSpec, GuestState, HypervisorDriver};
 use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
-use crate::qemu::QemuGuest;
 use modvisor_control_plane::model::{EnsureVm, ObservedVm, Phase, PowerState};
 use modvisor_modules::{TrustStore, VettingPolicy};
 use serde::{Deserialize, Serialize};
@@ -179,10 +178,10 @@ impl Worker {
         if let Some(rec) = adopt {
             if let Some(g) = rec
                 .pid
-                .and_then(|pid| QemuGuest::adopt(&self.id, pid, &rec.run_dir))
+                .and_then(|pid| self.host.driver.adopt(&self.id, pid, &rec.run_dir))
             {
                 tracing::info!(vm = %self.id, "re-adopted a running guest");
-                self.guest = Some(Box::new(g));
+                self.guest = Some(g);
                 self.connect();
             }
         }
@@ -288,9 +287,28 @@ impl Worker {
                 self.refresh_modules();
             }
             Err(e) => {
-                let reason = format!("the guest agent did not answer: {e}");
+                let reason = self
+                    .ended_reason(Duration::from_secs(2))
+                    .unwrap_or_else(|| format!("the guest agent did not answer: {e}"));
                 self.stop_guest();
                 self.set(Phase::Failed, Some(reason));
+            }
+        }
+    }
+
+    /// Why the guest's hypervisor ended, if it ends `within` (a channel that broke is
+    /// often the first sign of a hypervisor that died: OOM, crash, guest power-off).
+    fn ended_reason(&mut self, within: Duration) -> Option<String> {
+        let g = self.guest.as_mut()?;
+        let deadline = Instant::now() + within;
+        loop {
+            match g.status() {
+                GuestState::Crashed { reason } => return Some(reason),
+                GuestState::Exited => {
+                    return Some("the guest powered off before its agent answered".into())
+                }
+                GuestState::Running if Instant::now() >= deadline => return None,
+                GuestState::Running => std::thread::sleep(Duration::from_millis(20)),
             }
         }
     }

@@ -1,17 +1,33 @@
-//! A real guest: Debian's cloud kernel and our initramfs under the qemu driver.
+//! A real guest: Debian's cloud kernel and our initramfs under the qemu driver, jailed as
+//! the node agent jails it.
 
 use modvisor_guest::kernel::{self, GuestKernel};
 use modvisor_node_agent::channel::AgentClient;
 use modvisor_node_agent::driver::{Guest, GuestSpec, HypervisorDriver};
+use modvisor_node_agent::jailing::{JailOptions, NodeJails};
 use modvisor_node_agent::qemu::QemuDriver;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A booted guest with a connected agent client.
+/// A booted guest with a connected agent client. Dropping it stops the guest, removes its
+/// jail, then its cgroup parent and directory.
 pub struct TestGuest {
     pub guest: Box<dyn Guest>,
     pub client: AgentClient,
     pub kernel: GuestKernel,
+    _parent: CgroupParent,
     _dir: tempfile::TempDir,
+}
+
+/// A test's own cgroup parent, removed when dropped (after the guest's jail is gone).
+struct CgroupParent(String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        if let Ok(cgroups) = modvisor_jailer::check_host() {
+            cgroups.remove_parent(&self.0);
+        }
+    }
 }
 
 /// The guest kernel (fetched by the CI setup, or `MODVISOR_KERNEL_DIR`).
@@ -38,8 +54,19 @@ pub fn boot(id: &str) -> TestGuest {
         cmdline: modvisor_guest::cmdline::default_cmdline(),
         run_dir: dir.path().join("run"),
     };
-    let driver = QemuDriver::detect().expect("qemu driver");
+    // The node agent's jail, with a cgroup parent and uid range of this test's own.
+    let parent = format!("modvisor-guest-tests-{}", std::process::id());
+    let options = JailOptions {
+        cgroup_parent: parent.clone(),
+        uid_base: 4_000_000,
+        ..JailOptions::default()
+    };
+    let jails = NodeJails::new(dir.path(), id, &options);
+    let driver = QemuDriver::detect()
+        .expect("qemu driver")
+        .with_jails(Arc::new(jails));
     let guest = driver.start(&spec).expect("start guest");
+    let parent = CgroupParent(format!("{parent}/{id}"));
     let mut client = AgentClient::connect(guest.agent_socket(), Duration::from_secs(10)).unwrap();
     let started = std::time::Instant::now();
     let hello = client.hello(Duration::from_secs(180)).unwrap_or_else(|e| {
@@ -52,6 +79,7 @@ pub fn boot(id: &str) -> TestGuest {
         guest,
         client,
         kernel,
+        _parent: parent,
         _dir: dir,
     }
 }
