@@ -32,7 +32,7 @@ struct Sample {
 
 /// Sums `Rss:` over the mappings of `pid`, leaving out those at least `ram` bytes large
 /// (the guest RAM).
-fn rss_overhead_kib(pid: u32, ram: u64) -> Result<u64> {
+pub(crate) fn rss_overhead_kib(pid: u32, ram: u64) -> Result<u64> {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))
         .with_context(|| format!("reading /proc/{pid}/smaps"))?;
     let mut total = 0;
@@ -94,7 +94,7 @@ fn measure(mut cmd: Command, console: &Path, ram: u64) -> Result<Sample> {
     })
 }
 
-fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
+pub(crate) fn median<T: Copy + Ord>(mut v: Vec<T>) -> T {
     v.sort_unstable();
     v[v.len() / 2]
 }

@@ -2,6 +2,7 @@
 //! the REST API as a tenant or an admin.
 
 mod bench_api;
+mod bench_isolation;
 mod bench_scheduler;
 mod bench_vmm;
 mod client;
@@ -91,6 +92,9 @@ enum BenchCommand {
     Scheduler(bench_scheduler::BenchSchedulerArgs),
     /// Start time and memory overhead of our VMM next to QEMU microvm, same probe guest.
     Vmm(bench_vmm::BenchVmmArgs),
+    /// The same tiny workload as a jailed process (container), a microVM under our vmm
+    /// and a QEMU guest: start latency and memory overhead side by side.
+    Isolation(bench_isolation::BenchIsolationArgs),
 }
 
 /// Where a data directory lives unless told otherwise.
@@ -128,6 +132,7 @@ fn main() -> ExitCode {
             BenchCommand::Api(args) => bench_api::run(args),
             BenchCommand::Scheduler(args) => bench_scheduler::run(args),
             BenchCommand::Vmm(args) => bench_vmm::run(args),
+            BenchCommand::Isolation(args) => bench_isolation::run(args),
         },
     };
     match result {

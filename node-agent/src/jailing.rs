@@ -105,6 +105,14 @@ impl NodeJails {
         ))
     }
 
+    /// Removes the node's cgroup parent (and its own parents, as far as they are empty)
+    /// once no jail is left in it.
+    pub fn remove_cgroup_parent(&self) {
+        if let Ok(cgroups) = modvisor_jailer::check_host() {
+            cgroups.remove_parent(&self.config.cgroup_parent);
+        }
+    }
+
     fn ids(&self) -> Vec<String> {
         std::fs::read_dir(&self.config.dir)
             .map(|rd| {

@@ -97,3 +97,33 @@ fn a_node_agent_that_cannot_jail_refuses_to_start_and_says_why() {
     assert!(err.contains("not root"), "{err}");
     assert!(err.contains("--jail off"), "{err}");
 }
+
+#[test]
+fn bench_isolation_prints_its_table_for_the_three_ways() {
+    let out = crate::support::modvisor()
+        .args(["bench", "isolation", "--runs", "1"])
+        .env("MODVISOR_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in ["container", "microVM (our vmm)", "QEMU ("] {
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    // Two figures per way and a ratio row after each: every row has its three values.
+    for row in [
+        "jail + start -> first output",
+        "resident memory beyond guest RAM",
+    ] {
+        let line = text.lines().find(|l| l.starts_with(row)).unwrap();
+        let values = line[row.len()..]
+            .split_whitespace()
+            .filter(|w| w.parse::<f64>().is_ok_and(|v| v > 0.0))
+            .count();
+        assert_eq!(values, 3, "{line}");
+    }
+}
