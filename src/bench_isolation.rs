@@ -100,17 +100,21 @@ fn await_ready(console: &Path, alive: &mut dyn FnMut() -> bool) -> Result<()> {
 
 /// The container: the static program alone in the same jail the node agent makes.
 fn run_process(jails: &NodeJails, spec: &GuestSpec, program: &Path) -> Result<Sample> {
-    std::fs::create_dir_all(&spec.run_dir)?;
-    let console = spec.run_dir.join("console.log");
+    std::fs::create_dir_all(spec.guest_dir())?;
+    let console = spec.guest_dir().join("console.log");
     let start = Instant::now();
     let mut jail = jails.prepare(spec, program, &[], None)?;
     let mut cmd = jail.command();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = jail
-        .spawn(&mut cmd)
-        .context("spawning the jailed process")?;
+    let mut child = match jail.spawn(&mut cmd) {
+        Ok(c) => c,
+        Err(e) => {
+            jail.release();
+            return Err(anyhow::Error::from(e).context("spawning the jailed process"));
+        }
+    };
     let ready = await_ready(&console, &mut || matches!(child.try_wait(), Ok(None)));
     let elapsed = start.elapsed();
     let rss = rss_overhead_kib(child.id(), u64::MAX);

@@ -55,9 +55,10 @@ pub struct VmProcessArgs {
     #[arg(long, default_value_t = 1_000_000)]
     jail_uid_base: u32,
     /// The cgroup under which each node agent puts `<parent>/<node name>/<vm id>`:
-    /// relative to the agent's own cgroup, or absolute (`/modvisor`) from the root of each
-    /// hierarchy.
-    #[arg(long, default_value = "modvisor")]
+    /// absolute (from the root of each hierarchy, so VMs outlive a restart of the agent's
+    /// own service) or relative to the agent's own cgroup (cgroup v1 only: v2 forbids
+    /// controllers below a cgroup that holds processes).
+    #[arg(long, default_value = "/modvisor")]
     jail_cgroup_parent: String,
     /// Memory a VM process may use beyond its guest's memory, in MiB (its cgroup limit is
     /// the sum; the OOM killer ends it there and the VM is Failed with reason OOM).
@@ -90,8 +91,11 @@ impl VmProcessArgs {
             .and_then(|off| self.jail_uid_base.checked_add(off))
             .filter(|b| b.checked_add(defaults.uid_count).is_some())
             .context("--jail-uid-base leaves no room for the per-VM uids of every node")?;
-        if uid_base == 0 {
-            bail!("--jail-uid-base must not be 0 (root)");
+        if uid_base < 65_536 {
+            bail!("--jail-uid-base must be at least 65536, above the host's own users and nobody");
+        }
+        if self.jail_memory_overhead_mib > 1 << 20 {
+            bail!("--jail-memory-overhead-mib must be at most 1048576 (1 TiB)");
         }
         let parent = self.jail_cgroup_parent.trim_start_matches('/');
         let valid = !parent.is_empty()

@@ -211,6 +211,19 @@ impl Cgroups {
         }
     }
 
+    /// Creates `parent` in every hierarchy and, with v2, enables the controllers down to it
+    /// (which the kernel refuses for a cgroup that holds processes: a relative parent under
+    /// an agent that is not in the root cgroup).
+    pub fn ensure_parent(&self, parent: &str) -> Result<(), CgroupError> {
+        for (h, dir) in self.hierarchies.iter().zip(self.parent_dirs(parent)) {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            if self.version == Version::V2 {
+                enable_controllers(&h.mount, &dir)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Creates group `name` under `parent` and writes its limits.
     pub fn create(
         &self,
@@ -218,13 +231,9 @@ impl Cgroups {
         name: &str,
         limits: &CgroupLimits,
     ) -> Result<Group, CgroupError> {
+        self.ensure_parent(parent)?;
         let group = self.group(parent, name);
-        for (h, dir) in self.hierarchies.iter().zip(&group.dirs) {
-            let parent_dir = dir.parent().unwrap_or(dir);
-            std::fs::create_dir_all(parent_dir).map_err(io(parent_dir))?;
-            if self.version == Version::V2 {
-                enable_controllers(&h.mount, parent_dir)?;
-            }
+        for dir in &group.dirs {
             match std::fs::create_dir(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -364,9 +373,14 @@ impl Group {
 
     /// How many times the kernel's OOM killer killed a process of the group.
     pub fn oom_kills(&self) -> u64 {
-        let (file, key) = match self.version {
-            Version::V1 => ("memory.oom_control", "oom_kill"),
-            Version::V2 => ("memory.events", "oom_kill"),
+        self.memory_event("oom_kill")
+    }
+
+    /// A `key value` counter of v1 `memory.oom_control` or v2 `memory.events`.
+    fn memory_event(&self, key: &str) -> u64 {
+        let file = match self.version {
+            Version::V1 => "memory.oom_control",
+            Version::V2 => "memory.events",
         };
         std::fs::read_to_string(self.dir(1).join(file))
             .unwrap_or_default()
@@ -388,6 +402,30 @@ impl Group {
             .trim()
             .parse()
             .ok()
+    }
+
+    /// Whether the group's memory use ever reached its limit. v2: the `max` or `oom` count
+    /// of `memory.events`. v1: a `failcnt`, or a peak (`max_usage_in_bytes`, also of
+    /// memory+swap) within 1 MiB of the limit; the peak is needed because with a
+    /// memory+swap limit the kernel may OOM-kill without counting a failure.
+    pub fn limit_reached(&self) -> bool {
+        match self.version {
+            Version::V1 => {
+                let failed = ["memory.failcnt", "memory.memsw.failcnt"]
+                    .iter()
+                    .any(|f| self.memory_value(f, "").unwrap_or(0) > 0);
+                let limit = self.memory_limit().unwrap_or(u64::MAX);
+                let peaked = [
+                    "memory.max_usage_in_bytes",
+                    "memory.memsw.max_usage_in_bytes",
+                ]
+                .iter()
+                .filter_map(|f| self.memory_value(f, ""))
+                .any(|peak| peak.saturating_add(1 << 20) >= limit);
+                failed || peaked
+            }
+            Version::V2 => self.memory_event("max") > 0 || self.memory_event("oom") > 0,
+        }
     }
 
     /// The peak memory use in bytes, where the kernel reports it.

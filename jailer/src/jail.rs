@@ -25,6 +25,9 @@ pub struct JailConfig {
     pub uid_base: u32,
     /// How many per-VM uids there are.
     pub uid_count: u32,
+    /// The host-wide registry of per-VM uids in use, shared by every node agent on the
+    /// host (`/run/modvisor/uids`).
+    pub uid_registry: PathBuf,
 }
 
 impl JailConfig {
@@ -35,6 +38,7 @@ impl JailConfig {
             cgroup_parent: "modvisor".into(),
             uid_base: 1_000_000,
             uid_count: 65_536,
+            uid_registry: PathBuf::from("/run/modvisor/uids"),
         }
     }
 }
@@ -121,6 +125,7 @@ const BASE_DEVICES: [&str; 5] = [
 pub struct Jail {
     id: String,
     dir: PathBuf,
+    registry: PathBuf,
     uid: u32,
     group: Group,
     plan: Option<Arc<Plan>>,
@@ -236,17 +241,31 @@ impl Jail {
         let jail = Jail {
             id: spec.id.clone(),
             dir: dir.clone(),
+            registry: config.uid_registry.clone(),
             uid,
             group: cgroups.group(&config.cgroup_parent, &spec.id),
             plan: None,
             enforced: String::new(),
         };
+        // The cgroup's directories, recorded before they exist: teardown and cleanup find
+        // them even if the agent comes back with another parent or in another cgroup.
+        let record = dir.join("cgroup");
+        let dirs: Vec<String> = jail
+            .group
+            .dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
         // From here on, a failure removes what was made.
         let group = jail.group.clone();
-        match jail.build(&cgroups, config, spec, &root) {
+        let made = std::fs::write(&record, dirs.join("\n"))
+            .map_err(ioe(&record))
+            .and_then(|()| jail.build(&cgroups, config, spec, &root));
+        match made {
             Ok(j) => Ok(j),
             Err(e) => {
                 let _ = group.remove();
+                crate::uid::release(&config.uid_registry, &dir, uid);
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
@@ -412,9 +431,11 @@ impl Jail {
             .ok_or_else(|| JailError::Invalid(format!("{}: no jail there", dir.display())))?;
         Ok(Jail {
             id: id.into(),
+            group: recorded_group(&cgroups, &dir)
+                .unwrap_or_else(|| cgroups.group(&config.cgroup_parent, id)),
             dir,
+            registry: config.uid_registry.clone(),
             uid,
-            group: cgroups.group(&config.cgroup_parent, id),
             plan: None,
             enforced: String::new(),
         })
@@ -487,15 +508,29 @@ impl Jail {
     /// Kills whatever still runs in the jail and removes its cgroup and directory. The
     /// caller reaps its own child first or after; zombies do not hold the cgroup.
     pub fn teardown(self) -> Result<(), JailError> {
-        remove(&self.group, &self.dir)
+        remove(&self.group, &self.dir, &self.registry)
     }
 }
 
-fn remove(group: &Group, dir: &Path) -> Result<(), JailError> {
+/// The cgroup a jail recorded when it was made (absent for jails made before the record).
+fn recorded_group(cgroups: &Cgroups, jail_dir: &Path) -> Option<Group> {
+    let text = std::fs::read_to_string(jail_dir.join("cgroup")).ok()?;
+    let dirs: Vec<PathBuf> = text.lines().map(PathBuf::from).collect();
+    let inside = |d: &PathBuf| cgroups.hierarchies.iter().any(|h| d.starts_with(&h.mount));
+    (dirs.len() == cgroups.hierarchies.len() && dirs.iter().all(inside)).then_some(Group {
+        version: cgroups.version,
+        dirs,
+    })
+}
+
+fn remove(group: &Group, dir: &Path, registry: &Path) -> Result<(), JailError> {
     group.kill_all(Duration::from_secs(5))?;
     group.remove()?;
     if mounted_under(dir) {
         return Err(JailError::Mounted(dir.to_path_buf()));
+    }
+    if let Some(uid) = crate::uid::recorded(dir) {
+        crate::uid::release(registry, dir, uid);
     }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
@@ -509,7 +544,8 @@ fn remove(group: &Group, dir: &Path) -> Result<(), JailError> {
 
 /// Removes jails left by a crash: every jail under `config.dir` whose cgroup holds no
 /// process (a VM that still runs is left for its node agent to adopt), and every empty
-/// cgroup under the parent with no jail directory. Returns the ids removed.
+/// cgroup under the parent with no jail directory. Returns the ids removed; a jail that
+/// cannot be removed is logged and left for the next run.
 pub fn cleanup_stale(config: &JailConfig) -> Result<Vec<String>, JailError> {
     let cgroups = check_host()?;
     let mut removed = Vec::new();
@@ -536,13 +572,19 @@ pub fn cleanup_stale(config: &JailConfig) -> Result<Vec<String>, JailError> {
         if valid_id(&id).is_err() {
             continue;
         }
-        let group = cgroups.group(&config.cgroup_parent, &id);
+        let dir = config.dir.join(&id);
+        let group = recorded_group(&cgroups, &dir)
+            .unwrap_or_else(|| cgroups.group(&config.cgroup_parent, &id));
         if !group.pids().is_empty() {
             continue;
         }
-        remove(&group, &config.dir.join(&id))?;
-        tracing::info!(jail = %id, "removed a stale jail");
-        removed.push(id);
+        match remove(&group, &dir, &config.uid_registry) {
+            Ok(()) => {
+                tracing::info!(jail = %id, "removed a stale jail");
+                removed.push(id);
+            }
+            Err(e) => tracing::warn!(jail = %id, error = %e, "cannot remove a stale jail"),
+        }
     }
     Ok(removed)
 }

@@ -67,12 +67,16 @@ pub struct Limits {
 impl Limits {
     /// Limits for a VM of `vcpus` and `memory_mib` plus `overhead`.
     pub fn for_vm(vcpus: u32, memory_mib: u32, overhead: &Overhead) -> Limits {
-        let pids = u64::from(vcpus) + overhead.pids;
+        let pids = u64::from(vcpus).saturating_add(overhead.pids);
+        let memory_mib = u64::from(memory_mib).saturating_add(overhead.memory_mib);
         Limits {
             cgroup: CgroupLimits {
                 pids_max: pids,
-                memory_bytes: (u64::from(memory_mib) + overhead.memory_mib) << 20,
-                cpu_millicores: Some(u64::from(vcpus) * 1000 + overhead.cpu_millicores),
+                // At most 2^43 MiB (8 EiB): the shift cannot wrap to a tiny limit.
+                memory_bytes: memory_mib.min(1 << 43) << 20,
+                cpu_millicores: Some(
+                    (u64::from(vcpus) * 1000).saturating_add(overhead.cpu_millicores),
+                ),
             },
             nofile: 1024,
             nproc: pids,

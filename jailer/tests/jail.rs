@@ -179,6 +179,7 @@ fn a_memory_hog_is_killed_at_the_memory_limit_and_counted_as_oom() {
     assert_eq!(out.status.signal(), Some(libc::SIGKILL), "{text}");
     assert!(!text.contains("survived"));
     assert!(jail.oom_kills() >= 1);
+    assert!(jail.cgroup().limit_reached(), "the limit was reached");
     let peak = jail.cgroup().memory_peak().unwrap();
     assert!(peak <= 64 << 20, "peak {peak}");
     jail.teardown().unwrap();
@@ -422,10 +423,40 @@ fn per_vm_uids_differ_and_skip_a_uid_a_live_process_already_runs_as() {
         .unwrap();
     let a = Jail::prepare(&f.config, &probe_spec("uid-a", limits())).unwrap();
     let b = Jail::prepare(&f.config, &probe_spec("uid-b", limits())).unwrap();
-    let _ = squatter.kill();
-    let _ = squatter.wait();
     assert_eq!(a.uid(), f.config.uid_base + 1);
     assert_eq!(b.uid(), f.config.uid_base + 2);
+    // A second agent (its own jail directory) with the same range: the host-wide registry
+    // gives it a uid of its own.
+    let mut other = fixture("uids-other");
+    other.config.uid_base = f.config.uid_base;
+    other.config.uid_count = f.config.uid_count;
+    let c = Jail::prepare(&other.config, &probe_spec("uid-c", limits())).unwrap();
+    assert_eq!(c.uid(), f.config.uid_base + 3);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    // The squatter gone and a jail torn down, both their uids are free again.
     a.teardown().unwrap();
-    b.teardown().unwrap();
+    let d = Jail::prepare(&other.config, &probe_spec("uid-d", limits())).unwrap();
+    let e = Jail::prepare(&other.config, &probe_spec("uid-e", limits())).unwrap();
+    assert_eq!(d.uid(), f.config.uid_base);
+    assert_eq!(e.uid(), f.config.uid_base + 1);
+    for j in [b, c, d, e] {
+        j.teardown().unwrap();
+    }
+}
+
+#[test]
+fn a_jail_is_found_by_its_recorded_cgroup_when_the_parent_changed() {
+    let f = fixture("moved");
+    let jail = Jail::prepare(&f.config, &probe_spec("moved", limits())).unwrap();
+    let group = jail.cgroup().clone();
+    assert!(group.exists());
+    // The agent comes back configured with another cgroup parent.
+    let mut config = f.config.clone();
+    config.cgroup_parent = format!("{}-renamed", f.config.cgroup_parent);
+    let reopened = Jail::open(&config, "moved").unwrap();
+    assert_eq!(reopened.cgroup(), &group);
+    drop(jail);
+    assert_eq!(cleanup_stale(&config).unwrap(), vec!["moved".to_string()]);
+    assert_gone(&f.config.dir.join("moved"), &group);
 }

@@ -61,7 +61,7 @@ impl AgentClient {
     pub fn connect(socket: &Path, within: Duration) -> Result<Self, ChannelError> {
         let deadline = Instant::now() + within;
         loop {
-            match UnixStream::connect(socket) {
+            match crate::guest_files::connect_socket(socket) {
                 Ok(stream) => {
                     return Ok(AgentClient {
                         stream,

@@ -19,8 +19,22 @@ pub struct GuestSpec {
     pub initrd: PathBuf,
     /// The kernel command line.
     pub cmdline: String,
-    /// A directory the driver owns for this guest: console log, agent socket, pid file.
+    /// A directory the driver owns for this guest (root's): the hypervisor's log, and
+    /// [`GuestSpec::guest_dir`].
     pub run_dir: PathBuf,
+}
+
+impl GuestSpec {
+    /// The part of the run directory the hypervisor writes (its jail's `/run/vm`): console
+    /// log, agent socket, state file. Read it with [`crate::guest_files`] only.
+    pub fn guest_dir(&self) -> PathBuf {
+        guest_dir(&self.run_dir)
+    }
+}
+
+/// The guest directory of the run directory `run_dir`.
+pub fn guest_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("guest")
 }
 
 /// What a guest is doing.
@@ -56,6 +70,10 @@ pub enum DriverError {
         /// Why it failed.
         reason: String,
     },
+    /// The hypervisor ended (or was killed, e.g. by the OOM killer) while starting; the
+    /// reason as [`GuestState::Crashed`] gives it.
+    #[error("{0}")]
+    Ended(String),
     /// A file operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -110,12 +128,7 @@ pub fn await_agent_socket(
     while !guest.agent_socket().exists() {
         match guest.status() {
             GuestState::Running => {}
-            GuestState::Crashed { reason } => {
-                return Err(DriverError::Start {
-                    what: what.into(),
-                    reason,
-                })
-            }
+            GuestState::Crashed { reason } => return Err(DriverError::Ended(reason)),
             GuestState::Exited => {
                 return Err(DriverError::Start {
                     what: what.into(),
@@ -157,9 +170,9 @@ pub fn terminate(
     child.wait().ok()
 }
 
-/// The files of a guest's run directory, created fresh: the console log, the agent
-/// socket path (removed if stale), and the hypervisor's own log opened for stdout and
-/// stderr.
+/// The files of a guest's run directory, created fresh: the guest directory (emptied: an
+/// earlier hypervisor may have left anything there) with the console log and agent socket
+/// paths, and the hypervisor's own log, outside it, opened for stdout and stderr.
 pub struct RunFiles {
     /// The console log.
     pub console: PathBuf,
@@ -181,11 +194,15 @@ impl RunFiles {
             move |source| DriverError::Io { path, source }
         };
         std::fs::create_dir_all(&spec.run_dir).map_err(io(&spec.run_dir))?;
-        let console = spec.run_dir.join("console.log");
-        let socket = spec.run_dir.join("agent.sock");
+        let guest = spec.guest_dir();
+        match std::fs::remove_dir_all(&guest) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&guest)(e)),
+            _ => {}
+        }
+        std::fs::create_dir(&guest).map_err(io(&guest))?;
+        let console = guest.join("console.log");
+        let socket = guest.join("agent.sock");
         let log = spec.run_dir.join(log_name);
-        let _ = std::fs::remove_file(&socket);
-        let _ = std::fs::remove_file(&console);
         let stdout = std::fs::File::create(&log).map_err(io(&log))?;
         let stderr = stdout.try_clone().map_err(io(&log))?;
         Ok(RunFiles {

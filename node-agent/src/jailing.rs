@@ -38,7 +38,7 @@ pub struct JailOptions {
 impl Default for JailOptions {
     fn default() -> Self {
         JailOptions {
-            cgroup_parent: "modvisor".into(),
+            cgroup_parent: "/modvisor".into(),
             uid_base: 1_000_000,
             uid_count: 65_536,
             memory_overhead_mib: Overhead::default().memory_mib,
@@ -75,17 +75,24 @@ impl NodeJails {
         &self.config
     }
 
-    /// Checks that this host can jail (root, every cgroup controller) and removes what
-    /// crashes left behind: jails with no process, and jails of VMs not in `keep` (no
-    /// record names them, so nobody would ever adopt them). Returns a line for the log.
+    /// Checks that this host can jail (root, every cgroup controller, the node's cgroup
+    /// parent can be made) and removes what crashes left behind: jails with no process,
+    /// and jails of VMs not in `keep` (no record names them, so nobody would ever adopt
+    /// them). A jail that cannot be removed is logged and left. Returns a line for the log.
     pub fn prepare_host(&self, keep: &[String]) -> Result<String, JailError> {
         let cgroups = modvisor_jailer::check_host()?;
+        cgroups.ensure_parent(&self.config.cgroup_parent)?;
         let mut removed = cleanup_stale(&self.config)?;
         for id in self.ids() {
-            if !keep.contains(&id) {
-                if let Ok(jail) = Jail::open(&self.config, &id) {
-                    jail.teardown()?;
-                    removed.push(id);
+            if keep.contains(&id) {
+                continue;
+            }
+            if let Ok(jail) = Jail::open(&self.config, &id) {
+                match jail.teardown() {
+                    Ok(()) => removed.push(id),
+                    Err(e) => {
+                        tracing::warn!(jail = %id, error = %e, "cannot remove an orphaned jail")
+                    }
                 }
             }
         }
@@ -148,11 +155,17 @@ impl NodeJails {
         let mut js = JailSpec::new(spec.id.clone(), limits);
         js.bind_ro(&spec.kernel, inside::KERNEL)
             .bind_ro(&spec.initrd, inside::INITRD)
-            .bind_rw(&spec.run_dir, inside::RUN_DIR);
+            .bind_rw(spec.guest_dir(), inside::RUN_DIR);
+        // A program under the host's /usr is there in the jail (QEMU needs its firmware in
+        // /usr/share too); any other is bound read-only on its own.
+        let program = std::fs::canonicalize(program).map_err(|e| DriverError::Io {
+            path: program.to_path_buf(),
+            source: e,
+        })?;
         let program = if program.starts_with("/usr") {
-            program.to_path_buf()
+            program
         } else {
-            js.bind_ro(program, inside::PROGRAM);
+            js.bind_ro(&program, inside::PROGRAM);
             PathBuf::from(inside::PROGRAM)
         };
         js.devices = devices.iter().map(PathBuf::from).collect();
@@ -166,18 +179,16 @@ impl NodeJails {
         })
     }
 
-    /// Reopens the jail of a guest started by an earlier run of the agent, to adopt it.
-    pub fn reopen(&self, id: &str) -> GuestJail {
-        let jail = Jail::open(&self.config, id).ok();
-        let memory_mib = jail
-            .as_ref()
-            .and_then(|j| j.cgroup().memory_limit())
-            .map_or(0, |b| b >> 20);
-        GuestJail {
-            jail,
+    /// Reopens the jail of a guest started by an earlier run of the agent, to adopt it;
+    /// `None` if it has none (it was started with `--jail off`).
+    pub fn reopen(&self, id: &str) -> Option<GuestJail> {
+        let jail = Jail::open(&self.config, id).ok()?;
+        let memory_mib = jail.cgroup().memory_limit().map_or(0, |b| b >> 20);
+        Some(GuestJail {
+            jail: Some(jail),
             program: PathBuf::new(),
             memory_mib,
-        }
+        })
     }
 }
 
@@ -205,7 +216,7 @@ impl GuestJail {
         self.jail.is_some()
     }
 
-    /// `path` (a host path of the guest's kernel, initramfs or run directory) as the
+    /// `path` (a host path of the guest's kernel, initramfs or guest directory) as the
     /// hypervisor sees it.
     pub fn path(&self, spec: &GuestSpec, path: &Path) -> PathBuf {
         if self.jail.is_none() {
@@ -217,7 +228,7 @@ impl GuestJail {
         if path == spec.initrd {
             return inside::INITRD.into();
         }
-        match path.strip_prefix(&spec.run_dir) {
+        match path.strip_prefix(spec.guest_dir()) {
             Ok(rest) => Path::new(inside::RUN_DIR).join(rest),
             Err(_) => path.to_path_buf(),
         }
@@ -239,15 +250,21 @@ impl GuestJail {
         }
     }
 
-    /// Why the hypervisor ended, when the OOM killer ended it at the jail's memory limit.
-    /// Call before [`GuestJail::release`].
+    /// Why the hypervisor ended, when the kernel's OOM killer ended it: at the jail's
+    /// memory limit (the limit was hit), or for the host's lack of memory. Call before
+    /// [`GuestJail::release`].
     pub fn oom_reason(&self) -> Option<String> {
         let jail = self.jail.as_ref()?;
-        (jail.oom_kills() > 0).then(|| {
+        if jail.oom_kills() == 0 {
+            return None;
+        }
+        Some(if jail.cgroup().limit_reached() {
             format!(
                 "OOM: the kernel's OOM killer ended the VM process at its jail's memory limit of {} MiB",
                 self.memory_mib
             )
+        } else {
+            "OOM: the kernel's OOM killer ended the VM process (the host ran out of memory)".into()
         })
     }
 

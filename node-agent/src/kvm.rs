@@ -13,6 +13,7 @@ use crate::driver::{
     await_agent_socket, terminate, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
     RunFiles,
 };
+use crate::guest_files::{read_tail, tail_line};
 use crate::jailing::{GuestJail, NodeJails};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -64,7 +65,7 @@ impl HypervisorDriver for KvmDriver {
 
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError> {
         let files = RunFiles::prepare(spec, "vmm.log")?;
-        let state = spec.run_dir.join("state.json");
+        let state = spec.guest_dir().join("state.json");
         let _ = std::fs::remove_file(&state);
         let mut jail = match &self.jails {
             Some(jails) => {
@@ -144,10 +145,8 @@ pub struct VmmGuest {
 
 impl VmmGuest {
     fn classify(&self, status: std::process::ExitStatus) -> GuestState {
-        let report: serde_json::Value = std::fs::read(&self.state)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let report: serde_json::Value =
+            serde_json::from_slice(&read_tail(&self.state, 64 << 10)).unwrap_or_default();
         if let Some(reason) = self.jail.oom_reason() {
             return GuestState::Crashed { reason };
         }
@@ -168,17 +167,8 @@ impl VmmGuest {
                 }
             }
             other => {
-                let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let tail: String = tail
-                    .chars()
-                    .rev()
-                    .take(300)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
                 GuestState::Crashed {
-                    reason: format!("vmm ended ({other:?}): {}", tail.trim()),
+                    reason: format!("vmm ended ({other:?}): {}", tail_line(&self.log, 300)),
                 }
             }
         }

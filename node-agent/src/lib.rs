@@ -8,6 +8,7 @@
 pub mod channel;
 pub mod daemon;
 pub mod driver;
+pub mod guest_files;
 pub mod hostcaps;
 pub mod jailing;
 pub mod kvm;

@@ -7,9 +7,10 @@
 //! allowlist is for our vmm only.
 
 use crate::driver::{
-    await_agent_socket, terminate, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
-    RunFiles,
+    await_agent_socket, guest_dir, terminate, DriverError, Guest, GuestSpec, GuestState,
+    HypervisorDriver, RunFiles,
 };
+use crate::guest_files::{read_tail, tail_line};
 use crate::hostcaps;
 use crate::jailing::{GuestJail, NodeJails};
 use nix::sys::signal::{kill, Signal};
@@ -174,7 +175,17 @@ impl HypervisorDriver for QemuDriver {
 
     fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {
         let jail = match &self.jails {
-            Some(jails) => jails.reopen(id),
+            Some(jails) => match jails.reopen(id) {
+                Some(j) => j,
+                None => {
+                    // Started with --jail off: never adopt a VM process outside its jail.
+                    if is_qemu_for(pid, id) {
+                        tracing::warn!(vm = %id, pid, "an unjailed qemu runs for this VM; stopping it to start the VM jailed");
+                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    }
+                    return None;
+                }
+            },
             None => GuestJail::none(&self.binary),
         };
         QemuGuest::adopt(id, pid, run_dir, jail).map(|g| Box::new(g) as Box<dyn Guest>)
@@ -220,20 +231,11 @@ impl QemuGuest {
             child: None,
             adopted: Some(pid),
             jail,
-            console: run_dir.join("console.log"),
-            socket: run_dir.join("agent.sock"),
+            console: guest_dir(run_dir).join("console.log"),
+            socket: guest_dir(run_dir).join("agent.sock"),
             log: run_dir.join("qemu.log"),
             ended: None,
         })
-    }
-
-    fn tail(path: &Path, max: usize) -> String {
-        let text = std::fs::read(path).unwrap_or_default();
-        let start = text.len().saturating_sub(max);
-        String::from_utf8_lossy(&text[start..])
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
     }
 
     fn classify(&self, status: std::process::ExitStatus) -> GuestState {
@@ -241,7 +243,7 @@ impl QemuGuest {
             return GuestState::Crashed { reason };
         }
         if status.success() {
-            let console = std::fs::read(&self.console).unwrap_or_default();
+            let console = read_tail(&self.console, 64 << 10);
             let text = String::from_utf8_lossy(&console);
             if let Some(line) = text.lines().find(|l| l.contains("Kernel panic")) {
                 return GuestState::Crashed {
@@ -259,7 +261,7 @@ impl QemuGuest {
             _ => "qemu ended".into(),
         };
         GuestState::Crashed {
-            reason: format!("{how}: {}", Self::tail(&self.log, 400)),
+            reason: format!("{how}: {}", tail_line(&self.log, 400)),
         }
     }
 }

@@ -131,6 +131,15 @@ impl Drop for HostCleanup {
             remove_tree(dir);
         }
         cgroups.remove_parent(&self.cgroup_parent);
+        // The host-wide uid claims of the jails that were in `dir`.
+        let registry = modvisor_jailer::JailConfig::new(&self.dir).uid_registry;
+        let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
+        for e in std::fs::read_dir(registry).into_iter().flatten().flatten() {
+            let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
+            if Path::new(owner.trim()).starts_with(&dir) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_vm_that_outgrows_its_jail_is_failed_with_reason_oom_and_leaves_nothing_behind() {
-    let parent = format!("modvisor-e2e-oom-{}", std::process::id());
+    // An absolute parent (from each hierarchy's root), as the default `/modvisor` is.
+    let parent = format!("/modvisor-e2e-oom-{}", std::process::id());
     // The jail allows 16 MiB beyond the guest's memory, and `init_on_free=1` makes the guest
     // kernel clear (so touch) all of its memory at boot: QEMU needs more than the limit.
     let p = Plane::start_with(&[

@@ -135,6 +135,8 @@ fn driver_kvm_without_hardware_virtualization_fails_clearly() {
             "http://127.0.0.1:9",
             "--name",
             "n",
+            "--jail",
+            "off",
         ])
         .arg("--bootstrap-token-file")
         .arg(&token)
