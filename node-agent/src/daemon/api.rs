@@ -87,6 +87,11 @@ async fn ensure_vm(
         {
             let mut vms = node.vms.lock().map_err(|_| Error::Storage("lock".into()))?;
             match vms.get(&id) {
+                Some(h) if h.deleting => {
+                    return Err(Error::Conflict(format!(
+                        "VM {id} is still being removed from this node; retry"
+                    )));
+                }
                 Some(h) => {
                     let _ = h.tx.send(Command::Ensure(spec));
                 }

@@ -264,8 +264,21 @@ fn spawn_heartbeats(node: Arc<Node>, http: reqwest::blocking::Client, cp: String
             Ok(r) if r.status().is_success() => {
                 if let Ok(reply) = r.json::<HeartbeatReply>() {
                     for id in reply.remove {
-                        tracing::info!(vm = %id, "the control plane no longer wants it here: removing");
-                        node.delete(&id);
+                        let gone_or_going = node
+                            .vms
+                            .lock()
+                            .map(|v| v.get(&id).is_none_or(|h| h.deleting))
+                            .unwrap_or(true);
+                        if gone_or_going {
+                            continue;
+                        }
+                        // Stopping a guest takes seconds: not on the heartbeat's thread.
+                        let node = node.clone();
+                        let _ = std::thread::Builder::new().name("vm-remove".into()).spawn(move || {
+                            if node.delete(&id) {
+                                tracing::info!(vm = %id, "the control plane no longer wants it here: removed");
+                            }
+                        });
                     }
                 }
             }
@@ -277,18 +290,33 @@ fn spawn_heartbeats(node: Arc<Node>, http: reqwest::blocking::Client, cp: String
 }
 
 impl Node {
-    /// Stops and removes a VM; false if it is not here.
+    /// Stops and removes a VM, waiting until its worker is done; false if it is not here.
+    /// A VM another caller is already removing counts as removed (without waiting).
     pub fn delete(&self, id: &str) -> bool {
-        let handle = self.vms.lock().ok().and_then(|mut v| v.remove(id));
-        match handle {
-            Some(h) => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                if h.tx.send(Command::Delete(tx)).is_ok() {
-                    let _ = rx.recv_timeout(Duration::from_secs(60));
-                }
-                true
+        let rx = {
+            let Ok(mut vms) = self.vms.lock() else {
+                return false;
+            };
+            let Some(h) = vms.get_mut(id) else {
+                return false;
+            };
+            if h.deleting {
+                return true;
             }
-            None => false,
+            h.deleting = true;
+            let (tx, rx) = std::sync::mpsc::channel();
+            if h.tx.send(Command::Delete(tx)).is_err() {
+                vms.remove(id);
+                return true;
+            }
+            rx
+        };
+        // The worker may be waiting for a guest's first hello (minutes under TCG); it
+        // answers, or drops the sender when it ends.
+        let _ = rx.recv();
+        if let Ok(mut vms) = self.vms.lock() {
+            vms.remove(id);
         }
+        true
     }
 }

@@ -109,6 +109,9 @@ pub struct VmHandle {
     pub tx: Sender<Command>,
     /// What the worker last observed.
     pub observed: Arc<Mutex<ObservedVm>>,
+    /// The worker was told to delete the VM and has not finished: the handle stays, so no
+    /// second worker starts for the same id (and jail) until this one is gone.
+    pub deleting: bool,
 }
 
 /// Starts the worker of VM `id`; `adopt` is a record left by an earlier run.
@@ -124,7 +127,11 @@ pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) ->
     let _ = std::thread::Builder::new()
         .name(format!("vm-{id}"))
         .spawn(move || Worker::new(host, id, spec, obs).run(rx, adopt));
-    VmHandle { tx, observed }
+    VmHandle {
+        tx,
+        observed,
+        deleting: false,
+    }
 }
 
 struct Worker {
