@@ -108,13 +108,9 @@ fn run_process(jails: &NodeJails, spec: &GuestSpec, program: &Path) -> Result<Sa
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut child = match jail.spawn(&mut cmd) {
-        Ok(c) => c,
-        Err(e) => {
-            jail.release();
-            return Err(anyhow::Error::from(e).context("spawning the jailed process"));
-        }
-    };
+    let mut child = jail
+        .spawn(&mut cmd)
+        .context("spawning the jailed process")?;
     let ready = await_ready(&console, &mut || matches!(child.try_wait(), Ok(None)));
     let elapsed = start.elapsed();
     let rss = rss_overhead_kib(child.id(), u64::MAX);
@@ -213,24 +209,21 @@ pub fn run(args: BenchIsolationArgs) -> Result<()> {
         "{:<40} {:>11.2} ms {:>15.2} ms {:>19.2} ms",
         "jail + start -> first output", cm, vm, qm
     );
-    println!(
-        "{:<40} {:>14} {:>17.1}x {:>21.1}x",
-        "  ratio to the container",
-        "1.0x",
-        vm / cm.max(1e-9),
-        qm / cm.max(1e-9)
-    );
+    let ratios = |container: f64, vm: f64, qemu: f64| {
+        println!(
+            "{:<40} {:>14} {:>17.1}x {:>21.1}x",
+            "  ratio to the container",
+            "1.0x",
+            vm / container.max(1e-9),
+            qemu / container.max(1e-9)
+        );
+    };
+    ratios(cm, vm, qm);
     println!(
         "{:<40} {:>10.2} MiB {:>14.2} MiB {:>18.2} MiB",
         "resident memory beyond guest RAM", cr, vr, qr
     );
-    println!(
-        "{:<40} {:>14} {:>17.1}x {:>21.1}x",
-        "  ratio to the container",
-        "1.0x",
-        vr / cr.max(1e-9),
-        qr / cr.max(1e-9)
-    );
+    ratios(cr, vr, qr);
     println!("The container shares the host kernel: it cannot load a kernel module of its own. Each VM has its own kernel.");
     Ok(())
 }

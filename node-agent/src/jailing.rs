@@ -242,12 +242,16 @@ impl GuestJail {
         }
     }
 
-    /// Spawns `cmd` (from [`GuestJail::command`]).
-    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<Child> {
-        match &self.jail {
+    /// Spawns `cmd` (from [`GuestJail::command`]); if that fails, the jail is released.
+    pub fn spawn(&mut self, cmd: &mut Command) -> std::io::Result<Child> {
+        let spawned = match &self.jail {
             Some(j) => j.spawn(cmd),
             None => cmd.spawn(),
+        };
+        if spawned.is_err() {
+            self.release();
         }
+        spawned
     }
 
     /// Why the hypervisor ended, when the kernel's OOM killer ended it: at the jail's

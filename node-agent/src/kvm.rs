@@ -101,16 +101,10 @@ impl HypervisorDriver for KvmDriver {
             .stdin(Stdio::null())
             .stdout(files.stdout)
             .stderr(files.stderr);
-        let child = match jail.spawn(&mut cmd) {
-            Ok(c) => c,
-            Err(e) => {
-                jail.release();
-                return Err(DriverError::Start {
-                    what: self.program.display().to_string(),
-                    reason: e.to_string(),
-                });
-            }
-        };
+        let child = jail.spawn(&mut cmd).map_err(|e| DriverError::Start {
+            what: self.program.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let mut guest = VmmGuest {
             id: spec.id.clone(),
             child: Some(child),

@@ -144,16 +144,10 @@ impl HypervisorDriver for QemuDriver {
         cmd.stdin(Stdio::null())
             .stdout(files.stdout)
             .stderr(files.stderr);
-        let child = match jail.spawn(&mut cmd) {
-            Ok(c) => c,
-            Err(e) => {
-                jail.release();
-                return Err(DriverError::Start {
-                    what: self.binary.display().to_string(),
-                    reason: e.to_string(),
-                });
-            }
-        };
+        let child = jail.spawn(&mut cmd).map_err(|e| DriverError::Start {
+            what: self.binary.display().to_string(),
+            reason: e.to_string(),
+        })?;
         let mut guest = QemuGuest {
             id: spec.id.clone(),
             child: Some(child),
