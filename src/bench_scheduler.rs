@@ -149,6 +149,20 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
 }
 
 /// Create-to-Running of one VM through `modvisor up` (control plane and one node agent).
+/// Deletes VM `id` and waits (up to a minute) until it is gone, so that its QEMU does not
+/// outlive the bench (a node agent leaves running VMs behind on purpose, for adoption).
+fn remove_vm(http: &reqwest::blocking::Client, base: &str, token: &str, id: &str) {
+    let url = format!("{base}/v1/vms/{id}");
+    let _ = http.delete(&url).bearer_auth(token).send();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match http.get(&url).bearer_auth(token).send() {
+            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return,
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 fn latency() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let exe = std::env::current_exe()?;
@@ -213,7 +227,11 @@ fn latency() -> Result<()> {
                 .send()?
                 .json()?;
             match v["status"]["phase"].as_str() {
-                Some("Running") => return Ok(start.elapsed().as_secs_f64()),
+                Some("Running") => {
+                    let secs = start.elapsed().as_secs_f64();
+                    remove_vm(&http, &base, token.trim(), &id);
+                    return Ok(secs);
+                }
                 Some("Failed") => bail!("the VM failed: {}", v["status"]["reason"]),
                 _ => {}
             }
