@@ -164,8 +164,7 @@ pub fn run(args: BenchIsolationArgs) -> Result<()> {
     };
     let jails = Arc::new(NodeJails::new(dir.path(), "bench", &options));
     jails.prepare_host(&[]).context("the jail")?;
-    let me = std::env::current_exe()?;
-    let vmm = KvmDriver::new(me, vec!["vmm".into()]).with_jails(jails.clone());
+    let vmm = KvmDriver::beside_this_executable()?.with_jails(jails.clone());
     let qemu = QemuDriver::detect()?.with_jails(jails.clone());
     let spec = |kind: &str, i: usize| GuestSpec {
         id: format!("{kind}-{i}"),

@@ -107,14 +107,17 @@ pub fn run(args: BenchVmmArgs) -> Result<()> {
     println!("{}", modvisor_vmm::HardwareVirt::detect().describe());
     let dir = tempfile::tempdir()?;
     let kernel = probe::build(Probe::PvhReady, dir.path())?;
-    let me = std::env::current_exe()?;
+    // What the node agent's kvm driver runs: `modvisor-vmm` beside this binary, if built.
+    let driver = modvisor_node_agent::kvm::KvmDriver::beside_this_executable()?;
+    let (program, prefix) = driver.program();
+    println!("our vmm: {} {}", program.display(), prefix.join(" "));
     let ram = u64::from(args.memory_mib) << 20;
     let console = dir.path().join("console");
     let mem = args.memory_mib.to_string();
     let (mut ours, mut qemu) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
-        let mut cmd = Command::new(&me);
-        cmd.arg("vmm")
+        let mut cmd = Command::new(program);
+        cmd.args(prefix)
             .arg("--kernel")
             .arg(&kernel)
             .args(["--cmdline", "console=ttyS0", "--memory-mib", &mem])
@@ -139,7 +142,7 @@ pub fn run(args: BenchVmmArgs) -> Result<()> {
         "probe guest: PVH image printing one line on COM1, {} MiB RAM, median of {} boots each",
         args.memory_mib, args.runs
     );
-    println!("{:<34} {:>14} {:>16}", "", "modvisor vmm", "qemu microvm");
+    println!("{:<34} {:>14} {:>16}", "", "our vmm", "qemu microvm");
     println!(
         "{:<34} {:>11.2} ms {:>13.2} ms   ours/qemu = 1/{:.1} (target <= 1/20)",
         "process start -> first guest output",

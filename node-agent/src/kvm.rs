@@ -42,6 +42,24 @@ impl KvmDriver {
         }
     }
 
+    /// The driver the node agent uses: the small `modvisor-vmm` binary when it sits beside
+    /// this executable (`cargo build --release --workspace` puts it there), else this very
+    /// `modvisor` binary as `modvisor vmm` (the same code, a larger binary to map).
+    pub fn beside_this_executable() -> std::io::Result<Self> {
+        let exe = std::env::current_exe()?;
+        let small = exe.with_file_name("modvisor-vmm");
+        Ok(if small.is_file() {
+            KvmDriver::new(small, Vec::new())
+        } else {
+            KvmDriver::new(exe, vec!["vmm".into()])
+        })
+    }
+
+    /// The program (and leading arguments) it runs for each VM.
+    pub fn program(&self) -> (&Path, &[String]) {
+        (&self.program, &self.prefix)
+    }
+
     /// The same driver, running every vmm in a jail of `jails` under the vmm's seccomp
     /// allowlist.
     pub fn with_jails(mut self, jails: Arc<NodeJails>) -> Self {

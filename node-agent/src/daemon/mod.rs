@@ -77,8 +77,8 @@ pub struct Node {
     fetcher: fetch::Fetcher,
 }
 
-/// Picks the driver, saying why. `kvm` is our own VMM, run as `modvisor vmm` (this very
-/// binary); it needs hardware virtualization to boot a Linux guest. With `jails`, every
+/// Picks the driver, saying why. `kvm` is our own VMM (`modvisor-vmm` beside this binary,
+/// or `modvisor vmm`); it needs hardware virtualization to boot a Linux guest. With `jails`, every
 /// guest's hypervisor runs jailed.
 pub fn pick_driver(
     choice: DriverChoice,
@@ -86,8 +86,9 @@ pub fn pick_driver(
 ) -> Result<Arc<dyn HypervisorDriver>, NodeError> {
     let hw = hostcaps::hardware_virtualization();
     let kvm = || -> Result<Arc<dyn HypervisorDriver>, NodeError> {
-        let exe = std::env::current_exe().map_err(setup("locating the modvisor binary"))?;
-        let driver = KvmDriver::new(exe, vec!["vmm".into()]);
+        let driver =
+            KvmDriver::beside_this_executable().map_err(setup("locating the vmm binary"))?;
+        tracing::info!(vmm = %driver.program().0.display(), "kvm driver");
         Ok(match jails.clone() {
             Some(j) => Arc::new(driver.with_jails(j)),
             None => Arc::new(driver),
