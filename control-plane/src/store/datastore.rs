@@ -158,6 +158,16 @@ impl Datastore {
 
     /// A VM, if `filter` admits its tenant.
     pub fn get_vm(&self, filter: VmFilter, id: &str) -> Result<Vm> {
+        self.get_vm_as(filter, id)
+    }
+
+    /// The VM `id` decoded as `T`, a view of the fields a caller needs (serde skips the
+    /// rest without allocating).
+    pub(super) fn get_vm_as<T: serde::de::DeserializeOwned>(
+        &self,
+        filter: VmFilter,
+        id: &str,
+    ) -> Result<T> {
         let owner = self
             .kv
             .get(Table::VmOwners, id.as_bytes())?

@@ -9,10 +9,11 @@ mod catalog;
 mod datastore;
 mod keys;
 mod nodes;
+mod scheduler;
 mod sled_kv;
 
 pub use datastore::{Datastore, VmFilter};
-pub use nodes::{Placement, Strategy};
+pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;
 
 use crate::error::{Error, Result};

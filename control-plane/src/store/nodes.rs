@@ -3,6 +3,8 @@
 
 use super::datastore::{append_event, get_record, visible_vm};
 use super::keys::{decode, encode, pair};
+use super::scheduler::{choose_node, LoadOrder};
+use super::scheduler::{Placement, Strategy};
 use super::{transact, Datastore, Table, Txn, VmFilter};
 use crate::error::{Error, Result};
 use crate::model::{
@@ -11,25 +13,6 @@ use crate::model::{
 };
 use std::collections::HashMap;
 
-/// How the scheduler scores the nodes that fit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Strategy {
-    /// Prefer the least loaded node, and nodes holding fewer of the tenant's VMs.
-    #[default]
-    Spread,
-    /// Prefer the most loaded node that still fits.
-    Binpack,
-}
-
-/// Where a VM went, or why it could not go anywhere.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Placement {
-    /// Placed on this node.
-    Placed(String),
-    /// No node fits; the VM stays Pending with this reason.
-    Unschedulable(String),
-}
-
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -37,141 +20,22 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Picks a node for a VM needing `need` among `nodes`. `tenant_vms` counts the tenant's
-/// VMs per node (for spreading them).
-pub fn choose_node<'a>(
-    nodes: &'a [Node],
-    need: Resources,
-    tenant_vms: &HashMap<String, u64>,
-    strategy: Strategy,
-) -> std::result::Result<&'a Node, String> {
-    let (mut not_ready, mut cordoned, mut too_small) = (0, 0, 0);
-    let mut best: Option<(&Node, (u64, u64, u64))> = None;
-    for n in nodes {
-        if n.state != NodeState::Ready {
-            not_ready += 1;
-            continue;
-        }
-        if n.cordoned {
-            cordoned += 1;
-            continue;
-        }
-        let free = n.free();
-        if free.vcpus < need.vcpus || free.memory_mib < need.memory_mib {
-            too_small += 1;
-            continue;
-        }
-        // Per-mille of memory in use after placing, and of vCPUs.
-        let used_mem =
-            (n.allocated.memory_mib + need.memory_mib) * 1000 / n.capacity.memory_mib.max(1);
-        let used_cpu = (n.allocated.vcpus + need.vcpus) * 1000 / n.capacity.vcpus.max(1);
-        let load = used_mem.max(used_cpu);
-        let mine = tenant_vms.get(&n.name).copied().unwrap_or(0);
-        // Smaller keys win.
-        let key = match strategy {
-            Strategy::Spread => (mine, load, 0),
-            Strategy::Binpack => (1000 - load.min(1000), mine, 0),
-        };
-        if best
-            .as_ref()
-            .is_none_or(|(b, k)| key < *k || (key == *k && n.name < b.name))
-        {
-            best = Some((n, key));
-        }
-    }
-    best.map(|(n, _)| n).ok_or_else(|| {
-        if nodes.is_empty() {
-            super::datastore::NO_NODES_REASON.to_string()
-        } else {
-            format!(
-                "no node fits {} vCPUs and {} MiB: {} nodes, {not_ready} not ready, {cordoned} cordoned, {too_small} without enough free capacity",
-                need.vcpus,
-                need.memory_mib,
-                nodes.len()
-            )
-        }
-    })
-}
-
-/// Schedulable nodes ordered by load, so that a placement looks at the least (spread) or
-/// most (binpack) loaded nodes first instead of all of them.
-struct LoadOrder(std::collections::BTreeSet<(u64, usize)>);
-
-fn load_permille(n: &Node) -> u64 {
-    let mem = n.allocated.memory_mib * 1000 / n.capacity.memory_mib.max(1);
-    let cpu = n.allocated.vcpus * 1000 / n.capacity.vcpus.max(1);
-    mem.max(cpu)
-}
-
-impl LoadOrder {
-    fn new(nodes: &[Node]) -> Self {
-        let mut o = LoadOrder(Default::default());
-        for (i, n) in nodes.iter().enumerate() {
-            o.insert(n, i);
-        }
-        o
-    }
-
-    fn insert(&mut self, n: &Node, i: usize) {
-        if n.state == NodeState::Ready && !n.cordoned {
-            self.0.insert((load_permille(n), i));
-        }
-    }
-
-    fn remove(&mut self, n: &Node, i: usize) {
-        self.0.remove(&(load_permille(n), i));
-    }
-
-    /// The node `choose_node` would pick, found by walking nodes in load order: for
-    /// spread, the first fitting node without the tenant's VMs is optimal; otherwise the
-    /// best seen. `None` when nothing fits.
-    fn pick(
-        &self,
-        nodes: &[Node],
-        need: Resources,
-        mine: &HashMap<String, u64>,
-        strategy: Strategy,
-    ) -> Option<String> {
-        let fits = |n: &Node| {
-            let f = n.free();
-            f.vcpus >= need.vcpus && f.memory_mib >= need.memory_mib
-        };
-        match strategy {
-            Strategy::Spread => {
-                let mut best: Option<(u64, u64, usize)> = None;
-                for &(load, i) in &self.0 {
-                    let n = &nodes[i];
-                    if !fits(n) {
-                        continue;
-                    }
-                    let m = mine.get(&n.name).copied().unwrap_or(0);
-                    if best.is_none_or(|(bm, bl, _)| (m, load) < (bm, bl)) {
-                        best = Some((m, load, i));
-                    }
-                    if m == 0 {
-                        break;
-                    }
-                }
-                best.map(|(_, _, i)| nodes[i].name.clone())
-            }
-            Strategy::Binpack => choose_node(nodes, need, mine, strategy)
-                .ok()
-                .map(|n| n.name.clone()),
-        }
-    }
-}
-
 /// Reads and rewrites one VM (by id) inside a transaction.
 fn update_vm<T>(txn: &dyn Txn, id: &str, f: impl FnOnce(&mut Vm) -> Result<T>) -> Result<(Vm, T)> {
     let mut vm = visible_vm(txn, VmFilter::All, id)?;
     let out = f(&mut vm)?;
+    write_vm(txn, &mut vm)?;
+    Ok((vm, out))
+}
+
+/// Writes a VM read in the same transaction, stamping `updated_at`.
+fn write_vm(txn: &dyn Txn, vm: &mut Vm) -> Result<()> {
     vm.updated_at = now();
     txn.insert(
         Table::Vms,
         &pair(&vm.tenant, vm.id.as_bytes()),
-        &encode(&vm)?,
-    )?;
-    Ok((vm, out))
+        &encode(vm)?,
+    )
 }
 
 fn put_node(txn: &dyn Txn, n: &Node) -> Result<()> {
@@ -413,8 +277,26 @@ impl Datastore {
         let mut order = LoadOrder::new(&nodes);
         let mut per_tenant: HashMap<String, HashMap<String, u64>> = HashMap::new();
         let mut decided: Vec<(String, Placement)> = Vec::with_capacity(ids.len());
+        /// What placing a VM reads of it, before the transaction.
+        #[derive(serde::Deserialize)]
+        struct Candidate {
+            tenant: String,
+            spec: CandidateSpec,
+            status: CandidateStatus,
+            #[serde(default)]
+            deleting: bool,
+        }
+        #[derive(serde::Deserialize)]
+        struct CandidateSpec {
+            vcpus: u32,
+            memory_mib: u32,
+        }
+        #[derive(serde::Deserialize)]
+        struct CandidateStatus {
+            phase: Phase,
+        }
         for id in ids {
-            let Ok(vm) = self.get_vm(VmFilter::All, id) else {
+            let Ok(vm) = self.get_vm_as::<Candidate>(VmFilter::All, id) else {
                 continue;
             };
             if vm.status.phase != Phase::Pending || vm.deleting {
@@ -430,19 +312,19 @@ impl Datastore {
                 vcpus: u64::from(vm.spec.vcpus),
                 memory_mib: u64::from(vm.spec.memory_mib),
             };
+            // Nothing fits: `choose_node` says why (or, should it disagree, where).
             let pick = order
                 .pick(&nodes, need, counts, strategy)
                 .ok_or(())
                 .or_else(|_| {
                     choose_node(&nodes, need, counts, strategy)
-                        .map(|n| n.name.clone())
+                        .map(|n| {
+                            nodes
+                                .iter()
+                                .position(|x| std::ptr::eq(x, n))
+                                .unwrap_or(usize::MAX)
+                        })
                         .map_err(Some)
-                })
-                .map(|name| {
-                    nodes
-                        .iter()
-                        .position(|n| n.name == name)
-                        .unwrap_or(usize::MAX)
                 });
             match pick {
                 Ok(i) if i < nodes.len() => {
@@ -460,8 +342,10 @@ impl Datastore {
         }
         transact(&*self.kv, |txn| {
             let mut out = Vec::with_capacity(decided.len());
+            // Each node read once and written once per batch.
+            let mut touched: HashMap<&str, Node> = HashMap::new();
             for (id, placement) in &decided {
-                let vm = visible_vm(txn, VmFilter::All, id)?;
+                let mut vm = visible_vm(txn, VmFilter::All, id)?;
                 if vm.status.phase != Phase::Pending || vm.deleting {
                     continue;
                 }
@@ -476,8 +360,13 @@ impl Datastore {
                         placement.clone()
                     }
                     Placement::Placed(name) => {
-                        let mut node: Node = get_record(txn, Table::Nodes, name.as_bytes())?
-                            .ok_or_else(|| Error::not_found("node", name))?;
+                        let node = match touched.entry(name.as_str()) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                                get_record(txn, Table::Nodes, name.as_bytes())?
+                                    .ok_or_else(|| Error::not_found("node", name))?,
+                            ),
+                        };
                         let free = node.free();
                         let fits = node.state == NodeState::Ready
                             && !node.cordoned
@@ -493,13 +382,10 @@ impl Datastore {
                         }
                         node.allocated.vcpus += u64::from(vm.spec.vcpus);
                         node.allocated.memory_mib += u64::from(vm.spec.memory_mib);
-                        put_node(txn, &node)?;
-                        let (vm, _) = update_vm(txn, id, |vm| {
-                            vm.status.phase = Phase::Scheduled;
-                            vm.status.node = Some(name.clone());
-                            vm.status.reason = None;
-                            Ok(())
-                        })?;
+                        vm.status.phase = Phase::Scheduled;
+                        vm.status.node = Some(name.clone());
+                        vm.status.reason = None;
+                        write_vm(txn, &mut vm)?;
                         append_event(
                             txn,
                             "system:scheduler",
@@ -512,17 +398,29 @@ impl Datastore {
                 };
                 out.push((id.clone(), result));
             }
+            for node in touched.values() {
+                put_node(txn, node)?;
+            }
             Ok(out)
         })
     }
 
     fn tenant_vms_per_node(&self, tenant: &str) -> Result<HashMap<String, u64>> {
+        /// The one field of a stored VM this needs: serde skips the rest unallocated.
+        #[derive(serde::Deserialize)]
+        struct Placed {
+            status: PlacedStatus,
+        }
+        #[derive(serde::Deserialize)]
+        struct PlacedStatus {
+            node: Option<String>,
+        }
         let mut out = HashMap::new();
         for (_, v) in self
             .kv
             .scan(Table::Vms, &super::keys::prefix(tenant), None, usize::MAX)?
         {
-            let vm: Vm = decode(&v)?;
+            let vm: Placed = decode(&v)?;
             if let Some(n) = vm.status.node {
                 *out.entry(n).or_default() += 1;
             }
