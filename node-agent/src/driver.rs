@@ -151,6 +151,21 @@ pub fn await_agent_socket(
     Ok(())
 }
 
+/// Whether `pid` is a live process (not a zombie), and its command line holds `marker` as
+/// an argument.
+pub fn is_live_with_arg(pid: u32, marker: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat
+        .rsplit(')')
+        .next()
+        .is_none_or(|rest| rest.trim_start().starts_with('Z'));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    !zombie
+        && cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == marker.as_bytes())
+}
+
 /// Sends SIGTERM to a hypervisor process, waits up to `grace`, then kills it; returns how
 /// it ended.
 pub fn terminate(

@@ -234,6 +234,13 @@ impl GuestJail {
         }
     }
 
+    /// Whether process `pid` runs in this jail (false without a jail).
+    pub fn holds(&self, pid: u32) -> bool {
+        self.jail
+            .as_ref()
+            .is_some_and(|j| j.cgroup().pids().contains(&pid))
+    }
+
     /// The command for the hypervisor, entering the jail when there is one.
     pub fn command(&self) -> Command {
         match &self.jail {

@@ -3,6 +3,9 @@
 //! socket exactly as the `qemu` driver serves it, and the VMM's final state (with a
 //! crash reason) lands in a JSON state file.
 //!
+//! A vmm outlives a killed agent; the next agent adopts it through its jail (the agent
+//! socket takes a new client).
+//!
 //! Jailed (the default in the node agent), the vmm runs in its own jail with `/dev/kvm`
 //! and under the jailer's seccomp allowlist for our vmm.
 //!
@@ -10,8 +13,8 @@
 //! `--driver kvm` on a host without it.
 
 use crate::driver::{
-    await_agent_socket, terminate, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
-    RunFiles,
+    await_agent_socket, guest_dir, is_live_with_arg, terminate, DriverError, Guest, GuestSpec,
+    GuestState, HypervisorDriver, RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::jailing::{GuestJail, NodeJails};
@@ -126,6 +129,7 @@ impl HypervisorDriver for KvmDriver {
         let mut guest = VmmGuest {
             id: spec.id.clone(),
             child: Some(child),
+            adopted: None,
             jail,
             console: files.console,
             socket: files.socket,
@@ -140,6 +144,40 @@ impl HypervisorDriver for KvmDriver {
         )?;
         Ok(Box::new(guest))
     }
+
+    fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {
+        let guest_files = guest_dir(run_dir);
+        let mut guest = VmmGuest {
+            id: id.to_string(),
+            child: None,
+            adopted: Some(pid),
+            jail: GuestJail::none(&self.program),
+            console: guest_files.join("console.log"),
+            socket: guest_files.join("agent.sock"),
+            state: guest_files.join("state.json"),
+            log: run_dir.join("vmm.log"),
+            ended: None,
+        };
+        if let Some(jails) = &self.jails {
+            match jails.reopen(id) {
+                Some(jail) => guest.jail = jail,
+                None => {
+                    // Started with --jail off: never adopt a VM process outside its jail.
+                    if guest.is_ours(pid) {
+                        tracing::warn!(vm = %id, pid, "an unjailed vmm runs for this VM; stopping it to start the VM jailed");
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    return None;
+                }
+            }
+        }
+        guest
+            .is_ours(pid)
+            .then(|| Box::new(guest) as Box<dyn Guest>)
+    }
 }
 
 /// A guest run by `modvisor vmm`.
@@ -147,6 +185,8 @@ impl HypervisorDriver for KvmDriver {
 pub struct VmmGuest {
     id: String,
     child: Option<Child>,
+    /// A vmm started by an earlier run of the node agent and adopted by this one.
+    adopted: Option<u32>,
     jail: GuestJail,
     console: PathBuf,
     socket: PathBuf,
@@ -156,6 +196,38 @@ pub struct VmmGuest {
 }
 
 impl VmmGuest {
+    /// Whether the adopted `pid` is still this guest's vmm: a process of its jail, or
+    /// (unjailed) a live process writing this guest's console.
+    fn is_ours(&self, pid: u32) -> bool {
+        if self.jail.is_jailed() {
+            self.jail.holds(pid)
+        } else {
+            is_live_with_arg(pid, &self.console.to_string_lossy())
+        }
+    }
+
+    /// How an adopted vmm ended (its exit status went to the earlier agent): from its
+    /// state file.
+    fn classify_adopted(&self) -> GuestState {
+        if let Some(reason) = self.jail.oom_reason() {
+            return GuestState::Crashed { reason };
+        }
+        let report: serde_json::Value =
+            serde_json::from_slice(&read_tail(&self.state, 64 << 10)).unwrap_or_default();
+        match report["state"].as_str() {
+            Some("Halted") | Some("ShutDown") => GuestState::Exited,
+            Some(_) => GuestState::Crashed {
+                reason: report["reason"]
+                    .as_str()
+                    .unwrap_or("the adopted vmm ended")
+                    .to_string(),
+            },
+            None => GuestState::Crashed {
+                reason: "the adopted vmm ended without a state report".into(),
+            },
+        }
+    }
+
     fn classify(&self, status: std::process::ExitStatus) -> GuestState {
         let report: serde_json::Value =
             serde_json::from_slice(&read_tail(&self.state, 64 << 10)).unwrap_or_default();
@@ -193,12 +265,22 @@ impl Guest for VmmGuest {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.as_ref().map(|c| c.id()).or(self.adopted)
     }
 
     fn status(&mut self) -> GuestState {
         if let Some(s) = &self.ended {
             return s.clone();
+        }
+        if let Some(pid) = self.adopted {
+            if self.is_ours(pid) {
+                return GuestState::Running;
+            }
+            self.adopted = None;
+            let state = self.classify_adopted();
+            self.jail.release();
+            self.ended = Some(state.clone());
+            return state;
         }
         let Some(child) = self.child.as_mut() else {
             return GuestState::Exited;
@@ -219,6 +301,18 @@ impl Guest for VmmGuest {
     }
 
     fn stop(&mut self, grace: Duration) -> GuestState {
+        if let Some(pid) = self.adopted.take() {
+            let p = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+            let deadline = std::time::Instant::now() + grace;
+            while self.is_ours(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if self.is_ours(pid) {
+                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+            }
+            self.ended = Some(GuestState::Exited);
+        }
         if let Some(child) = self.child.as_mut() {
             // The vmm stops its VM cleanly on SIGTERM; a kill after the grace is no crash.
             if let Some(status) = terminate(child, grace) {

@@ -7,8 +7,8 @@
 //! allowlist is for our vmm only.
 
 use crate::driver::{
-    await_agent_socket, guest_dir, terminate, DriverError, Guest, GuestSpec, GuestState,
-    HypervisorDriver, RunFiles,
+    await_agent_socket, guest_dir, is_live_with_arg, terminate, DriverError, Guest, GuestSpec,
+    GuestState, HypervisorDriver, RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::hostcaps;
@@ -203,17 +203,7 @@ pub struct QemuGuest {
 /// Whether `pid` is a live QEMU process for guest `id` (not a zombie, not another process
 /// that reused the pid).
 pub fn is_qemu_for(pid: u32, id: &str) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat
-        .rsplit(')')
-        .next()
-        .is_some_and(|rest| rest.trim_start().starts_with('Z'));
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let wanted = format!("modvisor-{id}");
-    !zombie
-        && cmdline
-            .split(|b| *b == 0)
-            .any(|arg| arg == wanted.as_bytes())
+    is_live_with_arg(pid, &format!("modvisor-{id}"))
 }
 
 impl QemuGuest {

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The jailed kvm driver with jails in `dir`, and what removes its cgroups at the end.
-fn driver(dir: &std::path::Path) -> (KvmDriver, HostCleanup) {
-    let parent = format!("modvisor-e2e-kvm-{}", std::process::id());
+fn driver(dir: &std::path::Path, test: &str) -> (KvmDriver, HostCleanup) {
+    // A cgroup parent of the test's own: the cleanup kills everything under it.
+    let parent = format!("modvisor-e2e-kvm-{}-{test}", std::process::id());
     let options = JailOptions {
         cgroup_parent: parent.clone(),
         uid_base: 2_300_000,
@@ -64,7 +65,7 @@ fn kvm_driver_runs_observes_and_stops_probe_guests() {
         "/dev/kvm is required"
     );
     let node = tempfile::tempdir().unwrap();
-    let (d, _cleanup) = driver(node.path());
+    let (d, _cleanup) = driver(node.path(), "probes");
     assert_eq!(d.name(), "kvm");
 
     // A halting guest ends cleanly, its console in the log.
@@ -98,7 +99,8 @@ fn kvm_driver_runs_observes_and_stops_probe_guests() {
             .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
             .unwrap_or_default()
     };
-    assert_eq!(field("Uid:"), "2300000", "{status}");
+    let uid: u32 = field("Uid:").parse().unwrap();
+    assert!((2_300_000..2_300_000 + 65_536).contains(&uid), "{status}");
     assert_eq!(field("Seccomp:"), "2", "filter mode: {status}");
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
     // Stopping a running guest ends it cleanly.
@@ -114,6 +116,56 @@ fn kvm_driver_runs_observes_and_stops_probe_guests() {
         ),
         other => panic!("expected a crash, got {other:?}"),
     }
+}
+
+/// Sends `msg` on a guest's agent socket and reads the probe's echo of it.
+fn echo(socket: &std::path::Path, msg: &[u8]) -> Vec<u8> {
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(msg).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while got.len() < msg.len() {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the channel closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+#[test]
+fn a_jailed_vmm_outlives_its_agent_and_is_adopted_by_the_next() {
+    let node = tempfile::tempdir().unwrap();
+    let (d, _cleanup) = driver(node.path(), "adopt");
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(dir.path(), Probe::Echo);
+    spec.id = "probe-adopted".into();
+    let g = d.start(&spec).unwrap();
+    let pid = g.pid().unwrap();
+    assert_eq!(echo(g.agent_socket(), b"one"), b"one");
+    // The agent dies (kill -9: nothing of it runs, its vmm does).
+    std::mem::forget(g);
+    // The next agent adopts it through its jail, talks to it, and stops it.
+    assert!(
+        d.adopt(&spec.id, std::process::id(), &spec.run_dir)
+            .is_none(),
+        "not ours"
+    );
+    let mut g = d.adopt(&spec.id, pid, &spec.run_dir).expect("adopted");
+    assert_eq!(g.pid(), Some(pid));
+    assert_eq!(g.status(), GuestState::Running);
+    assert_eq!(echo(g.agent_socket(), b"two"), b"two");
+    assert_eq!(g.stop(Duration::from_secs(10)), GuestState::Exited);
+    assert!(
+        !node.path().join("jails").join(&spec.id).exists(),
+        "jail removed"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/status")).exists() || {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            s.contains("State:\tZ")
+        }
+    );
 }
 
 #[test]
