@@ -4,7 +4,6 @@
 
 use crate::driver::{DriverError, GuestSpec};
 use modvisor_jailer::{cleanup_stale, Jail, JailConfig, JailError, JailSpec, Limits, Overhead};
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -68,11 +67,6 @@ impl NodeJails {
                 ..Overhead::default()
             },
         }
-    }
-
-    /// The jailer's configuration.
-    pub fn config(&self) -> &JailConfig {
-        &self.config
     }
 
     /// Checks that this host can jail (root, every cgroup controller, the node's cgroup
@@ -288,10 +282,5 @@ impl GuestJail {
                 tracing::warn!(vm = %id, error = %e, "removing the jail");
             }
         }
-    }
-
-    /// The hypervisor's program name as given to [`Command`], for error messages.
-    pub fn program(&self) -> &OsStr {
-        self.program.as_os_str()
     }
 }
