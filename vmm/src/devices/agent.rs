@@ -5,38 +5,83 @@
 //! fast as the guest drains it.
 
 use super::Serial;
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// Guest-to-host bytes queued at most.
 const QUEUE_BYTES: usize = 256 << 10;
 
+/// Guest-to-host bytes waiting for the bridge: bounded, and allocated only as it fills
+/// (an idle channel costs nothing).
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    /// The bytes, and whether the guest side has gone (the VM ended).
+    state: Mutex<(VecDeque<u8>, bool)>,
+    ready: Condvar,
+}
+
+impl OutQueue {
+    /// Queues what fits of `data`; returns how many bytes did not fit.
+    fn push(&self, data: &[u8]) -> usize {
+        let mut st = lock(&self.state);
+        let room = QUEUE_BYTES.saturating_sub(st.0.len()).min(data.len());
+        st.0.extend(&data[..room]);
+        drop(st);
+        if room > 0 {
+            self.ready.notify_one();
+        }
+        data.len() - room
+    }
+
+    /// Moves up to `max` queued bytes into `out`, waiting for some; false once the guest
+    /// side has gone and nothing is left.
+    fn pop(&self, out: &mut Vec<u8>, max: usize) -> bool {
+        let mut st = lock(&self.state);
+        while st.0.is_empty() {
+            if st.1 {
+                return false;
+            }
+            st = self.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        let n = st.0.len().min(max);
+        out.extend(st.0.drain(..n));
+        true
+    }
+
+    fn close(&self) {
+        lock(&self.state).1 = true;
+        self.ready.notify_all();
+    }
+}
+
 /// The writer half given to COM2: queues the guest's bytes for the bridge.
 #[derive(Debug)]
 pub struct AgentSink {
-    tx: SyncSender<u8>,
+    queue: Arc<OutQueue>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Write for AgentSink {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        for &b in data {
-            match self.tx.try_send(b) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+        let lost = self.queue.push(data);
+        if lost > 0 {
+            self.dropped.fetch_add(lost as u64, Ordering::Relaxed);
         }
         Ok(data.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+impl Drop for AgentSink {
+    fn drop(&mut self) {
+        self.queue.close();
     }
 }
 
@@ -58,16 +103,16 @@ pub struct AgentBridge {
     dropped: Arc<AtomicU64>,
 }
 
-/// Makes the sink for COM2 and the receiving end the bridge drains.
-pub fn channel() -> (AgentSink, Receiver<u8>, Arc<AtomicU64>) {
-    let (tx, rx) = sync_channel(QUEUE_BYTES);
+/// Makes the sink for COM2 and the queue the bridge drains.
+pub fn channel() -> (AgentSink, Arc<OutQueue>, Arc<AtomicU64>) {
+    let queue = Arc::new(OutQueue::default());
     let dropped = Arc::new(AtomicU64::new(0));
     (
         AgentSink {
-            tx,
+            queue: queue.clone(),
             dropped: dropped.clone(),
         },
-        rx,
+        queue,
         dropped,
     )
 }
@@ -78,7 +123,7 @@ impl AgentBridge {
     pub fn start(
         path: &Path,
         serial: Arc<Mutex<Serial>>,
-        rx: Receiver<u8>,
+        rx: Arc<OutQueue>,
         dropped: Arc<AtomicU64>,
     ) -> Result<Self, AgentError> {
         let err = |source| AgentError {
@@ -203,16 +248,12 @@ fn pump_to_guest(mut stream: UnixStream, serial: &Mutex<Serial>, stop: &AtomicBo
 }
 
 /// Sends the guest's bytes to the connected client, if any.
-fn writer_loop(rx: Receiver<u8>, client: Arc<Mutex<Option<UnixStream>>>) {
+fn writer_loop(rx: Arc<OutQueue>, client: Arc<Mutex<Option<UnixStream>>>) {
     let mut batch = Vec::with_capacity(4096);
-    while let Ok(first) = rx.recv() {
+    loop {
         batch.clear();
-        batch.push(first);
-        while batch.len() < 4096 {
-            match rx.try_recv() {
-                Ok(b) => batch.push(b),
-                Err(_) => break,
-            }
+        if !rx.pop(&mut batch, 4096) {
+            return;
         }
         let stream = lock(&client).as_ref().and_then(|s| s.try_clone().ok());
         if let Some(mut s) = stream {
@@ -220,5 +261,31 @@ fn writer_loop(rx: Receiver<u8>, client: Arc<Mutex<Option<UnixStream>>>) {
                 tracing::debug!("agent client write failed; bytes dropped");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_out_queue_is_bounded_ordered_and_ends_when_the_guest_side_goes() {
+        let (mut sink, queue, dropped) = channel();
+        // Nothing is allocated before the guest writes.
+        assert_eq!(lock(&queue.state).0.capacity(), 0);
+        sink.write_all(b"hello").unwrap();
+        let mut out = Vec::new();
+        assert!(queue.pop(&mut out, 3));
+        assert_eq!(out, b"hel");
+        // Past the bound, bytes are dropped and counted, never blocking the writer.
+        sink.write_all(&vec![7u8; QUEUE_BYTES + 10]).unwrap();
+        assert_eq!(dropped.load(Ordering::Relaxed), 12);
+        out.clear();
+        assert!(queue.pop(&mut out, usize::MAX));
+        assert_eq!(&out[..2], b"lo");
+        assert_eq!(out.len(), QUEUE_BYTES);
+        // The guest side gone and the queue drained: the bridge's writer ends.
+        drop(sink);
+        assert!(!queue.pop(&mut out, 1));
     }
 }
