@@ -166,6 +166,20 @@ pub fn is_live_with_arg(pid: u32, marker: &str) -> bool {
             .any(|arg| arg == marker.as_bytes())
 }
 
+/// Sends SIGTERM to an adopted hypervisor process `pid` (not our child: it cannot be
+/// reaped), waits up to `grace` while `alive` says it runs, then kills it.
+pub fn terminate_pid(pid: u32, grace: Duration, alive: impl Fn() -> bool) {
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+    let deadline = std::time::Instant::now() + grace;
+    while alive() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if alive() {
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
 /// Sends SIGTERM to a hypervisor process, waits up to `grace`, then kills it; returns how
 /// it ended.
 pub fn terminate(

@@ -13,8 +13,8 @@
 //! `--driver kvm` on a host without it.
 
 use crate::driver::{
-    await_agent_socket, guest_dir, is_live_with_arg, terminate, DriverError, Guest, GuestSpec,
-    GuestState, HypervisorDriver, RunFiles,
+    await_agent_socket, guest_dir, is_live_with_arg, terminate, terminate_pid, DriverError, Guest,
+    GuestSpec, GuestState, HypervisorDriver, RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::jailing::{GuestJail, NodeJails};
@@ -302,15 +302,7 @@ impl Guest for VmmGuest {
 
     fn stop(&mut self, grace: Duration) -> GuestState {
         if let Some(pid) = self.adopted.take() {
-            let p = nix::unistd::Pid::from_raw(pid as i32);
-            let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-            let deadline = std::time::Instant::now() + grace;
-            while self.is_ours(pid) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if self.is_ours(pid) {
-                let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-            }
+            terminate_pid(pid, grace, || self.is_ours(pid));
             self.ended = Some(GuestState::Exited);
         }
         if let Some(child) = self.child.as_mut() {

@@ -7,8 +7,8 @@
 //! allowlist is for our vmm only.
 
 use crate::driver::{
-    await_agent_socket, guest_dir, is_live_with_arg, terminate, DriverError, Guest, GuestSpec,
-    GuestState, HypervisorDriver, RunFiles,
+    await_agent_socket, guest_dir, is_live_with_arg, terminate, terminate_pid, DriverError, Guest,
+    GuestSpec, GuestState, HypervisorDriver, RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::hostcaps;
@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How QEMU executes guest code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,15 +298,7 @@ impl Guest for QemuGuest {
 
     fn stop(&mut self, grace: Duration) -> GuestState {
         if let Some(pid) = self.adopted.take() {
-            let p = Pid::from_raw(pid as i32);
-            let _ = kill(p, Signal::SIGTERM);
-            let deadline = Instant::now() + grace;
-            while is_qemu_for(pid, &self.id) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if is_qemu_for(pid, &self.id) {
-                let _ = kill(p, Signal::SIGKILL);
-            }
+            terminate_pid(pid, grace, || is_qemu_for(pid, &self.id));
             self.ended = Some(GuestState::Exited);
         }
         if let Some(child) = self.child.as_mut() {
