@@ -13,13 +13,14 @@
 //! `--driver kvm` on a host without it.
 
 use crate::driver::{
-    await_agent_socket, guest_dir, is_live_with_arg, terminate, terminate_pid, DriverError, Guest,
-    GuestSpec, GuestState, HypervisorDriver, RunFiles,
+    await_agent_socket, guest_dir, is_live_with_arg, DriverError, Guest, GuestSpec, GuestState,
+    HypervisorDriver, RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::jailing::{GuestJail, NodeJails};
+use crate::process::{End, HypervisorProcess};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,14 +129,11 @@ impl HypervisorDriver for KvmDriver {
         })?;
         let mut guest = VmmGuest {
             id: spec.id.clone(),
-            child: Some(child),
-            adopted: None,
-            jail,
+            process: HypervisorProcess::spawned(child, jail),
             console: files.console,
             socket: files.socket,
             state,
             log: files.log,
-            ended: None,
         };
         await_agent_socket(
             &mut guest,
@@ -147,23 +145,13 @@ impl HypervisorDriver for KvmDriver {
 
     fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {
         let guest_files = guest_dir(run_dir);
-        let mut guest = VmmGuest {
-            id: id.to_string(),
-            child: None,
-            adopted: Some(pid),
-            jail: GuestJail::none(&self.program),
-            console: guest_files.join("console.log"),
-            socket: guest_files.join("agent.sock"),
-            state: guest_files.join("state.json"),
-            log: run_dir.join("vmm.log"),
-            ended: None,
-        };
-        if let Some(jails) = &self.jails {
-            match jails.reopen(id) {
-                Some(jail) => guest.jail = jail,
+        let console = guest_files.join("console.log");
+        let jail = match &self.jails {
+            Some(jails) => match jails.reopen(id) {
+                Some(jail) => jail,
                 None => {
                     // Started with --jail off: never adopt a VM process outside its jail.
-                    if guest.is_ours(pid) {
+                    if is_vmm_for(pid, &GuestJail::none(&self.program), &console) {
                         tracing::warn!(vm = %id, pid, "an unjailed vmm runs for this VM; stopping it to start the VM jailed");
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(pid as i32),
@@ -172,11 +160,20 @@ impl HypervisorDriver for KvmDriver {
                     }
                     return None;
                 }
-            }
+            },
+            None => GuestJail::none(&self.program),
+        };
+        if !is_vmm_for(pid, &jail, &console) {
+            return None;
         }
-        guest
-            .is_ours(pid)
-            .then(|| Box::new(guest) as Box<dyn Guest>)
+        Some(Box::new(VmmGuest {
+            id: id.to_string(),
+            process: HypervisorProcess::adopted(pid, jail),
+            console,
+            socket: guest_files.join("agent.sock"),
+            state: guest_files.join("state.json"),
+            log: run_dir.join("vmm.log"),
+        }))
     }
 }
 
@@ -184,78 +181,67 @@ impl HypervisorDriver for KvmDriver {
 #[derive(Debug)]
 pub struct VmmGuest {
     id: String,
-    child: Option<Child>,
-    /// A vmm started by an earlier run of the node agent and adopted by this one.
-    adopted: Option<u32>,
-    jail: GuestJail,
+    process: HypervisorProcess,
     console: PathBuf,
     socket: PathBuf,
     state: PathBuf,
     log: PathBuf,
-    ended: Option<GuestState>,
 }
 
-impl VmmGuest {
-    /// Whether the adopted `pid` is still this guest's vmm: a process of its jail, or
-    /// (unjailed) a live process writing this guest's console.
-    fn is_ours(&self, pid: u32) -> bool {
-        if self.jail.is_jailed() {
-            self.jail.holds(pid)
-        } else {
-            is_live_with_arg(pid, &self.console.to_string_lossy())
-        }
+/// Whether `pid` is still the vmm of a guest: a process of its jail, or (unjailed) a live
+/// process writing the guest's `console`.
+fn is_vmm_for(pid: u32, jail: &GuestJail, console: &Path) -> bool {
+    if jail.is_jailed() {
+        jail.holds(pid)
+    } else {
+        is_live_with_arg(pid, &console.to_string_lossy())
     }
+}
 
-    /// How an adopted vmm ended (its exit status went to the earlier agent): from its
-    /// state file.
-    fn classify_adopted(&self) -> GuestState {
-        if let Some(reason) = self.jail.oom_reason() {
-            return GuestState::Crashed { reason };
-        }
-        let report: serde_json::Value =
-            serde_json::from_slice(&read_tail(&self.state, 64 << 10)).unwrap_or_default();
-        match report["state"].as_str() {
-            Some("Halted") | Some("ShutDown") => GuestState::Exited,
-            Some(_) => GuestState::Crashed {
-                reason: report["reason"]
-                    .as_str()
-                    .unwrap_or("the adopted vmm ended")
-                    .to_string(),
-            },
-            None => GuestState::Crashed {
-                reason: "the adopted vmm ended without a state report".into(),
-            },
-        }
+/// What the end of a guest's vmm (state file and log at these paths) means. An adopted
+/// vmm's exit status went to the agent that started it: its state file says how it ended.
+fn classify(end: End, jail: &GuestJail, state: &Path, log: &Path) -> GuestState {
+    if let Some(reason) = jail.oom_reason() {
+        return GuestState::Crashed { reason };
     }
-
-    fn classify(&self, status: std::process::ExitStatus) -> GuestState {
-        let report: serde_json::Value =
-            serde_json::from_slice(&read_tail(&self.state, 64 << 10)).unwrap_or_default();
-        if let Some(reason) = self.jail.oom_reason() {
-            return GuestState::Crashed { reason };
-        }
-        match status.code() {
-            Some(0) => GuestState::Exited,
-            Some(EXIT_CRASHED) => GuestState::Crashed {
-                reason: report["reason"]
-                    .as_str()
-                    .or(report["state"].as_str())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| report.to_string()),
-            },
-            None if std::os::unix::process::ExitStatusExt::signal(&status)
-                == Some(nix::sys::signal::Signal::SIGSYS as i32) =>
-            {
-                GuestState::Crashed {
-                    reason: "the vmm made a system call outside its seccomp allowlist and was killed (SIGSYS)".into(),
-                }
-            }
-            other => {
-                GuestState::Crashed {
-                    reason: format!("vmm ended ({other:?}): {}", tail_line(&self.log, 300)),
-                }
+    let report: serde_json::Value =
+        serde_json::from_slice(&read_tail(state, 64 << 10)).unwrap_or_default();
+    let status = match end {
+        End::Exited(status) => status,
+        End::Vanished => {
+            return match report["state"].as_str() {
+                Some("Halted") | Some("ShutDown") => GuestState::Exited,
+                Some(_) => GuestState::Crashed {
+                    reason: report["reason"]
+                        .as_str()
+                        .unwrap_or("the adopted vmm ended")
+                        .to_string(),
+                },
+                None => GuestState::Crashed {
+                    reason: "the adopted vmm ended without a state report".into(),
+                },
             }
         }
+    };
+    match status.code() {
+        Some(0) => GuestState::Exited,
+        Some(EXIT_CRASHED) => GuestState::Crashed {
+            reason: report["reason"]
+                .as_str()
+                .or(report["state"].as_str())
+                .map(str::to_string)
+                .unwrap_or_else(|| report.to_string()),
+        },
+        None if std::os::unix::process::ExitStatusExt::signal(&status)
+            == Some(nix::sys::signal::Signal::SIGSYS as i32) =>
+        {
+            GuestState::Crashed {
+                reason: "the vmm made a system call outside its seccomp allowlist and was killed (SIGSYS)".into(),
+            }
+        }
+        other => GuestState::Crashed {
+            reason: format!("vmm ended ({other:?}): {}", tail_line(log, 300)),
+        },
     }
 }
 
@@ -265,58 +251,28 @@ impl Guest for VmmGuest {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id()).or(self.adopted)
+        self.process.pid()
     }
 
     fn status(&mut self) -> GuestState {
-        if let Some(s) = &self.ended {
-            return s.clone();
-        }
-        if let Some(pid) = self.adopted {
-            if self.is_ours(pid) {
-                return GuestState::Running;
-            }
-            self.adopted = None;
-            let state = self.classify_adopted();
-            self.jail.release();
-            self.ended = Some(state.clone());
-            return state;
-        }
-        let Some(child) = self.child.as_mut() else {
-            return GuestState::Exited;
-        };
-        match child.try_wait() {
-            Ok(None) => GuestState::Running,
-            Ok(Some(status)) => {
-                let s = self.classify(status);
-                self.child = None;
-                self.jail.release();
-                self.ended = Some(s.clone());
-                s
-            }
-            Err(e) => GuestState::Crashed {
-                reason: format!("cannot observe the vmm: {e}"),
-            },
-        }
+        let (console, state, log) = (&self.console, &self.state, &self.log);
+        self.process.status(
+            |pid, jail| is_vmm_for(pid, jail, console),
+            |end, jail| classify(end, jail, state, log),
+        )
     }
 
     fn stop(&mut self, grace: Duration) -> GuestState {
-        if let Some(pid) = self.adopted.take() {
-            terminate_pid(pid, grace, || self.is_ours(pid));
-            self.ended = Some(GuestState::Exited);
-        }
-        if let Some(child) = self.child.as_mut() {
+        let (console, state, log) = (&self.console, &self.state, &self.log);
+        self.process.stop(
+            grace,
+            |pid, jail| is_vmm_for(pid, jail, console),
             // The vmm stops its VM cleanly on SIGTERM; a kill after the grace is no crash.
-            if let Some(status) = terminate(child, grace) {
-                self.ended = Some(match self.classify(status) {
-                    GuestState::Crashed { .. } if status.code().is_none() => GuestState::Exited,
-                    other => other,
-                });
-            }
-            self.child = None;
-        }
-        self.jail.release();
-        self.status()
+            |status, jail| match classify(End::Exited(status), jail, state, log) {
+                GuestState::Crashed { .. } if status.code().is_none() => GuestState::Exited,
+                other => other,
+            },
+        )
     }
 
     fn console_path(&self) -> &Path {
@@ -325,15 +281,5 @@ impl Guest for VmmGuest {
 
     fn agent_socket(&self) -> &Path {
         &self.socket
-    }
-}
-
-impl Drop for VmmGuest {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-            self.jail.release();
-        }
     }
 }

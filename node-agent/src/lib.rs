@@ -13,4 +13,5 @@ pub mod hostcaps;
 pub mod jailing;
 pub mod kvm;
 pub mod modprobe;
+pub mod process;
 pub mod qemu;

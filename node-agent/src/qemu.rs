@@ -7,16 +7,17 @@
 //! allowlist is for our vmm only.
 
 use crate::driver::{
-    await_agent_socket, guest_dir, is_live_with_arg, terminate, terminate_pid, DriverError, Guest,
-    GuestSpec, GuestState, HypervisorDriver, RunFiles,
+    await_agent_socket, guest_dir, is_live_with_arg, DriverError, Guest, GuestSpec, GuestState,
+    HypervisorDriver, RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::hostcaps;
 use crate::jailing::{GuestJail, NodeJails};
+use crate::process::{End, HypervisorProcess};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -150,13 +151,10 @@ impl HypervisorDriver for QemuDriver {
         })?;
         let mut guest = QemuGuest {
             id: spec.id.clone(),
-            child: Some(child),
-            adopted: None,
-            jail,
+            process: HypervisorProcess::spawned(child, jail),
             console: files.console,
             socket: files.socket,
             log: files.log,
-            ended: None,
         };
         // QEMU creates the agent socket once it has parsed its devices.
         await_agent_socket(
@@ -190,14 +188,10 @@ impl HypervisorDriver for QemuDriver {
 #[derive(Debug)]
 pub struct QemuGuest {
     id: String,
-    child: Option<Child>,
-    /// A QEMU started by an earlier run of the node agent and adopted by this one.
-    adopted: Option<u32>,
-    jail: GuestJail,
+    process: HypervisorProcess,
     console: PathBuf,
     socket: PathBuf,
     log: PathBuf,
-    ended: Option<GuestState>,
 }
 
 /// Whether `pid` is a live QEMU process for guest `id` (not a zombie, not another process
@@ -212,41 +206,47 @@ impl QemuGuest {
     pub fn adopt(id: &str, pid: u32, run_dir: &Path, jail: GuestJail) -> Option<Self> {
         is_qemu_for(pid, id).then(|| QemuGuest {
             id: id.to_string(),
-            child: None,
-            adopted: Some(pid),
-            jail,
+            process: HypervisorProcess::adopted(pid, jail),
             console: guest_dir(run_dir).join("console.log"),
             socket: guest_dir(run_dir).join("agent.sock"),
             log: run_dir.join("qemu.log"),
-            ended: None,
         })
     }
+}
 
-    fn classify(&self, status: std::process::ExitStatus) -> GuestState {
-        if let Some(reason) = self.jail.oom_reason() {
-            return GuestState::Crashed { reason };
-        }
-        if status.success() {
-            let console = read_tail(&self.console, 64 << 10);
-            let text = String::from_utf8_lossy(&console);
-            if let Some(line) = text.lines().find(|l| l.contains("Kernel panic")) {
-                return GuestState::Crashed {
-                    reason: format!("guest kernel panic: {}", line.trim()),
-                };
+/// What the end of the QEMU of a guest (console and log at these paths) means.
+fn classify(end: End, jail: &GuestJail, console: &Path, log: &Path) -> GuestState {
+    if let Some(reason) = jail.oom_reason() {
+        return GuestState::Crashed { reason };
+    }
+    let status = match end {
+        End::Vanished => {
+            return GuestState::Crashed {
+                reason: "the adopted qemu process ended".into(),
             }
-            return GuestState::Exited;
         }
-        let how = match (
-            status.code(),
-            std::os::unix::process::ExitStatusExt::signal(&status),
-        ) {
-            (Some(c), _) => format!("qemu exited with status {c}"),
-            (None, Some(s)) => format!("qemu was killed by signal {s}"),
-            _ => "qemu ended".into(),
-        };
-        GuestState::Crashed {
-            reason: format!("{how}: {}", tail_line(&self.log, 400)),
+        End::Exited(status) => status,
+    };
+    if status.success() {
+        let console = read_tail(console, 64 << 10);
+        let text = String::from_utf8_lossy(&console);
+        if let Some(line) = text.lines().find(|l| l.contains("Kernel panic")) {
+            return GuestState::Crashed {
+                reason: format!("guest kernel panic: {}", line.trim()),
+            };
         }
+        return GuestState::Exited;
+    }
+    let how = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(c), _) => format!("qemu exited with status {c}"),
+        (None, Some(s)) => format!("qemu was killed by signal {s}"),
+        _ => "qemu ended".into(),
+    };
+    GuestState::Crashed {
+        reason: format!("{how}: {}", tail_line(log, 400)),
     }
 }
 
@@ -256,58 +256,25 @@ impl Guest for QemuGuest {
     }
 
     fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id()).or(self.adopted)
+        self.process.pid()
     }
 
     fn status(&mut self) -> GuestState {
-        if let Some(s) = &self.ended {
-            return s.clone();
-        }
-        if let Some(pid) = self.adopted {
-            if is_qemu_for(pid, &self.id) {
-                return GuestState::Running;
-            }
-            self.adopted = None;
-            let state = GuestState::Crashed {
-                reason: self
-                    .jail
-                    .oom_reason()
-                    .unwrap_or_else(|| "the adopted qemu process ended".into()),
-            };
-            self.jail.release();
-            self.ended = Some(state.clone());
-            return state;
-        }
-        let Some(child) = self.child.as_mut() else {
-            return GuestState::Exited;
-        };
-        match child.try_wait() {
-            Ok(None) => GuestState::Running,
-            Ok(Some(status)) => {
-                let state = self.classify(status);
-                self.child = None;
-                self.jail.release();
-                self.ended = Some(state.clone());
-                state
-            }
-            Err(e) => GuestState::Crashed {
-                reason: format!("cannot observe qemu: {e}"),
-            },
-        }
+        let (id, console, log) = (&self.id, &self.console, &self.log);
+        self.process.status(
+            |pid, _| is_qemu_for(pid, id),
+            |end, jail| classify(end, jail, console, log),
+        )
     }
 
     fn stop(&mut self, grace: Duration) -> GuestState {
-        if let Some(pid) = self.adopted.take() {
-            terminate_pid(pid, grace, || is_qemu_for(pid, &self.id));
-            self.ended = Some(GuestState::Exited);
-        }
-        if let Some(child) = self.child.as_mut() {
-            terminate(child, grace);
-            self.child = None;
-            self.ended = Some(GuestState::Exited);
-        }
-        self.jail.release();
-        self.status()
+        // QEMU ends on SIGTERM; however it ended then, it was stopped.
+        let id = &self.id;
+        self.process.stop(
+            grace,
+            |pid, _| is_qemu_for(pid, id),
+            |_, _| GuestState::Exited,
+        )
     }
 
     fn console_path(&self) -> &Path {
@@ -316,15 +283,5 @@ impl Guest for QemuGuest {
 
     fn agent_socket(&self) -> &Path {
         &self.socket
-    }
-}
-
-impl Drop for QemuGuest {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-            self.jail.release();
-        }
     }
 }

@@ -1,0 +1,136 @@
+//! A hypervisor process as a driver sees it: a child this agent started (reaped here) or a
+//! process an earlier agent started and this one adopted (watched by pid), with its jail,
+//! which is released once the process has ended. The drivers say what their process is
+//! (`is_ours`) and what its end means (`classify`); the bookkeeping is here, once.
+
+use crate::driver::{terminate, terminate_pid, GuestState};
+use crate::jailing::GuestJail;
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
+
+/// How a hypervisor process ended.
+#[derive(Debug, Clone, Copy)]
+pub enum End {
+    /// Our child exited with this status.
+    Exited(ExitStatus),
+    /// An adopted process is gone (its status went to the agent that started it).
+    Vanished,
+}
+
+/// A hypervisor process and its jail.
+#[derive(Debug)]
+pub struct HypervisorProcess {
+    child: Option<Child>,
+    adopted: Option<u32>,
+    jail: GuestJail,
+    ended: Option<GuestState>,
+}
+
+impl HypervisorProcess {
+    /// A process this agent spawned in `jail`.
+    pub fn spawned(child: Child, jail: GuestJail) -> Self {
+        HypervisorProcess {
+            child: Some(child),
+            adopted: None,
+            jail,
+            ended: None,
+        }
+    }
+
+    /// Process `pid`, started by an earlier agent in `jail`.
+    pub fn adopted(pid: u32, jail: GuestJail) -> Self {
+        HypervisorProcess {
+            child: None,
+            adopted: Some(pid),
+            jail,
+            ended: None,
+        }
+    }
+
+    /// Its jail.
+    pub fn jail(&self) -> &GuestJail {
+        &self.jail
+    }
+
+    /// Its host pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id()).or(self.adopted)
+    }
+
+    fn finish(&mut self, state: GuestState) -> GuestState {
+        self.child = None;
+        self.adopted = None;
+        self.jail.release();
+        self.ended = Some(state.clone());
+        state
+    }
+
+    /// What it is doing. `is_ours` tells whether an adopted pid is still this process;
+    /// `classify` names its end, once, before the jail (and its OOM count) goes.
+    pub fn status(
+        &mut self,
+        is_ours: impl Fn(u32, &GuestJail) -> bool,
+        classify: impl FnOnce(End, &GuestJail) -> GuestState,
+    ) -> GuestState {
+        if let Some(s) = &self.ended {
+            return s.clone();
+        }
+        if let Some(pid) = self.adopted {
+            if is_ours(pid, &self.jail) {
+                return GuestState::Running;
+            }
+            let state = classify(End::Vanished, &self.jail);
+            return self.finish(state);
+        }
+        let Some(child) = self.child.as_mut() else {
+            return GuestState::Exited;
+        };
+        match child.try_wait() {
+            Ok(None) => GuestState::Running,
+            Ok(Some(status)) => {
+                let state = classify(End::Exited(status), &self.jail);
+                self.finish(state)
+            }
+            Err(e) => GuestState::Crashed {
+                reason: format!("cannot observe the hypervisor: {e}"),
+            },
+        }
+    }
+
+    /// Stops it: SIGTERM, up to `grace`, then SIGKILL. `settle` names how a child that was
+    /// stopped ended (an adopted one ends `Exited`).
+    pub fn stop(
+        &mut self,
+        grace: Duration,
+        is_ours: impl Fn(u32, &GuestJail) -> bool,
+        settle: impl FnOnce(ExitStatus, &GuestJail) -> GuestState,
+    ) -> GuestState {
+        if let Some(s) = &self.ended {
+            return s.clone();
+        }
+        if let Some(pid) = self.adopted {
+            terminate_pid(pid, grace, || is_ours(pid, &self.jail));
+            return self.finish(GuestState::Exited);
+        }
+        let Some(child) = self.child.as_mut() else {
+            return GuestState::Exited;
+        };
+        let state = match terminate(child, grace) {
+            Some(status) => settle(status, &self.jail),
+            None => GuestState::Exited,
+        };
+        self.finish(state)
+    }
+}
+
+impl Drop for HypervisorProcess {
+    /// A child still running is killed with its jail; an adopted process is left alone
+    /// (the next agent adopts it again).
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.jail.release();
+        }
+    }
+}
