@@ -4,7 +4,7 @@
 //! our vmm (the `kvm` driver), and under QEMU (the `qemu` driver). Prints start latency and
 //! memory overhead side by side, with ratios to the container measured in the same run.
 
-use crate::bench_vmm::{median, rss_overhead_kib};
+use crate::bench_vmm::{await_ready, median, rss_overhead_kib};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use modvisor_node_agent::driver::{Guest, GuestSpec, HypervisorDriver};
@@ -82,20 +82,6 @@ fn build_process_probe(dir: &Path) -> Result<PathBuf> {
 struct Sample {
     ready: Duration,
     rss_kib: u64,
-}
-
-fn await_ready(console: &Path, alive: &mut dyn FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read(console).is_ok_and(|c| c.windows(5).any(|w| w == b"ready")) {
-        if !alive() {
-            bail!("it ended before printing its line");
-        }
-        if Instant::now() > deadline {
-            bail!("no output within 60 s");
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    Ok(())
 }
 
 /// The container: the static program alone in the same jail the node agent makes.

@@ -56,6 +56,22 @@ pub(crate) fn rss_overhead_kib(pid: u32, ram: u64) -> Result<u64> {
     Ok(total)
 }
 
+/// Waits (up to a minute) until `console` holds the probe's `ready`; an error if `alive`
+/// says the process ended first.
+pub(crate) fn await_ready(console: &Path, alive: &mut dyn FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read(console).is_ok_and(|c| c.windows(5).any(|w| w == b"ready")) {
+        if !alive() {
+            bail!("it ended before printing its line");
+        }
+        if Instant::now() > deadline {
+            bail!("no output within 60 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
 fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -71,19 +87,9 @@ fn measure(mut cmd: Command, console: &Path, ram: u64) -> Result<Sample> {
         .stderr(Stdio::null())
         .spawn()
         .context("starting the VMM")?;
-    let deadline = start + Duration::from_secs(60);
-    loop {
-        if std::fs::read(console).is_ok_and(|c| c.windows(5).any(|w| w == b"ready")) {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!("the VMM exited ({status}) before the guest printed");
-        }
-        if Instant::now() > deadline {
-            stop(child);
-            bail!("no guest output within 60 s");
-        }
-        std::thread::sleep(Duration::from_micros(200));
+    if let Err(e) = await_ready(console, &mut || matches!(child.try_wait(), Ok(None))) {
+        stop(child);
+        return Err(e.context("the VMM"));
     }
     let first_output = start.elapsed();
     let rss = rss_overhead_kib(child.id(), ram);

@@ -117,6 +117,22 @@ fn make_dev(dst: &CString, nodes: &[DevNode]) -> io::Result<()> {
     .map_err(err)
 }
 
+/// Makes the bind mount at `dst` read-only, nosuid and nodev.
+fn remount_read_only(dst: &std::ffi::CStr) -> io::Result<()> {
+    mount(
+        NONE,
+        dst,
+        NONE,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        NONE,
+    )
+    .map_err(err)
+}
+
 impl Plan {
     /// Runs in the child between fork and exec. The child must be PID 1 of a new pid
     /// namespace (see `Jail::spawn`).
@@ -178,18 +194,7 @@ impl Plan {
                     )
                     .map_err(err)?;
                     if *read_only {
-                        mount(
-                            NONE,
-                            dst.as_c_str(),
-                            NONE,
-                            MsFlags::MS_BIND
-                                | MsFlags::MS_REMOUNT
-                                | MsFlags::MS_RDONLY
-                                | MsFlags::MS_NOSUID
-                                | MsFlags::MS_NODEV,
-                            NONE,
-                        )
-                        .map_err(err)?;
+                        remount_read_only(dst.as_c_str())?;
                     }
                 }
                 MountOp::Proc { dst } => mount(
@@ -207,18 +212,7 @@ impl Plan {
         pivot_root(c".", c".").map_err(err)?;
         umount2(c".", MntFlags::MNT_DETACH).map_err(err)?;
         chdir(c"/").map_err(err)?;
-        mount(
-            NONE,
-            c"/",
-            NONE,
-            MsFlags::MS_BIND
-                | MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV,
-            NONE,
-        )
-        .map_err(err)?;
+        remount_read_only(c"/")?;
         sethostname(self.hostname.as_str()).map_err(err)?;
         for (res, v) in &self.rlimits {
             setrlimit(*res, *v, *v).map_err(err)?;

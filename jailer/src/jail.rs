@@ -132,7 +132,7 @@ pub struct Jail {
     enforced: String,
 }
 
-fn ioe(path: &Path) -> impl FnOnce(std::io::Error) -> JailError + '_ {
+pub(crate) fn ioe(path: &Path) -> impl FnOnce(std::io::Error) -> JailError + '_ {
     move |source| JailError::Io {
         path: path.to_path_buf(),
         source,
@@ -265,7 +265,7 @@ impl Jail {
             Ok(j) => Ok(j),
             Err(e) => {
                 let _ = group.remove();
-                crate::uid::release(&config.uid_registry, &dir, uid);
+                crate::uid::release(&config.uid_registry, &dir);
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(e)
             }
@@ -529,9 +529,7 @@ fn remove(group: &Group, dir: &Path, registry: &Path) -> Result<(), JailError> {
     if mounted_under(dir) {
         return Err(JailError::Mounted(dir.to_path_buf()));
     }
-    if let Some(uid) = crate::uid::recorded(dir) {
-        crate::uid::release(registry, dir, uid);
-    }
+    crate::uid::release(registry, dir);
     match std::fs::remove_dir_all(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -542,6 +540,18 @@ fn remove(group: &Group, dir: &Path, registry: &Path) -> Result<(), JailError> {
     }
 }
 
+/// The ids of the jails under `config.dir`.
+pub fn jail_ids(config: &JailConfig) -> Vec<String> {
+    std::fs::read_dir(&config.dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Removes jails left by a crash: every jail under `config.dir` whose cgroup holds no
 /// process (a VM that still runs is left for its node agent to adopt), and every empty
 /// cgroup under the parent with no jail directory. Returns the ids removed; a jail that
@@ -549,14 +559,7 @@ fn remove(group: &Group, dir: &Path, registry: &Path) -> Result<(), JailError> {
 pub fn cleanup_stale(config: &JailConfig) -> Result<Vec<String>, JailError> {
     let cgroups = check_host()?;
     let mut removed = Vec::new();
-    let mut ids: Vec<String> = std::fs::read_dir(&config.dir)
-        .map(|rd| {
-            rd.flatten()
-                .filter(|e| e.path().is_dir())
-                .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut ids = jail_ids(config);
     for parent in cgroups.parent_dirs(&config.cgroup_parent) {
         if let Ok(rd) = std::fs::read_dir(&parent) {
             for e in rd.flatten().filter(|e| e.path().is_dir()) {

@@ -24,7 +24,7 @@ pub mod seccomp;
 mod uid;
 
 pub use cgroup::{CgroupError, CgroupLimits, Cgroups, Group, Version};
-pub use jail::{check_host, cleanup_stale, Bind, Jail, JailConfig, JailSpec};
+pub use jail::{check_host, cleanup_stale, jail_ids, Bind, Jail, JailConfig, JailSpec};
 pub use seccompiler::BpfProgram;
 
 use std::path::PathBuf;

@@ -4,17 +4,10 @@
 //! never hand out the same uid, even with overlapping ranges. A uid that any live process
 //! already runs as is skipped too. A claim whose jail directory is gone (a crash) is free.
 
-use crate::jail::JailConfig;
+use crate::jail::{ioe, JailConfig};
 use crate::JailError;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-
-fn ioe(path: &Path) -> impl FnOnce(std::io::Error) -> JailError + '_ {
-    move |source| JailError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// Takes a lock on `dir/.lock`.
 fn lock(dir: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, JailError> {
@@ -111,9 +104,12 @@ pub(crate) fn allocate(
     Ok(uid)
 }
 
-/// Drops the registry's claim on `uid` if the jail at `jail_dir` holds it.
-pub(crate) fn release(config_registry: &Path, jail_dir: &Path, uid: u32) {
-    let claim = config_registry.join(uid.to_string());
+/// Drops the registry's claim on the uid of the jail at `jail_dir`, if that jail holds it.
+pub(crate) fn release(registry: &Path, jail_dir: &Path) {
+    let Some(uid) = recorded(jail_dir) else {
+        return;
+    };
+    let claim = registry.join(uid.to_string());
     let owner = std::fs::read_to_string(&claim).unwrap_or_default();
     let mine = std::fs::canonicalize(jail_dir)
         .map(|d| d == Path::new(owner.trim()))

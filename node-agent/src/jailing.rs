@@ -3,7 +3,9 @@
 //! paths a hypervisor sees inside it, stale jails at start-up, and OOM kills.
 
 use crate::driver::{DriverError, GuestSpec};
-use modvisor_jailer::{cleanup_stale, Jail, JailConfig, JailError, JailSpec, Limits, Overhead};
+use modvisor_jailer::{
+    cleanup_stale, jail_ids, Jail, JailConfig, JailError, JailSpec, Limits, Overhead,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
@@ -77,7 +79,7 @@ impl NodeJails {
         let cgroups = modvisor_jailer::check_host()?;
         cgroups.ensure_parent(&self.config.cgroup_parent)?;
         let mut removed = cleanup_stale(&self.config)?;
-        for id in self.ids() {
+        for id in jail_ids(&self.config) {
             if keep.contains(&id) {
                 continue;
             }
@@ -112,17 +114,6 @@ impl NodeJails {
         if let Ok(cgroups) = modvisor_jailer::check_host() {
             cgroups.remove_parent(&self.config.cgroup_parent);
         }
-    }
-
-    fn ids(&self) -> Vec<String> {
-        std::fs::read_dir(&self.config.dir)
-            .map(|rd| {
-                rd.flatten()
-                    .filter(|e| e.path().is_dir())
-                    .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
     }
 
     /// Makes the jail of guest `spec`: kernel and initramfs read-only, the run directory

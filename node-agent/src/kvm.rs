@@ -65,9 +65,9 @@ impl KvmDriver {
     }
 
     /// The same driver, running every vmm in a jail of `jails` under the vmm's seccomp
-    /// allowlist.
-    pub fn with_jails(mut self, jails: Arc<NodeJails>) -> Self {
-        self.jails = Some(jails);
+    /// allowlist (`None`: unjailed).
+    pub fn with_jails(mut self, jails: impl Into<Option<Arc<NodeJails>>>) -> Self {
+        self.jails = jails.into();
         self
     }
 }

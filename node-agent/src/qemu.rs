@@ -70,9 +70,9 @@ impl QemuDriver {
         })
     }
 
-    /// The same driver, running every guest in a jail of `jails`.
-    pub fn with_jails(mut self, jails: Arc<NodeJails>) -> Self {
-        self.jails = Some(jails);
+    /// The same driver, running every guest in a jail of `jails` (`None`: unjailed).
+    pub fn with_jails(mut self, jails: impl Into<Option<Arc<NodeJails>>>) -> Self {
+        self.jails = jails.into();
         self
     }
 

@@ -89,10 +89,7 @@ pub fn pick_driver(
         let driver =
             KvmDriver::beside_this_executable().map_err(setup("locating the vmm binary"))?;
         tracing::info!(vmm = %driver.program().0.display(), "kvm driver");
-        Ok(match jails.clone() {
-            Some(j) => Arc::new(driver.with_jails(j)),
-            None => Arc::new(driver),
-        })
+        Ok(Arc::new(driver.with_jails(jails.clone())))
     };
     match (choice, hw) {
         (DriverChoice::Kvm, false) => Err(NodeError::Setup(format!(
@@ -105,10 +102,7 @@ pub fn pick_driver(
                 tracing::info!(host = %hostcaps::describe(), "driver auto: qemu");
             }
             let driver = QemuDriver::detect().map_err(setup("qemu driver"))?;
-            Ok(match jails.clone() {
-                Some(j) => Arc::new(driver.with_jails(j)),
-                None => Arc::new(driver),
-            })
+            Ok(Arc::new(driver.with_jails(jails.clone())))
         }
     }
 }
