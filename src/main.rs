@@ -7,6 +7,7 @@ mod bench_scheduler;
 mod bench_vmm;
 mod client;
 mod commands;
+mod doctor;
 mod guest_cmd;
 mod serve;
 mod table;
@@ -30,6 +31,9 @@ enum Command {
     /// Run everything on this machine: the control plane with its sled store; creates
     /// tenants tenant-a and tenant-b and writes their tokens.
     Up(serve::UpArgs),
+    /// Check what this host needs (hypervisor, acceleration, jail, guest kernel): a
+    /// table of found and missing pieces with how to get each; non-zero when one is missing.
+    Doctor(doctor::DoctorArgs),
     /// Run the control plane alone.
     ControlPlane(serve::ControlPlaneArgs),
     /// Run a node agent: registers with the control plane and runs its VMs.
@@ -39,8 +43,13 @@ enum Command {
         #[command(subcommand)]
         command: serve::TokenCommand,
     },
-    /// Print the OpenAPI document of the control plane API.
-    Openapi,
+    /// Print an OpenAPI document: the control plane's API for tenants and admins (the
+    /// default), its internal API for node agents, or the node agent's API.
+    Openapi {
+        /// Which document.
+        #[arg(value_enum, default_value_t = OpenapiDocument::ControlPlane)]
+        document: OpenapiDocument,
+    },
     /// Manage VMs.
     Vm {
         #[command(flatten)]
@@ -97,6 +106,17 @@ enum BenchCommand {
     Isolation(bench_isolation::BenchIsolationArgs),
 }
 
+/// The OpenAPI documents, each committed as `openapi/<name>.json`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OpenapiDocument {
+    /// Tenants and admins (`openapi/control-plane.json`).
+    ControlPlane,
+    /// Node agents calling the control plane (`openapi/control-plane-internal.json`).
+    ControlPlaneInternal,
+    /// The control plane calling node agents (`openapi/node-agent.json`).
+    NodeAgent,
+}
+
 /// Where a data directory lives unless told otherwise.
 pub const DEFAULT_DATA_DIR: &str = ".modvisor";
 
@@ -115,11 +135,25 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Up(args) => serve::up(args),
+        Command::Doctor(args) => match doctor::doctor(args) {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::ControlPlane(args) => serve::control_plane(args),
         Command::NodeAgent(args) => serve::node_agent(args),
         Command::Token { command } => serve::token(command),
-        Command::Openapi => {
-            print!("{}", modvisor_control_plane::api::openapi_document());
+        Command::Openapi { document } => {
+            print!(
+                "{}",
+                match document {
+                    OpenapiDocument::ControlPlane =>
+                        modvisor_control_plane::api::openapi_document(),
+                    OpenapiDocument::ControlPlaneInternal =>
+                        modvisor_control_plane::api::internal_openapi_document(),
+                    OpenapiDocument::NodeAgent => modvisor_node_api::openapi::document(),
+                }
+            );
             Ok(())
         }
         Command::Vm { api, command } => commands::vm(&api, command),

@@ -16,11 +16,16 @@ use std::path::PathBuf;
 #[derive(Debug, Args)]
 pub struct UpArgs {
     /// Data directory: sled store, signing key, tokens.
-    #[arg(long, default_value_os_t = crate::default_data_dir())]
+    #[arg(long, env = "MODVISOR_DATA_DIR", default_value_os_t = crate::default_data_dir())]
     data_dir: PathBuf,
     /// Address of the API.
-    #[arg(long, default_value = "127.0.0.1:7070")]
+    #[arg(long, env = "MODVISOR_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Install what this host lacks (QEMU, ...) with apt-get before starting (Debian or
+    /// Ubuntu, as root). Without it, `up` stops when something is missing, before it
+    /// writes anything, naming each missing piece and the command that provides it.
+    #[arg(long)]
+    install_missing: bool,
     /// Lifetime of the tokens written to DATA_DIR/tokens, in seconds.
     #[arg(long, default_value_t = 24 * 3600)]
     token_ttl: u64,
@@ -168,6 +173,9 @@ pub struct NodeAgentArgs {
     /// Hypervisor driver.
     #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
     driver: DriverArg,
+    /// Install what this host lacks with apt-get before starting (as `up`).
+    #[arg(long)]
+    install_missing: bool,
     /// vCPUs offered to guests (default: the host's CPUs).
     #[arg(long)]
     vcpus: Option<u64>,
@@ -270,6 +278,15 @@ fn reconciler(node_timeout_secs: u64) -> ReconcilerConfig {
 /// `modvisor up`: the control plane with default tenants and their tokens, the module
 /// catalog seeded from the guest kernel, and node agents in the same process.
 pub fn up(args: UpArgs) -> Result<()> {
+    crate::doctor::preflight(
+        &crate::doctor::Needs {
+            driver: (args.nodes > 0).then_some(args.driver),
+            jail: args.vm_process.jail == JailSwitch::On,
+            kernel: args.nodes > 0 || args.catalog == CatalogSeed::Kernel,
+            tests: false,
+        },
+        args.install_missing,
+    )?;
     let cp = ControlPlane::open(Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
@@ -361,6 +378,15 @@ fn print_up(
 
 /// `modvisor node-agent`.
 pub fn node_agent(args: NodeAgentArgs) -> Result<()> {
+    crate::doctor::preflight(
+        &crate::doctor::Needs {
+            driver: Some(args.driver),
+            jail: args.vm_process.jail == JailSwitch::On,
+            kernel: true,
+            tests: false,
+        },
+        args.install_missing,
+    )?;
     let token = std::fs::read_to_string(&args.bootstrap_token_file)
         .with_context(|| format!("reading {}", args.bootstrap_token_file.display()))?
         .trim()

@@ -6,11 +6,8 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
-/// Media type of problem details (RFC 9457).
-pub const PROBLEM_JSON: &str = "application/problem+json";
+pub use modvisor_node_api::problem::PROBLEM_JSON;
 
 /// Everything that can go wrong in the control plane.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -176,24 +173,7 @@ impl From<serde_json::Error> for Error {
     }
 }
 
-/// Problem details for HTTP APIs (RFC 9457).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
-pub struct Problem {
-    /// A URI identifying the problem type; stable across releases.
-    pub r#type: String,
-    /// A short summary of the problem type.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// An explanation specific to this occurrence.
-    pub detail: String,
-    /// The offending field (a JSON path or parameter name), where there is one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// The quota that would be exceeded, for `quota-exceeded`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quota: Option<String>,
-}
+pub use modvisor_node_api::problem::Problem;
 
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {

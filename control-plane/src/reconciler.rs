@@ -9,10 +9,10 @@
 
 use crate::auth::{Role, TokenKeys};
 use crate::model::{
-    EnsureVm, Node, NodeLoadModule, NodeModuleResult, NodeState, ObservedVm, Phase, PowerState,
-    RequestState, Vm,
+    EnsureVm, Node, NodeLoadModule, NodeState, Phase, PowerState, RequestState, Vm,
 };
 use crate::store::{Datastore, Strategy, VmFilter};
+use modvisor_node_api::{Deleted, NodeApi, NodeClient};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,13 +57,20 @@ pub fn spawn(
                     return;
                 }
             };
+            let http = match reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(2))
+                .build()
+            {
+                Ok(http) => http,
+                Err(e) => {
+                    tracing::error!(error = %e, "reconciler HTTP client; the reconciler does not run");
+                    return;
+                }
+            };
             let r = Reconciler {
                 store,
                 keys,
-                http: reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .build()
-                    .unwrap_or_default(),
+                http,
                 busy: Arc::new(Mutex::new(HashSet::new())),
                 config,
             };
@@ -96,10 +103,13 @@ impl Reconciler {
             .await;
     }
 
-    fn token(&self) -> String {
-        self.keys
+    /// A client of `node`'s API, calling with a fresh control-plane token.
+    fn client(&self, node: &Node) -> Result<NodeClient, String> {
+        let token = self
+            .keys
             .issue("control-plane", Role::ControlPlane, None, 300)
-            .unwrap_or_default()
+            .map_err(|e| format!("cannot sign a token for node {}: {e}", node.name))?;
+        Ok(NodeClient::new(&node.address, token, self.http.clone()))
     }
 
     /// Runs `f` for `vm` unless an action for it is already in flight.
@@ -218,35 +228,20 @@ impl Reconciler {
             memory_mib: vm.spec.memory_mib,
             power_state: vm.spec.power_state,
         };
-        let resp = self
-            .http
-            .put(format!("{}/v1/vms/{}", node.address, vm.id))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(240))
-            .json(&body)
-            .send()
+        let observed = self
+            .client(&node)?
+            .ensure_vm(&vm.id, &body)
             .await
             .map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("node {}: {}", node.name, resp.status()));
-        }
-        let observed: ObservedVm = resp.json().await.map_err(|e| e.to_string())?;
         self.store
             .set_vm_phase(&vm.id, observed.phase, observed.reason)
             .map_err(|e| e.to_string())
     }
 
     async fn delete(self, node: Node, id: String) -> Result<(), String> {
-        let resp = self
-            .http
-            .delete(format!("{}/v1/vms/{id}", node.address))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !(resp.status().is_success() || resp.status().as_u16() == 404) {
-            return Err(format!("node {}: {}", node.name, resp.status()));
+        match self.client(&node)?.delete_vm(&id).await {
+            Ok(Deleted::Removed | Deleted::NotThere) => {}
+            Err(e) => return Err(e.to_string()),
         }
         self.store.finish_delete(&id).map_err(|e| e.to_string())
     }
@@ -256,22 +251,17 @@ impl Reconciler {
         let _ = self
             .store
             .set_request_state(&id, &name, RequestState::Vetting, None);
-        let resp = self
-            .http
-            .post(format!("{}/v1/vms/{id}/modules", node.address))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(600))
-            .json(&body)
-            .send()
-            .await;
-        let results: Vec<NodeModuleResult> = match resp {
-            Ok(r) if r.status().is_success() => r.json().await.map_err(|e| e.to_string())?,
-            Ok(r) => {
+        let client = match self.client(&node) {
+            Ok(c) => c,
+            Err(e) => {
                 let _ = self
                     .store
                     .set_request_state(&id, &name, RequestState::Pending, None);
-                return Err(format!("node {}: {}", node.name, r.status()));
+                return Err(e);
             }
+        };
+        let results = match client.load_module(&id, &body).await {
+            Ok(r) => r,
             Err(e) => {
                 let _ = self
                     .store
@@ -289,25 +279,12 @@ impl Reconciler {
     }
 
     async fn unload(self, node: Node, id: String, name: String) -> Result<(), String> {
-        let resp = self
-            .http
-            .delete(format!("{}/v1/vms/{id}/modules/{name}", node.address))
-            .bearer_auth(self.token())
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let (state, reason) = if resp.status().is_success() {
-            (RequestState::Unloaded, None)
-        } else {
-            let text = resp.text().await.unwrap_or_default();
-            (
-                RequestState::Loaded,
-                Some(format!(
-                    "unload refused: {}",
-                    text.chars().take(300).collect::<String>()
-                )),
-            )
+        let (state, reason) = match self.client(&node)?.unload_module(&id, &name).await {
+            Ok(()) => (RequestState::Unloaded, None),
+            Err(e @ modvisor_node_api::ClientError::Refused { .. }) => {
+                (RequestState::Loaded, Some(format!("unload refused: {e}")))
+            }
+            Err(e) => return Err(e.to_string()),
         };
         // A refused unload stays Loaded but is no longer retried.
         let _ = self.store.set_request_state(&id, &name, state, reason);

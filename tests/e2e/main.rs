@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod cluster;
+mod doctor;
 mod host;
 mod hostile;
 mod jail;

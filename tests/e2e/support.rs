@@ -100,6 +100,21 @@ impl Plane {
         p
     }
 
+    /// A control plane started by other means, whose data directory is `dir/data` and
+    /// whose API is at `base`; this handle does not own its process.
+    pub fn attach(dir: tempfile::TempDir, base: String) -> Plane {
+        Plane {
+            dir,
+            up_args: Vec::new(),
+            child: None,
+            base,
+            http: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")

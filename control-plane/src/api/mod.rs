@@ -107,10 +107,6 @@ impl Modify for BearerAuth {
         modules::request_module,
         modules::list_module_requests,
         modules::unload_module,
-        nodes::register_node,
-        nodes::heartbeat,
-        nodes::node_catalog,
-        nodes::blob,
         nodes::list_nodes,
         nodes::node_action,
     ),
@@ -137,28 +133,62 @@ impl Modify for BearerAuth {
         model::Resources,
         model::NodeState,
         model::Node,
-        model::RegisterNode,
-        model::NodeCredential,
-        model::ObservedVm,
-        model::Heartbeat,
-        model::HeartbeatReply,
-        model::NodeCatalog,
-        model::EnsureVm,
-        model::NodeLoadModule,
-        model::NodeModuleResult,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
 
-/// The OpenAPI document as pretty JSON, exactly as committed in `openapi/`.
-pub fn openapi_document() -> String {
-    let mut s = ApiDoc::openapi()
+/// The control plane's internal API: what only node agents call.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "modvisor control plane, internal",
+        version = "1.0.0",
+        description = "Called only by node agents: registration (bootstrap token), heartbeats, the module catalog and blobs (node tokens)."
+    ),
+    paths(
+        nodes::register_node,
+        nodes::heartbeat,
+        nodes::node_catalog,
+        nodes::blob,
+    ),
+    components(schemas(
+        Problem,
+        model::Phase,
+        model::Resources,
+        model::NodeState,
+        model::Node,
+        model::RegisterNode,
+        model::NodeCredential,
+        model::ObservedVm,
+        model::Heartbeat,
+        model::HeartbeatReply,
+        model::NodeCatalog,
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct InternalApiDoc;
+
+fn pretty(doc: utoipa::openapi::OpenApi) -> String {
+    let mut s = doc
         .to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
+}
+
+/// The tenants' and admins' OpenAPI document as pretty JSON, exactly as committed in
+/// `openapi/control-plane.json`.
+pub fn openapi_document() -> String {
+    pretty(ApiDoc::openapi())
+}
+
+/// The internal (node-facing) OpenAPI document as pretty JSON, exactly as committed in
+/// `openapi/control-plane-internal.json`.
+pub fn internal_openapi_document() -> String {
+    pretty(InternalApiDoc::openapi())
 }
 
 /// The `.modinfo` of a module as catalog metadata (repeated keys joined with `,`).

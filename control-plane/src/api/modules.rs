@@ -14,6 +14,7 @@ use utoipa::IntoParams;
 
 /// Query of `PUT /v1/admin/modules/{name}`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PublishParams {
     /// The kernel release the module was built for.

@@ -120,6 +120,7 @@ pub async fn heartbeat(
 
 /// Query of the node catalog.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CatalogParams {
     /// The node's guest kernel release.

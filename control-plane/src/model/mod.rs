@@ -1,6 +1,7 @@
 //! The resources of API v1, described by types: what is stored is what is served.
 
 pub mod node;
+pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
 pub use node::*;
 
 use serde::{Deserialize, Serialize};
@@ -74,17 +75,6 @@ pub struct CreateTenant {
     pub quota: Option<Quota>,
 }
 
-/// Whether a VM should be running.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum PowerState {
-    /// The VM should run.
-    #[default]
-    Running,
-    /// The VM should be stopped (its resources stay reserved).
-    Stopped,
-}
-
 /// A module to load, with its parameters.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -112,43 +102,6 @@ pub struct VmSpec {
     /// Whether the VM should run; `running` when absent.
     #[serde(default)]
     pub power_state: PowerState,
-}
-
-/// Lifecycle phase of a VM.
-#[derive(
-    Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash, PartialOrd, Ord,
-)]
-pub enum Phase {
-    /// Accepted, not yet placed on a node.
-    Pending,
-    /// Placed on a node, not yet started.
-    Scheduled,
-    /// The node is starting it.
-    Starting,
-    /// Running.
-    Running,
-    /// Being stopped.
-    Stopping,
-    /// Stopped.
-    Stopped,
-    /// Failed; see `reason`.
-    Failed,
-    /// Its node stopped reporting.
-    Lost,
-}
-
-impl Phase {
-    /// Every phase, in lifecycle order.
-    pub const ALL: [Phase; 8] = [
-        Phase::Pending,
-        Phase::Scheduled,
-        Phase::Starting,
-        Phase::Running,
-        Phase::Stopping,
-        Phase::Stopped,
-        Phase::Failed,
-        Phase::Lost,
-    ];
 }
 
 /// The observed state of a VM.
@@ -205,6 +158,7 @@ pub struct Page<T> {
 
 /// Query parameters of paginated lists.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// Maximum items per page, 1..=1000 (default 100).
@@ -257,35 +211,6 @@ pub struct CatalogModule {
     /// Its policy (shown to admins only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<ModulePolicy>,
-}
-
-/// State of a module request.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
-pub enum RequestState {
-    /// Recorded, waiting for the VM's node.
-    Pending,
-    /// Being vetted on the node.
-    Vetting,
-    /// Refused; see `reason`.
-    Rejected,
-    /// Being loaded into the guest kernel.
-    Loading,
-    /// Loaded in the guest kernel.
-    Loaded,
-    /// Loading failed; see `reason`.
-    Failed,
-    /// Unloaded (or never loaded and withdrawn).
-    Unloaded,
-}
-
-impl RequestState {
-    /// Whether the request has ended and a new one may replace it.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RequestState::Rejected | RequestState::Failed | RequestState::Unloaded
-        )
-    }
 }
 
 /// Body of `POST /v1/vms/{id}/modules`.

@@ -1,17 +1,18 @@
 //! The node API: only the control plane may call it (tokens signed with its key, role
 //! `control_plane`). Every request is idempotent.
 
+use super::error::ApiError as Error;
 use super::fetch::FetchError;
 use super::vm::{self, Command};
 use super::Node;
 use crate::modprobe::ModuleOutcome;
-use actix_web::{delete, get, post, put, web, App, HttpRequest, HttpResponse, HttpServer};
-use modvisor_control_plane::auth::Role;
-use modvisor_control_plane::model::{
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use modvisor_auth::Role;
+use modvisor_modules::VettingPolicy;
+use modvisor_node_api::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, RequestState,
 };
-use modvisor_control_plane::Error;
-use modvisor_modules::VettingPolicy;
+use modvisor_node_api::{budget, routes};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,10 @@ fn authorize(req: &HttpRequest, node: &Node) -> Result<(), Error> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| Error::Unauthenticated("missing Authorization: Bearer token".into()))?;
-    let caller = node.verifier.verify(token.trim())?;
+    let caller = node
+        .verifier
+        .verify(token.trim())
+        .map_err(|e| Error::Unauthenticated(e.to_string()))?;
     if caller.role != Role::ControlPlane {
         return Err(Error::Forbidden(
             "only the control plane may call a node".into(),
@@ -58,22 +62,20 @@ fn worker(node: &Node, id: &str) -> Result<std::sync::mpsc::Sender<Command>, Err
         .lock()
         .ok()
         .and_then(|v| v.get(id).map(|h| h.tx.clone()))
-        .ok_or_else(|| Error::not_found("vm", id))
+        .ok_or_else(|| Error::NotFound(id.to_string()))
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
     web::block(f)
         .await
-        .map_err(|e| Error::Storage(e.to_string()))
+        .map_err(|e| Error::Internal(e.to_string()))
 }
 
-#[get("/healthz")]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 /// Ensures a VM is in the desired state; answers once it has settled (or failed).
-#[put("/v1/vms/{id}")]
 async fn ensure_vm(
     req: HttpRequest,
     node: Shared,
@@ -85,7 +87,10 @@ async fn ensure_vm(
     let (node, id, spec) = (node.get_ref().clone(), id.into_inner(), body.into_inner());
     let out = blocking(move || {
         {
-            let mut vms = node.vms.lock().map_err(|_| Error::Storage("lock".into()))?;
+            let mut vms = node
+                .vms
+                .lock()
+                .map_err(|_| Error::Internal("the VM table is poisoned".into()))?;
             match vms.get(&id) {
                 Some(h) if h.deleting => {
                     return Err(Error::Conflict(format!(
@@ -93,7 +98,9 @@ async fn ensure_vm(
                     )));
                 }
                 Some(h) => {
-                    let _ = h.tx.send(Command::Ensure(spec));
+                    if h.tx.send(Command::Ensure(spec)).is_err() {
+                        return Err(Error::Internal(format!("the worker of VM {id} has ended")));
+                    }
                 }
                 None => {
                     let h = vm::spawn(node.host.clone(), id.clone(), spec, None);
@@ -102,10 +109,10 @@ async fn ensure_vm(
             }
         }
         // Wait for the worker to settle (booting takes seconds under TCG).
-        let deadline = Instant::now() + Duration::from_secs(200);
+        let deadline = Instant::now() + budget::ENSURE;
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            let o = observed(&node, &id).ok_or_else(|| Error::not_found("vm", &id))?;
+            let o = observed(&node, &id).ok_or_else(|| Error::NotFound(id.clone()))?;
             if o.phase != Phase::Starting || Instant::now() > deadline {
                 return Ok::<ObservedVm, Error>(o);
             }
@@ -115,7 +122,6 @@ async fn ensure_vm(
     Ok(web::Json(out))
 }
 
-#[get("/v1/vms/{id}")]
 async fn get_vm(
     req: HttpRequest,
     node: Shared,
@@ -124,10 +130,9 @@ async fn get_vm(
     authorize(&req, &node)?;
     observed(&node, &id)
         .map(web::Json)
-        .ok_or_else(|| Error::not_found("vm", id.as_str()))
+        .ok_or_else(|| Error::NotFound(id.into_inner()))
 }
 
-#[delete("/v1/vms/{id}")]
 async fn delete_vm(
     req: HttpRequest,
     node: Shared,
@@ -164,7 +169,6 @@ fn result_of(o: &ModuleOutcome) -> NodeModuleResult {
 }
 
 /// Vets and loads a module (with its dependencies) into a VM's guest kernel.
-#[post("/v1/vms/{id}/modules")]
 async fn load_module(
     req: HttpRequest,
     node: Shared,
@@ -185,7 +189,7 @@ async fn load_module(
                     errno: None,
                 }])
             }
-            Err(FetchError::Unavailable(e)) => return Err(Error::Storage(e)),
+            Err(FetchError::Unavailable(e)) => return Err(Error::Unavailable(e)),
         };
         let policy = VettingPolicy::for_tenant(&node.fetcher.kernel_release, body.approved.iter());
         let (reply, rx) = std::sync::mpsc::channel();
@@ -196,17 +200,16 @@ async fn load_module(
             policy,
             reply,
         })
-        .map_err(|_| Error::not_found("vm", &id))?;
+        .map_err(|_| Error::NotFound(id.clone()))?;
         let outcomes = rx
-            .recv_timeout(Duration::from_secs(590))
-            .map_err(|_| Error::Storage("the VM did not answer in time".into()))?;
+            .recv_timeout(budget::LOAD_MAX)
+            .map_err(|_| Error::Unavailable("the VM did not answer in time".into()))?;
         Ok(outcomes.iter().map(result_of).collect())
     })
     .await??;
     Ok(web::Json(results))
 }
 
-#[delete("/v1/vms/{id}/modules/{name}")]
 async fn unload_module(
     req: HttpRequest,
     node: Shared,
@@ -218,9 +221,9 @@ async fn unload_module(
         let tx = worker(&node, &id)?;
         let (reply, rx) = std::sync::mpsc::channel();
         tx.send(Command::Unload { name, reply })
-            .map_err(|_| Error::not_found("vm", &id))?;
-        rx.recv_timeout(Duration::from_secs(60))
-            .map_err(|_| Error::Storage("the VM did not answer in time".into()))?
+            .map_err(|_| Error::NotFound(id.clone()))?;
+        rx.recv_timeout(budget::UNLOAD)
+            .map_err(|_| Error::Unavailable("the VM did not answer in time".into()))?
             .map_err(Error::Conflict)
     })
     .await??;
@@ -238,12 +241,12 @@ pub async fn serve(node: Arc<Node>, listener: std::net::TcpListener) -> std::io:
                     .limit(64 * 1024)
                     .error_handler(|e, _| Error::invalid("body", e.to_string()).into()),
             )
-            .service(healthz)
-            .service(ensure_vm)
-            .service(get_vm)
-            .service(delete_vm)
-            .service(load_module)
-            .service(unload_module)
+            .route(routes::HEALTHZ, web::get().to(healthz))
+            .route(routes::VM, web::put().to(ensure_vm))
+            .route(routes::VM, web::get().to(get_vm))
+            .route(routes::VM, web::delete().to(delete_vm))
+            .route(routes::VM_MODULES, web::post().to(load_module))
+            .route(routes::VM_MODULE, web::delete().to(unload_module))
     })
     .workers(2)
     .listen(listener)?

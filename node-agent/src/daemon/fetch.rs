@@ -3,8 +3,8 @@
 //! vetting compares every image with its pin.
 
 use crate::modprobe::ModuleSource;
-use modvisor_control_plane::model::NodeCatalog;
 use modvisor_modules::{normalize_name, KernelModule};
+use modvisor_node_api::ControlPlaneClient;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
@@ -24,35 +24,22 @@ pub enum FetchError {
 
 /// Fetches what a module request needs.
 pub struct Fetcher {
-    /// Control plane base URL.
-    pub control_plane: String,
+    /// The control plane's internal API.
+    pub control_plane: ControlPlaneClient,
     /// This node's token.
     pub token: String,
     /// The node's guest kernel release.
     pub kernel_release: String,
     /// Blob cache directory.
     pub blobs: PathBuf,
-    /// HTTP client.
-    pub http: reqwest::blocking::Client,
 }
 
 impl Fetcher {
     fn catalog(&self) -> Result<BTreeMap<String, String>, String> {
-        let resp = self
-            .http
-            .get(format!(
-                "{}/v1/nodes/catalog?kernel_release={}",
-                self.control_plane, self.kernel_release
-            ))
-            .bearer_auth(&self.token)
-            .send()
+        let c = self
+            .control_plane
+            .catalog(&self.token, &self.kernel_release)
             .map_err(|e| format!("fetching the catalog: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("fetching the catalog: {}", resp.status()));
-        }
-        let c: NodeCatalog = resp
-            .json()
-            .map_err(|e| format!("reading the catalog: {e}"))?;
         Ok(c.modules
             .into_iter()
             .map(|(k, v): (String, String)| (normalize_name(&k), v))
@@ -68,20 +55,17 @@ impl Fetcher {
             // Served as stored: vetting checks it against the pin.
             return Ok(bytes);
         }
-        let resp = self
-            .http
-            .get(format!("{}/v1/blobs/{sha}", self.control_plane))
-            .bearer_auth(&self.token)
-            .send()
+        let bytes = self
+            .control_plane
+            .blob(&self.token, sha)
             .map_err(|e| format!("fetching blob {sha}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("fetching blob {sha}: {}", resp.status()));
-        }
-        let bytes = resp.bytes().map_err(|e| e.to_string())?.to_vec();
-        let _ = std::fs::create_dir_all(&self.blobs);
         let tmp = self.blobs.join(format!("{sha}.tmp"));
-        if std::fs::write(&tmp, &bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
+        let cached = std::fs::create_dir_all(&self.blobs)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = cached {
+            // Served all the same; the next request fetches it again.
+            tracing::warn!(blob = %sha, error = %e, "cannot cache a blob");
         }
         Ok(bytes)
     }

@@ -2,6 +2,7 @@
 //! API, and runs each VM through the hypervisor driver, re-adopting VMs after a restart.
 
 mod api;
+mod error;
 pub mod fetch;
 pub mod vm;
 
@@ -10,10 +11,9 @@ use crate::hostcaps;
 use crate::jailing::{JailOptions, NodeJails};
 use crate::kvm::KvmDriver;
 use crate::qemu::QemuDriver;
-use modvisor_control_plane::auth::TokenVerifier;
-use modvisor_control_plane::model::{
-    Heartbeat, HeartbeatReply, NodeCredential, RegisterNode, Resources,
-};
+use modvisor_auth::TokenVerifier;
+use modvisor_node_api::internal::{Heartbeat, NodeCredential, RegisterNode, Resources};
+use modvisor_node_api::{ClientError, ControlPlaneClient};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,10 +151,8 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(setup("node API listener"))?;
     let addr = listener.local_addr().map_err(setup("node API listener"))?;
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(setup("http client"))?;
+    let control_plane = ControlPlaneClient::new(&config.control_plane, Duration::from_secs(30))
+        .map_err(setup("control plane client"))?;
     let reg = RegisterNode {
         name: config.name.clone(),
         address: format!("http://{addr}"),
@@ -163,12 +161,10 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         hardware_virtualization: hostcaps::hardware_virtualization(),
         kernel_release: kernel.release.clone(),
     };
-    let cp = config.control_plane.trim_end_matches('/').to_string();
-    let cred = register(&http, &cp, &config.bootstrap_token, &reg)?;
+    let cred = register(&control_plane, &config.bootstrap_token, &reg)?;
     tracing::info!(node = %cred.node.name, address = %cred.node.address, "registered with the control plane");
-    let verifier =
-        modvisor_control_plane::auth::TokenKeys::verifier(&cred.control_plane_public_key)
-            .map_err(setup("control plane key"))?;
+    let verifier = TokenVerifier::from_public_pem(&cred.control_plane_public_key)
+        .map_err(setup("control plane key"))?;
     let host = Host {
         driver,
         kernel: kernel.vmlinuz.clone(),
@@ -187,11 +183,10 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         vms: Mutex::new(HashMap::new()),
         verifier,
         fetcher: fetch::Fetcher {
-            control_plane: cp.clone(),
+            control_plane: control_plane.clone(),
             token: cred.token.clone(),
             kernel_release: kernel.release.clone(),
             blobs: config.data_dir.join("blobs"),
-            http: http.clone(),
         },
     });
     for rec in saved {
@@ -206,82 +201,84 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
             vms.insert(rec.id.clone(), h);
         }
     }
-    spawn_heartbeats(node.clone(), http, cp, cred.token);
+    spawn_heartbeats(node.clone(), control_plane, cred.token)?;
     Ok((node, listener))
 }
 
 fn register(
-    http: &reqwest::blocking::Client,
-    cp: &str,
+    control_plane: &ControlPlaneClient,
     token: &str,
     reg: &RegisterNode,
 ) -> Result<NodeCredential, NodeError> {
     let mut last = String::new();
     for _ in 0..30 {
-        match http
-            .post(format!("{cp}/v1/nodes/register"))
-            .bearer_auth(token)
-            .json(reg)
-            .send()
-        {
-            Ok(r) if r.status().is_success() => {
-                return r.json().map_err(setup("registration reply"))
-            }
-            Ok(r) => {
-                let status = r.status();
-                let body = r.text().unwrap_or_default();
+        match control_plane.register(token, reg) {
+            Ok(cred) => return Ok(cred),
+            Err(e @ (ClientError::Refused { .. } | ClientError::Unreadable { .. })) => {
                 return Err(NodeError::Setup(format!(
-                    "the control plane refused the registration: {status} {body}"
+                    "the control plane refused the registration: {e}"
                 )));
             }
-            Err(e) => last = e.to_string(),
+            Err(e @ ClientError::Unreachable { .. }) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_secs(1));
     }
     Err(NodeError::Setup(format!(
-        "cannot reach the control plane at {cp}: {last}"
+        "cannot reach the control plane at {}: {last}",
+        control_plane.base()
     )))
 }
 
-fn spawn_heartbeats(node: Arc<Node>, http: reqwest::blocking::Client, cp: String, token: String) {
-    let _ = std::thread::Builder::new().name("heartbeat".into()).spawn(move || loop {
-        let vms: Vec<_> = node
-            .vms
-            .lock()
-            .map(|v| v.values().filter_map(|h| h.observed.lock().ok().map(|o| o.clone())).collect())
-            .unwrap_or_default();
-        let sent = http
-            .post(format!("{cp}/v1/nodes/{}/heartbeat", node.name))
-            .bearer_auth(&token)
-            .json(&Heartbeat { vms })
-            .send();
-        match sent {
-            Ok(r) if r.status().is_success() => {
-                if let Ok(reply) = r.json::<HeartbeatReply>() {
-                    for id in reply.remove {
-                        let gone_or_going = node
-                            .vms
-                            .lock()
-                            .map(|v| v.get(&id).is_none_or(|h| h.deleting))
-                            .unwrap_or(true);
-                        if gone_or_going {
-                            continue;
-                        }
-                        // Stopping a guest takes seconds: not on the heartbeat's thread.
-                        let node = node.clone();
-                        let _ = std::thread::Builder::new().name("vm-remove".into()).spawn(move || {
+fn spawn_heartbeats(
+    node: Arc<Node>,
+    control_plane: ControlPlaneClient,
+    token: String,
+) -> Result<(), NodeError> {
+    let beat = move || loop {
+        let vms = match node.vms.lock() {
+            Ok(v) => v
+                .values()
+                .filter_map(|h| h.observed.lock().ok().map(|o| o.clone()))
+                .collect(),
+            Err(_) => {
+                tracing::error!("the VM table is poisoned; heartbeats stop");
+                return;
+            }
+        };
+        match control_plane.heartbeat(&token, &node.name, &Heartbeat { vms }) {
+            Ok(reply) => {
+                for id in reply.remove {
+                    let gone_or_going = node
+                        .vms
+                        .lock()
+                        .map(|v| v.get(&id).is_none_or(|h| h.deleting))
+                        .unwrap_or(true);
+                    if gone_or_going {
+                        continue;
+                    }
+                    // Stopping a guest takes seconds: not on the heartbeat's thread.
+                    let node = node.clone();
+                    let removal = std::thread::Builder::new()
+                        .name("vm-remove".into())
+                        .spawn(move || {
                             if node.delete(&id) {
                                 tracing::info!(vm = %id, "the control plane no longer wants it here: removed");
                             }
                         });
+                    if let Err(e) = removal {
+                        tracing::warn!(error = %e, "cannot start a removal; the next heartbeat retries");
                     }
                 }
             }
-            Ok(r) => tracing::warn!(status = %r.status(), "heartbeat refused"),
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
         }
         std::thread::sleep(Duration::from_secs(1));
-    });
+    };
+    std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(beat)
+        .map(drop)
+        .map_err(setup("heartbeat thread"))
 }
 
 impl Node {

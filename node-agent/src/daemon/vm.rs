@@ -4,8 +4,8 @@
 use crate::channel::AgentClient;
 use crate::driver::{Guest, GuestSpec, GuestState, HypervisorDriver};
 use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
-use modvisor_control_plane::model::{EnsureVm, ObservedVm, Phase, PowerState};
 use modvisor_modules::{TrustStore, VettingPolicy};
+use modvisor_node_api::types::{EnsureVm, ObservedVm, Phase, PowerState};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -33,7 +33,8 @@ impl VmRecord {
     /// Saves the record in `dir` (write, then rename).
     pub fn save(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(format!("{}.json.tmp", self.id));
-        std::fs::write(&tmp, serde_json::to_vec(self).unwrap_or_default())?;
+        let bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, bytes)?;
         std::fs::rename(tmp, Self::path(dir, &self.id))
     }
 

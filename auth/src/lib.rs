@@ -1,0 +1,171 @@
+//! modvisor tokens as every service sees them: roles, claims and a verifier.
+//!
+//! Only `EdDSA` is accepted; every token must carry `sub`, `role`, `aud = "modvisor"`,
+//! `iat`, `exp` and `jti`, and tenant tokens (only they) a `tenant`. Signing lives with
+//! the holder of the private key (the control plane), not here.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// The audience every modvisor token names.
+pub const AUDIENCE: &str = "modvisor";
+/// Clock skew tolerated on `exp`, in seconds.
+pub const LEEWAY_SECS: u64 = 5;
+/// Most verified tokens remembered (the cache is emptied when full).
+const VERIFIED_CACHE_MAX: usize = 4096;
+/// Tokens longer than this are never remembered.
+const VERIFIED_TOKEN_MAX: usize = 4096;
+
+/// What a token's holder is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Operates the system: tenants, quotas, the module catalog.
+    Admin,
+    /// Uses the system: its own VMs and module requests.
+    Tenant,
+    /// A node agent: only node endpoints.
+    Node,
+    /// May only register a node (`POST /v1/nodes/register`), receiving a node token.
+    Bootstrap,
+    /// The control plane itself, calling a node agent's API.
+    ControlPlane,
+}
+
+/// The claims of a modvisor token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Claims {
+    /// Subject: who holds the token.
+    pub sub: String,
+    /// The holder's role.
+    pub role: Role,
+    /// The tenant, for tenant tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Audience; always [`AUDIENCE`].
+    pub aud: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: u64,
+    /// Expires at (seconds since the epoch).
+    pub exp: u64,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// Who is calling, as established from a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The token's subject.
+    pub sub: String,
+    /// The token's role.
+    pub role: Role,
+    /// The tenant, for tenant tokens.
+    pub tenant: Option<String>,
+}
+
+/// Why a key or a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The public key is not an Ed25519 SPKI PEM.
+    #[error("unusable public key: {0}")]
+    UnusableKey(String),
+    /// The token is malformed, forged, expired, for another audience, or its claims do
+    /// not fit its role.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+}
+
+/// Seconds since the epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The validation every modvisor token passes: EdDSA, audience, required claims.
+pub fn validation() -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["sub", "aud", "exp", "iat"]);
+    validation.leeway = LEEWAY_SECS;
+    validation
+}
+
+/// Verifies tokens signed by the holder of one Ed25519 key.
+pub struct TokenVerifier {
+    decoding: DecodingKey,
+    validation: Validation,
+    /// Tokens whose signature and claims were verified, with their `exp`, so that a
+    /// client's every request does not pay for an Ed25519 verification. Keyed by the
+    /// exact token text; `exp` is checked again on every hit.
+    verified: Mutex<HashMap<String, (Caller, u64)>>,
+}
+
+impl TokenVerifier {
+    /// A verifier of tokens signed by the key whose public half is `public_pem` (SPKI).
+    pub fn from_public_pem(public_pem: &str) -> Result<Self, AuthError> {
+        let decoding = DecodingKey::from_ed_pem(public_pem.as_bytes())
+            .map_err(|e| AuthError::UnusableKey(e.to_string()))?;
+        Ok(TokenVerifier {
+            decoding,
+            validation: validation(),
+            verified: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Verifies a token and says who holds it.
+    pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
+        let now = unix_now();
+        if let Ok(cache) = self.verified.lock() {
+            if let Some((caller, exp)) = cache.get(token) {
+                if now <= exp.saturating_add(LEEWAY_SECS) {
+                    return Ok(caller.clone());
+                }
+            }
+        }
+        let (caller, exp) = self.verify_uncached(token)?;
+        if token.len() <= VERIFIED_TOKEN_MAX {
+            if let Ok(mut cache) = self.verified.lock() {
+                if cache.len() >= VERIFIED_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(token.to_string(), (caller.clone(), exp));
+            }
+        }
+        Ok(caller)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<(Caller, u64), AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let c = data.claims;
+        if c.jti.is_empty() || c.sub.is_empty() {
+            return Err(AuthError::InvalidToken("empty sub or jti".into()));
+        }
+        match (c.role, &c.tenant) {
+            (Role::Tenant, None) => {
+                return Err(AuthError::InvalidToken(
+                    "a tenant token must name its tenant".into(),
+                ))
+            }
+            (Role::Admin | Role::Node | Role::Bootstrap | Role::ControlPlane, Some(_)) => {
+                return Err(AuthError::InvalidToken(
+                    "only tenant tokens name a tenant".into(),
+                ))
+            }
+            _ => {}
+        }
+        Ok((
+            Caller {
+                sub: c.sub,
+                role: c.role,
+                tenant: c.tenant,
+            },
+            c.exp,
+        ))
+    }
+}

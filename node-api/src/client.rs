@@ -1,0 +1,286 @@
+//! Typed clients of both APIs: [`NodeClient`] (the control plane calling a node agent,
+//! async) and [`ControlPlaneClient`] (a node agent calling the control plane, blocking).
+//! No caller builds a URL or decodes a reply by hand.
+
+use crate::budget;
+use crate::internal::{Heartbeat, HeartbeatReply, NodeCatalog, NodeCredential, RegisterNode};
+use crate::problem::Problem;
+use crate::routes::{self, fill};
+use crate::types::{EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm};
+use crate::{Deleted, NodeApi};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// A call to the other side failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// No answer: connection refused, reset, or the call's time ran out.
+    #[error("{url}: no answer: {detail}")]
+    Unreachable {
+        /// What was called.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The other side answered with an error status.
+    #[error("{url}: {status}: {detail}")]
+    Refused {
+        /// What was called.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The problem body, when the answer had one.
+        problem: Option<Box<Problem>>,
+        /// The problem's detail, or the body's start.
+        detail: String,
+    },
+    /// The answer could not be read as the type the contract promises.
+    #[error("{url}: unreadable answer: {detail}")]
+    Unreadable {
+        /// What was called.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of a refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn unreachable(url: &str, e: reqwest::Error) -> ClientError {
+    ClientError::Unreachable {
+        url: url.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+fn unreadable(url: &str, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Unreadable {
+        url: url.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// A refusal from an error status and its body.
+fn refused(url: &str, status: u16, body: &[u8]) -> ClientError {
+    let problem: Option<Box<Problem>> = serde_json::from_slice(body).ok();
+    let detail = match &problem {
+        Some(p) => p.detail.clone(),
+        None => String::from_utf8_lossy(body).chars().take(300).collect(),
+    };
+    ClientError::Refused {
+        url: url.to_string(),
+        status,
+        problem,
+        detail,
+    }
+}
+
+/// The control plane's client of one node agent.
+#[derive(Debug, Clone)]
+pub struct NodeClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl NodeClient {
+    /// A client of the node agent at `base` (e.g. `http://127.0.0.1:7081`), calling with
+    /// `token` (role `control_plane`). `http` should have a connect timeout; each call
+    /// sets its own overall timeout from [`budget`].
+    pub fn new(base: &str, token: String, http: reqwest::Client) -> Self {
+        NodeClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+        }
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: String,
+        body: Option<&impl serde::Serialize>,
+        budget: Duration,
+    ) -> Result<Option<T>, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .timeout(budget::caller_timeout(budget));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| unreachable(&url, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| unreachable(&url, e))?;
+        if status == reqwest::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(refused(&url, status.as_u16(), &bytes));
+        }
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| unreadable(&url, e))
+    }
+
+    async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: String,
+        body: Option<&impl serde::Serialize>,
+        budget: Duration,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        self.call(method, path, body, budget)
+            .await?
+            .ok_or_else(|| unreadable(&url, "empty answer"))
+    }
+}
+
+/// No body.
+const NONE: Option<&()> = None;
+
+impl NodeApi for NodeClient {
+    async fn ensure_vm(&self, id: &str, spec: &EnsureVm) -> Result<ObservedVm, ClientError> {
+        let path = fill(routes::VM, &[("id", id)]);
+        self.call_json(reqwest::Method::PUT, path, Some(spec), budget::ENSURE)
+            .await
+    }
+
+    async fn get_vm(&self, id: &str) -> Result<ObservedVm, ClientError> {
+        let path = fill(routes::VM, &[("id", id)]);
+        self.call_json(reqwest::Method::GET, path, NONE, budget::DELETE)
+            .await
+    }
+
+    async fn delete_vm(&self, id: &str) -> Result<Deleted, ClientError> {
+        let path = fill(routes::VM, &[("id", id)]);
+        match self
+            .call::<serde_json::Value>(reqwest::Method::DELETE, path, NONE, budget::DELETE)
+            .await
+        {
+            Ok(_) => Ok(Deleted::Removed),
+            Err(e) if e.status() == Some(404) => Ok(Deleted::NotThere),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn load_module(
+        &self,
+        id: &str,
+        request: &NodeLoadModule,
+    ) -> Result<Vec<NodeModuleResult>, ClientError> {
+        let path = fill(routes::VM_MODULES, &[("id", id)]);
+        self.call_json(reqwest::Method::POST, path, Some(request), budget::LOAD_MAX)
+            .await
+    }
+
+    async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError> {
+        let path = fill(routes::VM_MODULE, &[("id", id), ("name", name)]);
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, path, NONE, budget::UNLOAD)
+            .await
+            .map(drop)
+    }
+}
+
+/// A node agent's client of the control plane's internal API.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneClient {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl ControlPlaneClient {
+    /// A client of the control plane at `base`; every call times out after `timeout`.
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| unreachable(base, e))?;
+        Ok(ControlPlaneClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// The control plane's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn send(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        url: &str,
+    ) -> Result<Vec<u8>, ClientError> {
+        let resp = req.send().map_err(|e| unreachable(url, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().map_err(|e| unreachable(url, e))?.to_vec();
+        if !status.is_success() {
+            return Err(refused(url, status.as_u16(), &bytes));
+        }
+        Ok(bytes)
+    }
+
+    fn json<T: DeserializeOwned>(
+        &self,
+        req: reqwest::blocking::RequestBuilder,
+        url: &str,
+    ) -> Result<T, ClientError> {
+        let bytes = self.send(req, url)?;
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(url, e))
+    }
+
+    /// Registers this node with a bootstrap token; answers its credential.
+    pub fn register(
+        &self,
+        bootstrap: &str,
+        node: &RegisterNode,
+    ) -> Result<NodeCredential, ClientError> {
+        let url = format!("{}{}", self.base, routes::NODE_REGISTER);
+        self.json(self.http.post(&url).bearer_auth(bootstrap).json(node), &url)
+    }
+
+    /// Reports what node `name` holds; answers what it should remove.
+    pub fn heartbeat(
+        &self,
+        token: &str,
+        name: &str,
+        beat: &Heartbeat,
+    ) -> Result<HeartbeatReply, ClientError> {
+        let url = format!(
+            "{}{}",
+            self.base,
+            fill(routes::NODE_HEARTBEAT, &[("name", name)])
+        );
+        self.json(self.http.post(&url).bearer_auth(token).json(beat), &url)
+    }
+
+    /// The catalog (module name -> sha256) for `kernel_release`.
+    pub fn catalog(&self, token: &str, kernel_release: &str) -> Result<NodeCatalog, ClientError> {
+        let url = format!("{}{}", self.base, routes::NODE_CATALOG);
+        self.json(
+            self.http
+                .get(&url)
+                .bearer_auth(token)
+                .query(&[("kernel_release", kernel_release)]),
+            &url,
+        )
+    }
+
+    /// A module blob by its sha256.
+    pub fn blob(&self, token: &str, sha256: &str) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{}", self.base, fill(routes::BLOB, &[("sha256", sha256)]));
+        self.send(self.http.get(&url).bearer_auth(token), &url)
+    }
+}

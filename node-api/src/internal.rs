@@ -1,0 +1,131 @@
+//! The control plane's internal API, which only node agents call: registration,
+//! heartbeats, the module catalog and blobs by sha256.
+
+use crate::types::ObservedVm;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A timestamp in RFC 3339 form (UTC).
+pub type Timestamp = String;
+
+/// vCPUs and memory, as capacity or as an allocation.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// vCPUs.
+    pub vcpus: u64,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+}
+
+/// Whether a node is taking part.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub enum NodeState {
+    /// Heartbeating.
+    Ready,
+    /// Its heartbeats stopped.
+    NotReady,
+}
+
+/// A node agent, as the control plane knows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Node {
+    /// Unique name.
+    pub name: String,
+    /// Base URL of its node API.
+    pub address: String,
+    /// What it offers to guests.
+    pub capacity: Resources,
+    /// What placed VMs hold of it.
+    pub allocated: Resources,
+    /// Hypervisor driver (`qemu` or `kvm`).
+    pub driver: String,
+    /// Whether the host has hardware virtualization (vmx/svm).
+    pub hardware_virtualization: bool,
+    /// Release of the guest kernel it boots.
+    pub kernel_release: String,
+    /// Ready or not.
+    pub state: NodeState,
+    /// Cordoned nodes take no new VMs.
+    pub cordoned: bool,
+    /// Last heartbeat.
+    pub last_heartbeat: Timestamp,
+    /// Last heartbeat, seconds since the epoch (for timeouts).
+    pub last_heartbeat_unix: u64,
+    /// When it first registered.
+    pub registered_at: Timestamp,
+}
+
+impl Node {
+    /// What is still free.
+    pub fn free(&self) -> Resources {
+        Resources {
+            vcpus: self.capacity.vcpus.saturating_sub(self.allocated.vcpus),
+            memory_mib: self
+                .capacity
+                .memory_mib
+                .saturating_sub(self.allocated.memory_mib),
+        }
+    }
+}
+
+/// Body of `POST /v1/nodes/register` (bootstrap token).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RegisterNode {
+    /// Unique name: 1-63 characters of `[a-z0-9-]`, starting with a letter.
+    pub name: String,
+    /// Base URL of its node API, e.g. `http://127.0.0.1:7081`.
+    pub address: String,
+    /// What it offers to guests.
+    pub capacity: Resources,
+    /// Hypervisor driver.
+    pub driver: String,
+    /// Whether the host has hardware virtualization.
+    pub hardware_virtualization: bool,
+    /// Release of the guest kernel it boots.
+    pub kernel_release: String,
+}
+
+/// Answer to a registration: the node's credential.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct NodeCredential {
+    /// The node as registered.
+    pub node: Node,
+    /// Its node token (role `node`).
+    pub token: String,
+    /// The control plane's public key (PEM): the node accepts only requests signed with it.
+    pub control_plane_public_key: String,
+}
+
+/// Body of `POST /v1/nodes/{name}/heartbeat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// Every VM the node runs or holds.
+    pub vms: Vec<ObservedVm>,
+}
+
+/// Answer to a heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct HeartbeatReply {
+    /// VMs the node holds but should not: it removes them.
+    pub remove: Vec<String>,
+}
+
+/// The catalog as a node needs it: module name -> sha256 for one kernel release.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct NodeCatalog {
+    /// The kernel release.
+    pub kernel_release: String,
+    /// Module name -> sha256 of its blob.
+    pub modules: BTreeMap<String, String>,
+}

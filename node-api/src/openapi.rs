@@ -1,0 +1,145 @@
+//! The OpenAPI document of the node agent's API (`openapi/node-agent.json`). The routes
+//! are described here, beside the types; the node agent serves them at [`crate::routes`].
+
+use crate::problem::Problem;
+use crate::types::{
+    EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PowerState, RequestState,
+};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "node", security(()),
+    responses((status = 200, description = "The node agent is serving")))]
+pub fn healthz() {}
+
+/// Makes the node hold the VM in the desired state; answers once it has settled (or
+/// failed), within the ensure budget.
+#[utoipa::path(put, path = "/v1/vms/{id}", tag = "node",
+    params(("id" = String, Path, description = "VM id")),
+    request_body = EnsureVm,
+    responses(
+        (status = 200, description = "What the node now observes", body = ObservedVm),
+        (status = 400, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The VM is still being removed", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn ensure_vm() {}
+
+/// What the node observes of a VM.
+#[utoipa::path(get, path = "/v1/vms/{id}", tag = "node",
+    params(("id" = String, Path, description = "VM id")),
+    responses(
+        (status = 200, description = "What the node observes", body = ObservedVm),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not on this node", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn get_vm() {}
+
+/// Stops and removes a VM.
+#[utoipa::path(delete, path = "/v1/vms/{id}", tag = "node",
+    params(("id" = String, Path, description = "VM id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not on this node", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn delete_vm() {}
+
+/// Vets and loads a module with its dependencies into the VM's guest kernel; one result
+/// per module, in load order.
+#[utoipa::path(post, path = "/v1/vms/{id}/modules", tag = "node",
+    params(("id" = String, Path, description = "VM id")),
+    request_body = NodeLoadModule,
+    responses(
+        (status = 200, description = "One result per module", body = Vec<NodeModuleResult>),
+        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not on this node", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The catalog or a blob could not be fetched, or the guest did not answer in time", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn load_module() {}
+
+/// Unloads a module from the VM's guest kernel.
+#[utoipa::path(delete, path = "/v1/vms/{id}/modules/{name}", tag = "node",
+    params(
+        ("id" = String, Path, description = "VM id"),
+        ("name" = String, Path, description = "Module name"),
+    ),
+    responses(
+        (status = 204, description = "Unloaded"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not on this node", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The guest kernel refused (in use, not loaded)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The guest did not answer in time", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn unload_module() {}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT (EdDSA, role control_plane)")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The node agent's API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "modvisor node agent",
+        version = "1.0.0",
+        description = "Served by every node agent, called only by the control plane (tokens of role control_plane signed with the control plane's key). Every request is idempotent."
+    ),
+    paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module),
+    components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct NodeAgentDoc;
+
+/// The document as pretty JSON, exactly as committed in `openapi/node-agent.json`.
+pub fn document() -> String {
+    let mut s = NodeAgentDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_document_names_exactly_the_routes_the_node_serves() {
+        let doc: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
+        let mut paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        paths.sort();
+        let mut routes = vec![
+            crate::routes::HEALTHZ,
+            crate::routes::VM,
+            crate::routes::VM_MODULES,
+            crate::routes::VM_MODULE,
+        ];
+        routes.sort();
+        assert_eq!(paths, routes);
+    }
+}

@@ -1,0 +1,139 @@
+//! The vocabulary both sides of a node share: VM phases and power states, module request
+//! states, what the control plane asks of a node (ensure, load) and what a node observes.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a VM should be running.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    /// The VM should run.
+    #[default]
+    Running,
+    /// The VM should be stopped (its resources stay reserved).
+    Stopped,
+}
+
+/// Lifecycle phase of a VM.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub enum Phase {
+    /// Accepted, not yet placed on a node.
+    Pending,
+    /// Placed on a node, not yet started.
+    Scheduled,
+    /// The node is starting it.
+    Starting,
+    /// Running.
+    Running,
+    /// Being stopped.
+    Stopping,
+    /// Stopped.
+    Stopped,
+    /// Failed; see `reason`.
+    Failed,
+    /// Its node stopped reporting.
+    Lost,
+}
+
+impl Phase {
+    /// Every phase, in lifecycle order.
+    pub const ALL: [Phase; 8] = [
+        Phase::Pending,
+        Phase::Scheduled,
+        Phase::Starting,
+        Phase::Running,
+        Phase::Stopping,
+        Phase::Stopped,
+        Phase::Failed,
+        Phase::Lost,
+    ];
+}
+
+/// State of a module request.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub enum RequestState {
+    /// Recorded, waiting for the VM's node.
+    Pending,
+    /// Being vetted on the node.
+    Vetting,
+    /// Refused; see `reason`.
+    Rejected,
+    /// Being loaded into the guest kernel.
+    Loading,
+    /// Loaded in the guest kernel.
+    Loaded,
+    /// Loading failed; see `reason`.
+    Failed,
+    /// Unloaded (or never loaded and withdrawn).
+    Unloaded,
+}
+
+impl RequestState {
+    /// Whether the request has ended and a new one may replace it.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            RequestState::Rejected | RequestState::Failed | RequestState::Unloaded
+        )
+    }
+}
+
+/// A VM as a node observes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ObservedVm {
+    /// VM id.
+    pub id: String,
+    /// Phase as observed.
+    pub phase: Phase,
+    /// Why, for failures.
+    pub reason: Option<String>,
+    /// Modules in the guest's own `/proc/modules`.
+    pub guest_modules: Vec<String>,
+}
+
+/// Body of the node API's `PUT /v1/vms/{id}`: the full desired state (idempotent).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct EnsureVm {
+    /// Owning tenant.
+    pub tenant: String,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Run or stop.
+    pub power_state: PowerState,
+}
+
+/// Body of the node API's `POST /v1/vms/{id}/modules`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NodeLoadModule {
+    /// Module name.
+    pub name: String,
+    /// Parameters, `key=value` separated by spaces.
+    pub params: String,
+    /// Every module the VM's tenant may have loaded (dependencies must be in it too).
+    pub approved: Vec<String>,
+}
+
+/// What happened to one module of a node load request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct NodeModuleResult {
+    /// Module name.
+    pub name: String,
+    /// `Loaded`, `Rejected` or `Failed`.
+    pub state: RequestState,
+    /// Why, for rejections and failures.
+    pub reason: Option<String>,
+    /// The guest kernel's errno, for failures.
+    pub errno: Option<i32>,
+}
