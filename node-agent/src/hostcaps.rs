@@ -5,13 +5,7 @@
 /// A `/dev/kvm` without either flag is a nested or emulated KVM: guest kernel code then
 /// runs instruction by instruction, far too slowly for a real Linux guest.
 pub fn hardware_virtualization() -> bool {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .map(|s| {
-            s.lines()
-                .filter(|l| l.starts_with("flags"))
-                .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
-        })
-        .unwrap_or(false)
+    modvisor_vmm_launch::HardwareVirt::detect().present()
 }
 
 /// Whether `/dev/kvm` exists and can be opened.

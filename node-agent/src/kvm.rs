@@ -18,14 +18,12 @@ use crate::driver::{
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::jailing::{GuestJail, NodeJails};
-use crate::process::{End, HypervisorProcess};
+use crate::process::{End, GuestPaths, HypervisorGuest, HypervisorKind, HypervisorProcess};
+use modvisor_vmm_launch::{ExitCode, LaunchArgs, StateReport, VmState};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Exit status of `modvisor vmm` for a crashed VM.
-const EXIT_CRASHED: i32 = 3;
 
 /// The `kvm` driver.
 #[derive(Debug, Clone)]
@@ -101,24 +99,24 @@ impl HypervisorDriver for KvmDriver {
             None => GuestJail::none(&self.program),
         };
         let path = |p: &Path| jail.path(spec, p);
+        let launch = LaunchArgs {
+            kernel: path(&spec.kernel),
+            initrd: Some(path(&spec.initrd)),
+            cmdline: spec.cmdline.clone(),
+            vcpus: u8::try_from(spec.vcpus).map_err(|_| DriverError::Start {
+                what: format!("the vmm of {}", spec.id),
+                reason: format!("{} vCPUs is more than the vmm runs", spec.vcpus),
+            })?,
+            memory_mib: spec.memory_mib,
+            console: path(&files.console),
+            agent_socket: Some(path(&files.socket)),
+            api_socket: None,
+            state_file: Some(path(&state)),
+            timeout_secs: None,
+        };
         let mut cmd = jail.command();
         cmd.args(&self.prefix)
-            .arg("--kernel")
-            .arg(path(&spec.kernel))
-            .arg("--initrd")
-            .arg(path(&spec.initrd))
-            .arg("--cmdline")
-            .arg(&spec.cmdline)
-            .arg("--vcpus")
-            .arg(spec.vcpus.to_string())
-            .arg("--memory-mib")
-            .arg(spec.memory_mib.to_string())
-            .arg("--console")
-            .arg(path(&files.console))
-            .arg("--agent-socket")
-            .arg(path(&files.socket))
-            .arg("--state-file")
-            .arg(path(&state))
+            .args(launch.to_args())
             .env("MODVISOR_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(files.stdout)
@@ -127,14 +125,16 @@ impl HypervisorDriver for KvmDriver {
             what: self.program.display().to_string(),
             reason: e.to_string(),
         })?;
-        let mut guest = VmmGuest {
-            id: spec.id.clone(),
-            process: HypervisorProcess::spawned(child, jail),
-            console: files.console,
-            socket: files.socket,
-            state,
-            log: files.log,
-        };
+        let mut guest = HypervisorGuest::new(
+            &spec.id,
+            HypervisorProcess::spawned(child, jail),
+            GuestPaths {
+                console: files.console,
+                socket: files.socket,
+                log: files.log,
+            },
+            Vmm { state },
+        );
         await_agent_socket(
             &mut guest,
             &format!("vmm for {}", spec.id),
@@ -166,27 +166,30 @@ impl HypervisorDriver for KvmDriver {
         if !is_vmm_for(pid, &jail, &console) {
             return None;
         }
-        Some(Box::new(VmmGuest {
-            id: id.to_string(),
-            process: HypervisorProcess::adopted(pid, jail),
-            console,
-            socket: guest_files.join("agent.sock"),
-            state: guest_files.join("state.json"),
-            log: run_dir.join("vmm.log"),
-        }))
+        Some(Box::new(HypervisorGuest::new(
+            id,
+            HypervisorProcess::adopted(pid, jail),
+            GuestPaths {
+                console,
+                socket: guest_files.join("agent.sock"),
+                log: run_dir.join("vmm.log"),
+            },
+            Vmm {
+                state: guest_files.join("state.json"),
+            },
+        )))
     }
 }
 
-/// A guest run by `modvisor vmm`.
-#[derive(Debug)]
-pub struct VmmGuest {
-    id: String,
-    process: HypervisorProcess,
-    console: PathBuf,
-    socket: PathBuf,
+/// Our vmm as a hypervisor kind: its end is read from its exit code and state file.
+#[derive(Debug, Clone)]
+pub struct Vmm {
+    /// The state file the vmm writes when it ends.
     state: PathBuf,
-    log: PathBuf,
 }
+
+/// A guest run by `modvisor vmm`.
+pub type VmmGuest = HypervisorGuest<Vmm>;
 
 /// Whether `pid` is still the vmm of a guest: a process of its jail, or (unjailed) a live
 /// process writing the guest's `console`.
@@ -204,33 +207,38 @@ fn classify(end: End, jail: &GuestJail, state: &Path, log: &Path) -> GuestState 
     if let Some(reason) = jail.oom_reason() {
         return GuestState::Crashed { reason };
     }
-    let report: serde_json::Value =
-        serde_json::from_slice(&read_tail(state, 64 << 10)).unwrap_or_default();
+    let report = StateReport::from_file_text(&read_tail(state, 64 << 10));
     let status = match end {
         End::Exited(status) => status,
         End::Vanished => {
-            return match report["state"].as_str() {
-                Some("Halted") | Some("ShutDown") => GuestState::Exited,
-                Some(_) => GuestState::Crashed {
-                    reason: report["reason"]
-                        .as_str()
-                        .unwrap_or("the adopted vmm ended")
-                        .to_string(),
+            return match report {
+                Ok(StateReport {
+                    state: VmState::Halted | VmState::ShutDown(_),
+                    ..
+                }) => GuestState::Exited,
+                Ok(r) => GuestState::Crashed {
+                    reason: r.state.describe(),
                 },
-                None => GuestState::Crashed {
-                    reason: "the adopted vmm ended without a state report".into(),
+                Err(e) => GuestState::Crashed {
+                    reason: format!("the adopted vmm ended without a readable state report: {e}"),
                 },
-            }
+            };
         }
     };
-    match status.code() {
-        Some(0) => GuestState::Exited,
-        Some(EXIT_CRASHED) => GuestState::Crashed {
-            reason: report["reason"]
-                .as_str()
-                .or(report["state"].as_str())
-                .map(str::to_string)
-                .unwrap_or_else(|| report.to_string()),
+    match status.code().map(ExitCode::from_code) {
+        Some(Some(ExitCode::Clean)) => GuestState::Exited,
+        Some(Some(code @ (ExitCode::Crashed | ExitCode::Setup))) => GuestState::Crashed {
+            reason: match report {
+                Ok(r) => r.state.reason().unwrap_or("no reason given").to_string(),
+                Err(e) => format!("vmm exit {code:?} without a readable state report: {e}"),
+            },
+        },
+        Some(None) => GuestState::Crashed {
+            reason: format!(
+                "vmm ended with status {}: {}",
+                status.code().unwrap_or(-1),
+                tail_line(log, 300)
+            ),
         },
         None if std::os::unix::process::ExitStatusExt::signal(&status)
             == Some(nix::sys::signal::Signal::SIGSYS as i32) =>
@@ -239,47 +247,31 @@ fn classify(end: End, jail: &GuestJail, state: &Path, log: &Path) -> GuestState 
                 reason: "the vmm made a system call outside its seccomp allowlist and was killed (SIGSYS)".into(),
             }
         }
-        other => GuestState::Crashed {
-            reason: format!("vmm ended ({other:?}): {}", tail_line(log, 300)),
+        None => GuestState::Crashed {
+            reason: format!("vmm ended ({status}): {}", tail_line(log, 300)),
         },
     }
 }
 
-impl Guest for VmmGuest {
-    fn id(&self) -> &str {
-        &self.id
+impl HypervisorKind for Vmm {
+    fn is_ours(&self, _: &str, pid: u32, jail: &GuestJail, paths: &GuestPaths) -> bool {
+        is_vmm_for(pid, jail, &paths.console)
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.process.pid()
+    fn classify(&self, end: End, jail: &GuestJail, paths: &GuestPaths) -> GuestState {
+        classify(end, jail, &self.state, &paths.log)
     }
 
-    fn status(&mut self) -> GuestState {
-        let (console, state, log) = (&self.console, &self.state, &self.log);
-        self.process.status(
-            |pid, jail| is_vmm_for(pid, jail, console),
-            |end, jail| classify(end, jail, state, log),
-        )
-    }
-
-    fn stop(&mut self, grace: Duration) -> GuestState {
-        let (console, state, log) = (&self.console, &self.state, &self.log);
-        self.process.stop(
-            grace,
-            |pid, jail| is_vmm_for(pid, jail, console),
-            // The vmm stops its VM cleanly on SIGTERM; a kill after the grace is no crash.
-            |status, jail| match classify(End::Exited(status), jail, state, log) {
-                GuestState::Crashed { .. } if status.code().is_none() => GuestState::Exited,
-                other => other,
-            },
-        )
-    }
-
-    fn console_path(&self) -> &Path {
-        &self.console
-    }
-
-    fn agent_socket(&self) -> &Path {
-        &self.socket
+    /// The vmm stops its VM cleanly on SIGTERM; a kill after the grace is no crash.
+    fn stopped(
+        &self,
+        status: std::process::ExitStatus,
+        jail: &GuestJail,
+        paths: &GuestPaths,
+    ) -> GuestState {
+        match classify(End::Exited(status), jail, &self.state, &paths.log) {
+            GuestState::Crashed { .. } if status.code().is_none() => GuestState::Exited,
+            other => other,
+        }
     }
 }

@@ -3,8 +3,9 @@
 //! which is released once the process has ended. The drivers say what their process is
 //! (`is_ours`) and what its end means (`classify`); the bookkeeping is here, once.
 
-use crate::driver::{terminate, terminate_pid, GuestState};
+use crate::driver::{terminate, terminate_pid, Guest, GuestState};
 use crate::jailing::GuestJail;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
@@ -132,5 +133,83 @@ impl Drop for HypervisorProcess {
             let _ = child.wait();
             self.jail.release();
         }
+    }
+}
+
+/// The files through which a hypervisor serves its guest.
+#[derive(Debug, Clone)]
+pub struct GuestPaths {
+    /// The console log (first serial port).
+    pub console: PathBuf,
+    /// The agent socket (second serial port).
+    pub socket: PathBuf,
+    /// The hypervisor's own log.
+    pub log: PathBuf,
+}
+
+/// What sets one hypervisor's processes apart: how to recognise one that an earlier agent
+/// started, and what its end means.
+pub trait HypervisorKind: Send + std::fmt::Debug {
+    /// Whether `pid` (an adopted process) is still the hypervisor of guest `id`.
+    fn is_ours(&self, id: &str, pid: u32, jail: &GuestJail, paths: &GuestPaths) -> bool;
+    /// What the end of the process means.
+    fn classify(&self, end: End, jail: &GuestJail, paths: &GuestPaths) -> GuestState;
+    /// How a child that was asked to stop ended.
+    fn stopped(&self, status: ExitStatus, jail: &GuestJail, paths: &GuestPaths) -> GuestState;
+}
+
+/// A guest run by a hypervisor process of kind `K` (QEMU or our vmm).
+#[derive(Debug)]
+pub struct HypervisorGuest<K> {
+    id: String,
+    process: HypervisorProcess,
+    paths: GuestPaths,
+    kind: K,
+}
+
+impl<K: HypervisorKind> HypervisorGuest<K> {
+    /// Guest `id` served by `process` through `paths`.
+    pub fn new(id: &str, process: HypervisorProcess, paths: GuestPaths, kind: K) -> Self {
+        HypervisorGuest {
+            id: id.to_string(),
+            process,
+            paths,
+            kind,
+        }
+    }
+}
+
+impl<K: HypervisorKind> Guest for HypervisorGuest<K> {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    fn status(&mut self) -> GuestState {
+        let (id, paths, kind) = (&self.id, &self.paths, &self.kind);
+        self.process.status(
+            |pid, jail| kind.is_ours(id, pid, jail, paths),
+            |end, jail| kind.classify(end, jail, paths),
+        )
+    }
+
+    fn stop(&mut self, grace: Duration) -> GuestState {
+        let (id, paths, kind) = (&self.id, &self.paths, &self.kind);
+        self.process.stop(
+            grace,
+            |pid, jail| kind.is_ours(id, pid, jail, paths),
+            |status, jail| kind.stopped(status, jail, paths),
+        )
+    }
+
+    fn console_path(&self) -> &Path {
+        &self.paths.console
+    }
+
+    fn agent_socket(&self) -> &Path {
+        &self.paths.socket
     }
 }

@@ -13,7 +13,7 @@ use crate::driver::{
 use crate::guest_files::{read_tail, tail_line};
 use crate::hostcaps;
 use crate::jailing::{GuestJail, NodeJails};
-use crate::process::{End, HypervisorProcess};
+use crate::process::{End, GuestPaths, HypervisorGuest, HypervisorKind, HypervisorProcess};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
@@ -149,13 +149,16 @@ impl HypervisorDriver for QemuDriver {
             what: self.binary.display().to_string(),
             reason: e.to_string(),
         })?;
-        let mut guest = QemuGuest {
-            id: spec.id.clone(),
-            process: HypervisorProcess::spawned(child, jail),
-            console: files.console,
-            socket: files.socket,
-            log: files.log,
-        };
+        let mut guest = HypervisorGuest::new(
+            &spec.id,
+            HypervisorProcess::spawned(child, jail),
+            GuestPaths {
+                console: files.console,
+                socket: files.socket,
+                log: files.log,
+            },
+            Qemu,
+        );
         // QEMU creates the agent socket once it has parsed its devices.
         await_agent_socket(
             &mut guest,
@@ -180,19 +183,16 @@ impl HypervisorDriver for QemuDriver {
             },
             None => GuestJail::none(&self.binary),
         };
-        QemuGuest::adopt(id, pid, run_dir, jail).map(|g| Box::new(g) as Box<dyn Guest>)
+        adopt_qemu(id, pid, run_dir, jail).map(|g| Box::new(g) as Box<dyn Guest>)
     }
 }
 
+/// QEMU as a hypervisor kind: recognised by its `-name modvisor-<id>`.
+#[derive(Debug, Clone, Copy)]
+pub struct Qemu;
+
 /// A guest run by QEMU.
-#[derive(Debug)]
-pub struct QemuGuest {
-    id: String,
-    process: HypervisorProcess,
-    console: PathBuf,
-    socket: PathBuf,
-    log: PathBuf,
-}
+pub type QemuGuest = HypervisorGuest<Qemu>;
 
 /// Whether `pid` is a live QEMU process for guest `id` (not a zombie, not another process
 /// that reused the pid).
@@ -200,18 +200,21 @@ pub fn is_qemu_for(pid: u32, id: &str) -> bool {
     is_live_with_arg(pid, &format!("modvisor-{id}"))
 }
 
-impl QemuGuest {
-    /// Takes over a QEMU that an earlier node agent started for guest `id` in `run_dir`
-    /// (in `jail`).
-    pub fn adopt(id: &str, pid: u32, run_dir: &Path, jail: GuestJail) -> Option<Self> {
-        is_qemu_for(pid, id).then(|| QemuGuest {
-            id: id.to_string(),
-            process: HypervisorProcess::adopted(pid, jail),
-            console: guest_dir(run_dir).join("console.log"),
-            socket: guest_dir(run_dir).join("agent.sock"),
-            log: run_dir.join("qemu.log"),
-        })
-    }
+/// Takes over a QEMU that an earlier node agent started for guest `id` in `run_dir` (in
+/// `jail`).
+pub fn adopt_qemu(id: &str, pid: u32, run_dir: &Path, jail: GuestJail) -> Option<QemuGuest> {
+    is_qemu_for(pid, id).then(|| {
+        HypervisorGuest::new(
+            id,
+            HypervisorProcess::adopted(pid, jail),
+            GuestPaths {
+                console: guest_dir(run_dir).join("console.log"),
+                socket: guest_dir(run_dir).join("agent.sock"),
+                log: run_dir.join("qemu.log"),
+            },
+            Qemu,
+        )
+    })
 }
 
 /// What the end of the QEMU of a guest (console and log at these paths) means.
@@ -250,38 +253,17 @@ fn classify(end: End, jail: &GuestJail, console: &Path, log: &Path) -> GuestStat
     }
 }
 
-impl Guest for QemuGuest {
-    fn id(&self) -> &str {
-        &self.id
+impl HypervisorKind for Qemu {
+    fn is_ours(&self, id: &str, pid: u32, _: &GuestJail, _: &GuestPaths) -> bool {
+        is_qemu_for(pid, id)
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.process.pid()
+    fn classify(&self, end: End, jail: &GuestJail, paths: &GuestPaths) -> GuestState {
+        classify(end, jail, &paths.console, &paths.log)
     }
 
-    fn status(&mut self) -> GuestState {
-        let (id, console, log) = (&self.id, &self.console, &self.log);
-        self.process.status(
-            |pid, _| is_qemu_for(pid, id),
-            |end, jail| classify(end, jail, console, log),
-        )
-    }
-
-    fn stop(&mut self, grace: Duration) -> GuestState {
-        // QEMU ends on SIGTERM; however it ended then, it was stopped.
-        let id = &self.id;
-        self.process.stop(
-            grace,
-            |pid, _| is_qemu_for(pid, id),
-            |_, _| GuestState::Exited,
-        )
-    }
-
-    fn console_path(&self) -> &Path {
-        &self.console
-    }
-
-    fn agent_socket(&self) -> &Path {
-        &self.socket
+    /// QEMU ends on SIGTERM; however it ended then, it was stopped.
+    fn stopped(&self, _: std::process::ExitStatus, _: &GuestJail, _: &GuestPaths) -> GuestState {
+        GuestState::Exited
     }
 }

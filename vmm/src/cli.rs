@@ -1,10 +1,11 @@
 //! `modvisor vmm`: runs exactly one VM in this process until it halts, shuts down or
-//! crashes. Exit 0 on a clean end, [`EXIT_CRASHED`] on a crash, [`EXIT_SETUP`] when the
-//! VM could not be built; a one-line reason goes to stderr and, as JSON, to the state file.
+//! crashes. Its contract ([`modvisor_vmm_launch`]): the flags of [`VmmArgs`] (built by
+//! `LaunchArgs`), an [`ExitCode`], and a [`StateReport`] in the state file; a one-line
+//! reason goes to stderr too.
 
 use crate::cpuid::CpuProfile;
 use crate::devices::console::DEFAULT_LIMIT;
-use crate::state::{VmState, EXIT_CRASHED, EXIT_SETUP};
+use crate::state::{ExitCode, StateReport, VmState};
 use crate::{api, HardwareVirt, Vm, VmConfig};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,9 +62,9 @@ extern "C" fn on_terminate(_: libc::c_int) {
     TERMINATE.store(true, Ordering::Relaxed);
 }
 
-fn write_state_file(path: &Option<PathBuf>, json: &serde_json::Value) {
+fn write_state_file(path: &Option<PathBuf>, report: &StateReport) {
     if let Some(p) = path {
-        if let Err(e) = std::fs::write(p, format!("{json}\n")) {
+        if let Err(e) = std::fs::write(p, report.to_file_text()) {
             eprintln!("modvisor vmm: writing the state file {}: {e}", p.display());
         }
     }
@@ -89,11 +90,8 @@ pub fn run(args: VmmArgs) -> i32 {
         Err(e) => {
             let reason = format!("{e}").replace('\n', " ");
             eprintln!("modvisor vmm: error: {reason}");
-            write_state_file(
-                &args.state_file,
-                &serde_json::json!({"state": "Failed", "reason": reason}),
-            );
-            return EXIT_SETUP;
+            write_state_file(&args.state_file, &StateReport::setup_failed(reason));
+            return ExitCode::Setup.code();
         }
     };
     let status = vm.status();
@@ -102,7 +100,8 @@ pub fn run(args: VmmArgs) -> i32 {
             Ok(server) => Some(server),
             Err(e) => {
                 eprintln!("modvisor vmm: error: {e}");
-                return EXIT_SETUP;
+                write_state_file(&args.state_file, &StateReport::setup_failed(e.to_string()));
+                return ExitCode::Setup.code();
             }
         },
         None => None,
@@ -120,9 +119,9 @@ pub fn run(args: VmmArgs) -> i32 {
             on_terminate as *const () as libc::sighandler_t,
         );
     }
-    {
+    let watcher = {
         let status = status.clone();
-        let _ = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("signals".into())
             .spawn(move || loop {
                 if TERMINATE.load(Ordering::Relaxed) {
@@ -133,20 +132,61 @@ pub fn run(args: VmmArgs) -> i32 {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(50));
-            });
+            })
+    };
+    if let Err(e) = watcher {
+        let reason = format!("the signal watcher thread: {e}");
+        eprintln!("modvisor vmm: error: {reason}");
+        write_state_file(&args.state_file, &StateReport::setup_failed(reason));
+        return ExitCode::Setup.code();
     }
     let state = vm.run(args.timeout_secs.map(Duration::from_secs));
-    let report = vm.status().report();
-    write_state_file(
-        &args.state_file,
-        &serde_json::to_value(&report).unwrap_or_default(),
-    );
+    write_state_file(&args.state_file, &vm.status().report());
     match &state {
         VmState::Crashed(_) => eprintln!("modvisor vmm: VM {}", state.describe()),
         _ => tracing::info!("VM {}", state.describe()),
     }
-    match state {
-        VmState::Crashed(_) => EXIT_CRASHED,
-        _ => 0,
+    state.exit_code().code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VmmArgs;
+    use clap::Parser;
+    use modvisor_vmm_launch::LaunchArgs;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        vmm: VmmArgs,
+    }
+
+    #[test]
+    fn the_launch_contract_parses_as_the_vmm_reads_it() {
+        let launch = LaunchArgs {
+            kernel: "/k".into(),
+            initrd: Some("/i".into()),
+            cmdline: "console=ttyS0 quiet".into(),
+            vcpus: 3,
+            memory_mib: 256,
+            console: "/c".into(),
+            agent_socket: Some("/a.sock".into()),
+            api_socket: Some("/api.sock".into()),
+            state_file: Some("/s.json".into()),
+            timeout_secs: Some(9),
+        };
+        let mut argv = vec![std::ffi::OsString::from("vmm")];
+        argv.extend(launch.to_args());
+        let parsed = Cli::try_parse_from(argv).unwrap().vmm;
+        assert_eq!(parsed.kernel, launch.kernel);
+        assert_eq!(parsed.initrd, launch.initrd);
+        assert_eq!(parsed.cmdline, launch.cmdline);
+        assert_eq!(parsed.vcpus, launch.vcpus);
+        assert_eq!(parsed.memory_mib, launch.memory_mib);
+        assert_eq!(parsed.console, launch.console);
+        assert_eq!(parsed.agent_socket, launch.agent_socket);
+        assert_eq!(parsed.api_socket, launch.api_socket);
+        assert_eq!(parsed.state_file, launch.state_file);
+        assert_eq!(parsed.timeout_secs, launch.timeout_secs);
     }
 }

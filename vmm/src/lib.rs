@@ -20,7 +20,8 @@ pub mod vcpu;
 pub mod vm;
 
 pub use cpuid::CpuProfile;
-pub use state::{VmReport, VmState, VmStatus};
+pub use modvisor_vmm_launch::HardwareVirt;
+pub use state::{ExitCode, StateReport, VmState, VmStatus};
 pub use vm::{Vm, VmConfig};
 
 /// The VMM failed to build or run a VM.
@@ -79,71 +80,4 @@ pub fn open_kvm() -> Result<kvm_ioctls::Kvm, VmmError> {
         )));
     }
     kvm_ioctls::Kvm::new().map_err(|e| VmmError::Unavailable(format!("opening {KVM_PATH}: {e}")))
-}
-
-/// What the host CPU offers for virtualization, read from `/proc/cpuinfo`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub enum HardwareVirt {
-    /// Intel VT-x (`vmx`).
-    Vmx,
-    /// AMD-V (`svm`).
-    Svm,
-    /// Neither: KVM here is nested or emulated, and guest kernel code runs slowly.
-    None,
-}
-
-impl HardwareVirt {
-    /// Reads `/proc/cpuinfo`.
-    pub fn detect() -> Self {
-        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        Self::from_cpuinfo(&info)
-    }
-
-    /// Parses the `flags` lines of a cpuinfo text.
-    pub fn from_cpuinfo(info: &str) -> Self {
-        let flags = info
-            .lines()
-            .filter(|l| l.starts_with("flags"))
-            .flat_map(|l| l.split_whitespace());
-        let mut found = Self::None;
-        for f in flags {
-            match f {
-                "vmx" => return Self::Vmx,
-                "svm" => found = Self::Svm,
-                _ => {}
-            }
-        }
-        found
-    }
-
-    /// A one-line description for logs and reports.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Self::Vmx => "hardware virtualization: Intel VT-x (vmx)",
-            Self::Svm => "hardware virtualization: AMD-V (svm)",
-            Self::None => "no hardware virtualization (no vmx/svm in /proc/cpuinfo): KVM here is nested/emulated; guest kernel code is instruction-emulated and slow",
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cpuinfo_flags() {
-        assert_eq!(
-            HardwareVirt::from_cpuinfo("flags\t: fpu vmx sse\n"),
-            HardwareVirt::Vmx
-        );
-        assert_eq!(
-            HardwareVirt::from_cpuinfo("flags\t: fpu svm\n"),
-            HardwareVirt::Svm
-        );
-        assert_eq!(
-            HardwareVirt::from_cpuinfo("flags\t: fpu sse2\n"),
-            HardwareVirt::None
-        );
-        assert_eq!(HardwareVirt::from_cpuinfo(""), HardwareVirt::None);
-    }
 }

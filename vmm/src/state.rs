@@ -4,65 +4,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// What the VM is doing.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-#[serde(tag = "state", content = "reason")]
-pub enum VmState {
-    /// The vCPUs run.
-    Running,
-    /// The vCPUs are parked by a pause request.
-    Paused,
-    /// Every vCPU halted with interrupts off (or was never started): nothing can wake the VM.
-    Halted,
-    /// The guest reset or powered off through a device, or the VM was stopped.
-    ShutDown(String),
-    /// The guest or KVM failed: triple fault, emulation failure, failed entry.
-    Crashed(String),
-}
-
-impl VmState {
-    /// Whether the VM has ended.
-    pub fn is_final(&self) -> bool {
-        matches!(self, Self::Halted | Self::ShutDown(_) | Self::Crashed(_))
-    }
-
-    /// The process exit code this state maps to: 0 for a clean end, [`EXIT_CRASHED`] for
-    /// a crash.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            Self::Crashed(_) => EXIT_CRASHED,
-            _ => 0,
-        }
-    }
-
-    /// A one-line description.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Running => "running".into(),
-            Self::Paused => "paused".into(),
-            Self::Halted => "halted".into(),
-            Self::ShutDown(r) => format!("shut down: {r}"),
-            Self::Crashed(r) => format!("crashed: {r}"),
-        }
-    }
-}
-
-/// Exit code of `modvisor vmm` when the guest crashed.
-pub const EXIT_CRASHED: i32 = 3;
-/// Exit code of `modvisor vmm` when the VM could not be built.
-pub const EXIT_SETUP: i32 = 2;
-
-/// What the API reports about the VM.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VmReport {
-    /// State and, when it ended, the reason.
-    #[serde(flatten)]
-    pub state: VmState,
-    /// Milliseconds since the vCPUs started.
-    pub uptime_ms: u64,
-    /// Console bytes dropped because the console cap was reached.
-    pub console_dropped: u64,
-}
+pub use modvisor_vmm_launch::{ExitCode, StateReport, VmState};
 
 /// A control request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,9 +67,9 @@ impl VmStatus {
     }
 
     /// The state, uptime and counters.
-    pub fn report(&self) -> VmReport {
+    pub fn report(&self) -> StateReport {
         let g = self.lock();
-        VmReport {
+        StateReport {
             state: g.state.clone(),
             uptime_ms: self.started.elapsed().as_millis() as u64,
             console_dropped: g.console_dropped,
@@ -196,8 +138,8 @@ mod tests {
         s.finish(VmState::Crashed("triple fault".into()));
         s.finish(VmState::Halted);
         assert_eq!(s.state(), VmState::Crashed("triple fault".into()));
-        assert_eq!(s.state().exit_code(), EXIT_CRASHED);
-        assert_eq!(VmState::Halted.exit_code(), 0);
+        assert_eq!(s.state().exit_code(), ExitCode::Crashed);
+        assert_eq!(VmState::Halted.exit_code(), ExitCode::Clean);
         assert!(s.apply(Action::Resume).is_err());
         let json = serde_json::to_value(s.report()).unwrap();
         assert_eq!(json["state"], "Crashed");

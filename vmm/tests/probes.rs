@@ -14,7 +14,7 @@ fn hello_prints_on_com1_and_halts_cleanly() {
     let (state, console, _) = run(&cfg, Duration::from_secs(60));
     assert_eq!(console, "modvisor probe: hello from the guest\n");
     assert_eq!(state, VmState::Halted);
-    assert_eq!(state.exit_code(), 0);
+    assert_eq!(state.exit_code(), modvisor_vmm::ExitCode::Clean);
 }
 
 #[test]
@@ -128,7 +128,7 @@ fn triple_fault_is_a_crash_with_the_reason() {
         VmState::Crashed(reason) => assert!(reason.contains("triple fault"), "{reason}"),
         other => panic!("expected a crash, got {other:?}"),
     }
-    assert_ne!(state.exit_code(), 0);
+    assert_ne!(state.exit_code(), modvisor_vmm::ExitCode::Clean);
 }
 
 #[test]

@@ -111,13 +111,18 @@ fn a_crash_is_a_distinct_exit_code_with_a_one_line_reason() {
         .env("MODVISOR_LOG", "off")
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(modvisor_vmm::state::EXIT_CRASHED));
+    assert_eq!(
+        out.status.code(),
+        Some(modvisor_vmm::ExitCode::Crashed.code())
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("crashed: vCPU 0: triple fault"), "{stderr}");
-    let saved: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
-    assert_eq!(saved["state"], "Crashed");
+    let saved = modvisor_vmm::StateReport::from_file_text(&std::fs::read(&state).unwrap()).unwrap();
+    assert!(
+        matches!(&saved.state, modvisor_vmm::VmState::Crashed(r) if r.contains("triple fault")),
+        "{saved:?}"
+    );
 }
 
 #[test]
@@ -125,6 +130,7 @@ fn bad_input_is_a_clear_error_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk");
     std::fs::write(&junk, b"\x7fELF garbage").unwrap();
+    let state = dir.path().join("state.json");
     for kernel in [dir.path().join("missing"), junk] {
         let out = Command::new(BIN)
             .arg("--kernel")
@@ -132,16 +138,24 @@ fn bad_input_is_a_clear_error_never_a_panic() {
             .args(["--cmdline", "x"])
             .arg("--console")
             .arg(dir.path().join("console"))
+            .arg("--state-file")
+            .arg(&state)
             .env("MODVISOR_LOG", "off")
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
             out.status.code(),
-            Some(modvisor_vmm::state::EXIT_SETUP),
+            Some(modvisor_vmm::ExitCode::Setup.code()),
             "{stderr}"
         );
         assert!(stderr.starts_with("modvisor vmm: error: "), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
+        let saved =
+            modvisor_vmm::StateReport::from_file_text(&std::fs::read(&state).unwrap()).unwrap();
+        assert!(
+            matches!(saved.state, modvisor_vmm::VmState::SetupFailed(_)),
+            "{saved:?}"
+        );
     }
 }
