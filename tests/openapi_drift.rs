@@ -48,7 +48,6 @@ fn node_routes_are_only_in_the_internal_document() {
     for p in [
         "/v1/nodes/register",
         "/v1/nodes/{name}/heartbeat",
-        "/v1/nodes/catalog",
         "/v1/blobs/{sha256}",
     ] {
         assert!(

@@ -122,7 +122,7 @@ impl ControlPlane {
         modules: &[std::path::PathBuf],
         allow: &[&str],
     ) -> Result<usize> {
-        let published = self.store().node_catalog(release)?.modules;
+        let published = self.store().published_for(release)?;
         let mut catalog = modvisor_modules::MemoryCatalog::new();
         let mut n = 0;
         for path in modules {

@@ -22,6 +22,7 @@ pub const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, Default)]
 pub struct ModuleSource {
     modules: BTreeMap<String, (KernelModule, Vec<u8>, Option<String>)>,
+    parses: usize,
 }
 
 impl ModuleSource {
@@ -33,6 +34,7 @@ impl ModuleSource {
     /// Adds a module image with the sha256 the catalog pins for it. Returns its name.
     /// The image is parsed here; vetting happens per request.
     pub fn insert(&mut self, image: Vec<u8>, pin: Option<String>) -> Result<String, ParseError> {
+        self.parses += 1;
         let module = KernelModule::parse(&image)?;
         let name = normalize_name(module.name());
         self.modules.insert(name.clone(), (module, image, pin));
@@ -44,6 +46,12 @@ impl ModuleSource {
         self.modules
             .get(&normalize_name(name))
             .map(|(_, b, _)| b.as_slice())
+    }
+
+    /// How many images this source parsed (each insert parses its image, and nothing
+    /// else parses them again: vetting works on the parsed modules).
+    pub fn parses(&self) -> usize {
+        self.parses
     }
 
     /// Number of modules held.
@@ -141,14 +149,28 @@ impl<'a> ModprobeService<'a> {
             .map(|v| v.into_iter().map(|m| m.name).collect())
     }
 
-    /// Loads `name` (with `params`) and its dependencies into the guest behind `client`.
-    /// Returns one outcome per module in load order; the first failure ends the request.
+    /// Loads `name` (with `params`) and its dependencies into the guest behind `client`,
+    /// each module within [`LOAD_TIMEOUT`]. Returns one outcome per module in load order;
+    /// the first failure ends the request.
     pub fn modprobe(
         &self,
         client: &mut AgentClient,
         name: &str,
         params: &str,
         policy: &VettingPolicy,
+    ) -> Vec<ModuleOutcome> {
+        self.modprobe_until(client, name, params, policy, None)
+    }
+
+    /// As [`Self::modprobe`], and all of it by `deadline` (a request's budget): a module
+    /// whose turn comes after it fails without being sent.
+    pub fn modprobe_until(
+        &self,
+        client: &mut AgentClient,
+        name: &str,
+        params: &str,
+        policy: &VettingPolicy,
+        deadline: Option<Instant>,
     ) -> Vec<ModuleOutcome> {
         let root = normalize_name(name);
         let order = match self.vet(&root, policy) {
@@ -178,7 +200,19 @@ impl<'a> ModprobeService<'a> {
             };
             let args = if m == root { params } else { "" };
             let start = Instant::now();
-            match client.load(&m, args, image, LOAD_TIMEOUT) {
+            let timeout = match deadline {
+                Some(d) => d.saturating_duration_since(start).min(LOAD_TIMEOUT),
+                None => LOAD_TIMEOUT,
+            };
+            if timeout.is_zero() {
+                outcomes.push(ModuleOutcome::Failed {
+                    name: m,
+                    errno: 0,
+                    reason: "the request's budget ran out before this module's turn".into(),
+                });
+                break;
+            }
+            match client.load(&m, args, image, timeout) {
                 Ok(kernel_us) => outcomes.push(ModuleOutcome::Loaded {
                     delivery_us: start.elapsed().as_micros() as u64,
                     name: m,

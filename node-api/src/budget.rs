@@ -17,13 +17,60 @@ pub const LOAD_PER_MODULE: Duration = Duration::from_secs(120);
 /// How long a node may take for a load request, whatever the closure.
 pub const LOAD_MAX: Duration = Duration::from_secs(590);
 
-/// The node's budget for a load of `modules` modules (the request's closure).
-pub fn load(modules: usize) -> Duration {
-    let n = u32::try_from(modules.max(1)).unwrap_or(u32::MAX);
-    LOAD_PER_MODULE.saturating_mul(n).min(LOAD_MAX)
+/// The budgets both sides use. The defaults are the constants above; tests scale them
+/// down (a slow simulated node, milliseconds instead of minutes) rather than wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budgets {
+    /// See [`MARGIN`].
+    pub margin: Duration,
+    /// See [`ENSURE`].
+    pub ensure: Duration,
+    /// See [`DELETE`].
+    pub delete: Duration,
+    /// See [`UNLOAD`].
+    pub unload: Duration,
+    /// See [`LOAD_PER_MODULE`].
+    pub load_per_module: Duration,
+    /// See [`LOAD_MAX`].
+    pub load_max: Duration,
 }
 
-/// How long the caller waits for a node call with budget `budget`.
-pub fn caller_timeout(budget: Duration) -> Duration {
-    budget.saturating_add(MARGIN)
+impl Default for Budgets {
+    fn default() -> Self {
+        Budgets {
+            margin: MARGIN,
+            ensure: ENSURE,
+            delete: DELETE,
+            unload: UNLOAD,
+            load_per_module: LOAD_PER_MODULE,
+            load_max: LOAD_MAX,
+        }
+    }
+}
+
+impl Budgets {
+    /// The node's budget for a load whose closure holds `modules` modules.
+    pub fn load(&self, modules: usize) -> Duration {
+        let n = u32::try_from(modules.max(1)).unwrap_or(u32::MAX);
+        self.load_per_module.saturating_mul(n).min(self.load_max)
+    }
+
+    /// How long the caller waits for a node call whose node-side budget is `budget`.
+    pub fn caller_timeout(&self, budget: Duration) -> Duration {
+        budget.saturating_add(self.margin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_budget_grows_with_its_closure_up_to_the_cap() {
+        let b = Budgets::default();
+        assert_eq!(b.load(0), LOAD_PER_MODULE);
+        assert_eq!(b.load(2), LOAD_PER_MODULE * 2);
+        assert_eq!(b.load(100), LOAD_MAX);
+        assert!(b.caller_timeout(b.load(9)) > b.load(9));
+    }
 }

@@ -2,8 +2,8 @@
 //! async) and [`ControlPlaneClient`] (a node agent calling the control plane, blocking).
 //! No caller builds a URL or decodes a reply by hand.
 
-use crate::budget;
-use crate::internal::{Heartbeat, HeartbeatReply, NodeCatalog, NodeCredential, RegisterNode};
+use crate::budget::Budgets;
+use crate::internal::{Heartbeat, HeartbeatReply, NodeCredential, RegisterNode};
 use crate::problem::Problem;
 use crate::routes::{self, fill};
 use crate::types::{EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm};
@@ -89,17 +89,19 @@ pub struct NodeClient {
     base: String,
     token: String,
     http: reqwest::Client,
+    budgets: Budgets,
 }
 
 impl NodeClient {
     /// A client of the node agent at `base` (e.g. `http://127.0.0.1:7081`), calling with
     /// `token` (role `control_plane`). `http` should have a connect timeout; each call
-    /// sets its own overall timeout from [`budget`].
-    pub fn new(base: &str, token: String, http: reqwest::Client) -> Self {
+    /// waits its node-side budget (from `budgets`) plus the margin.
+    pub fn new(base: &str, token: String, http: reqwest::Client, budgets: Budgets) -> Self {
         NodeClient {
             base: base.trim_end_matches('/').to_string(),
             token,
             http,
+            budgets,
         }
     }
 
@@ -115,7 +117,7 @@ impl NodeClient {
             .http
             .request(method, &url)
             .bearer_auth(&self.token)
-            .timeout(budget::caller_timeout(budget));
+            .timeout(self.budgets.caller_timeout(budget));
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -153,20 +155,20 @@ const NONE: Option<&()> = None;
 impl NodeApi for NodeClient {
     async fn ensure_vm(&self, id: &str, spec: &EnsureVm) -> Result<ObservedVm, ClientError> {
         let path = fill(routes::VM, &[("id", id)]);
-        self.call_json(reqwest::Method::PUT, path, Some(spec), budget::ENSURE)
+        self.call_json(reqwest::Method::PUT, path, Some(spec), self.budgets.ensure)
             .await
     }
 
     async fn get_vm(&self, id: &str) -> Result<ObservedVm, ClientError> {
         let path = fill(routes::VM, &[("id", id)]);
-        self.call_json(reqwest::Method::GET, path, NONE, budget::DELETE)
+        self.call_json(reqwest::Method::GET, path, NONE, self.budgets.delete)
             .await
     }
 
     async fn delete_vm(&self, id: &str) -> Result<Deleted, ClientError> {
         let path = fill(routes::VM, &[("id", id)]);
         match self
-            .call::<serde_json::Value>(reqwest::Method::DELETE, path, NONE, budget::DELETE)
+            .call::<serde_json::Value>(reqwest::Method::DELETE, path, NONE, self.budgets.delete)
             .await
         {
             Ok(_) => Ok(Deleted::Removed),
@@ -181,13 +183,18 @@ impl NodeApi for NodeClient {
         request: &NodeLoadModule,
     ) -> Result<Vec<NodeModuleResult>, ClientError> {
         let path = fill(routes::VM_MODULES, &[("id", id)]);
-        self.call_json(reqwest::Method::POST, path, Some(request), budget::LOAD_MAX)
-            .await
+        self.call_json(
+            reqwest::Method::POST,
+            path,
+            Some(request),
+            Duration::from_millis(request.budget_ms),
+        )
+        .await
     }
 
     async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError> {
         let path = fill(routes::VM_MODULE, &[("id", id), ("name", name)]);
-        self.call::<serde_json::Value>(reqwest::Method::DELETE, path, NONE, budget::UNLOAD)
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, path, NONE, self.budgets.unload)
             .await
             .map(drop)
     }
@@ -264,18 +271,6 @@ impl ControlPlaneClient {
             fill(routes::NODE_HEARTBEAT, &[("name", name)])
         );
         self.json(self.http.post(&url).bearer_auth(token).json(beat), &url)
-    }
-
-    /// The catalog (module name -> sha256) for `kernel_release`.
-    pub fn catalog(&self, token: &str, kernel_release: &str) -> Result<NodeCatalog, ClientError> {
-        let url = format!("{}{}", self.base, routes::NODE_CATALOG);
-        self.json(
-            self.http
-                .get(&url)
-                .bearer_auth(token)
-                .query(&[("kernel_release", kernel_release)]),
-            &url,
-        )
     }
 
     /// A module blob by its sha256.

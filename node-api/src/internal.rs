@@ -1,9 +1,8 @@
 //! The control plane's internal API, which only node agents call: registration,
-//! heartbeats, the module catalog and blobs by sha256.
+//! heartbeats and module blobs by sha256.
 
 use crate::types::ObservedVm;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// A timestamp in RFC 3339 form (UTC).
 pub type Timestamp = String;
@@ -118,14 +117,4 @@ pub struct Heartbeat {
 pub struct HeartbeatReply {
     /// VMs the node holds but should not: it removes them.
     pub remove: Vec<String>,
-}
-
-/// The catalog as a node needs it: module name -> sha256 for one kernel release.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-pub struct NodeCatalog {
-    /// The kernel release.
-    pub kernel_release: String,
-    /// Module name -> sha256 of its blob.
-    pub modules: BTreeMap<String, String>,
 }

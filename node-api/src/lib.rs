@@ -17,12 +17,16 @@ pub mod internal;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod types;
 
+pub use budget::Budgets;
 pub use client::{ClientError, ControlPlaneClient, NodeClient};
 pub use problem::Problem;
 pub use types::{
-    EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PowerState, RequestState,
+    EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PinnedModule, PowerState,
+    RequestState,
 };
 
 /// What deleting a VM on a node found.

@@ -14,8 +14,6 @@ pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
 pub const NODE_REGISTER: &str = "/v1/nodes/register";
 /// A node's heartbeat (control plane, node token).
 pub const NODE_HEARTBEAT: &str = "/v1/nodes/{name}/heartbeat";
-/// The catalog for one kernel release (control plane, node token).
-pub const NODE_CATALOG: &str = "/v1/nodes/catalog";
 /// A module blob by sha256 (control plane, node token).
 pub const BLOB: &str = "/v1/blobs/{sha256}";
 

@@ -111,17 +111,38 @@ pub struct EnsureVm {
     pub power_state: PowerState,
 }
 
-/// Body of the node API's `POST /v1/vms/{id}/modules`.
+/// One module of a load request's dependency closure, pinned to the sha256 of the file the
+/// control plane published.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PinnedModule {
+    /// Module name.
+    pub name: String,
+    /// sha256 of its .ko, lowercase hex: the blob the node fetches and the pin vetting
+    /// checks.
+    pub sha256: String,
+}
+
+/// Body of the node API's `POST /v1/vms/{id}/modules`: everything the node needs, resolved
+/// once by the control plane.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct NodeLoadModule {
-    /// Module name.
+    /// The module asked for.
     pub name: String,
-    /// Parameters, `key=value` separated by spaces.
+    /// Its parameters, `key=value` separated by spaces.
     pub params: String,
+    /// The module and every module it depends on (as far as the catalog has them), each
+    /// pinned. The node fetches missing blobs by hash, parses and vets each once, and
+    /// loads them in dependency order.
+    pub closure: Vec<PinnedModule>,
     /// Every module the VM's tenant may have loaded (dependencies must be in it too).
     pub approved: Vec<String>,
+    /// How long the node may take for the whole request, in milliseconds (see
+    /// [`crate::budget::load`]); the control plane waits this plus a margin.
+    pub budget_ms: u64,
 }
 
 /// What happened to one module of a node load request.
@@ -132,8 +153,12 @@ pub struct NodeModuleResult {
     pub name: String,
     /// `Loaded`, `Rejected` or `Failed`.
     pub state: RequestState,
-    /// Why, for rejections and failures.
+    /// Why, for rejections and failures, in one line.
     pub reason: Option<String>,
+    /// Why vetting refused it, typed (`kind`-tagged), for rejections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(value_type = Option<Object>))]
+    pub rejection: Option<modvisor_modules::Rejection>,
     /// The guest kernel's errno, for failures.
     pub errno: Option<i32>,
 }

@@ -55,7 +55,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(modules::unload_module)
         .service(system::list_events)
         .service(nodes::register_node)
-        .service(nodes::node_catalog)
         .service(nodes::heartbeat)
         .service(nodes::blob)
         .service(nodes::list_nodes)
@@ -145,12 +144,11 @@ pub struct ApiDoc;
     info(
         title = "modvisor control plane, internal",
         version = "1.0.0",
-        description = "Called only by node agents: registration (bootstrap token), heartbeats, the module catalog and blobs (node tokens)."
+        description = "Called only by node agents: registration (bootstrap token), heartbeats and module blobs by sha256 (node tokens)."
     ),
     paths(
         nodes::register_node,
         nodes::heartbeat,
-        nodes::node_catalog,
         nodes::blob,
     ),
     components(schemas(
@@ -164,7 +162,6 @@ pub struct ApiDoc;
         model::ObservedVm,
         model::Heartbeat,
         model::HeartbeatReply,
-        model::NodeCatalog,
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

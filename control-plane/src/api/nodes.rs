@@ -1,15 +1,13 @@
 //! Node endpoints: registration (bootstrap token), heartbeats, the catalog and blobs a
 //! node fetches (node token), and node administration (admin).
 
-use super::extract::{blocking, StrictJson, StrictQuery};
+use super::extract::{blocking, StrictJson};
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{Error, Problem};
-use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCatalog, NodeCredential, RegisterNode};
+use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCredential, RegisterNode};
 use crate::validate;
 use actix_web::{get, post, web, HttpResponse};
-use serde::Deserialize;
-use utoipa::IntoParams;
 
 /// Lifetime of a node credential.
 pub const NODE_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -115,37 +113,6 @@ pub async fn heartbeat(
     let name = name.into_inner();
     Ok(web::Json(
         blocking(move || store.heartbeat(&name, &hb)).await?,
-    ))
-}
-
-/// Query of the node catalog.
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct CatalogParams {
-    /// The node's guest kernel release.
-    pub kernel_release: String,
-}
-
-/// Module name -> sha256 for one kernel release (node token).
-#[utoipa::path(
-    get, path = "/v1/nodes/catalog", tag = "nodes",
-    params(CatalogParams),
-    responses(
-        (status = 200, description = "The catalog for the release", body = NodeCatalog),
-        (status = 403, description = "Not a node token", body = Problem, content_type = "application/problem+json"),
-    )
-)]
-#[get("/v1/nodes/catalog")]
-pub async fn node_catalog(
-    caller: Caller,
-    state: web::Data<AppState>,
-    query: StrictQuery<CatalogParams>,
-) -> Result<web::Json<NodeCatalog>, Error> {
-    require_any_node(&caller)?;
-    validate::kernel_release("kernel_release", &query.0.kernel_release)?;
-    Ok(web::Json(
-        state.store.node_catalog(&query.0.kernel_release)?,
     ))
 }
 

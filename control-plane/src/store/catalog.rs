@@ -295,7 +295,7 @@ impl Datastore {
     }
 
     /// Name -> sha256 of every module published for `kernel_release`.
-    pub fn node_catalog(&self, kernel_release: &str) -> Result<crate::model::NodeCatalog> {
+    pub fn published_for(&self, kernel_release: &str) -> Result<BTreeMap<String, String>> {
         let mut modules = BTreeMap::new();
         for (_, v) in self.kv.scan(Table::Modules, b"", None, usize::MAX)? {
             let m: ModuleVersion = decode(&v)?;
@@ -303,10 +303,49 @@ impl Datastore {
                 modules.insert(m.name, m.sha256);
             }
         }
-        Ok(crate::model::NodeCatalog {
-            kernel_release: kernel_release.to_string(),
-            modules,
-        })
+        Ok(modules)
+    }
+
+    /// The dependency closure of module `root` for `kernel_release`, each pinned: `root`
+    /// first, then what it depends on (by the `depends` of each version's `.modinfo`), as
+    /// far as the catalog has them; a dependency it lacks is left for vetting to report.
+    pub fn module_closure(
+        &self,
+        root: &str,
+        kernel_release: &str,
+    ) -> Result<Vec<crate::model::PinnedModule>> {
+        use modvisor_modules::normalize_name;
+        let mut versions: BTreeMap<String, ModuleVersion> = BTreeMap::new();
+        for (_, v) in self.kv.scan(Table::Modules, b"", None, usize::MAX)? {
+            let m: ModuleVersion = decode(&v)?;
+            if m.kernel_release == kernel_release {
+                versions.insert(normalize_name(&m.name), m);
+            }
+        }
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = std::collections::VecDeque::from([normalize_name(root)]);
+        while let Some(name) = todo.pop_front() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let Some(m) = versions.get(&name) else {
+                continue;
+            };
+            if let Some(deps) = m.modinfo.get("depends") {
+                todo.extend(
+                    deps.split(',')
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .map(normalize_name),
+                );
+            }
+            out.push(crate::model::PinnedModule {
+                name: m.name.clone(),
+                sha256: m.sha256.clone(),
+            });
+        }
+        Ok(out)
     }
 
     /// Whether any module version is published for `kernel_release`.

@@ -370,6 +370,7 @@ pub(super) fn remove_vm(txn: &dyn Txn, actor: &str, vm: &Vm) -> Result<()> {
     txn.remove(Table::VmOwners, vm.id.as_bytes())?;
     txn.remove(Table::VmNames, &pair(&vm.tenant, vm.spec.name.as_bytes()))?;
     txn.remove(Table::ModuleRequests, vm.id.as_bytes())?;
+    super::observations::forget(txn, &vm.id)?;
     let action = if vm.deleting {
         "vm.deleted"
     } else {

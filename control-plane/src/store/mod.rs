@@ -9,10 +9,12 @@ mod catalog;
 mod datastore;
 mod keys;
 mod nodes;
+mod observations;
 mod scheduler;
 mod sled_kv;
 
 pub use datastore::{Datastore, VmFilter};
+pub use observations::Observation;
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;
 
@@ -46,11 +48,13 @@ pub enum Table {
     TenantEvents,
     /// `name -> Node`.
     Nodes,
+    /// `vm id -> Observation`: what a node last reported of each VM.
+    Observations,
 }
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position).
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Meta,
         Table::Tenants,
         Table::Vms,
@@ -63,6 +67,7 @@ impl Table {
         Table::Events,
         Table::TenantEvents,
         Table::Nodes,
+        Table::Observations,
     ];
 
     /// The table's on-disk name.
@@ -80,6 +85,7 @@ impl Table {
             Table::Events => "events",
             Table::TenantEvents => "tenant_events",
             Table::Nodes => "nodes",
+            Table::Observations => "observations",
         }
     }
 

@@ -129,7 +129,8 @@ impl Datastore {
             .collect()
     }
 
-    /// Records a heartbeat: the node is Ready, and its VMs' observed state is taken in.
+    /// Records a heartbeat: the node is Ready, and what it observes of its VMs is recorded
+    /// (their phases are the reconciler's to decide) with the guest's own module list.
     /// VMs it reports but no longer holds come back in `remove`.
     pub fn heartbeat(&self, node: &str, hb: &Heartbeat) -> Result<HeartbeatReply> {
         transact(&*self.kv, |txn| {
@@ -156,12 +157,13 @@ impl Datastore {
                 if vm.deleting {
                     continue;
                 }
-                update_vm(txn, &o.id, |vm| {
-                    vm.status.phase = o.phase;
-                    vm.status.reason = o.reason.clone();
-                    vm.status.guest_modules = o.guest_modules.clone();
-                    Ok(())
-                })?;
+                super::observations::record(txn, node, o)?;
+                if vm.status.guest_modules != o.guest_modules {
+                    update_vm(txn, &o.id, |vm| {
+                        vm.status.guest_modules = o.guest_modules.clone();
+                        Ok(())
+                    })?;
+                }
             }
             Ok(reply)
         })
@@ -225,6 +227,7 @@ impl Datastore {
                 vm.status.guest_modules.clear();
                 Ok(())
             })?;
+            super::observations::forget(txn, id)?;
             reset_requests(txn, id)?;
             append_event(
                 txn,
@@ -428,7 +431,7 @@ impl Datastore {
         Ok(out)
     }
 
-    /// Sets the observed phase of a VM (from a node's answer).
+    /// Sets a VM's phase: the reconciler's decision, from what its node observes.
     pub fn set_vm_phase(&self, id: &str, phase: Phase, reason: Option<String>) -> Result<()> {
         transact(&*self.kv, |txn| {
             update_vm(txn, id, |vm| {

@@ -8,7 +8,7 @@ use super::Node;
 use crate::modprobe::ModuleOutcome;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use modvisor_auth::Role;
-use modvisor_modules::VettingPolicy;
+use modvisor_modules::{Rejection, VettingPolicy};
 use modvisor_node_api::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, RequestState,
 };
@@ -149,21 +149,28 @@ async fn delete_vm(
 }
 
 fn result_of(o: &ModuleOutcome) -> NodeModuleResult {
-    let (state, reason, errno) = match o {
+    let (state, reason, rejection, errno) = match o {
         ModuleOutcome::Loaded { .. } | ModuleOutcome::AlreadyLoaded { .. } => {
-            (RequestState::Loaded, None, None)
+            (RequestState::Loaded, None, None, None)
         }
-        ModuleOutcome::Rejected { reason, .. } => {
-            (RequestState::Rejected, Some(reason.to_string()), None)
-        }
-        ModuleOutcome::Failed { errno, reason, .. } => {
-            (RequestState::Failed, Some(reason.clone()), Some(*errno))
-        }
+        ModuleOutcome::Rejected { reason, .. } => (
+            RequestState::Rejected,
+            Some(reason.to_string()),
+            Some(reason.clone()),
+            None,
+        ),
+        ModuleOutcome::Failed { errno, reason, .. } => (
+            RequestState::Failed,
+            Some(reason.clone()),
+            None,
+            Some(*errno),
+        ),
     };
     NodeModuleResult {
         name: o.name().to_string(),
         state,
         reason,
+        rejection,
         errno,
     }
 }
@@ -179,31 +186,46 @@ async fn load_module(
     let (node, id, body) = (node.get_ref().clone(), id.into_inner(), body.into_inner());
     let results = blocking(move || {
         let tx = worker(&node, &id)?;
-        let source = match node.fetcher.closure(&body.name) {
+        // The control plane's budget, never more than the most any load may take.
+        let budget = Duration::from_millis(body.budget_ms).min(budget::LOAD_MAX);
+        let deadline = Instant::now() + budget;
+        let source = match node.fetcher.source(&body.closure) {
             Ok(s) => s,
             Err(FetchError::Malformed { module, reason }) => {
+                let rejection = Rejection::Malformed {
+                    module: module.clone(),
+                    reason,
+                };
                 return Ok(vec![NodeModuleResult {
                     name: module,
                     state: RequestState::Rejected,
-                    reason: Some(format!("not a valid kernel module: {reason}")),
+                    reason: Some(rejection.to_string()),
+                    rejection: Some(rejection),
                     errno: None,
-                }])
+                }]);
             }
             Err(FetchError::Unavailable(e)) => return Err(Error::Unavailable(e)),
         };
-        let policy = VettingPolicy::for_tenant(&node.fetcher.kernel_release, body.approved.iter());
+        let policy = VettingPolicy::for_tenant(&node.kernel_release, body.approved.iter());
         let (reply, rx) = std::sync::mpsc::channel();
         tx.send(Command::Load {
             name: body.name.clone(),
             params: body.params.clone(),
             source,
             policy,
+            deadline,
             reply,
         })
         .map_err(|_| Error::NotFound(id.clone()))?;
+        // The worker ends every module by the deadline; a little more for its answer.
         let outcomes = rx
-            .recv_timeout(budget::LOAD_MAX)
-            .map_err(|_| Error::Unavailable("the VM did not answer in time".into()))?;
+            .recv_timeout(budget + Duration::from_secs(1))
+            .map_err(|_| {
+                Error::Unavailable(format!(
+                    "the VM did not answer within the budget of {} ms",
+                    body.budget_ms
+                ))
+            })?;
         Ok(outcomes.iter().map(result_of).collect())
     })
     .await??;

@@ -1,12 +1,14 @@
-//! Module images from the control plane: the catalog (name -> sha256) for this node's
-//! kernel release, and blobs by sha256, cached on disk. Nothing here judges a module:
-//! vetting compares every image with its pin.
+//! Module images from the control plane, by sha256, cached on disk: the closure a load
+//! request names (resolved and pinned by the control plane) becomes a module source, each
+//! image parsed once. Nothing here judges a module: vetting compares every image with its
+//! pin.
 
 use crate::modprobe::ModuleSource;
-use modvisor_modules::{normalize_name, KernelModule};
-use modvisor_node_api::ControlPlaneClient;
-use std::collections::{BTreeMap, BTreeSet};
+use modvisor_node_api::{ControlPlaneClient, PinnedModule};
 use std::path::PathBuf;
+
+/// Most modules one request may name.
+pub const MAX_CLOSURE: usize = 256;
 
 /// Why a module request's images could not be assembled.
 #[derive(Debug)]
@@ -28,24 +30,11 @@ pub struct Fetcher {
     pub control_plane: ControlPlaneClient,
     /// This node's token.
     pub token: String,
-    /// The node's guest kernel release.
-    pub kernel_release: String,
     /// Blob cache directory.
     pub blobs: PathBuf,
 }
 
 impl Fetcher {
-    fn catalog(&self) -> Result<BTreeMap<String, String>, String> {
-        let c = self
-            .control_plane
-            .catalog(&self.token, &self.kernel_release)
-            .map_err(|e| format!("fetching the catalog: {e}"))?;
-        Ok(c.modules
-            .into_iter()
-            .map(|(k, v): (String, String)| (normalize_name(&k), v))
-            .collect())
-    }
-
     fn blob(&self, sha: &str) -> Result<Vec<u8>, String> {
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(format!("catalog gave a malformed sha256 {sha:?}"));
@@ -70,31 +59,66 @@ impl Fetcher {
         Ok(bytes)
     }
 
-    /// A module source holding `root` and everything it depends on (as far as the
-    /// catalog has them), each pinned to the catalog's sha256.
-    pub fn closure(&self, root: &str) -> Result<ModuleSource, FetchError> {
-        let catalog = self.catalog().map_err(FetchError::Unavailable)?;
+    /// A module source holding every module of `closure`, each pinned to its sha256 and
+    /// parsed once.
+    pub fn source(&self, closure: &[PinnedModule]) -> Result<ModuleSource, FetchError> {
+        if closure.len() > MAX_CLOSURE {
+            return Err(FetchError::Malformed {
+                module: closure.first().map(|m| m.name.clone()).unwrap_or_default(),
+                reason: format!("a closure of {} modules, over {MAX_CLOSURE}", closure.len()),
+            });
+        }
         let mut source = ModuleSource::new();
-        let mut todo = vec![normalize_name(root)];
-        let mut seen = BTreeSet::new();
-        while let Some(name) = todo.pop() {
-            if !seen.insert(name.clone()) || seen.len() > 256 {
-                continue;
-            }
-            let Some(sha) = catalog.get(&name) else {
-                continue; // vetting reports what is missing
-            };
-            let bytes = self.blob(sha).map_err(FetchError::Unavailable)?;
-            if let Ok(m) = KernelModule::parse(&bytes) {
-                todo.extend(m.dependencies());
-            }
+        for m in closure {
+            let bytes = self.blob(&m.sha256).map_err(FetchError::Unavailable)?;
             source
-                .insert(bytes, Some(sha.clone()))
+                .insert(bytes, Some(m.sha256.clone()))
                 .map_err(|e| FetchError::Malformed {
-                    module: name.clone(),
+                    module: m.name.clone(),
                     reason: e.to_string(),
                 })?;
         }
         Ok(source)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modvisor_modules::KernelModule;
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    /// wireguard's closure from the real guest kernel, with its blobs already cached (so
+    /// the unreachable control plane is never asked): the source parses each image once.
+    #[test]
+    fn a_closure_becomes_a_source_parsing_each_module_once() {
+        let kernel = modvisor_guest::kernel::resolve(|_| {}).expect("guest kernel");
+        let dir = tempfile::tempdir().unwrap();
+        let mut closure = Vec::new();
+        let mut todo = vec!["wireguard".to_string()];
+        let mut seen = BTreeSet::new();
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let path = kernel.module_path(&name).expect("module in the tree");
+            let bytes = std::fs::read(path).unwrap();
+            let parsed = KernelModule::parse(&bytes).unwrap();
+            todo.extend(parsed.dependencies());
+            let sha = parsed.sha256().to_string();
+            std::fs::write(dir.path().join(&sha), &bytes).unwrap();
+            closure.push(PinnedModule { name, sha256: sha });
+        }
+        assert!(closure.len() > 5, "{closure:?}");
+        let fetcher = Fetcher {
+            control_plane: ControlPlaneClient::new("http://127.0.0.1:9", Duration::from_secs(1))
+                .unwrap(),
+            token: String::new(),
+            blobs: dir.path().to_path_buf(),
+        };
+        let source = fetcher.source(&closure).unwrap();
+        assert_eq!(source.len(), closure.len());
+        assert_eq!(source.parses(), closure.len());
     }
 }

@@ -74,6 +74,7 @@ pub struct Node {
     host: Host,
     vms: Mutex<HashMap<String, VmHandle>>,
     verifier: TokenVerifier,
+    kernel_release: String,
     fetcher: fetch::Fetcher,
 }
 
@@ -182,10 +183,10 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         host: host.clone(),
         vms: Mutex::new(HashMap::new()),
         verifier,
+        kernel_release: kernel.release.clone(),
         fetcher: fetch::Fetcher {
             control_plane: control_plane.clone(),
             token: cred.token.clone(),
-            kernel_release: kernel.release.clone(),
             blobs: config.data_dir.join("blobs"),
         },
     });

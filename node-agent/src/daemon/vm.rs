@@ -71,6 +71,8 @@ pub enum Command {
         source: ModuleSource,
         /// The tenant's policy.
         policy: VettingPolicy,
+        /// When the request's budget ends.
+        deadline: Instant,
         /// Where the outcomes go.
         reply: Sender<Vec<ModuleOutcome>>,
     },
@@ -207,18 +209,22 @@ impl Worker {
                     params,
                     source,
                     policy,
+                    deadline,
                     reply,
                 }) => {
-                    let out = match self.client.as_mut() {
-                        Some(c) => ModprobeService::new(&source, &self.host.trust)
-                            .modprobe(c, &name, &params, &policy),
-                        None => vec![ModuleOutcome::Failed {
-                            name,
-                            errno: 0,
-                            reason: "the guest is not running".into(),
-                        }],
-                    };
-                    let _ = reply.send(out);
+                    let out =
+                        match self.client.as_mut() {
+                            Some(c) => ModprobeService::new(&source, &self.host.trust)
+                                .modprobe_until(c, &name, &params, &policy, Some(deadline)),
+                            None => vec![ModuleOutcome::Failed {
+                                name,
+                                errno: 0,
+                                reason: "the guest is not running".into(),
+                            }],
+                        };
+                    if reply.send(out).is_err() {
+                        tracing::warn!(vm = %self.id, "a load ended after its caller stopped waiting");
+                    }
                     self.refresh_modules();
                 }
                 Ok(Command::Unload { name, reply }) => {

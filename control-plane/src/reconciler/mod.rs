@@ -1,18 +1,23 @@
 //! The reconciler: level-triggered, per VM, it compares what tenants asked for with what
-//! nodes report and acts through the node API (reqwest, with timeouts and retries on the
-//! next pass; every node request is idempotent).
+//! nodes observe and acts through the node API ([`NodeApi`], typed, with budgets shared
+//! with the nodes; every node request is idempotent and retried on a later pass).
 //!
 //! Each pass: nodes whose heartbeats stopped become NotReady and their VMs Lost; Lost VMs
-//! are placed again (modules loaded again); Pending VMs are placed; placed VMs are ensured
-//! on their node (power on/off); module requests are delivered or withdrawn; deletions
-//! are carried out. At most one action per VM is in flight.
+//! are placed again (modules loaded again); Pending VMs are placed; each VM's phase is
+//! decided from its node's latest observation ([`phase::decide_phase`], the only place
+//! that turns observations into phases); placed VMs are ensured on their node (power
+//! on/off); module requests are delivered or withdrawn; deletions are carried out. At most
+//! one action per VM is in flight, and an action waits at least its node-side budget.
 
-use crate::auth::{Role, TokenKeys};
-use crate::model::{
-    EnsureVm, Node, NodeLoadModule, NodeState, Phase, PowerState, RequestState, Vm,
-};
+mod connect;
+pub mod phase;
+
+pub use connect::{HttpNodes, NodeConnector};
+
+use crate::auth::TokenKeys;
+use crate::model::{EnsureVm, Node, NodeLoadModule, NodeState, Phase, RequestState, Vm};
 use crate::store::{Datastore, Strategy, VmFilter};
-use modvisor_node_api::{Deleted, NodeApi, NodeClient};
+use modvisor_node_api::{Budgets, ClientError, Deleted, NodeApi};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +31,8 @@ pub struct ReconcilerConfig {
     pub node_timeout_secs: u64,
     /// How VMs are placed.
     pub strategy: Strategy,
+    /// How long node calls may take (shared with the nodes).
+    pub budgets: Budgets,
 }
 
 impl Default for ReconcilerConfig {
@@ -34,16 +41,19 @@ impl Default for ReconcilerConfig {
             interval: Duration::from_millis(500),
             node_timeout_secs: 6,
             strategy: Strategy::Spread,
+            budgets: Budgets::default(),
         }
     }
 }
 
-/// Starts the reconciler on its own thread; it runs for the life of the process.
+/// Starts the reconciler on its own thread with HTTP clients of the nodes; it runs for
+/// the life of the process.
 pub fn spawn(
     store: Datastore,
     keys: Arc<TokenKeys>,
     config: ReconcilerConfig,
 ) -> std::io::Result<()> {
+    let nodes = HttpNodes::new(keys, config.budgets).map_err(std::io::Error::other)?;
     std::thread::Builder::new()
         .name("reconciler".into())
         .spawn(move || {
@@ -53,63 +63,56 @@ pub fn spawn(
             {
                 Ok(rt) => rt,
                 Err(e) => {
-                    tracing::error!(error = %e, "reconciler runtime");
+                    tracing::error!(error = %e, "reconciler runtime; the reconciler does not run");
                     return;
                 }
             };
-            let http = match reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(2))
-                .build()
-            {
-                Ok(http) => http,
-                Err(e) => {
-                    tracing::error!(error = %e, "reconciler HTTP client; the reconciler does not run");
-                    return;
-                }
-            };
-            let r = Reconciler {
-                store,
-                keys,
-                http,
-                busy: Arc::new(Mutex::new(HashSet::new())),
-                config,
-            };
-            rt.block_on(r.run());
+            let r = Reconciler::new(store, nodes, config);
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, r.run());
         })
         .map(drop)
 }
 
+/// The reconciler over nodes reached through `C`.
 #[derive(Clone)]
-struct Reconciler {
+pub struct Reconciler<C> {
     store: Datastore,
-    keys: Arc<TokenKeys>,
-    http: reqwest::Client,
+    nodes: C,
     busy: Arc<Mutex<HashSet<String>>>,
     config: ReconcilerConfig,
 }
 
-impl Reconciler {
-    async fn run(self) {
-        let local = tokio::task::LocalSet::new();
-        local
-            .run_until(async {
-                loop {
-                    if let Err(e) = self.pass() {
-                        tracing::warn!(error = %e, "reconcile pass failed");
-                    }
-                    tokio::time::sleep(self.config.interval).await;
-                }
-            })
-            .await;
+impl<C: NodeConnector> Reconciler<C> {
+    /// A reconciler of `store` acting on nodes through `nodes`.
+    pub fn new(store: Datastore, nodes: C, config: ReconcilerConfig) -> Self {
+        Reconciler {
+            store,
+            nodes,
+            busy: Arc::new(Mutex::new(HashSet::new())),
+            config,
+        }
     }
 
-    /// A client of `node`'s API, calling with a fresh control-plane token.
-    fn client(&self, node: &Node) -> Result<NodeClient, String> {
-        let token = self
-            .keys
-            .issue("control-plane", Role::ControlPlane, None, 300)
-            .map_err(|e| format!("cannot sign a token for node {}: {e}", node.name))?;
-        Ok(NodeClient::new(&node.address, token, self.http.clone()))
+    /// Passes forever, `interval` apart. Must run inside a `LocalSet`.
+    pub async fn run(self) {
+        loop {
+            if let Err(e) = self.pass() {
+                tracing::warn!(error = %e, "reconcile pass failed");
+            }
+            tokio::time::sleep(self.config.interval).await;
+        }
+    }
+
+    /// Whether no action is in flight.
+    pub fn is_idle(&self) -> bool {
+        self.busy.lock().map(|b| b.is_empty()).unwrap_or(false)
+    }
+
+    /// Whether an action for VM `id` is in flight.
+    fn is_busy(&self, id: &str) -> bool {
+        // A poisoned set means an action panicked: treat the VM as busy, act no more.
+        self.busy.lock().map(|b| b.contains(id)).unwrap_or(true)
     }
 
     /// Runs `f` for `vm` unless an action for it is already in flight.
@@ -134,7 +137,9 @@ impl Reconciler {
         });
     }
 
-    fn pass(&self) -> crate::Result<()> {
+    /// One pass over every node and VM. Must run inside a `LocalSet` (actions are local
+    /// tasks).
+    pub fn pass(&self) -> crate::Result<()> {
         for node in self.store.expire_nodes(self.config.node_timeout_secs)? {
             tracing::warn!(%node, "node stopped heartbeating: NotReady, its VMs Lost");
         }
@@ -154,9 +159,15 @@ impl Reconciler {
         if !pending.is_empty() {
             self.store.place_batch(&pending, self.config.strategy)?;
         }
-        for vm in self.store.all_vms()? {
-            if self.busy.lock().map(|b| b.contains(&vm.id)).unwrap_or(true) {
+        let observations = self.store.observations()?;
+        for mut vm in self.store.all_vms()? {
+            if self.is_busy(&vm.id) {
                 continue;
+            }
+            if let Some((phase, reason)) = phase::decide_phase(&vm, observations.get(&vm.id)) {
+                self.store.set_vm_phase(&vm.id, phase, reason.clone())?;
+                vm.status.phase = phase;
+                vm.status.reason = reason;
             }
             let node = vm.status.node.as_ref().and_then(|n| nodes.get(n)).cloned();
             let ready = node.as_ref().is_some_and(|n| n.state == NodeState::Ready);
@@ -175,7 +186,7 @@ impl Reconciler {
                 }
                 (Phase::Pending, _) => {} // placed in a batch above
                 (_, Some(n)) if ready => {
-                    if needs_ensure(&vm) {
+                    if phase::needs_ensure(&vm) {
                         let id = vm.id.clone();
                         self.act(&id, self.clone().ensure(n, vm));
                     } else if vm.status.phase == Phase::Running {
@@ -200,10 +211,14 @@ impl Reconciler {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect::<Vec<_>>()
                 .join(" ");
+            let closure = self.store.module_closure(&r.name, &node.kernel_release)?;
+            let budget = self.config.budgets.load(closure.len());
             let body = NodeLoadModule {
                 name: r.name.clone(),
                 params,
+                closure,
                 approved: self.store.approved_modules(&vm.tenant)?,
+                budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
             };
             self.act(&vm.id, self.clone().load(node, vm.id.clone(), body));
         } else if let Some(r) = requests
@@ -218,9 +233,13 @@ impl Reconciler {
         Ok(())
     }
 
+    /// Asks the node to hold the VM as its spec says; what the node answers is recorded as
+    /// an observation and decided on like any other.
     async fn ensure(self, node: Node, vm: Vm) -> Result<(), String> {
         if vm.status.phase == Phase::Scheduled {
-            let _ = self.store.set_vm_phase(&vm.id, Phase::Starting, None);
+            self.store
+                .set_vm_phase(&vm.id, Phase::Starting, None)
+                .map_err(|e| e.to_string())?;
         }
         let body = EnsureVm {
             tenant: vm.tenant.clone(),
@@ -229,44 +248,54 @@ impl Reconciler {
             power_state: vm.spec.power_state,
         };
         let observed = self
-            .client(&node)?
+            .nodes
+            .connect(&node)?
             .ensure_vm(&vm.id, &body)
             .await
             .map_err(|e| e.to_string())?;
         self.store
-            .set_vm_phase(&vm.id, observed.phase, observed.reason)
-            .map_err(|e| e.to_string())
+            .record_observation(&node.name, &observed)
+            .map_err(|e| e.to_string())?;
+        self.decide(&vm.id).map_err(|e| e.to_string())
+    }
+
+    /// Applies the latest observation of VM `id` to its phase.
+    fn decide(&self, id: &str) -> crate::Result<()> {
+        let vm = self.store.get_vm(VmFilter::All, id)?;
+        if let Some((phase, reason)) =
+            phase::decide_phase(&vm, self.store.observation(id)?.as_ref())
+        {
+            self.store.set_vm_phase(id, phase, reason)?;
+        }
+        Ok(())
     }
 
     async fn delete(self, node: Node, id: String) -> Result<(), String> {
-        match self.client(&node)?.delete_vm(&id).await {
+        match self.nodes.connect(&node)?.delete_vm(&id).await {
             Ok(Deleted::Removed | Deleted::NotThere) => {}
             Err(e) => return Err(e.to_string()),
         }
         self.store.finish_delete(&id).map_err(|e| e.to_string())
     }
 
+    /// Delivers one module request. The call waits the node's budget plus the margin,
+    /// so it is never retried while the node still works on it within its budget.
     async fn load(self, node: Node, id: String, body: NodeLoadModule) -> Result<(), String> {
         let name = body.name.clone();
-        let _ = self
-            .store
-            .set_request_state(&id, &name, RequestState::Vetting, None);
-        let client = match self.client(&node) {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = self
-                    .store
-                    .set_request_state(&id, &name, RequestState::Pending, None);
-                return Err(e);
-            }
+        self.store
+            .set_request_state(&id, &name, RequestState::Vetting, None)
+            .map_err(|e| e.to_string())?;
+        let results = match self.nodes.connect(&node) {
+            Ok(api) => api.load_module(&id, &body).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
         };
-        let results = match client.load_module(&id, &body).await {
+        let results = match results {
             Ok(r) => r,
             Err(e) => {
-                let _ = self
-                    .store
-                    .set_request_state(&id, &name, RequestState::Pending, None);
-                return Err(e.to_string());
+                self.store
+                    .set_request_state(&id, &name, RequestState::Pending, None)
+                    .map_err(|e| e.to_string())?;
+                return Err(e);
             }
         };
         let (state, reason) = match results.iter().find(|r| r.state != RequestState::Loaded) {
@@ -279,28 +308,22 @@ impl Reconciler {
     }
 
     async fn unload(self, node: Node, id: String, name: String) -> Result<(), String> {
-        let (state, reason) = match self.client(&node)?.unload_module(&id, &name).await {
+        let (state, reason) = match self.nodes.connect(&node)?.unload_module(&id, &name).await {
             Ok(()) => (RequestState::Unloaded, None),
-            Err(e @ modvisor_node_api::ClientError::Refused { .. }) => {
+            Err(e @ ClientError::Refused { .. }) => {
                 (RequestState::Loaded, Some(format!("unload refused: {e}")))
             }
             Err(e) => return Err(e.to_string()),
         };
-        // A refused unload stays Loaded but is no longer retried.
-        let _ = self.store.set_request_state(&id, &name, state, reason);
+        self.store
+            .set_request_state(&id, &name, state, reason)
+            .map_err(|e| e.to_string())?;
         if state == RequestState::Loaded {
-            let _ = self.store.keep_loaded(&id, &name);
+            // A refused unload stays Loaded and is no longer retried.
+            self.store
+                .keep_loaded(&id, &name)
+                .map_err(|e| e.to_string())?;
         }
         Ok(())
     }
-}
-
-/// Whether the node must be told the VM's desired state.
-fn needs_ensure(vm: &Vm) -> bool {
-    matches!(
-        (vm.status.phase, vm.spec.power_state),
-        (Phase::Scheduled | Phase::Starting, _)
-            | (Phase::Running, PowerState::Stopped)
-            | (Phase::Stopped, PowerState::Running)
-    )
 }

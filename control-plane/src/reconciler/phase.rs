@@ -1,0 +1,128 @@
+//! A VM's phase, decided in one place: nodes observe (heartbeats, ensure replies), the
+//! reconciler decides. The table in control-plane/README.md lists every move.
+
+use crate::model::{Phase, PowerState, Vm};
+use crate::store::Observation;
+
+/// The phase (and reason) a VM should take from what its node observes, or `None` when
+/// nothing changes. Observations of another node (a VM that moved) and of VMs being
+/// deleted are ignored; `Pending`, `Scheduled` and `Lost` move only by the reconciler's own
+/// actions (placement, asking the node, losing the node), never by an observation.
+pub fn decide_phase(vm: &Vm, observed: Option<&Observation>) -> Option<(Phase, Option<String>)> {
+    let o = observed?;
+    if vm.deleting || vm.status.node.as_deref() != Some(o.node.as_str()) {
+        return None;
+    }
+    if matches!(
+        vm.status.phase,
+        Phase::Pending | Phase::Scheduled | Phase::Lost
+    ) {
+        return None;
+    }
+    // A node holds a VM Starting, Running, Stopped or Failed; it never reports the
+    // control plane's own phases.
+    if matches!(
+        o.phase,
+        Phase::Pending | Phase::Scheduled | Phase::Lost | Phase::Stopping
+    ) {
+        return None;
+    }
+    if o.phase == vm.status.phase && o.reason == vm.status.reason {
+        return None;
+    }
+    Some((o.phase, o.reason.clone()))
+}
+
+/// Whether the VM's node must be told its desired state.
+pub fn needs_ensure(vm: &Vm) -> bool {
+    matches!(
+        (vm.status.phase, vm.spec.power_state),
+        (Phase::Scheduled | Phase::Starting, _)
+            | (Phase::Running, PowerState::Stopped)
+            | (Phase::Stopped, PowerState::Running)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{VmSpec, VmStatus};
+
+    fn vm(phase: Phase, node: Option<&str>) -> Vm {
+        Vm {
+            id: "v1".into(),
+            tenant: "t".into(),
+            spec: VmSpec {
+                name: "web".into(),
+                vcpus: 1,
+                memory_mib: 128,
+                modules: Vec::new(),
+                power_state: PowerState::Running,
+            },
+            status: VmStatus {
+                phase,
+                node: node.map(str::to_string),
+                reason: None,
+                guest_modules: Vec::new(),
+            },
+            generation: 1,
+            deleting: false,
+            created_at: String::new(),
+            updated_at: String::new(),
+        }
+    }
+
+    fn seen(node: &str, phase: Phase, reason: Option<&str>) -> Observation {
+        Observation {
+            node: node.into(),
+            phase,
+            reason: reason.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn an_observation_of_the_vms_node_moves_its_phase() {
+        let v = vm(Phase::Starting, Some("n1"));
+        assert_eq!(
+            decide_phase(&v, Some(&seen("n1", Phase::Running, None))),
+            Some((Phase::Running, None))
+        );
+        assert_eq!(
+            decide_phase(&v, Some(&seen("n1", Phase::Failed, Some("OOM: x")))),
+            Some((Phase::Failed, Some("OOM: x".into())))
+        );
+        let running = vm(Phase::Running, Some("n1"));
+        assert_eq!(
+            decide_phase(&running, Some(&seen("n1", Phase::Running, None))),
+            None,
+            "no change, no write"
+        );
+    }
+
+    #[test]
+    fn observations_never_move_the_control_planes_own_phases() {
+        for phase in [Phase::Pending, Phase::Scheduled, Phase::Lost] {
+            let v = vm(phase, Some("n1"));
+            assert_eq!(
+                decide_phase(&v, Some(&seen("n1", Phase::Running, None))),
+                None
+            );
+        }
+        let mut deleting = vm(Phase::Running, Some("n1"));
+        deleting.deleting = true;
+        assert_eq!(
+            decide_phase(&deleting, Some(&seen("n1", Phase::Stopped, None))),
+            None
+        );
+    }
+
+    #[test]
+    fn another_nodes_observation_is_ignored() {
+        let v = vm(Phase::Running, Some("n2"));
+        assert_eq!(
+            decide_phase(&v, Some(&seen("n1", Phase::Failed, None))),
+            None
+        );
+        assert_eq!(decide_phase(&v, None), None);
+    }
+}

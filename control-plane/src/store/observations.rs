@@ -1,0 +1,66 @@
+//! What nodes observe of their VMs (heartbeats and ensure replies), kept apart from the
+//! VMs' phases: nodes report, the reconciler alone decides a VM's phase from the latest
+//! observation (see control-plane/README.md, "A VM's phase").
+
+use super::datastore::get_record;
+use super::keys::{decode, encode};
+use super::{transact, Datastore, Table, Txn};
+use crate::error::Result;
+use crate::model::{ObservedVm, Phase};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A node's latest word on one VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    /// The node that observed it.
+    pub node: String,
+    /// The phase the node sees.
+    pub phase: Phase,
+    /// Why, for failures and stops.
+    pub reason: Option<String>,
+}
+
+/// Records what `node` observes of one VM, inside a transaction.
+pub(super) fn record(txn: &dyn Txn, node: &str, o: &ObservedVm) -> Result<()> {
+    let observation = Observation {
+        node: node.to_string(),
+        phase: o.phase,
+        reason: o.reason.clone(),
+    };
+    let unchanged = get_record::<Observation>(txn, Table::Observations, o.id.as_bytes())?
+        .is_some_and(|old| old == observation);
+    if unchanged {
+        return Ok(());
+    }
+    txn.insert(Table::Observations, o.id.as_bytes(), &encode(&observation)?)
+}
+
+/// Forgets what any node observed of VM `id` (it moved, or it is gone).
+pub(super) fn forget(txn: &dyn Txn, id: &str) -> Result<()> {
+    txn.remove(Table::Observations, id.as_bytes())
+}
+
+impl Datastore {
+    /// Records what `node` answered about one VM (an ensure reply).
+    pub fn record_observation(&self, node: &str, o: &ObservedVm) -> Result<()> {
+        transact(&*self.kv, |txn| record(txn, node, o))
+    }
+
+    /// The latest observation of every VM that has one.
+    pub fn observations(&self) -> Result<HashMap<String, Observation>> {
+        self.kv
+            .scan(Table::Observations, b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| Ok((String::from_utf8_lossy(&k).into_owned(), decode(&v)?)))
+            .collect()
+    }
+
+    /// The latest observation of VM `id`.
+    pub fn observation(&self, id: &str) -> Result<Option<Observation>> {
+        self.kv
+            .get(Table::Observations, id.as_bytes())?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+}

@@ -1,0 +1,263 @@
+//! The reconciler's decisions against simulated nodes (the same `NodeApi` trait, held in
+//! memory) and a real sled store: fast, and beside the real-process end-to-end tests in
+//! `tests/e2e`, never instead of them.
+
+use modvisor_control_plane::model::{
+    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, Phase, Quota, RegisterNode,
+    RequestState, Resources, VmSpec,
+};
+use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig};
+use modvisor_control_plane::store::{Datastore, SledKv, VmFilter};
+use modvisor_node_api::sim::{SimBehaviour, SimulatedNode};
+use modvisor_node_api::Budgets;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const RELEASE: &str = "6.1.0-99-cloud-amd64";
+
+/// Simulated nodes by name.
+#[derive(Clone, Default)]
+struct SimNodes(HashMap<String, SimulatedNode>);
+
+impl NodeConnector for SimNodes {
+    type Api = SimulatedNode;
+
+    fn connect(&self, node: &Node) -> Result<SimulatedNode, String> {
+        self.0
+            .get(&node.name)
+            .cloned()
+            .ok_or_else(|| format!("no simulated node {}", node.name))
+    }
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Datastore,
+    node: SimulatedNode,
+    reconciler: Reconciler<SimNodes>,
+}
+
+fn world(behaviour: SimBehaviour, budgets: Budgets) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Datastore::new(Arc::new(SledKv::open(&dir.path().join("db")).unwrap()));
+    store
+        .register_node(&RegisterNode {
+            name: "n1".into(),
+            address: "http://127.0.0.1:9".into(),
+            capacity: Resources {
+                vcpus: 8,
+                memory_mib: 8192,
+            },
+            driver: "qemu".into(),
+            hardware_virtualization: false,
+            kernel_release: RELEASE.into(),
+        })
+        .unwrap();
+    store
+        .create_tenant(
+            "test",
+            &CreateTenant {
+                name: "tenant-a".into(),
+                quota: Some(Quota {
+                    max_vms: 10,
+                    max_vcpus: 10,
+                    max_memory_mib: 10_000,
+                }),
+            },
+        )
+        .unwrap();
+    // Two modules: `top` depends on `base`.
+    for (name, depends) in [("base", ""), ("top", "base")] {
+        let modinfo = BTreeMap::from([("depends".to_string(), depends.to_string())]);
+        store
+            .publish_module("test", name, RELEASE, name.as_bytes(), modinfo)
+            .unwrap();
+        store
+            .set_policy(
+                "test",
+                name,
+                &ModulePolicy {
+                    approved: true,
+                    tenants: vec!["*".into()],
+                },
+            )
+            .unwrap();
+    }
+    let node = SimulatedNode::new(behaviour);
+    let nodes = SimNodes(HashMap::from([("n1".to_string(), node.clone())]));
+    let config = ReconcilerConfig {
+        interval: Duration::from_millis(5),
+        budgets,
+        ..ReconcilerConfig::default()
+    };
+    World {
+        _dir: dir,
+        reconciler: Reconciler::new(store.clone(), nodes, config),
+        store,
+        node,
+    }
+}
+
+fn create_vm(store: &Datastore, modules: &[&str]) -> String {
+    let spec = VmSpec {
+        name: "web".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        modules: modules
+            .iter()
+            .map(|m| ModuleRef {
+                name: m.to_string(),
+                params: BTreeMap::new(),
+            })
+            .collect(),
+        power_state: Default::default(),
+    };
+    store.create_vm("test", "tenant-a", &spec).unwrap().id
+}
+
+/// Runs reconcile passes (and, with `heartbeats`, the node's heartbeats) until `done`
+/// holds, for at most 10 s.
+async fn run_until(w: &World, heartbeats: bool, mut done: impl FnMut(&World) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        w.reconciler.pass().unwrap();
+        if heartbeats {
+            w.store
+                .heartbeat(
+                    "n1",
+                    &Heartbeat {
+                        vms: w.node.observed(),
+                    },
+                )
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if done(w) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reconciler did not get there"
+        );
+    }
+}
+
+fn local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+fn phase(store: &Datastore, id: &str) -> (Phase, Option<String>) {
+    let vm = store.get_vm(VmFilter::All, id).unwrap();
+    (vm.status.phase, vm.status.reason)
+}
+
+#[test]
+fn phases_move_only_by_the_reconciler_from_what_the_node_observes() {
+    let w = world(SimBehaviour::default(), Budgets::default());
+    local(async {
+        let id = create_vm(&w.store, &[]);
+        assert_eq!(phase(&w.store, &id).0, Phase::Pending);
+        run_until(&w, false, |w| phase(&w.store, &id).0 == Phase::Running).await;
+        assert_eq!(w.node.stats().ensures, 1, "{:?}", w.node.stats());
+
+        // The guest dies: the node's heartbeat says so, but a heartbeat is an observation
+        // only; the VM's phase moves on the reconciler's next pass.
+        w.node.crash(&id, "guest kernel panic: boom");
+        w.store
+            .heartbeat(
+                "n1",
+                &Heartbeat {
+                    vms: w.node.observed(),
+                },
+            )
+            .unwrap();
+        assert_eq!(phase(&w.store, &id).0, Phase::Running);
+        assert_eq!(
+            w.store.observation(&id).unwrap().unwrap().phase,
+            Phase::Failed
+        );
+        w.reconciler.pass().unwrap();
+        assert_eq!(
+            phase(&w.store, &id),
+            (Phase::Failed, Some("guest kernel panic: boom".into()))
+        );
+    });
+}
+
+#[test]
+fn a_module_request_goes_to_the_node_with_its_pinned_closure_and_loads() {
+    let w = world(SimBehaviour::default(), Budgets::default());
+    local(async {
+        let id = create_vm(&w.store, &["top"]);
+        let loaded = |w: &World| {
+            w.store
+                .module_requests(VmFilter::All, &id)
+                .unwrap()
+                .iter()
+                .any(|r| r.name == "top" && r.state == RequestState::Loaded)
+        };
+        run_until(&w, true, loaded).await;
+        let guest = w.node.vm(&id).unwrap().guest_modules;
+        assert_eq!(guest, vec!["base".to_string(), "top".to_string()]);
+        assert_eq!(w.node.stats().loads_started, 1);
+        let closure = w.store.module_closure("top", RELEASE).unwrap();
+        let names: Vec<&str> = closure.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["top", "base"]);
+        assert!(closure.iter().all(|m| m.sha256.len() == 64));
+    });
+}
+
+#[test]
+fn a_load_longer_than_its_budget_ends_failed_and_is_never_sent_twice() {
+    // Budgets scaled down: 20 ms a module, 200 ms of margin; the node takes 150 ms a
+    // module, so the two-module closure cannot fit its 40 ms budget.
+    let budgets = Budgets {
+        load_per_module: Duration::from_millis(20),
+        load_max: Duration::from_millis(500),
+        margin: Duration::from_millis(200),
+        ..Budgets::default()
+    };
+    let behaviour = SimBehaviour {
+        load_per_module: Duration::from_millis(150),
+        ..SimBehaviour::default()
+    };
+    let w = world(behaviour, budgets);
+    local(async {
+        let id = create_vm(&w.store, &["top"]);
+        let ended = |w: &World| {
+            w.store
+                .module_requests(VmFilter::All, &id)
+                .unwrap()
+                .iter()
+                .any(|r| r.name == "top" && r.state.is_terminal())
+        };
+        run_until(&w, true, ended).await;
+        // Passes every 5 ms while the node worked: still one load, never two at once.
+        let stats = w.node.stats();
+        assert_eq!(stats.loads_started, 1, "{stats:?}");
+        assert_eq!(stats.max_concurrent_loads, 1, "{stats:?}");
+        let r = w
+            .store
+            .module_requests(VmFilter::All, &id)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == "top")
+            .unwrap();
+        assert_eq!(r.state, RequestState::Failed, "{r:?}");
+        assert!(
+            r.reason.as_deref().unwrap_or("").contains("budget"),
+            "{r:?}"
+        );
+        // And later passes leave it alone.
+        for _ in 0..20 {
+            w.reconciler.pass().unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(w.node.stats().loads_started, 1);
+    });
+}

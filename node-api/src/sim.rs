@@ -1,0 +1,239 @@
+//! A simulated node: the same [`NodeApi`], held in memory, no processes, no guests. For
+//! fast tests of the control plane's decisions (omicron's simulated sled agent); the real
+//! node agent is tested end to end with real guests, never replaced by this.
+
+use crate::client::ClientError;
+use crate::types::{
+    EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PowerState, RequestState,
+};
+use crate::{Deleted, NodeApi};
+use modvisor_modules::Rejection;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How the simulated node behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimBehaviour {
+    /// How long a VM takes to boot.
+    pub boot: Duration,
+    /// How long loading one module takes.
+    pub load_per_module: Duration,
+}
+
+impl Default for SimBehaviour {
+    fn default() -> Self {
+        SimBehaviour {
+            boot: Duration::from_millis(5),
+            load_per_module: Duration::from_millis(1),
+        }
+    }
+}
+
+/// What the simulated node was asked to do, for assertions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Ensure calls.
+    pub ensures: usize,
+    /// Load requests begun.
+    pub loads_started: usize,
+    /// The most load requests in flight at once for one VM.
+    pub max_concurrent_loads: usize,
+    /// Delete calls.
+    pub deletes: usize,
+}
+
+#[derive(Debug, Default)]
+struct SimState {
+    vms: BTreeMap<String, ObservedVm>,
+    loads_in_flight: BTreeMap<String, usize>,
+    stats: SimStats,
+}
+
+/// An in-memory node. Clones share one state (the same node).
+#[derive(Debug, Clone, Default)]
+pub struct SimulatedNode {
+    state: Arc<Mutex<SimState>>,
+    behaviour: SimBehaviour,
+}
+
+fn not_found(id: &str) -> ClientError {
+    ClientError::Refused {
+        url: format!("sim:/v1/vms/{id}"),
+        status: 404,
+        problem: None,
+        detail: format!("vm {id} not found"),
+    }
+}
+
+impl SimulatedNode {
+    /// A node that behaves as `behaviour` says.
+    pub fn new(behaviour: SimBehaviour) -> Self {
+        SimulatedNode {
+            state: Arc::default(),
+            behaviour,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SimState> {
+        // A test thread that panicked while holding it has failed already; go on.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What it was asked to do so far.
+    pub fn stats(&self) -> SimStats {
+        self.lock().stats.clone()
+    }
+
+    /// What it holds of VM `id`.
+    pub fn vm(&self, id: &str) -> Option<ObservedVm> {
+        self.lock().vms.get(id).cloned()
+    }
+
+    /// Every VM it holds, as a heartbeat reports them.
+    pub fn observed(&self) -> Vec<ObservedVm> {
+        self.lock().vms.values().cloned().collect()
+    }
+
+    /// Makes VM `id` fail (as a guest that crashed), as its next observation says.
+    pub fn crash(&self, id: &str, reason: &str) {
+        if let Some(vm) = self.lock().vms.get_mut(id) {
+            vm.phase = Phase::Failed;
+            vm.reason = Some(reason.to_string());
+            vm.guest_modules.clear();
+        }
+    }
+}
+
+impl NodeApi for SimulatedNode {
+    async fn ensure_vm(&self, id: &str, spec: &EnsureVm) -> Result<ObservedVm, ClientError> {
+        let boot = {
+            let mut s = self.lock();
+            s.stats.ensures += 1;
+            let vm = s.vms.entry(id.to_string()).or_insert_with(|| ObservedVm {
+                id: id.to_string(),
+                phase: Phase::Stopped,
+                reason: None,
+                guest_modules: Vec::new(),
+            });
+            spec.power_state == PowerState::Running && vm.phase != Phase::Running
+        };
+        if boot {
+            tokio::time::sleep(self.behaviour.boot).await;
+        }
+        let mut s = self.lock();
+        let vm = s.vms.get_mut(id).ok_or_else(|| not_found(id))?;
+        match spec.power_state {
+            PowerState::Running => {
+                vm.phase = Phase::Running;
+                vm.reason = None;
+            }
+            PowerState::Stopped => {
+                vm.phase = Phase::Stopped;
+                vm.reason = None;
+                vm.guest_modules.clear();
+            }
+        }
+        Ok(vm.clone())
+    }
+
+    async fn get_vm(&self, id: &str) -> Result<ObservedVm, ClientError> {
+        self.vm(id).ok_or_else(|| not_found(id))
+    }
+
+    async fn delete_vm(&self, id: &str) -> Result<Deleted, ClientError> {
+        let mut s = self.lock();
+        s.stats.deletes += 1;
+        Ok(match s.vms.remove(id) {
+            Some(_) => Deleted::Removed,
+            None => Deleted::NotThere,
+        })
+    }
+
+    /// Loads the closure in order, `load_per_module` each, within the request's budget: a
+    /// module whose turn comes after the budget is spent fails, as a real node answers.
+    async fn load_module(
+        &self,
+        id: &str,
+        request: &NodeLoadModule,
+    ) -> Result<Vec<NodeModuleResult>, ClientError> {
+        {
+            let mut s = self.lock();
+            if !s.vms.contains_key(id) {
+                return Err(not_found(id));
+            }
+            s.stats.loads_started += 1;
+            let in_flight = s.loads_in_flight.entry(id.to_string()).or_default();
+            *in_flight += 1;
+            let now = *in_flight;
+            s.stats.max_concurrent_loads = s.stats.max_concurrent_loads.max(now);
+        }
+        let deadline = Instant::now() + Duration::from_millis(request.budget_ms);
+        let mut results = Vec::new();
+        // Dependencies first: the closure lists the root first.
+        for m in request.closure.iter().rev() {
+            if !request.approved.contains(&m.name) {
+                results.push(NodeModuleResult {
+                    name: m.name.clone(),
+                    state: RequestState::Rejected,
+                    reason: Some(format!("module {} is not approved for this tenant", m.name)),
+                    rejection: Some(Rejection::NotApproved {
+                        module: m.name.clone(),
+                    }),
+                    errno: None,
+                });
+                break;
+            }
+            if Instant::now() + self.behaviour.load_per_module > deadline {
+                tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                results.push(NodeModuleResult {
+                    name: m.name.clone(),
+                    state: RequestState::Failed,
+                    reason: Some(format!(
+                        "the node's budget of {} ms for this load ran out",
+                        request.budget_ms
+                    )),
+                    rejection: None,
+                    errno: None,
+                });
+                break;
+            }
+            tokio::time::sleep(self.behaviour.load_per_module).await;
+            let mut s = self.lock();
+            if let Some(vm) = s.vms.get_mut(id) {
+                if !vm.guest_modules.contains(&m.name) {
+                    vm.guest_modules.push(m.name.clone());
+                }
+            }
+            results.push(NodeModuleResult {
+                name: m.name.clone(),
+                state: RequestState::Loaded,
+                reason: None,
+                rejection: None,
+                errno: None,
+            });
+        }
+        let mut s = self.lock();
+        if let Some(n) = s.loads_in_flight.get_mut(id) {
+            *n = n.saturating_sub(1);
+        }
+        Ok(results)
+    }
+
+    async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError> {
+        let mut s = self.lock();
+        let vm = s.vms.get_mut(id).ok_or_else(|| not_found(id))?;
+        match vm.guest_modules.iter().position(|m| m == name) {
+            Some(i) => {
+                vm.guest_modules.remove(i);
+                Ok(())
+            }
+            None => Err(ClientError::Refused {
+                url: format!("sim:/v1/vms/{id}/modules/{name}"),
+                status: 409,
+                problem: None,
+                detail: format!("{name} is not loaded"),
+            }),
+        }
+    }
+}
