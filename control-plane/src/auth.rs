@@ -42,7 +42,10 @@ impl From<AuthError> for Error {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::InvalidToken(_) => Error::Unauthenticated(e.to_string()),
-            AuthError::UnusableKey(_) => Error::Storage(e.to_string()),
+            AuthError::UnusableKey(_) => Error::KeyFile {
+                path: KEY_FILE.into(),
+                detail: e.to_string(),
+            },
         }
     }
 }
@@ -59,18 +62,21 @@ impl TokenKeys {
     /// directory) on first start.
     pub fn load_or_create(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join(KEY_FILE);
-        let storage = |e: std::io::Error| Error::Storage(format!("{}: {e}", path.display()));
+        let key_file = |detail: String| Error::KeyFile {
+            path: path.display().to_string(),
+            detail,
+        };
+        let storage = |e: std::io::Error| key_file(e.to_string());
         if !path.exists() {
             let dir = path.parent().unwrap_or(data_dir);
             fs::create_dir_all(dir).map_err(storage)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(storage)?;
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed)
-                .map_err(|e| Error::Storage(format!("no randomness: {e}")))?;
+            getrandom::fill(&mut seed).map_err(|e| key_file(format!("no randomness: {e}")))?;
             let key = SigningKey::from_bytes(&seed);
             let pem = key
                 .to_pkcs8_pem(Default::default())
-                .map_err(|e| Error::Storage(format!("encoding the key: {e}")))?;
+                .map_err(|e| key_file(format!("encoding the key: {e}")))?;
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -82,9 +88,8 @@ impl TokenKeys {
         }
         let mode = fs::metadata(&path).map_err(storage)?.permissions().mode();
         if mode & 0o077 != 0 {
-            return Err(Error::Storage(format!(
-                "{} is readable by others (mode {:o}); chmod 600 it",
-                path.display(),
+            return Err(key_file(format!(
+                "readable by others (mode {:o}); chmod 600 it",
                 mode & 0o777
             )));
         }
@@ -94,7 +99,10 @@ impl TokenKeys {
 
     /// Keys from a PKCS#8 PEM Ed25519 private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self> {
-        let bad = |e: String| Error::Storage(format!("unusable signing key: {e}"));
+        let bad = |e: String| Error::KeyFile {
+            path: KEY_FILE.into(),
+            detail: format!("unusable: {e}"),
+        };
         let key = SigningKey::from_pkcs8_pem(pem).map_err(|e| bad(e.to_string()))?;
         let public = key
             .verifying_key()
@@ -133,7 +141,7 @@ impl TokenKeys {
             jti: uuid::Uuid::new_v4().to_string(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
-            .map_err(|e| Error::Storage(format!("signing a token: {e}")))
+            .map_err(|e| Error::Signing(e.to_string()))
     }
 
     /// Verifies a token and says who holds it. Every failure is `Unauthenticated`.

@@ -85,6 +85,41 @@ pub enum Error {
     /// The store failed; the operation changed nothing.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The data directory, or a file in it, cannot be used (also: another process holds
+    /// the store).
+    #[error("data directory {path}: {detail}")]
+    DataDir {
+        /// The directory or file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The signing key file is missing, unreadable, readable by others, or not a key.
+    #[error("signing key {path}: {detail}")]
+    KeyFile {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A token could not be signed.
+    #[error("signing a token: {0}")]
+    Signing(String),
+    /// The catalog could not be seeded from a kernel tree.
+    #[error("seeding the catalog: {0}")]
+    Seed(String),
+    /// Metrics could not be registered or encoded.
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// The blocking worker pool could not run the operation (the server is stopping).
+    #[error("worker pool: {0}")]
+    WorkerPool(String),
+    /// A response could not be encoded.
+    #[error("encoding the response: {0}")]
+    Encoding(String),
+    /// The server was assembled without what a handler needs.
+    #[error("server misconfigured: {0}")]
+    Misconfigured(String),
 }
 
 /// Convenience alias used throughout the crate.
@@ -122,6 +157,14 @@ impl Error {
             Error::QuotaExceeded { .. } => "quota-exceeded",
             Error::PreconditionFailed { .. } => "precondition-failed",
             Error::Storage(_) => "storage",
+            Error::DataDir { .. } => "data-directory",
+            Error::KeyFile { .. } => "key-file",
+            Error::Signing(_) => "signing",
+            Error::Seed(_) => "seed",
+            Error::Metrics(_) => "metrics",
+            Error::WorkerPool(_) => "worker-pool",
+            Error::Encoding(_) => "encoding",
+            Error::Misconfigured(_) => "misconfigured",
         }
     }
 
@@ -140,6 +183,14 @@ impl Error {
             Error::QuotaExceeded { .. } => "Quota exceeded",
             Error::PreconditionFailed { .. } => "Precondition failed",
             Error::Storage(_) => "Storage failure",
+            Error::WorkerPool(_) => "Unavailable",
+            Error::DataDir { .. }
+            | Error::KeyFile { .. }
+            | Error::Signing(_)
+            | Error::Seed(_)
+            | Error::Metrics(_)
+            | Error::Encoding(_)
+            | Error::Misconfigured(_) => "Internal error",
         }
     }
 
@@ -150,11 +201,17 @@ impl Error {
             Error::QuotaExceeded { quota, .. } => (None, Some((*quota).to_string())),
             _ => (None, None),
         };
+        let detail = if self.status_code() == StatusCode::INTERNAL_SERVER_ERROR {
+            // The operator's log has the details; a caller learns only that it failed.
+            "the control plane failed internally; its log says why".to_string()
+        } else {
+            self.to_string()
+        };
         Problem {
             r#type: format!("urn:modvisor:problem:{}", self.slug()),
             title: self.title().to_string(),
             status: self.status_code().as_u16(),
-            detail: self.to_string(),
+            detail,
             field,
             quota,
         }
@@ -186,19 +243,32 @@ impl ResponseError for Error {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Conflict(_) | Error::QuotaExceeded { .. } => StatusCode::CONFLICT,
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Error::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Storage(_) | Error::WorkerPool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::DataDir { .. }
+            | Error::KeyFile { .. }
+            | Error::Signing(_)
+            | Error::Seed(_)
+            | Error::Metrics(_)
+            | Error::Encoding(_)
+            | Error::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Error::Storage(e) = self {
-            tracing::error!(error = %e, "storage failure");
+        if self.status_code().is_server_error() {
+            tracing::error!(error = %self, "request failed");
         }
         let mut resp = HttpResponse::build(self.status_code());
         resp.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
         if matches!(self, Error::Unauthenticated(_)) {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"modvisor\""));
         }
-        resp.body(serde_json::to_vec(&self.problem()).unwrap_or_default())
+        match serde_json::to_vec(&self.problem()) {
+            Ok(body) => resp.body(body),
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a problem");
+                resp.body(format!("{{\"status\":{}}}", self.status_code().as_u16()))
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ pub struct Metrics {
 impl Metrics {
     /// Registers the metric families.
     pub fn new() -> Result<Self> {
-        let err = |e: prometheus::Error| Error::Storage(format!("metrics: {e}"));
+        let err = |e: prometheus::Error| Error::Metrics(e.to_string());
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new(
@@ -75,7 +75,7 @@ impl Metrics {
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
-            .map_err(|e| Error::Storage(format!("metrics: {e}")))?;
-        String::from_utf8(out).map_err(|e| Error::Storage(format!("metrics: {e}")))
+            .map_err(|e| Error::Metrics(e.to_string()))?;
+        String::from_utf8(out).map_err(|e| Error::Metrics(e.to_string()))
     }
 }

@@ -47,16 +47,16 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Opens the store and the signing key under `config.data_dir`, creating them on first start.
     pub fn open(config: Config) -> Result<Self> {
-        fs::create_dir_all(&config.data_dir)
-            .map_err(|e| Error::Storage(format!("{}: {e}", config.data_dir.display())))?;
+        fs::create_dir_all(&config.data_dir).map_err(|e| Error::DataDir {
+            path: config.data_dir.display().to_string(),
+            detail: e.to_string(),
+        })?;
         let keys = Arc::new(TokenKeys::load_or_create(&config.data_dir)?);
         let kv = SledKv::open(&config.data_dir.join("db")).map_err(|e| match e {
-            Error::Storage(m) if m.contains("WouldBlock") || m.contains("lock") => {
-                Error::Storage(format!(
-                    "the store in {} is in use by another modvisor process ({m})",
-                    config.data_dir.display()
-                ))
-            }
+            Error::Storage(m) if m.contains("WouldBlock") || m.contains("lock") => Error::DataDir {
+                path: config.data_dir.display().to_string(),
+                detail: format!("the store is in use by another modvisor process ({m})"),
+            },
             other => other,
         })?;
         let state = web::Data::new(AppState {
@@ -127,7 +127,7 @@ impl ControlPlane {
         let mut n = 0;
         for path in modules {
             let bytes =
-                fs::read(path).map_err(|e| Error::Storage(format!("{}: {e}", path.display())))?;
+                fs::read(path).map_err(|e| Error::Seed(format!("{}: {e}", path.display())))?;
             let Ok(module) = modvisor_modules::KernelModule::parse(&bytes) else {
                 tracing::warn!(path = %path.display(), "not a kernel module; skipped");
                 continue;
@@ -143,7 +143,7 @@ impl ControlPlane {
         }
         for root in allow {
             let names = modvisor_modules::load_order(root, &catalog)
-                .map_err(|e| Error::Storage(format!("default allow-list: {e}")))?;
+                .map_err(|e| Error::Seed(format!("default allow-list: {e}")))?;
             for name in names {
                 let policy = crate::model::ModulePolicy {
                     approved: true,
@@ -226,7 +226,10 @@ async fn no_route(req: HttpRequest) -> HttpResponse {
 
 /// Writes a secret file with mode 0600, replacing any earlier one atomically.
 fn write_secret(dir: &Path, name: &str, contents: &str) -> Result<PathBuf> {
-    let err = |e: std::io::Error| Error::Storage(format!("{}: {e}", dir.join(name).display()));
+    let err = |e: std::io::Error| Error::DataDir {
+        path: dir.join(name).display().to_string(),
+        detail: e.to_string(),
+    };
     fs::create_dir_all(dir).map_err(err)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(err)?;
     let path = dir.join(name);

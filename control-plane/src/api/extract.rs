@@ -18,7 +18,7 @@ pub const MAX_JSON_BYTES: usize = 64 * 1024;
 fn state(req: &HttpRequest) -> Result<web::Data<AppState>, Error> {
     req.app_data::<web::Data<AppState>>()
         .cloned()
-        .ok_or_else(|| Error::Storage("application state missing".into()))
+        .ok_or_else(|| Error::Misconfigured("application state missing".into()))
 }
 
 impl FromRequest for Caller {
@@ -239,7 +239,7 @@ pub async fn blocking<T: Send + 'static>(
 ) -> Result<T, Error> {
     web::block(f)
         .await
-        .map_err(|e| Error::Storage(format!("worker pool: {e}")))?
+        .map_err(|e| Error::WorkerPool(e.to_string()))?
 }
 
 #[cfg(test)]

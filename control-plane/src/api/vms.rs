@@ -89,7 +89,7 @@ pub async fn list_vms(
         body.extend_from_slice(item);
     }
     body.extend_from_slice(b"],\"next_page_token\":");
-    serde_json::to_writer(&mut body, &next).map_err(|e| Error::Storage(e.to_string()))?;
+    serde_json::to_writer(&mut body, &next).map_err(|e| Error::Encoding(e.to_string()))?;
     body.push(b'}');
     Ok(HttpResponse::Ok()
         .content_type("application/json")

@@ -2,24 +2,32 @@
 //!
 //! [`KvStore`] is all a backend must provide: point reads, ordered prefix scans and
 //! serializable multi-table transactions that are durable when they return. The typed
-//! operations of the API live once, above it, in [`Datastore`]; a distributed backend
+//! operations of the API live once, above it, in [`Datastore`], one file per resource
+//! (`tenants`, `vms`, `events`, `modules`, `module_requests`, `nodes`, `placement`,
+//! `observations`) over shared transaction helpers (`txn`, `keys`); a distributed backend
 //! implements only this trait.
 
-mod catalog;
-mod datastore;
+mod events;
 mod keys;
+mod module_requests;
+mod modules;
 mod nodes;
 mod observations;
+mod placement;
 mod scheduler;
 mod sled_kv;
+mod tenants;
+mod txn;
+mod vms;
 
-pub use datastore::{Datastore, VmFilter};
+pub use module_requests::MAX_REQUESTS_PER_VM;
 pub use observations::Observation;
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
+use std::sync::Arc;
 
 /// The tables (sled trees) of the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,4 +143,35 @@ pub fn transact<T>(kv: &dyn KvStore, f: impl Fn(&dyn Txn) -> Result<T>) -> Resul
     })?;
     out.into_inner()
         .ok_or_else(|| Error::Storage("transaction returned no value".into()))
+}
+
+/// Whose resources an operation may see.
+#[derive(Debug, Clone, Copy)]
+pub enum VmFilter<'a> {
+    /// Everything (admins).
+    All,
+    /// Only this tenant's; anything else is "not found".
+    Tenant(&'a str),
+}
+
+impl VmFilter<'_> {
+    fn admits(&self, tenant: &str) -> bool {
+        match self {
+            VmFilter::All => true,
+            VmFilter::Tenant(t) => *t == tenant,
+        }
+    }
+}
+
+/// The control plane's typed view of its store.
+#[derive(Clone)]
+pub struct Datastore {
+    kv: Arc<dyn KvStore>,
+}
+
+impl Datastore {
+    /// Wraps a store.
+    pub fn new(kv: Arc<dyn KvStore>) -> Self {
+        Datastore { kv }
+    }
 }

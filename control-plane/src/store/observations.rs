@@ -2,8 +2,8 @@
 //! VMs' phases: nodes report, the reconciler alone decides a VM's phase from the latest
 //! observation (see control-plane/README.md, "A VM's phase").
 
-use super::datastore::get_record;
 use super::keys::{decode, encode};
+use super::txn::get_record;
 use super::{transact, Datastore, Table, Txn};
 use crate::error::Result;
 use crate::model::{ObservedVm, Phase};

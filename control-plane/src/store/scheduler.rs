@@ -68,7 +68,7 @@ pub fn choose_node<'a>(
     }
     best.map(|(n, _)| n).ok_or_else(|| {
         if nodes.is_empty() {
-            super::datastore::NO_NODES_REASON.to_string()
+            super::vms::NO_NODES_REASON.to_string()
         } else {
             format!(
                 "no node fits {} vCPUs and {} MiB: {} nodes, {not_ready} not ready, {cordoned} cordoned, {too_small} without enough free capacity",

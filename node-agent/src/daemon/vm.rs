@@ -127,9 +127,18 @@ pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) ->
         guest_modules: Vec::new(),
     }));
     let obs = observed.clone();
-    let _ = std::thread::Builder::new()
-        .name(format!("vm-{id}"))
+    let name = format!("vm-{id}");
+    let started = std::thread::Builder::new()
+        .name(name)
         .spawn(move || Worker::new(host, id, spec, obs).run(rx, adopt));
+    if let Err(e) = started {
+        // Said as it is: the VM fails with the reason, the control plane shows it.
+        tracing::error!(error = %e, "cannot start a VM worker thread");
+        if let Ok(mut o) = observed.lock() {
+            o.phase = Phase::Failed;
+            o.reason = Some(format!("the node could not start a worker thread: {e}"));
+        }
+    }
     VmHandle {
         tx,
         observed,

@@ -1,0 +1,186 @@
+//! The module catalog in the store: content-addressed blobs, versions per kernel release,
+//! policies, and the pinned dependency closure a load needs.
+
+use super::keys::{decode, encode, pair, prefix};
+use super::txn::append_event;
+use super::{transact, Datastore, Table};
+use crate::error::{Error, Result};
+use crate::model::{now, CatalogModule, ModulePolicy, ModuleVersion};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// The policy a newly published module gets: published, not approved.
+fn unapproved() -> ModulePolicy {
+    ModulePolicy {
+        approved: false,
+        tenants: Vec::new(),
+    }
+}
+
+impl Datastore {
+    /// Publishes `bytes` as module `name` for `kernel_release`, stored by sha256. A module
+    /// published for the first time is not approved for anyone.
+    pub fn publish_module(
+        &self,
+        actor: &str,
+        name: &str,
+        kernel_release: &str,
+        bytes: &[u8],
+        modinfo: BTreeMap<String, String>,
+    ) -> Result<ModuleVersion> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let version = ModuleVersion {
+            name: name.to_string(),
+            kernel_release: kernel_release.to_string(),
+            sha256: sha256.clone(),
+            size: bytes.len() as u64,
+            modinfo,
+            published_at: now(),
+        };
+        transact(&*self.kv, |txn| {
+            if txn.get(Table::Blobs, sha256.as_bytes())?.is_none() {
+                txn.insert(Table::Blobs, sha256.as_bytes(), bytes)?;
+            }
+            let key = pair(name, kernel_release.as_bytes());
+            txn.insert(Table::Modules, &key, &encode(&version)?)?;
+            if txn.get(Table::Policies, name.as_bytes())?.is_none() {
+                txn.insert(Table::Policies, name.as_bytes(), &encode(&unapproved())?)?;
+            }
+            let resource = format!("modules/{name}/{kernel_release}");
+            append_event(txn, actor, None, "module.publish", &resource)?;
+            Ok(version.clone())
+        })
+    }
+
+    /// Sets the policy of a published module.
+    pub fn set_policy(
+        &self,
+        actor: &str,
+        name: &str,
+        policy: &ModulePolicy,
+    ) -> Result<ModulePolicy> {
+        transact(&*self.kv, |txn| {
+            if txn.get(Table::Policies, name.as_bytes())?.is_none() {
+                return Err(Error::not_found("module", name));
+            }
+            txn.insert(Table::Policies, name.as_bytes(), &encode(policy)?)?;
+            append_event(
+                txn,
+                actor,
+                None,
+                "module.set_policy",
+                &format!("modules/{name}"),
+            )?;
+            Ok(policy.clone())
+        })
+    }
+
+    /// The catalog as `tenant` sees it (only what it may request), or whole with policies
+    /// for admins (`None`).
+    pub fn module_catalog(&self, tenant: Option<&str>) -> Result<Vec<CatalogModule>> {
+        let mut out = Vec::new();
+        for (k, v) in self.kv.scan(Table::Policies, b"", None, usize::MAX)? {
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let policy: ModulePolicy = decode(&v)?;
+            if let Some(t) = tenant {
+                if !policy.allows(t) {
+                    continue;
+                }
+            }
+            let versions = self
+                .kv
+                .scan(Table::Modules, &prefix(&name), None, usize::MAX)?
+                .iter()
+                .map(|(_, v)| decode(v))
+                .collect::<Result<Vec<ModuleVersion>>>()?;
+            out.push(CatalogModule {
+                name,
+                versions,
+                policy: tenant.is_none().then_some(policy),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The bytes stored under `sha256`.
+    pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
+        self.kv.get(Table::Blobs, sha256.as_bytes())
+    }
+
+    /// The modules `tenant` may have loaded (approved for it), by name.
+    pub fn approved_modules(&self, tenant: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (k, v) in self.kv.scan(Table::Policies, b"", None, usize::MAX)? {
+            let policy: ModulePolicy = decode(&v)?;
+            if policy.allows(tenant) {
+                out.push(String::from_utf8_lossy(&k).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Name -> sha256 of every module published for `kernel_release`.
+    pub fn published_for(&self, kernel_release: &str) -> Result<BTreeMap<String, String>> {
+        let mut modules = BTreeMap::new();
+        for (_, v) in self.kv.scan(Table::Modules, b"", None, usize::MAX)? {
+            let m: ModuleVersion = decode(&v)?;
+            if m.kernel_release == kernel_release {
+                modules.insert(m.name, m.sha256);
+            }
+        }
+        Ok(modules)
+    }
+
+    /// The dependency closure of module `root` for `kernel_release`, each pinned: `root`
+    /// first, then what it depends on (by the `depends` of each version's `.modinfo`), as
+    /// far as the catalog has them; a dependency it lacks is left for vetting to report.
+    pub fn module_closure(
+        &self,
+        root: &str,
+        kernel_release: &str,
+    ) -> Result<Vec<crate::model::PinnedModule>> {
+        use modvisor_modules::normalize_name;
+        let mut versions: BTreeMap<String, ModuleVersion> = BTreeMap::new();
+        for (_, v) in self.kv.scan(Table::Modules, b"", None, usize::MAX)? {
+            let m: ModuleVersion = decode(&v)?;
+            if m.kernel_release == kernel_release {
+                versions.insert(normalize_name(&m.name), m);
+            }
+        }
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = std::collections::VecDeque::from([normalize_name(root)]);
+        while let Some(name) = todo.pop_front() {
+            if !seen.insert(name.clone()) {
+                continue;
+            }
+            let Some(m) = versions.get(&name) else {
+                continue;
+            };
+            if let Some(deps) = m.modinfo.get("depends") {
+                todo.extend(
+                    deps.split(',')
+                        .map(str::trim)
+                        .filter(|d| !d.is_empty())
+                        .map(normalize_name),
+                );
+            }
+            out.push(crate::model::PinnedModule {
+                name: m.name.clone(),
+                sha256: m.sha256.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Whether any module version is published for `kernel_release`.
+    pub fn has_modules_for(&self, kernel_release: &str) -> Result<bool> {
+        for (_, v) in self.kv.scan(Table::Modules, b"", None, usize::MAX)? {
+            let m: ModuleVersion = decode(&v)?;
+            if m.kernel_release == kernel_release {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}

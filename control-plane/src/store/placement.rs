@@ -1,0 +1,214 @@
+//! Placement in the store: VMs placed on nodes in batches, each placement committed with
+//! its reservation in one transaction; VMs taken off a lost or drained node.
+
+use super::keys::decode;
+use super::module_requests::reset_requests;
+use super::nodes::{put_node, release};
+use super::scheduler::{choose_node, LoadOrder, Placement, Strategy};
+use super::txn::{append_event, get_record, update_vm, visible_vm, write_vm};
+use super::{transact, Datastore, Table, VmFilter};
+use crate::error::{Error, Result};
+use crate::model::{Node, NodeState, Phase, Resources, Vm};
+use std::collections::HashMap;
+
+impl Datastore {
+    /// Places one Pending VM: picks a node and reserves its resources in the same
+    /// transaction as the VM's new state.
+    pub fn place_vm(&self, id: &str, strategy: Strategy) -> Result<Placement> {
+        Ok(self
+            .place_batch(&[id.to_string()], strategy)?
+            .into_iter()
+            .next()
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| Placement::Unschedulable("not pending".into())))
+    }
+
+    /// Places a batch of Pending VMs in one transaction (one flush): nodes are chosen on a
+    /// snapshot, then each chosen node is read again inside the transaction and the VM
+    /// placed only if it still fits, so no node is ever overcommitted.
+    pub fn place_batch(
+        &self,
+        ids: &[String],
+        strategy: Strategy,
+    ) -> Result<Vec<(String, Placement)>> {
+        let mut nodes = self.list_nodes()?;
+        let mut order = LoadOrder::new(&nodes);
+        let mut per_tenant: HashMap<String, HashMap<String, u64>> = HashMap::new();
+        let mut decided: Vec<(String, Placement)> = Vec::with_capacity(ids.len());
+        /// What placing a VM reads of it, before the transaction.
+        #[derive(serde::Deserialize)]
+        struct Candidate {
+            tenant: String,
+            spec: CandidateSpec,
+            status: CandidateStatus,
+            #[serde(default)]
+            deleting: bool,
+        }
+        #[derive(serde::Deserialize)]
+        struct CandidateSpec {
+            vcpus: u32,
+            memory_mib: u32,
+        }
+        #[derive(serde::Deserialize)]
+        struct CandidateStatus {
+            phase: Phase,
+        }
+        for id in ids {
+            let Ok(vm) = self.get_vm_as::<Candidate>(VmFilter::All, id) else {
+                continue;
+            };
+            if vm.status.phase != Phase::Pending || vm.deleting {
+                continue;
+            }
+            if !per_tenant.contains_key(&vm.tenant) {
+                per_tenant.insert(vm.tenant.clone(), self.tenant_vms_per_node(&vm.tenant)?);
+            }
+            let counts = per_tenant
+                .get_mut(&vm.tenant)
+                .ok_or_else(|| Error::Storage("tenant counts".into()))?;
+            let need = Resources {
+                vcpus: u64::from(vm.spec.vcpus),
+                memory_mib: u64::from(vm.spec.memory_mib),
+            };
+            // Nothing fits: `choose_node` says why (or, should it disagree, where).
+            let pick = order
+                .pick(&nodes, need, counts, strategy)
+                .ok_or(())
+                .or_else(|_| {
+                    choose_node(&nodes, need, counts, strategy)
+                        .map(|n| {
+                            nodes
+                                .iter()
+                                .position(|x| std::ptr::eq(x, n))
+                                .unwrap_or(usize::MAX)
+                        })
+                        .map_err(Some)
+                });
+            match pick {
+                Ok(i) if i < nodes.len() => {
+                    order.remove(&nodes[i], i);
+                    nodes[i].allocated.vcpus += need.vcpus;
+                    nodes[i].allocated.memory_mib += need.memory_mib;
+                    order.insert(&nodes[i], i);
+                    let name = nodes[i].name.clone();
+                    *counts.entry(name.clone()).or_default() += 1;
+                    decided.push((id.clone(), Placement::Placed(name)));
+                }
+                Ok(_) | Err(None) => {}
+                Err(Some(reason)) => decided.push((id.clone(), Placement::Unschedulable(reason))),
+            }
+        }
+        transact(&*self.kv, |txn| {
+            let mut out = Vec::with_capacity(decided.len());
+            // Each node read once and written once per batch.
+            let mut touched: HashMap<&str, Node> = HashMap::new();
+            for (id, placement) in &decided {
+                let mut vm = visible_vm(txn, VmFilter::All, id)?;
+                if vm.status.phase != Phase::Pending || vm.deleting {
+                    continue;
+                }
+                let result = match placement {
+                    Placement::Unschedulable(reason) => {
+                        if vm.status.reason.as_deref() != Some(reason.as_str()) {
+                            update_vm(txn, id, |vm| {
+                                vm.status.reason = Some(reason.clone());
+                                Ok(())
+                            })?;
+                        }
+                        placement.clone()
+                    }
+                    Placement::Placed(name) => {
+                        let node = match touched.entry(name.as_str()) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                                get_record(txn, Table::Nodes, name.as_bytes())?
+                                    .ok_or_else(|| Error::not_found("node", name))?,
+                            ),
+                        };
+                        let free = node.free();
+                        let fits = node.state == NodeState::Ready
+                            && !node.cordoned
+                            && free.vcpus >= u64::from(vm.spec.vcpus)
+                            && free.memory_mib >= u64::from(vm.spec.memory_mib);
+                        if !fits {
+                            // Changed since the snapshot: left Pending for the next pass.
+                            out.push((
+                                id.clone(),
+                                Placement::Unschedulable(format!("node {name} changed; retrying")),
+                            ));
+                            continue;
+                        }
+                        node.allocated.vcpus += u64::from(vm.spec.vcpus);
+                        node.allocated.memory_mib += u64::from(vm.spec.memory_mib);
+                        vm.status.phase = Phase::Scheduled;
+                        vm.status.node = Some(name.clone());
+                        vm.status.reason = None;
+                        write_vm(txn, &mut vm)?;
+                        append_event(
+                            txn,
+                            "system:scheduler",
+                            Some(&vm.tenant),
+                            "vm.place",
+                            &format!("vms/{id}"),
+                        )?;
+                        placement.clone()
+                    }
+                };
+                out.push((id.clone(), result));
+            }
+            for node in touched.values() {
+                put_node(txn, node)?;
+            }
+            Ok(out)
+        })
+    }
+
+    fn tenant_vms_per_node(&self, tenant: &str) -> Result<HashMap<String, u64>> {
+        /// The one field of a stored VM this needs: serde skips the rest unallocated.
+        #[derive(serde::Deserialize)]
+        struct Placed {
+            status: PlacedStatus,
+        }
+        #[derive(serde::Deserialize)]
+        struct PlacedStatus {
+            node: Option<String>,
+        }
+        let mut out = HashMap::new();
+        for (_, v) in self
+            .kv
+            .scan(Table::Vms, &super::keys::prefix(tenant), None, usize::MAX)?
+        {
+            let vm: Placed = decode(&v)?;
+            if let Some(n) = vm.status.node {
+                *out.entry(n).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes a VM off its node (releasing the reservation) so it is placed again: for Lost
+    /// VMs and drained nodes. Its module requests will be delivered again.
+    pub fn unplace_vm(&self, id: &str, reason: &str) -> Result<Vm> {
+        transact(&*self.kv, |txn| {
+            let (vm, _) = update_vm(txn, id, |vm| {
+                if let Some(node) = vm.status.node.take() {
+                    release(txn, &node, vm)?;
+                }
+                vm.status.phase = Phase::Pending;
+                vm.status.reason = Some(reason.to_string());
+                vm.status.guest_modules.clear();
+                Ok(())
+            })?;
+            super::observations::forget(txn, id)?;
+            reset_requests(txn, id)?;
+            append_event(
+                txn,
+                "system:reconciler",
+                Some(&vm.tenant),
+                "vm.reschedule",
+                &format!("vms/{id}"),
+            )?;
+            Ok(vm)
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Helpers every store file uses inside a transaction: reading records, the VM a filter
+//! admits, rewriting a VM, and appending to the audit trail.
+
+use super::keys::{self, decode, encode, pair};
+use super::{Table, Txn, VmFilter};
+use crate::error::{Error, Result};
+use crate::model::{now, Event, Outcome, Vm};
+
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Reads and decodes one record inside a transaction.
+pub(super) fn get_record<T: serde::de::DeserializeOwned>(
+    txn: &dyn Txn,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<T>> {
+    txn.get(table, key)?.map(|b| decode(&b)).transpose()
+}
+
+/// The VM `id` if `filter` admits it, else not found.
+pub(super) fn visible_vm(txn: &dyn Txn, filter: VmFilter, id: &str) -> Result<Vm> {
+    let owner = txn
+        .get(Table::VmOwners, id.as_bytes())?
+        .map(|t| String::from_utf8_lossy(&t).into_owned())
+        .filter(|t| filter.admits(t))
+        .ok_or_else(|| Error::not_found("vm", id))?;
+    get_record::<Vm>(txn, Table::Vms, &pair(&owner, id.as_bytes()))?
+        .ok_or_else(|| Error::not_found("vm", id))
+}
+
+/// Reads and rewrites one VM (by id) inside a transaction.
+pub(super) fn update_vm<T>(
+    txn: &dyn Txn,
+    id: &str,
+    f: impl FnOnce(&mut Vm) -> Result<T>,
+) -> Result<(Vm, T)> {
+    let mut vm = visible_vm(txn, VmFilter::All, id)?;
+    let out = f(&mut vm)?;
+    write_vm(txn, &mut vm)?;
+    Ok((vm, out))
+}
+
+/// Writes a VM read in the same transaction, stamping `updated_at`.
+pub(super) fn write_vm(txn: &dyn Txn, vm: &mut Vm) -> Result<()> {
+    vm.updated_at = now();
+    txn.insert(
+        Table::Vms,
+        &pair(&vm.tenant, vm.id.as_bytes()),
+        &encode(vm)?,
+    )
+}
+
+/// Appends a successful mutation to the audit trail inside its transaction.
+pub(super) fn append_event(
+    txn: &dyn Txn,
+    actor: &str,
+    tenant: Option<&str>,
+    action: &str,
+    resource: &str,
+) -> Result<()> {
+    write_event(txn, actor, tenant, action, resource, Outcome::Success, None)
+}
+
+/// Appends a refused mutation to the audit trail inside a transaction.
+pub(super) fn append_denial(
+    txn: &dyn Txn,
+    actor: &str,
+    tenant: Option<&str>,
+    action: &str,
+    resource: &str,
+    detail: &str,
+) -> Result<()> {
+    write_event(
+        txn,
+        actor,
+        tenant,
+        action,
+        resource,
+        Outcome::Denied,
+        Some(detail),
+    )
+}
+
+fn write_event(
+    txn: &dyn Txn,
+    actor: &str,
+    tenant: Option<&str>,
+    action: &str,
+    resource: &str,
+    outcome: Outcome,
+    detail: Option<&str>,
+) -> Result<()> {
+    let event = Event {
+        seq: txn.next_id()?,
+        time: now(),
+        actor: actor.to_string(),
+        tenant: tenant.map(str::to_string),
+        action: action.to_string(),
+        resource: resource.to_string(),
+        outcome,
+        detail: detail.map(str::to_string),
+    };
+    let key = keys::seq(event.seq);
+    txn.insert(Table::Events, &key, &encode(&event)?)?;
+    if let Some(t) = &event.tenant {
+        txn.insert(Table::TenantEvents, &pair(t, &key), b"")?;
+    }
+    Ok(())
+}

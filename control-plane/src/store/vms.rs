@@ -1,0 +1,290 @@
+//! VMs in the store: creation under quota, reads and pages, spec changes, phases, and
+//! deletion (asked by a tenant, finished by the reconciler).
+
+use super::keys::{self, decode, encode, pair, prefix};
+use super::nodes::release;
+use super::tenants::charge;
+use super::txn::{append_event, get_record, update_vm, visible_vm};
+use super::{transact, Datastore, Table, Txn, VmFilter};
+use crate::error::{Error, Result};
+use crate::model::{now, Phase, Tenant, Vm, VmSpec, VmStatus};
+use std::collections::BTreeMap;
+
+/// Reason given for a VM that no node can take yet.
+pub const NO_NODES_REASON: &str =
+    "no node agent has registered yet; the VM will be placed when one does";
+
+/// Removes a VM's records and releases its tenant's quota, inside a transaction.
+pub(super) fn remove_vm(txn: &dyn Txn, actor: &str, vm: &Vm) -> Result<()> {
+    let mut t: Tenant = get_record(txn, Table::Tenants, vm.tenant.as_bytes())?
+        .ok_or_else(|| Error::not_found("tenant", &vm.tenant))?;
+    t.usage = charge(
+        &t,
+        -1,
+        -i64::from(vm.spec.vcpus),
+        -i64::from(vm.spec.memory_mib),
+    )?;
+    txn.insert(Table::Tenants, vm.tenant.as_bytes(), &encode(&t)?)?;
+    txn.remove(Table::Vms, &pair(&vm.tenant, vm.id.as_bytes()))?;
+    txn.remove(Table::VmOwners, vm.id.as_bytes())?;
+    txn.remove(Table::VmNames, &pair(&vm.tenant, vm.spec.name.as_bytes()))?;
+    txn.remove(Table::ModuleRequests, vm.id.as_bytes())?;
+    super::observations::forget(txn, &vm.id)?;
+    let action = if vm.deleting {
+        "vm.deleted"
+    } else {
+        "vm.delete"
+    };
+    append_event(
+        txn,
+        actor,
+        Some(&vm.tenant),
+        action,
+        &format!("vms/{}", vm.id),
+    )
+}
+
+fn check_if_match(vm: &Vm, if_match: Option<&str>) -> Result<()> {
+    match if_match {
+        None => Ok(()),
+        Some(given) if given.trim() == "*" => Ok(()),
+        Some(given) => {
+            let current = vm.etag();
+            if given.split(',').any(|t| t.trim() == current) {
+                Ok(())
+            } else {
+                Err(Error::PreconditionFailed {
+                    given: given.to_string(),
+                    current,
+                })
+            }
+        }
+    }
+}
+
+/// Reserves `name` for VM `id` within `tenant`.
+fn claim_name(txn: &dyn Txn, tenant: &str, name: &str, id: &str) -> Result<()> {
+    let key = pair(tenant, name.as_bytes());
+    if txn.get(Table::VmNames, &key)?.is_some() {
+        return Err(Error::Conflict(format!(
+            "tenant {tenant} already has a VM named {name}"
+        )));
+    }
+    txn.insert(Table::VmNames, &key, id.as_bytes())
+}
+
+impl Datastore {
+    /// Creates a VM for `tenant`, checking the quota, the name and every listed module's
+    /// policy in the same transaction as the write.
+    pub fn create_vm(&self, actor: &str, tenant: &str, spec: &VmSpec) -> Result<Vm> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let time = now();
+        let vm = Vm {
+            id: id.clone(),
+            tenant: tenant.to_string(),
+            spec: spec.clone(),
+            status: VmStatus {
+                phase: Phase::Pending,
+                node: None,
+                reason: Some(NO_NODES_REASON.to_string()),
+                guest_modules: Vec::new(),
+            },
+            generation: 1,
+            created_at: time.clone(),
+            updated_at: time,
+            deleting: false,
+        };
+        transact(&*self.kv, |txn| {
+            let mut t: Tenant = get_record(txn, Table::Tenants, tenant.as_bytes())?
+                .ok_or_else(|| Error::not_found("tenant", tenant))?;
+            t.usage = charge(&t, 1, i64::from(spec.vcpus), i64::from(spec.memory_mib))?;
+            claim_name(txn, tenant, &spec.name, &id)?;
+            let requests = super::module_requests::open_requests(txn, &vm, &spec.modules, &[])?;
+            txn.insert(Table::Tenants, tenant.as_bytes(), &encode(&t)?)?;
+            txn.insert(Table::Vms, &pair(tenant, id.as_bytes()), &encode(&vm)?)?;
+            txn.insert(Table::VmOwners, id.as_bytes(), tenant.as_bytes())?;
+            txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
+            append_event(txn, actor, Some(tenant), "vm.create", &format!("vms/{id}"))?;
+            Ok(vm.clone())
+        })
+    }
+
+    /// A VM, if `filter` admits its tenant.
+    pub fn get_vm(&self, filter: VmFilter, id: &str) -> Result<Vm> {
+        self.get_vm_as(filter, id)
+    }
+
+    /// The VM `id` decoded as `T`, a view of the fields a caller needs (serde skips the
+    /// rest without allocating).
+    pub(super) fn get_vm_as<T: serde::de::DeserializeOwned>(
+        &self,
+        filter: VmFilter,
+        id: &str,
+    ) -> Result<T> {
+        let owner = self
+            .kv
+            .get(Table::VmOwners, id.as_bytes())?
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .filter(|t| filter.admits(t))
+            .ok_or_else(|| Error::not_found("vm", id))?;
+        let bytes = self
+            .kv
+            .get(Table::Vms, &pair(&owner, id.as_bytes()))?
+            .ok_or_else(|| Error::not_found("vm", id))?;
+        decode(&bytes)
+    }
+
+    /// A page of VMs visible through `filter` (a tenant's by id; all by tenant, then id),
+    /// as their stored JSON, which is exactly their API form.
+    pub fn list_vms_json(
+        &self,
+        filter: VmFilter,
+        page_token: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<u8>>, Option<String>)> {
+        let after = page_token.map(keys::parse_page_token).transpose()?;
+        let p = match filter {
+            VmFilter::All => Vec::new(),
+            VmFilter::Tenant(t) => prefix(t),
+        };
+        let entries = self.kv.scan(Table::Vms, &p, after.as_deref(), limit)?;
+        let next = (entries.len() == limit)
+            .then(|| entries.last().map(|(k, _)| keys::page_token(&k[p.len()..])))
+            .flatten();
+        Ok((entries.into_iter().map(|(_, v)| v).collect(), next))
+    }
+
+    /// Replaces a VM's spec. `if_match`, when given, must equal the current ETag (or `*`).
+    pub fn replace_vm(
+        &self,
+        actor: &str,
+        filter: VmFilter,
+        id: &str,
+        if_match: Option<&str>,
+        spec: &VmSpec,
+    ) -> Result<Vm> {
+        transact(&*self.kv, |txn| {
+            let mut vm = visible_vm(txn, filter, id)?;
+            check_if_match(&vm, if_match)?;
+            let mut t: Tenant = get_record(txn, Table::Tenants, vm.tenant.as_bytes())?
+                .ok_or_else(|| Error::not_found("tenant", &vm.tenant))?;
+            let dv = i64::from(spec.vcpus) - i64::from(vm.spec.vcpus);
+            let dm = i64::from(spec.memory_mib) - i64::from(vm.spec.memory_mib);
+            t.usage = charge(&t, 0, dv, dm)?;
+            if spec.name != vm.spec.name {
+                claim_name(txn, &vm.tenant, &spec.name, id)?;
+                txn.remove(Table::VmNames, &pair(&vm.tenant, vm.spec.name.as_bytes()))?;
+            }
+            let existing = super::module_requests::requests_of(txn, id)?;
+            let removed: Vec<&str> = vm
+                .spec
+                .modules
+                .iter()
+                .filter(|m| !spec.modules.iter().any(|n| n.name == m.name))
+                .map(|m| m.name.as_str())
+                .collect();
+            let added: Vec<_> = spec
+                .modules
+                .iter()
+                .filter(|m| !vm.spec.modules.iter().any(|o| o.name == m.name))
+                .cloned()
+                .collect();
+            let mut requests = super::module_requests::open_requests(txn, &vm, &added, &existing)?;
+            for r in requests
+                .iter_mut()
+                .filter(|r| removed.contains(&r.name.as_str()))
+            {
+                super::module_requests::withdraw(r);
+            }
+            vm.spec = spec.clone();
+            vm.generation += 1;
+            vm.updated_at = now();
+            txn.insert(Table::Tenants, vm.tenant.as_bytes(), &encode(&t)?)?;
+            txn.insert(Table::Vms, &pair(&vm.tenant, id.as_bytes()), &encode(&vm)?)?;
+            txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
+            append_event(
+                txn,
+                actor,
+                Some(&vm.tenant),
+                "vm.replace",
+                &format!("vms/{id}"),
+            )?;
+            Ok(vm)
+        })
+    }
+
+    /// Deletes a VM. One never placed goes at once (records removed, quota released);
+    /// one on a node is marked `deleting` and goes when its node has removed it.
+    pub fn delete_vm(
+        &self,
+        actor: &str,
+        filter: VmFilter,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<Vm> {
+        transact(&*self.kv, |txn| {
+            let mut vm = visible_vm(txn, filter, id)?;
+            check_if_match(&vm, if_match)?;
+            if vm.status.node.is_none() {
+                remove_vm(txn, actor, &vm)?;
+                return Ok(vm);
+            }
+            vm.deleting = true;
+            vm.status.phase = Phase::Stopping;
+            vm.status.reason = Some("deletion requested".into());
+            vm.updated_at = now();
+            txn.insert(Table::Vms, &pair(&vm.tenant, id.as_bytes()), &encode(&vm)?)?;
+            append_event(
+                txn,
+                actor,
+                Some(&vm.tenant),
+                "vm.delete",
+                &format!("vms/{id}"),
+            )?;
+            Ok(vm)
+        })
+    }
+
+    /// Number of VMs in each phase (every phase present, zero included).
+    pub fn count_vms_by_phase(&self) -> Result<BTreeMap<Phase, u64>> {
+        let mut counts: BTreeMap<Phase, u64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
+        for (_, v) in self.kv.scan(Table::Vms, b"", None, usize::MAX)? {
+            let vm: Vm = decode(&v)?;
+            *counts.entry(vm.status.phase).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Every VM (for the reconciler and the scheduler).
+    pub fn all_vms(&self) -> Result<Vec<Vm>> {
+        self.kv
+            .scan(Table::Vms, b"", None, usize::MAX)?
+            .iter()
+            .map(|(_, v)| decode(v))
+            .collect()
+    }
+
+    /// Sets a VM's phase: the reconciler's decision, from what its node observes.
+    pub fn set_vm_phase(&self, id: &str, phase: Phase, reason: Option<String>) -> Result<()> {
+        transact(&*self.kv, |txn| {
+            update_vm(txn, id, |vm| {
+                vm.status.phase = phase;
+                vm.status.reason = reason.clone();
+                Ok(())
+            })
+            .map(drop)
+        })
+    }
+
+    /// Ends a deletion once the VM's node has removed it: drops the records and releases
+    /// the tenant's quota and the node's reservation.
+    pub fn finish_delete(&self, id: &str) -> Result<()> {
+        transact(&*self.kv, |txn| {
+            let vm = visible_vm(txn, VmFilter::All, id)?;
+            if let Some(node) = &vm.status.node {
+                release(txn, node, &vm)?;
+            }
+            remove_vm(txn, "system:reconciler", &vm)
+        })
+    }
+}
