@@ -5,6 +5,9 @@
 //! `+crt-static` applied to it alone (`--target` keeps host artifacts such as build
 //! scripts and proc macros dynamic).
 
+// A build script fails the build by panicking, with the reason.
+#![allow(clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

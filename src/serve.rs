@@ -328,7 +328,7 @@ pub fn up(args: UpArgs) -> Result<()> {
                     control_plane: format!("http://{addr}"),
                     bootstrap_token: bootstrap.clone(),
                     data_dir: args.data_dir.join("nodes").join(format!("node-{i}")),
-                    listen: "127.0.0.1:0".parse().expect("literal address"),
+                    listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                     driver,
                     capacity: host_capacity(None, None),
                     jail,

@@ -4,6 +4,8 @@
 //! `iat`, `exp` and `jti`, and tenant tokens (only they) a `tenant`. Signing lives with
 //! the holder of the private key (the control plane), not here.
 
+#![forbid(unsafe_code)]
+
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

@@ -4,6 +4,8 @@
 //! It owns the API (types in [`model`], routes in [`api`]), authentication ([`auth`]),
 //! quotas and the store ([`store`]). It does not run VMs or touch kernels: node agents do.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod auth;
 pub mod error;

@@ -2,6 +2,9 @@
 //! tenant's VMs, never overcommit a node, reserve exactly what they place (also when one
 //! batch puts several VMs on the same node), and say why a VM cannot go anywhere.
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use modvisor_control_plane::model::{CreateTenant, Phase, Quota, RegisterNode, Resources, VmSpec};
 use modvisor_control_plane::store::{Datastore, Placement, SledKv, Strategy};
 use std::sync::Arc;

@@ -2,6 +2,9 @@
 //! memory) and a real sled store: fast, and beside the real-process end-to-end tests in
 //! `tests/e2e`, never instead of them.
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use modvisor_control_plane::model::{
     CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, Phase, Quota, RegisterNode,
     RequestState, Resources, VmSpec,

@@ -4,6 +4,8 @@
 //! It owns what a guest boots; it does not start guests (the node agent's drivers do) and
 //! does not judge modules (the `modules` crate does).
 
+#![forbid(unsafe_code)]
+
 pub mod cmdline;
 pub mod cpio;
 pub mod initramfs;

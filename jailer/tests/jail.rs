@@ -1,6 +1,9 @@
 //! The jail on this host's real cgroups (v1 here), namespaces and seccomp, with
 //! `jail-probe` workloads and the real `modvisor-vmm`.
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use modvisor_jailer::{
     cleanup_stale, seccomp, BpfProgram, Jail, JailConfig, JailSpec, Limits, Overhead,
 };
@@ -333,6 +336,7 @@ fn stale_jails_are_cleaned_after_kill_9_of_the_agent_but_live_ones_are_kept() {
     );
     assert!(f.config.dir.join("orphan").exists());
     // The VM ends too; the next agent start cleans up.
+    // SAFETY: kill(2) sends a signal; no memory is touched.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !group.pids().is_empty() {
@@ -402,6 +406,7 @@ fn qemu_runs_jailed_with_its_own_sandbox_and_serves_its_socket_by_the_host_path(
     );
     std::os::unix::net::UnixStream::connect(run_dir.join("agent.sock")).unwrap();
     // PID 1 of its namespace, QEMU handles SIGTERM and ends cleanly.
+    // SAFETY: kill(2) sends a signal; no memory is touched.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), None, "{status:?}");

@@ -3,6 +3,9 @@
 //! Needs the unpacked kernel package (see `common::kernel`); fails, never skips, without
 //! it.
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Instant;

@@ -2,6 +2,9 @@
 //! every real module (truncation at many offsets, random byte flips). The rule: an error,
 //! never a panic, and never an accepted signature over altered content.
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,6 +1,9 @@
 //! Small hand-built modules: every policy rule, dependency resolution corner cases, and
 //! signature variants made with the test-only key. Needs no kernel tree.
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::elfgen::{self, section, PROGBITS};

@@ -5,6 +5,8 @@
 //! ([`channel`]) and the modprobe service ([`modprobe`]). It must not trust anything a
 //! guest sends, and must never load a module that has not passed vetting.
 
+#![forbid(unsafe_code)]
+
 pub mod channel;
 pub mod daemon;
 pub mod driver;

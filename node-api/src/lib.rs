@@ -10,6 +10,8 @@
 //! `schema` feature the types derive OpenAPI schemas and [`openapi::document`] describes
 //! the node agent's API (`openapi/node-agent.json`).
 
+#![forbid(unsafe_code)]
+
 pub mod budget;
 pub mod client;
 pub mod internal;

@@ -1,6 +1,9 @@
 //! End-to-end tests of the control plane: a real `modvisor up` process per test, real
 //! HTTP on loopback, a real sled store and real EdDSA tokens.
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod auth;
 mod cli;
 mod cluster;

@@ -1,6 +1,9 @@
 //! `modvisor-vmm` as a process (the same code as `modvisor vmm`): exit codes, the one-line
 //! reason, the state file, and the control API on its Unix socket.
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::*;

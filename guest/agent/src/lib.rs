@@ -5,6 +5,8 @@
 //! and powers the guest off. Any frame it cannot use is answered with an error reply and
 //! it goes on serving: nothing the host sends can stop it.
 
+#![forbid(unsafe_code)]
+
 pub mod kmod;
 pub mod procfs;
 

@@ -1,6 +1,8 @@
 //! `modvisor-guest-agent`: PID 1 of the guest. Mounts the pseudo file systems, opens the
 //! host channel (`/dev/ttyS1`, raw), and serves requests until told to power off.
 
+#![forbid(unsafe_code)]
+
 use modvisor_guest_agent::{Agent, Next};
 use nix::mount::{mount, MsFlags};
 use nix::sys::termios;

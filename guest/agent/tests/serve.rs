@@ -1,6 +1,9 @@
 //! The agent's serve loop against hostile and valid frames, on the host (no module is
 //! loaded here: that is proven inside real guests by the node agent's tests).
 
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use modvisor_guest_agent::{Agent, Next};
 use modvisor_guest_protocol::message::{ErrorCode, ErrorReply, HelloReply, ListReply};
 use modvisor_guest_protocol::{Frame, FrameReader, MsgType, HEADER_LEN, MAX_PAYLOAD};

@@ -17,6 +17,8 @@
 //! type is answered with an [`message::ErrorReply`] and the reader goes on; a length over
 //! [`MAX_PAYLOAD`] is answered likewise and the reader resynchronises on the next magic.
 
+#![forbid(unsafe_code)]
+
 pub mod frame;
 pub mod message;
 

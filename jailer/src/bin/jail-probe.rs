@@ -46,9 +46,8 @@ fn id() {
     println!("write_tmp={}", writable("/tmp/x"));
     println!("write_run={}", writable("/run/vm/x"));
     // SAFETY: prctl(PR_GET_NO_NEW_PRIVS) only reads a flag.
-    println!("no_new_privs={}", unsafe {
-        libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
-    });
+    let no_new_privs = unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) };
+    println!("no_new_privs={no_new_privs}");
     let net = list("/proc/net/dev_snmp6");
     println!("netdevs={net}");
 }
@@ -67,8 +66,8 @@ fn forkbomb() {
                     println!("forks={forks} error={e}");
                     let _ = std::io::stdout().flush();
                 }
-                // SAFETY: pause has no memory effects.
                 loop {
+                    // SAFETY: pause has no memory effects.
                     unsafe { libc::pause() };
                 }
             }

@@ -2,6 +2,8 @@
 //! ([`ExitCode`]) and what it reports ([`StateReport`], [`VmState`]). The vmm and the
 //! node agent's `kvm` driver both use these types; neither matches strings.
 
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::path::PathBuf;
