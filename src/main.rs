@@ -1,10 +1,6 @@
 //! `modvisor`: runs the control plane (`up`, `control-plane`), issues tokens, and talks to
 //! the REST API as a tenant or an admin.
 
-mod bench_api;
-mod bench_isolation;
-mod bench_scheduler;
-mod bench_vmm;
 mod client;
 mod commands;
 mod doctor;
@@ -89,21 +85,8 @@ enum Command {
     /// Benchmarks that print figures against a peer measured in the same run.
     Bench {
         #[command(subcommand)]
-        command: BenchCommand,
+        command: modvisor_bench::BenchCommand,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Throughput and latency of the REST API from a separate load-generating process.
-    Api(bench_api::BenchApiArgs),
-    /// Placements per second through the real scheduler and store; create-to-Running.
-    Scheduler(bench_scheduler::BenchSchedulerArgs),
-    /// Start time and memory overhead of our VMM next to QEMU microvm, same probe guest.
-    Vmm(bench_vmm::BenchVmmArgs),
-    /// The same tiny workload as a jailed process (container), a microVM under our vmm
-    /// and a QEMU guest: start latency and memory overhead side by side.
-    Isolation(bench_isolation::BenchIsolationArgs),
 }
 
 /// The OpenAPI documents, each committed as `openapi/<name>.json`.
@@ -162,12 +145,7 @@ fn main() -> ExitCode {
         Command::Events { api, limit } => commands::events(&api, limit),
         Command::Guest { command } => guest_cmd::run(command),
         Command::Vmm(args) => vmm_cmd::run(args),
-        Command::Bench { command } => match command {
-            BenchCommand::Api(args) => bench_api::run(args),
-            BenchCommand::Scheduler(args) => bench_scheduler::run(args),
-            BenchCommand::Vmm(args) => bench_vmm::run(args),
-            BenchCommand::Isolation(args) => bench_isolation::run(args),
-        },
+        Command::Bench { command } => modvisor_bench::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,10 +10,10 @@
 pub mod channel;
 pub mod daemon;
 pub mod driver;
-pub mod guest_files;
+mod guest_files;
 pub mod hostcaps;
 pub mod jailing;
 pub mod kvm;
 pub mod modprobe;
-pub mod process;
+mod process;
 pub mod qemu;

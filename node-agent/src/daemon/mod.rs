@@ -3,8 +3,8 @@
 
 mod api;
 mod error;
-pub mod fetch;
-pub mod vm;
+mod fetch;
+mod vm;
 
 use crate::driver::HypervisorDriver;
 use crate::hostcaps;

@@ -4,7 +4,7 @@
 //! our vmm (the `kvm` driver), and under QEMU (the `qemu` driver). Prints start latency and
 //! memory overhead side by side, with ratios to the container measured in the same run.
 
-use crate::bench_vmm::{await_ready, median, rss_overhead_kib};
+use crate::vmm::{await_ready, median, rss_overhead_kib};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use modvisor_node_agent::driver::{Guest, GuestSpec, HypervisorDriver};

@@ -1,0 +1,36 @@
+//! modvisor's benchmarks: each prints figures next to a peer measured in the same run.
+//! The `modvisor` CLI runs them as `modvisor bench <which>`; they start the `modvisor`
+//! binary they run in (its own executable) where they need separate processes.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod isolation;
+pub mod scheduler;
+pub mod vmm;
+
+use clap::Subcommand;
+
+/// `modvisor bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Throughput and latency of the REST API from a separate load-generating process.
+    Api(api::BenchApiArgs),
+    /// Placements per second through the real scheduler and store; create-to-Running.
+    Scheduler(scheduler::BenchSchedulerArgs),
+    /// Start time and memory overhead of our VMM next to QEMU microvm, same probe guest.
+    Vmm(vmm::BenchVmmArgs),
+    /// The same tiny workload as a jailed process (container), a microVM under our vmm
+    /// and a QEMU guest: start latency and memory overhead side by side.
+    Isolation(isolation::BenchIsolationArgs),
+}
+
+/// Runs one benchmark and prints its figures.
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Api(args) => api::run(args),
+        BenchCommand::Scheduler(args) => scheduler::run(args),
+        BenchCommand::Vmm(args) => vmm::run(args),
+        BenchCommand::Isolation(args) => isolation::run(args),
+    }
+}
