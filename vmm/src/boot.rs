@@ -7,7 +7,12 @@ use crate::layout::{
     MemoryLayout, CMDLINE_ADDR, CMDLINE_MAX_SIZE, HIMEM_START, PVH_INFO_ADDR, ZERO_PAGE_ADDR,
 };
 use crate::memory::GuestMemoryMmap;
+use linux_loader::configurator::pvh::PvhBootConfigurator;
+use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info, XEN_HVM_START_MAGIC_VALUE,
+};
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::{BzImage, Cmdline, Elf, KernelLoader};
 use std::fs::File;
@@ -89,8 +94,6 @@ impl Eq for SetupHeader {}
 
 /// The bzImage header flag: the kernel has a 64-bit entry point at `code32_start + 0x200`.
 const XLF_KERNEL_64: u16 = 1;
-/// `hvm_start_info.magic`.
-const PVH_MAGIC: u32 = 0x336e_c578;
 
 /// Loads the kernel at `path`: an ELF vmlinux (entered through its PVH note if it has one
 /// and `allow_pvh`, else at `e_entry` in 64-bit mode) or a bzImage (64-bit entry).
@@ -249,91 +252,55 @@ pub fn write_boot_params(mem: &GuestMemoryMmap, params: &boot_params) -> Result<
         })
 }
 
-/// `struct hvm_start_info` of the PVH boot ABI.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct StartInfo {
-    magic: u32,
-    version: u32,
-    flags: u32,
-    nr_modules: u32,
-    modlist_paddr: u64,
-    cmdline_paddr: u64,
-    rsdp_paddr: u64,
-    memmap_paddr: u64,
-    memmap_entries: u32,
-    reserved: u32,
-}
-// SAFETY: plain-old-data with no padding holes that matter; any byte pattern is valid.
-unsafe impl ByteValued for StartInfo {}
-
-/// `struct hvm_memmap_table_entry` / `struct hvm_modlist_entry` share this shape for our
-/// purposes: two u64 and two u32 (memmap) or four u64 (modlist).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct MemmapEntry {
-    addr: u64,
-    size: u64,
-    type_: u32,
-    reserved: u32,
-}
-// SAFETY: as above.
-unsafe impl ByteValued for MemmapEntry {}
-
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy)]
-struct ModlistEntry {
-    paddr: u64,
-    size: u64,
-    cmdline_paddr: u64,
-    reserved: u64,
-}
-// SAFETY: as above.
-unsafe impl ByteValued for ModlistEntry {}
-
-/// Writes `hvm_start_info` at [`PVH_INFO_ADDR`], its memory map and module list after it.
+/// Writes `hvm_start_info` at [`PVH_INFO_ADDR`], its memory map and module list after it,
+/// with linux-loader's PVH types and boot configurator.
 pub fn write_pvh_info(
     mem: &GuestMemoryMmap,
     layout: &MemoryLayout,
     initrd: Option<InitrdPlacement>,
 ) -> Result<(), BootError> {
-    let merr = |e: vm_memory::GuestMemoryError| BootError::Memory {
-        what: "hvm_start_info",
-        detail: e.to_string(),
-    };
     let e820 = layout.e820();
-    let memmap_addr = PVH_INFO_ADDR + 64;
-    let modlist_addr = memmap_addr + 24 * e820.len() as u64;
-    for (i, e) in e820.iter().enumerate() {
-        let entry = MemmapEntry {
+    let memmap_addr = PVH_INFO_ADDR + std::mem::size_of::<hvm_start_info>() as u64;
+    let memmap: Vec<hvm_memmap_table_entry> = e820
+        .iter()
+        .map(|e| hvm_memmap_table_entry {
             addr: e.addr,
             size: e.size,
             type_: e.kind.code(),
             reserved: 0,
-        };
-        mem.write_obj(entry, GuestAddress(memmap_addr + 24 * i as u64))
-            .map_err(merr)?;
-    }
-    let mut info = StartInfo {
-        magic: PVH_MAGIC,
-        version: 1,
-        cmdline_paddr: CMDLINE_ADDR,
-        memmap_paddr: memmap_addr,
-        memmap_entries: e820.len() as u32,
-        ..Default::default()
-    };
-    if let Some(i) = initrd {
-        let m = ModlistEntry {
+        })
+        .collect();
+    let modlist_addr =
+        memmap_addr + (std::mem::size_of::<hvm_memmap_table_entry>() * memmap.len()) as u64;
+    let modules: Vec<hvm_modlist_entry> = initrd
+        .iter()
+        .map(|i| hvm_modlist_entry {
             paddr: i.addr,
             size: i.size,
             ..Default::default()
-        };
-        mem.write_obj(m, GuestAddress(modlist_addr)).map_err(merr)?;
-        info.nr_modules = 1;
-        info.modlist_paddr = modlist_addr;
+        })
+        .collect();
+    let info = hvm_start_info {
+        magic: XEN_HVM_START_MAGIC_VALUE,
+        version: 1,
+        cmdline_paddr: CMDLINE_ADDR,
+        memmap_paddr: memmap_addr,
+        memmap_entries: memmap.len() as u32,
+        nr_modules: modules.len() as u32,
+        modlist_paddr: if modules.is_empty() { 0 } else { modlist_addr },
+        ..Default::default()
+    };
+    let mut params = BootParams::new::<hvm_start_info>(&info, GuestAddress(PVH_INFO_ADDR));
+    params.set_sections::<hvm_memmap_table_entry>(&memmap, GuestAddress(memmap_addr));
+    if !modules.is_empty() {
+        params.set_modules::<hvm_modlist_entry>(&modules, GuestAddress(modlist_addr));
     }
-    mem.write_obj(info, GuestAddress(PVH_INFO_ADDR))
-        .map_err(merr)
+    PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, mem).map_err(|e| {
+        BootError::Memory {
+            what: "hvm_start_info",
+            detail: e.to_string(),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -388,6 +355,35 @@ mod tests {
         mem.read_slice(&mut cmd, GuestAddress(CMDLINE_ADDR))
             .unwrap();
         assert_eq!(&cmd, b"console=ttyS0 marker=42\0");
+    }
+
+    #[test]
+    fn pvh_start_info_names_the_memory_map_and_the_initrd() {
+        let (layout, mem) = mem(128 << 20);
+        let initrd = InitrdPlacement {
+            addr: 0x700_0000,
+            size: 0x1234,
+        };
+        write_pvh_info(&mem, &layout, Some(initrd)).unwrap();
+        let info: hvm_start_info = mem.read_obj(GuestAddress(PVH_INFO_ADDR)).unwrap();
+        assert_eq!(info.magic, XEN_HVM_START_MAGIC_VALUE);
+        assert_eq!(info.version, 1);
+        assert_eq!(info.cmdline_paddr, CMDLINE_ADDR);
+        assert_eq!(info.memmap_entries as usize, layout.e820().len());
+        let last: hvm_memmap_table_entry = mem
+            .read_obj(GuestAddress(
+                info.memmap_paddr + 24 * (u64::from(info.memmap_entries) - 1),
+            ))
+            .unwrap();
+        assert_eq!(
+            (last.addr, last.size, last.type_),
+            (HIMEM_START, (128 << 20) - HIMEM_START, 1)
+        );
+        assert_eq!(info.nr_modules, 1);
+        let m: hvm_modlist_entry = mem.read_obj(GuestAddress(info.modlist_paddr)).unwrap();
+        assert_eq!((m.paddr, m.size), (0x700_0000, 0x1234));
+        // Everything fits in the page the layout keeps for it.
+        assert!(info.modlist_paddr + 32 <= PVH_INFO_ADDR + 0x1000);
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub enum VmmError {
     /// The agent socket could not be set up.
     #[error(transparent)]
     Agent(#[from] devices::agent::AgentError),
+    /// Two port devices claimed overlapping ranges.
+    #[error(transparent)]
+    Bus(#[from] devices::bus::Overlap),
     /// A device could not be set up.
     #[error("{what}: {detail}")]
     Device {

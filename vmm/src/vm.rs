@@ -166,7 +166,7 @@ impl Vm {
             }
             None => (None, None),
         };
-        let bus = Arc::new(IoBus::new(com1.clone(), com2, status.clone()));
+        let bus = Arc::new(IoBus::new(com1.clone(), com2, status.clone())?);
 
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
