@@ -166,7 +166,7 @@ impl ControlPlane {
         let state = self.state.clone();
         let mut server = HttpServer::new(move || {
             let metrics = state.metrics.clone();
-            App::new()
+            let app = App::new()
                 .app_data(state.clone())
                 .app_data(
                     web::PathConfig::default()
@@ -188,9 +188,8 @@ impl ControlPlane {
                         tracing::debug!(%method, %route, status, "request");
                         Ok(res)
                     }
-                })
-                .configure(api::configure)
-                .default_service(web::to(no_route))
+                });
+            api::configure(app).default_service(web::to(no_route))
         })
         .backlog(4096)
         .bind(self.config.listen)

@@ -4,19 +4,19 @@ mod dashboard;
 pub mod extract;
 mod modules;
 pub mod nodes;
+pub mod problems;
 mod system;
 mod tenants;
 mod vms;
 
 use crate::auth::TokenKeys;
-use crate::error::Problem;
 use crate::metrics::Metrics;
-use crate::model;
 use crate::store::Datastore;
-use actix_web::web;
 use std::sync::Arc;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::AppExt;
 
 /// What every handler shares.
 pub struct AppState {
@@ -30,12 +30,10 @@ pub struct AppState {
     pub max_module_bytes: usize,
 }
 
-/// Registers every route of the API.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(dashboard::index)
-        .service(dashboard::script)
-        .service(dashboard::style)
-        .service(system::healthz)
+/// The routes of the tenant and admin API, each declared once: actix serves them and the
+/// OpenAPI document (`openapi/control-plane.json`) is collected from the same calls.
+pub fn public_routes(cfg: &mut ServiceConfig) {
+    cfg.service(system::healthz)
         .service(system::openapi_json)
         .service(system::metrics)
         .service(tenants::create_tenant)
@@ -54,11 +52,34 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(modules::list_module_requests)
         .service(modules::unload_module)
         .service(system::list_events)
-        .service(nodes::register_node)
-        .service(nodes::heartbeat)
-        .service(nodes::blob)
         .service(nodes::list_nodes)
         .service(nodes::node_action);
+}
+
+/// The routes only node agents call (`openapi/control-plane-internal.json`).
+pub fn internal_routes(cfg: &mut ServiceConfig) {
+    cfg.service(nodes::register_node)
+        .service(nodes::heartbeat)
+        .service(nodes::blob);
+}
+
+/// Registers every route: both APIs and the dashboard's static files (undocumented).
+pub fn configure<T>(app: actix_web::App<T>) -> actix_web::App<T>
+where
+    T: actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+{
+    app.into_utoipa_app()
+        .configure(public_routes)
+        .configure(internal_routes)
+        .into_app()
+        .service(dashboard::index)
+        .service(dashboard::script)
+        .service(dashboard::style)
 }
 
 struct BearerAuth;
@@ -86,53 +107,6 @@ impl Modify for BearerAuth {
         version = "1.0.0",
         description = "Tenants create VMs and ask for vetted kernel modules to be loaded into their VMs' own guest kernels."
     ),
-    paths(
-        system::healthz,
-        system::openapi_json,
-        system::metrics,
-        system::list_events,
-        tenants::create_tenant,
-        tenants::list_tenants,
-        tenants::get_tenant,
-        tenants::set_quota,
-        vms::create_vm,
-        vms::list_vms,
-        vms::get_vm,
-        vms::replace_vm,
-        vms::delete_vm,
-        modules::list_modules,
-        modules::publish_module,
-        modules::set_policy,
-        modules::request_module,
-        modules::list_module_requests,
-        modules::unload_module,
-        nodes::list_nodes,
-        nodes::node_action,
-    ),
-    components(schemas(
-        Problem,
-        model::Quota,
-        model::Usage,
-        model::Tenant,
-        model::CreateTenant,
-        model::PowerState,
-        model::ModuleRef,
-        model::VmSpec,
-        model::Phase,
-        model::VmStatus,
-        model::Vm,
-        model::ModuleVersion,
-        model::ModulePolicy,
-        model::CatalogModule,
-        model::RequestState,
-        model::ModuleRequestBody,
-        model::ModuleRequest,
-        model::Outcome,
-        model::Event,
-        model::Resources,
-        model::NodeState,
-        model::Node,
-    )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -146,27 +120,24 @@ pub struct ApiDoc;
         version = "1.0.0",
         description = "Called only by node agents: registration (bootstrap token), heartbeats and module blobs by sha256 (node tokens)."
     ),
-    paths(
-        nodes::register_node,
-        nodes::heartbeat,
-        nodes::blob,
-    ),
-    components(schemas(
-        Problem,
-        model::Phase,
-        model::Resources,
-        model::NodeState,
-        model::Node,
-        model::RegisterNode,
-        model::NodeCredential,
-        model::ObservedVm,
-        model::Heartbeat,
-        model::HeartbeatReply,
-    )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
 pub struct InternalApiDoc;
+
+/// `base` (title, security, schemas) with the paths of `routes`, collected from the same
+/// registrations the server makes.
+fn collect(
+    base: utoipa::openapi::OpenApi,
+    routes: fn(&mut ServiceConfig),
+) -> utoipa::openapi::OpenApi {
+    actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(base)
+        .configure(routes)
+        .split_for_parts()
+        .1
+}
 
 fn pretty(doc: utoipa::openapi::OpenApi) -> String {
     let mut s = doc
@@ -179,13 +150,13 @@ fn pretty(doc: utoipa::openapi::OpenApi) -> String {
 /// The tenants' and admins' OpenAPI document as pretty JSON, exactly as committed in
 /// `openapi/control-plane.json`.
 pub fn openapi_document() -> String {
-    pretty(ApiDoc::openapi())
+    pretty(collect(ApiDoc::openapi(), public_routes))
 }
 
 /// The internal (node-facing) OpenAPI document as pretty JSON, exactly as committed in
 /// `openapi/control-plane-internal.json`.
 pub fn internal_openapi_document() -> String {
-    pretty(InternalApiDoc::openapi())
+    pretty(collect(InternalApiDoc::openapi(), internal_routes))
 }
 
 /// The `.modinfo` of a module as catalog metadata (repeated keys joined with `,`).

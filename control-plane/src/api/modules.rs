@@ -1,5 +1,6 @@
 //! The module catalog (admin publishing and policy) and tenants' module requests.
 
+use super::problems::{AdminOnly, InvalidBody, Unauthenticated, VmNotFound};
 use super::extract::{blocking, content_type, read_body, StrictJson, StrictQuery};
 use super::{audit_refusal, AppState};
 use crate::auth::Caller;
@@ -23,10 +24,10 @@ pub struct PublishParams {
 
 /// The modules the caller may request (admins: all, with their policies).
 #[utoipa::path(
-    get, path = "/v1/modules", tag = "modules",
+    tag = "modules",
     responses(
         (status = 200, description = "The catalog", body = Vec<CatalogModule>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
     )
 )]
 #[get("/v1/modules")]
@@ -44,14 +45,14 @@ pub async fn list_modules(
 /// Publishes a module version (admin): the .ko bytes, stored content-addressed by sha256.
 /// A newly published module is not approved for anyone until its policy says so.
 #[utoipa::path(
-    put, path = "/v1/admin/modules/{name}", tag = "modules",
+    tag = "modules",
     params(("name" = String, Path, description = "Module name"), PublishParams),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The .ko file"),
     responses(
         (status = 201, description = "Published", body = ModuleVersion),
         (status = 400, description = "Invalid name, release or file", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        AdminOnly,
         (status = 413, description = "Larger than the upload limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/octet-stream", body = Problem, content_type = "application/problem+json"),
     )
@@ -95,14 +96,14 @@ pub async fn publish_module(
 
 /// Sets who may request a published module (admin).
 #[utoipa::path(
-    put, path = "/v1/admin/modules/{name}/policy", tag = "modules",
+    tag = "modules",
     params(("name" = String, Path, description = "Module name")),
     request_body = ModulePolicy,
     responses(
         (status = 200, description = "The policy now in force", body = ModulePolicy),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        InvalidBody,
+        Unauthenticated,
+        AdminOnly,
         (status = 404, description = "Module never published", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -134,13 +135,13 @@ pub async fn set_policy(
 /// Asks for a module to be loaded into one of the caller's VMs. A module not approved for
 /// the tenant is refused with 403 and recorded as `Rejected` with the reason.
 #[utoipa::path(
-    post, path = "/v1/vms/{id}/modules", tag = "modules",
+    tag = "modules",
     params(("id" = String, Path, description = "VM id")),
     request_body = ModuleRequestBody,
     responses(
         (status = 202, description = "Accepted; loading happens on the VM's node", body = ModuleRequest),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        InvalidBody,
+        Unauthenticated,
         (status = 403, description = "Module not approved for this tenant", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such VM or module", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already requested", body = Problem, content_type = "application/problem+json"),
@@ -182,12 +183,12 @@ pub async fn request_module(
 
 /// The module requests of one of the caller's VMs.
 #[utoipa::path(
-    get, path = "/v1/vms/{id}/modules", tag = "modules",
+    tag = "modules",
     params(("id" = String, Path, description = "VM id")),
     responses(
         (status = 200, description = "The VM's module requests", body = Vec<ModuleRequest>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        VmNotFound,
     )
 )]
 #[get("/v1/vms/{id}/modules")]
@@ -203,14 +204,14 @@ pub async fn list_module_requests(
 
 /// Asks for a module to be unloaded from one of the caller's VMs.
 #[utoipa::path(
-    delete, path = "/v1/vms/{id}/modules/{name}", tag = "modules",
+    tag = "modules",
     params(
         ("id" = String, Path, description = "VM id"),
         ("name" = String, Path, description = "Module name"),
     ),
     responses(
         (status = 202, description = "Accepted", body = ModuleRequest),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
         (status = 404, description = "No such VM or request", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -1,6 +1,7 @@
 //! Node endpoints: registration (bootstrap token), heartbeats, the catalog and blobs a
 //! node fetches (node token), and node administration (admin).
 
+use super::problems::{AdminOnly, InvalidBody, NodeOnly, Unauthenticated};
 use super::extract::{blocking, StrictJson};
 use super::AppState;
 use crate::auth::{Caller, Role};
@@ -29,12 +30,12 @@ fn require_any_node(caller: &Caller) -> Result<(), Error> {
 
 /// Registers a node agent (bootstrap token) and returns its node credential.
 #[utoipa::path(
-    post, path = "/v1/nodes/register", tag = "nodes",
+    tag = "nodes",
     request_body = RegisterNode,
     responses(
         (status = 200, description = "Registered", body = NodeCredential),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        InvalidBody,
+        Unauthenticated,
         (status = 403, description = "Not a bootstrap token", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -87,13 +88,13 @@ pub async fn register_node(
 
 /// A node's heartbeat: it is alive, and this is what its VMs are doing.
 #[utoipa::path(
-    post, path = "/v1/nodes/{name}/heartbeat", tag = "nodes",
+    tag = "nodes",
     params(("name" = String, Path, description = "Node name")),
     request_body = Heartbeat,
     responses(
         (status = 200, description = "What the node should remove", body = HeartbeatReply),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a node token", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        NodeOnly,
         (status = 404, description = "Not this node", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -118,11 +119,11 @@ pub async fn heartbeat(
 
 /// A module blob by sha256 (node token). The node re-verifies the digest.
 #[utoipa::path(
-    get, path = "/v1/blobs/{sha256}", tag = "nodes",
+    tag = "nodes",
     params(("sha256" = String, Path, description = "Lowercase hex sha256")),
     responses(
         (status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 403, description = "Not a node token", body = Problem, content_type = "application/problem+json"),
+        NodeOnly,
         (status = 404, description = "No such blob", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -144,10 +145,10 @@ pub async fn blob(
 
 /// Every node with its capacity and allocations (admin).
 #[utoipa::path(
-    get, path = "/v1/nodes", tag = "nodes",
+    tag = "nodes",
     responses(
         (status = 200, description = "Nodes", body = Vec<Node>),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        AdminOnly,
     )
 )]
 #[get("/v1/nodes")]
@@ -162,14 +163,14 @@ pub async fn list_nodes(
 /// Cordons, uncordons or drains a node (admin). A drained node is cordoned and its VMs are
 /// placed elsewhere, their modules loaded again.
 #[utoipa::path(
-    post, path = "/v1/nodes/{name}/{action}", tag = "nodes",
+    tag = "nodes",
     params(
         ("name" = String, Path, description = "Node name"),
         ("action" = String, Path, description = "cordon, uncordon or drain"),
     ),
     responses(
         (status = 200, description = "The node", body = Node),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        AdminOnly,
         (status = 404, description = "No such node or action", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -1,15 +1,16 @@
 //! Health, the OpenAPI document, metrics and the audit trail.
 
+use super::problems::{Unauthenticated};
 use super::extract::StrictQuery;
 use super::AppState;
 use crate::auth::Caller;
-use crate::error::{Error, Problem};
+use crate::error::Error;
 use crate::model::{Event, Page, PageParams};
 use actix_web::{get, web, HttpResponse};
 
 /// Liveness: answers when the server and its store are up.
 #[utoipa::path(
-    get, path = "/healthz", tag = "system", security(()),
+    tag = "system", security(()),
     responses((status = 200, description = "Alive", body = serde_json::Value))
 )]
 #[get("/healthz")]
@@ -19,19 +20,21 @@ pub async fn healthz() -> HttpResponse {
 
 /// This document.
 #[utoipa::path(
-    get, path = "/openapi.json", tag = "system", security(()),
+    tag = "system", security(()),
     responses((status = 200, description = "The OpenAPI document", body = serde_json::Value))
 )]
 #[get("/openapi.json")]
 pub async fn openapi_json() -> HttpResponse {
+    // Collected once per process from the route registrations.
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(super::openapi_document())
+        .body(DOCUMENT.get_or_init(super::openapi_document).clone())
 }
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(
-    get, path = "/metrics", tag = "system", security(()),
+    tag = "system", security(()),
     responses((status = 200, description = "Metrics", content_type = "text/plain", body = String))
 )]
 #[get("/metrics")]
@@ -54,11 +57,11 @@ pub(crate) fn page_limit(p: &PageParams) -> Result<usize, Error> {
 
 /// The audit trail of every mutation: a tenant sees its own, an admin all; oldest first.
 #[utoipa::path(
-    get, path = "/v1/events", tag = "events",
+    tag = "events",
     params(PageParams),
     responses(
         (status = 200, description = "A page of events", body = Page<Event>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
     )
 )]
 #[get("/v1/events")]

@@ -1,5 +1,6 @@
 //! Tenants and their quotas (admin), and a tenant's view of itself.
 
+use super::problems::{AdminOnly, InvalidBody, TenantNotFound, Unauthenticated};
 use super::extract::{blocking, StrictJson};
 use super::AppState;
 use crate::auth::{Caller, Role};
@@ -10,13 +11,13 @@ use actix_web::{get, post, put, web, HttpResponse};
 
 /// Creates a tenant (admin).
 #[utoipa::path(
-    post, path = "/v1/tenants", tag = "tenants",
+    tag = "tenants",
     request_body = CreateTenant,
     responses(
         (status = 201, description = "Created", body = Tenant),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        InvalidBody,
+        Unauthenticated,
+        AdminOnly,
         (status = 409, description = "Exists", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -39,11 +40,11 @@ pub async fn create_tenant(
 
 /// Lists tenants (admin).
 #[utoipa::path(
-    get, path = "/v1/tenants", tag = "tenants",
+    tag = "tenants",
     responses(
         (status = 200, description = "All tenants", body = Vec<Tenant>),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        AdminOnly,
     )
 )]
 #[get("/v1/tenants")]
@@ -57,12 +58,12 @@ pub async fn list_tenants(
 
 /// One tenant with its quota and usage: any tenant for admins, its own for a tenant.
 #[utoipa::path(
-    get, path = "/v1/tenants/{name}", tag = "tenants",
+    tag = "tenants",
     params(("name" = String, Path, description = "Tenant name")),
     responses(
         (status = 200, description = "The tenant", body = Tenant),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        TenantNotFound,
     )
 )]
 #[get("/v1/tenants/{name}")]
@@ -91,15 +92,15 @@ pub async fn get_tenant(
 
 /// Replaces a tenant's quota (admin). A quota below current usage blocks growth only.
 #[utoipa::path(
-    put, path = "/v1/tenants/{name}/quota", tag = "tenants",
+    tag = "tenants",
     params(("name" = String, Path, description = "Tenant name")),
     request_body = Quota,
     responses(
         (status = 200, description = "The tenant with its new quota", body = Tenant),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = Problem, content_type = "application/problem+json"),
+        InvalidBody,
+        Unauthenticated,
+        AdminOnly,
+        TenantNotFound,
     )
 )]
 #[put("/v1/tenants/{name}/quota")]

@@ -1,5 +1,6 @@
 //! VMs: create, list, read, replace (with `If-Match`) and delete.
 
+use super::problems::{InvalidBody, StaleIfMatch, Unauthenticated, VmNotFound};
 use super::extract::{blocking, if_match, StrictJson, StrictQuery};
 use super::system::page_limit;
 use super::{audit_refusal, AppState};
@@ -17,12 +18,12 @@ fn with_etag(mut resp: actix_web::HttpResponseBuilder, vm: &Vm) -> HttpResponse 
 /// Creates a VM for the caller's tenant. Quota, name uniqueness and the policy of every
 /// listed module are checked in the same transaction as the write.
 #[utoipa::path(
-    post, path = "/v1/vms", tag = "vms",
+    tag = "vms",
     request_body = VmSpec,
     responses(
         (status = 201, description = "Created; `ETag` holds its version", body = Vm),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        InvalidBody,
+        Unauthenticated,
         (status = 403, description = "Not a tenant token, or a module is not approved", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A listed module is not in the catalog", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Quota exceeded or name taken", body = Problem, content_type = "application/problem+json"),
@@ -60,12 +61,12 @@ pub async fn create_vm(
 
 /// Lists the VMs the caller may see (its own; all for admins), ordered by id.
 #[utoipa::path(
-    get, path = "/v1/vms", tag = "vms",
+    tag = "vms",
     params(PageParams),
     responses(
         (status = 200, description = "A page of VMs", body = Page<Vm>),
         (status = 400, description = "Invalid limit or page token", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
     )
 )]
 #[get("/v1/vms")]
@@ -98,12 +99,12 @@ pub async fn list_vms(
 
 /// One VM. Another tenant's VM is 404.
 #[utoipa::path(
-    get, path = "/v1/vms/{id}", tag = "vms",
+    tag = "vms",
     params(("id" = String, Path, description = "VM id")),
     responses(
         (status = 200, description = "The VM; `ETag` holds its version", body = Vm),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        VmNotFound,
     )
 )]
 #[get("/v1/vms/{id}")]
@@ -118,7 +119,7 @@ pub async fn get_vm(
 
 /// Replaces a VM's spec (e.g. `power_state`). With `If-Match`, a stale ETag is 412.
 #[utoipa::path(
-    put, path = "/v1/vms/{id}", tag = "vms",
+    tag = "vms",
     params(
         ("id" = String, Path, description = "VM id"),
         ("If-Match" = Option<String>, Header, description = "The ETag this change is based on"),
@@ -126,12 +127,12 @@ pub async fn get_vm(
     request_body = VmSpec,
     responses(
         (status = 200, description = "The VM as replaced; `ETag` holds its version", body = Vm),
-        (status = 400, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        InvalidBody,
+        Unauthenticated,
         (status = 403, description = "An added module is not approved", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
+        VmNotFound,
         (status = 409, description = "Quota exceeded or name taken", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"),
+        StaleIfMatch,
     )
 )]
 #[put("/v1/vms/{id}")]
@@ -167,7 +168,7 @@ pub async fn replace_vm(
 
 /// Deletes a VM and releases its quota. With `If-Match`, a stale ETag is 412.
 #[utoipa::path(
-    delete, path = "/v1/vms/{id}", tag = "vms",
+    tag = "vms",
     params(
         ("id" = String, Path, description = "VM id"),
         ("If-Match" = Option<String>, Header, description = "The ETag this change is based on"),
@@ -175,9 +176,9 @@ pub async fn replace_vm(
     responses(
         (status = 204, description = "Deleted (it was on no node)"),
         (status = 202, description = "Deletion under way on its node", body = Vm),
-        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such VM", body = Problem, content_type = "application/problem+json"),
-        (status = 412, description = "If-Match is stale", body = Problem, content_type = "application/problem+json"),
+        Unauthenticated,
+        VmNotFound,
+        StaleIfMatch,
     )
 )]
 #[delete("/v1/vms/{id}")]
