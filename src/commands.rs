@@ -1,11 +1,15 @@
 //! Client subcommands: `vm`, `module`, `tenant`, `events`.
 
-use crate::client::{Api, ApiArgs};
-use crate::table::{cell, render};
-use anyhow::{Context, Result};
+use crate::client::ApiArgs;
+use crate::table::render;
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
-use reqwest::Method;
-use serde_json::{json, Map, Value};
+use modvisor_control_plane_api::types::{
+    CatalogModule, CreateTenant, Event, ModulePolicy, ModuleRef, ModuleRequest, ModuleRequestBody,
+    PowerState, Quota, Tenant, Vm, VmSpec,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// `modvisor vm ...`
@@ -147,26 +151,45 @@ pub enum TenantCommand {
     },
 }
 
-fn print(args: &ApiArgs, v: &Value, table: impl FnOnce(&Value) -> String) {
+fn print<T: Serialize + ?Sized>(
+    args: &ApiArgs,
+    v: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<()> {
     if args.json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(v)?);
     } else {
         println!("{}", table(v));
     }
+    Ok(())
 }
 
-fn vm_rows(items: &[Value]) -> String {
+/// An optional value as a table cell (`-` when absent).
+fn opt(v: Option<&str>) -> String {
+    v.unwrap_or("-").to_string()
+}
+
+/// A serde name (`Running`, `stopped`, ...) as a table cell.
+fn name_of<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(e) => format!("({e})"),
+    }
+}
+
+fn vm_rows(items: &[Vm]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|vm| {
             vec![
-                cell(&vm["id"]),
-                cell(&vm["tenant"]),
-                cell(&vm["spec"]["name"]),
-                cell(&vm["spec"]["vcpus"]),
-                cell(&vm["spec"]["memory_mib"]),
-                cell(&vm["status"]["phase"]),
-                cell(&vm["status"]["node"]),
+                vm.id.clone(),
+                vm.tenant.clone(),
+                vm.spec.name.clone(),
+                vm.spec.vcpus.to_string(),
+                vm.spec.memory_mib.to_string(),
+                name_of(&vm.status.phase),
+                opt(vm.status.node.as_deref()),
             ]
         })
         .collect();
@@ -184,20 +207,20 @@ fn vm_rows(items: &[Value]) -> String {
     )
 }
 
-fn key_values(list: &[String], what: &str) -> Result<Map<String, Value>> {
-    let mut map = Map::new();
+fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
+    let mut map = BTreeMap::new();
     for kv in list.iter().filter(|s| !s.is_empty()) {
         let (k, v) = kv
             .split_once('=')
             .with_context(|| format!("{what} {kv:?} is not KEY=VALUE"))?;
-        map.insert(k.to_string(), Value::String(v.to_string()));
+        map.insert(k.to_string(), v.to_string());
     }
     Ok(map)
 }
 
 /// Runs a `vm` subcommand.
 pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<()> {
-    let api = Api::new(args)?;
+    let api = args.client()?;
     match cmd {
         VmCommand::Create {
             name,
@@ -205,41 +228,48 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<()> {
             memory_mib,
             modules,
         } => {
-            let mut mods = Vec::new();
+            let mut refs = Vec::new();
             for m in &modules {
                 let (name, params) = m.split_once(':').unwrap_or((m, ""));
                 let params: Vec<String> = params.split(',').map(str::to_string).collect();
-                mods.push(
-                    json!({"name": name, "params": key_values(&params, "module parameter")?}),
-                );
+                refs.push(ModuleRef {
+                    name: name.to_string(),
+                    params: key_values(&params, "module parameter")?,
+                });
             }
-            let body =
-                json!({"name": name, "vcpus": vcpus, "memory_mib": memory_mib, "modules": mods});
-            let vm = api.send_json(Method::POST, "/v1/vms", &body, None)?;
-            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)));
+            let spec = VmSpec {
+                name,
+                vcpus,
+                memory_mib,
+                modules: refs,
+                power_state: PowerState::Running,
+            };
+            let vm = api.create_vm(&spec)?;
+            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;
         }
         VmCommand::List { limit } => {
-            let items = api.get_all("/v1/vms", limit)?;
-            print(args, &Value::Array(items.clone()), |_| vm_rows(&items));
+            if limit == 0 {
+                bail!("--limit must be positive");
+            }
+            let items = api.list_vms(limit)?;
+            print(args, &items[..], vm_rows)?;
         }
         VmCommand::Get { id } => {
-            let vm = api.get(&format!("/v1/vms/{id}"))?;
-            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)));
+            let vm = api.get_vm(&id)?.value;
+            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;
         }
         VmCommand::Power { id, state } => {
-            let (vm, etag) = api.get_with_etag(&format!("/v1/vms/{id}"))?;
-            let mut spec = vm["spec"].clone();
-            spec["power_state"] = Value::String(state);
-            let vm = api.send_json(
-                Method::PUT,
-                &format!("/v1/vms/{id}"),
-                &spec,
-                etag.as_deref(),
-            )?;
-            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)));
+            let current = api.get_vm(&id)?;
+            let mut spec = current.value.spec;
+            spec.power_state = match state.as_str() {
+                "stopped" => PowerState::Stopped,
+                _ => PowerState::Running,
+            };
+            let vm = api.replace_vm(&id, &spec, current.etag.as_deref())?;
+            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;
         }
         VmCommand::Delete { id } => {
-            api.delete(&format!("/v1/vms/{id}"))?;
+            api.delete_vm(&id)?;
             if !args.json {
                 println!("deleted {id}");
             }
@@ -248,10 +278,10 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<()> {
     Ok(())
 }
 
-fn request_rows(items: &[Value]) -> String {
+fn request_rows(items: &[ModuleRequest]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
-        .map(|r| vec![cell(&r["name"]), cell(&r["state"]), cell(&r["reason"])])
+        .map(|r| vec![r.name.clone(), name_of(&r.state), opt(r.reason.as_deref())])
         .collect();
     render(&["MODULE", "STATE", "REASON"], &rows)
 }
@@ -324,49 +354,49 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             kernel_release,
             trust,
         } => return inspect(args, &file, kernel_release.as_deref(), trust.as_deref()),
-        _ => Api::new(args)?,
+        _ => args.client()?,
     };
     match cmd {
         ModuleCommand::Inspect { .. } => {}
         ModuleCommand::List => {
-            let list = api.get("/v1/modules")?;
-            print(args, &list, |v| {
-                let rows: Vec<Vec<String>> = v
-                    .as_array()
-                    .map(|a| a.as_slice())
-                    .unwrap_or_default()
+            let list = api.list_modules()?;
+            print(args, &list[..], |list: &[CatalogModule]| {
+                let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|m| {
-                        let releases: Vec<String> = m["versions"]
-                            .as_array()
-                            .map(|a| a.iter().map(|x| cell(&x["kernel_release"])).collect())
-                            .unwrap_or_default();
+                        let releases: Vec<&str> = m
+                            .versions
+                            .iter()
+                            .map(|x| x.kernel_release.as_str())
+                            .collect();
                         vec![
-                            cell(&m["name"]),
+                            m.name.clone(),
                             releases.join(","),
-                            cell(&m["policy"]["approved"]),
+                            m.policy
+                                .as_ref()
+                                .map(|p| p.approved.to_string())
+                                .unwrap_or_else(|| "-".into()),
                         ]
                     })
                     .collect();
                 render(&["MODULE", "KERNEL_RELEASES", "APPROVED"], &rows)
-            });
+            })?;
         }
         ModuleCommand::Request { vm, name, params } => {
-            let body = json!({"name": name, "params": key_values(&params, "--param")?});
-            let r = api.send_json(Method::POST, &format!("/v1/vms/{vm}/modules"), &body, None)?;
-            print(args, &r, |v| request_rows(std::slice::from_ref(v)));
+            let body = ModuleRequestBody {
+                name,
+                params: key_values(&params, "--param")?,
+            };
+            let r = api.request_module(&vm, &body)?;
+            print(args, &r, |v| request_rows(std::slice::from_ref(v)))?;
         }
         ModuleCommand::Status { vm } => {
-            let list = api.get(&format!("/v1/vms/{vm}/modules"))?;
-            print(args, &list, |v| {
-                request_rows(v.as_array().map(|a| a.as_slice()).unwrap_or_default())
-            });
+            let list = api.module_requests(&vm)?;
+            print(args, &list[..], request_rows)?;
         }
         ModuleCommand::Unload { vm, name } => {
-            let r = api
-                .delete(&format!("/v1/vms/{vm}/modules/{name}"))?
-                .unwrap_or(Value::Null);
-            print(args, &r, |v| request_rows(std::slice::from_ref(v)));
+            let r = api.unload_module(&vm, &name)?;
+            print(args, &r, |v| request_rows(std::slice::from_ref(v)))?;
         }
         ModuleCommand::Publish {
             file,
@@ -386,56 +416,51 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             };
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let v = api.put_bytes(
-                &format!("/v1/admin/modules/{name}?kernel_release={kernel_release}"),
-                bytes,
-            )?;
+            let v = api.publish_module(&name, &kernel_release, bytes)?;
             print(args, &v, |v| {
                 render(
                     &["MODULE", "KERNEL_RELEASE", "SHA256", "SIZE"],
                     &[vec![
-                        cell(&v["name"]),
-                        cell(&v["kernel_release"]),
-                        cell(&v["sha256"]),
-                        cell(&v["size"]),
+                        v.name.clone(),
+                        v.kernel_release.clone(),
+                        v.sha256.clone(),
+                        v.size.to_string(),
                     ]],
                 )
-            });
+            })?;
         }
         ModuleCommand::Policy {
             name,
             approve,
             tenants,
         } => {
-            let body = json!({"approved": approve, "tenants": tenants});
-            let v = api.send_json(
-                Method::PUT,
-                &format!("/v1/admin/modules/{name}/policy"),
-                &body,
-                None,
-            )?;
+            let policy = ModulePolicy {
+                approved: approve,
+                tenants,
+            };
+            let v = api.set_policy(&name, &policy)?;
             print(args, &v, |v| {
                 format!(
                     "{name}: approved={} tenants={}",
-                    v["approved"], v["tenants"]
+                    v.approved,
+                    v.tenants.join(",")
                 )
-            });
+            })?;
         }
     }
     Ok(())
 }
 
-fn tenant_rows(items: &[Value]) -> String {
+fn tenant_rows(items: &[Tenant]) -> String {
     let rows: Vec<Vec<String>> = items
         .iter()
         .map(|t| {
-            let q = &t["quota"];
-            let u = &t["usage"];
+            let (q, u) = (&t.quota, &t.usage);
             vec![
-                cell(&t["name"]),
-                format!("{}/{}", cell(&u["vms"]), cell(&q["max_vms"])),
-                format!("{}/{}", cell(&u["vcpus"]), cell(&q["max_vcpus"])),
-                format!("{}/{}", cell(&u["memory_mib"]), cell(&q["max_memory_mib"])),
+                t.name.clone(),
+                format!("{}/{}", u.vms, q.max_vms),
+                format!("{}/{}", u.vcpus, q.max_vcpus),
+                format!("{}/{}", u.memory_mib, q.max_memory_mib),
             ]
         })
         .collect();
@@ -444,50 +469,49 @@ fn tenant_rows(items: &[Value]) -> String {
 
 /// Runs a `tenant` subcommand.
 pub fn tenant(args: &ApiArgs, cmd: TenantCommand) -> Result<()> {
-    let api = Api::new(args)?;
-    let v = match cmd {
-        TenantCommand::List => api.get("/v1/tenants")?,
-        TenantCommand::Create { name } => {
-            api.send_json(Method::POST, "/v1/tenants", &json!({"name": name}), None)?
+    let api = args.client()?;
+    let one = match cmd {
+        TenantCommand::List => {
+            let all = api.list_tenants()?;
+            return print(args, &all[..], tenant_rows);
         }
-        TenantCommand::Get { name } => api.get(&format!("/v1/tenants/{name}"))?,
+        TenantCommand::Create { name } => api.create_tenant(&CreateTenant { name, quota: None })?,
+        TenantCommand::Get { name } => api.get_tenant(&name)?,
         TenantCommand::Quota {
             name,
             max_vms,
             max_vcpus,
             max_memory_mib,
         } => {
-            let body = json!({"max_vms": max_vms, "max_vcpus": max_vcpus, "max_memory_mib": max_memory_mib});
-            api.send_json(
-                Method::PUT,
-                &format!("/v1/tenants/{name}/quota"),
-                &body,
-                None,
-            )?
+            let quota = Quota {
+                max_vms,
+                max_vcpus,
+                max_memory_mib,
+            };
+            api.set_quota(&name, &quota)?
         }
     };
-    print(args, &v, |v| match v.as_array() {
-        Some(a) => tenant_rows(a),
-        None => tenant_rows(std::slice::from_ref(v)),
-    });
-    Ok(())
+    print(args, &one, |t| tenant_rows(std::slice::from_ref(t)))
 }
 
 /// Prints the audit trail (all pages).
 pub fn events(args: &ApiArgs, limit: u32) -> Result<()> {
-    let items = Api::new(args)?.get_all("/v1/events", limit)?;
-    print(args, &Value::Array(items.clone()), |_| {
+    if limit == 0 {
+        bail!("--limit must be positive");
+    }
+    let items = args.client()?.events(limit)?;
+    print(args, &items[..], |items: &[Event]| {
         let rows: Vec<Vec<String>> = items
             .iter()
             .map(|e| {
                 vec![
-                    cell(&e["seq"]),
-                    cell(&e["time"]),
-                    cell(&e["actor"]),
-                    cell(&e["action"]),
-                    cell(&e["resource"]),
-                    cell(&e["outcome"]),
-                    cell(&e["detail"]),
+                    e.seq.to_string(),
+                    e.time.clone(),
+                    e.actor.clone(),
+                    e.action.clone(),
+                    e.resource.clone(),
+                    name_of(&e.outcome),
+                    opt(e.detail.as_deref()),
                 ]
             })
             .collect();
@@ -497,6 +521,5 @@ pub fn events(args: &ApiArgs, limit: u32) -> Result<()> {
             ],
             &rows,
         )
-    });
-    Ok(())
+    })
 }

@@ -1,7 +1,5 @@
 //! Plain-text tables for CLI output.
 
-use serde_json::Value;
-
 /// Renders rows under headers, each column as wide as its widest cell.
 pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -26,13 +24,4 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
         out.push_str(&line(row.clone()));
     }
     out
-}
-
-/// A JSON value as a table cell: strings bare, null as `-`.
-pub fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }

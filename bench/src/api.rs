@@ -8,7 +8,8 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use modvisor_control_plane::auth::{Role, TokenKeys};
-use serde_json::json;
+use modvisor_control_plane_api::types::{CreateTenant, PowerState, Quota, VmSpec};
+use modvisor_control_plane_api::{routes, ApiClient};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -193,6 +194,17 @@ fn row(name: &str, f: &Figures) {
     );
 }
 
+/// A one-vCPU, 128 MiB VM named `name`.
+fn vm_spec(name: &str) -> VmSpec {
+    VmSpec {
+        name: name.into(),
+        vcpus: 1,
+        memory_mib: 128,
+        modules: Vec::new(),
+        power_state: PowerState::Running,
+    }
+}
+
 /// Runs the benchmark and prints its table.
 pub fn run(args: BenchApiArgs) -> Result<()> {
     if args.connections == 0 || args.seconds == 0 {
@@ -211,32 +223,31 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
         .pool_max_idle_per_host(args.connections)
         .build()?;
 
+    // Set-up through the typed client; the measured calls are raw HTTP from many
+    // connections, on the same routes.
+    let timeout = Duration::from_secs(30);
+    ApiClient::new(&base, &admin, timeout)?
+        .create_tenant(&CreateTenant {
+            name: "bench".into(),
+            quota: Some(Quota {
+                max_vms: 1_000_000,
+                max_vcpus: 1_000_000,
+                max_memory_mib: 1_000_000_000,
+            }),
+        })
+        .context("creating the bench tenant")?;
+    let seeder = ApiClient::new(&base, &tenant, timeout)?;
+    for i in 0..args.vms {
+        seeder
+            .create_vm(&vm_spec(&format!("seed-{i}")))
+            .with_context(|| format!("seeding VM {i}"))?;
+    }
     let (reads, floor, creates) = rt.block_on(async {
-        let r = http
-            .post(format!("{base}/v1/tenants"))
-            .bearer_auth(&admin)
-            .json(&json!({"name": "bench", "quota": {"max_vms": 1_000_000, "max_vcpus": 1_000_000, "max_memory_mib": 1_000_000_000}}))
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("creating the bench tenant: {}", r.status());
-        }
-        for i in 0..args.vms {
-            let r = http
-                .post(format!("{base}/v1/vms"))
-                .bearer_auth(&tenant)
-                .json(&json!({"name": format!("seed-{i}"), "vcpus": 1, "memory_mib": 128}))
-                .send()
-                .await?;
-            if !r.status().is_success() {
-                bail!("seeding VM {i}: {}", r.status());
-            }
-        }
         let get = {
             let (http, base, tenant) = (http.clone(), base.clone(), tenant.clone());
             move |_| {
                 let req = http
-                    .get(format!("{base}/v1/vms?limit=100"))
+                    .get(format!("{base}{}?limit=100", routes::VMS))
                     .bearer_auth(&tenant)
                     .send();
                 async move {
@@ -250,7 +261,7 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
         let healthz = {
             let (http, base) = (http.clone(), base.clone());
             move |_| {
-                let req = http.get(format!("{base}/healthz")).send();
+                let req = http.get(format!("{base}{}", routes::HEALTHZ)).send();
                 async move {
                     match req.await {
                         Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
@@ -263,9 +274,9 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
             let (http, base, tenant) = (http.clone(), base.clone(), tenant.clone());
             move |n: u64| {
                 let req = http
-                    .post(format!("{base}/v1/vms"))
+                    .post(format!("{base}{}", routes::VMS))
                     .bearer_auth(&tenant)
-                    .json(&json!({"name": format!("vm-{n}"), "vcpus": 1, "memory_mib": 128}))
+                    .json(&vm_spec(&format!("vm-{n}")))
                     .send();
                 async move {
                     match req.await {
@@ -278,7 +289,7 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
         let reads = drive(args.connections, args.seconds, get).await;
         let floor = drive(args.connections, args.seconds, healthz).await;
         let creates = drive(args.connections, args.seconds, post).await;
-        Ok((reads, floor, creates))
+        Ok::<_, anyhow::Error>((reads, floor, creates))
     })?;
     drop(server);
     let sled = sled_floor(

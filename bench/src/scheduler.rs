@@ -6,8 +6,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use modvisor_control_plane::model::{CreateTenant, Quota, RegisterNode, Resources, VmSpec};
+use modvisor_control_plane::model::{
+    CreateTenant, Phase, PowerState, Quota, RegisterNode, Resources, VmSpec,
+};
 use modvisor_control_plane::store::{Datastore, Placement, SledKv, Strategy};
+use modvisor_control_plane_api::ApiClient;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,16 +154,19 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
 /// Create-to-Running of one VM through `modvisor up` (control plane and one node agent).
 /// Deletes VM `id` and waits (up to a minute) until it is gone, so that its QEMU does not
 /// outlive the bench (a node agent leaves running VMs behind on purpose, for adoption).
-fn remove_vm(http: &reqwest::blocking::Client, base: &str, token: &str, id: &str) {
-    let url = format!("{base}/v1/vms/{id}");
-    let _ = http.delete(&url).bearer_auth(token).send();
+fn remove_vm(api: &ApiClient, id: &str) {
+    if let Err(e) = api.delete_vm(id) {
+        eprintln!("deleting the bench VM {id}: {e}");
+        return;
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        match http.get(&url).bearer_auth(token).send() {
-            Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => return,
+        match api.get_vm(id) {
+            Err(e) if e.status() == Some(404) => return,
             _ => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+    eprintln!("the bench VM {id} was not gone after a minute");
 }
 
 fn latency() -> Result<()> {
@@ -195,16 +201,13 @@ fn latency() -> Result<()> {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
+        let timeout = Duration::from_secs(30);
         let token = std::fs::read_to_string(tmp.path().join("tokens/tenant-a.jwt"))?;
-        let http = reqwest::blocking::Client::new();
+        let tenant = ApiClient::new(&base, &token, timeout)?;
         let admin = std::fs::read_to_string(tmp.path().join("tokens/admin.jwt"))?;
+        let admin = ApiClient::new(&base, &admin, timeout)?;
         loop {
-            let nodes: serde_json::Value = http
-                .get(format!("{base}/v1/nodes"))
-                .bearer_auth(admin.trim())
-                .send()?
-                .json()?;
-            if nodes.as_array().is_some_and(|n| !n.is_empty()) {
+            if !admin.list_nodes()?.is_empty() {
                 break;
             }
             if Instant::now() > deadline {
@@ -213,26 +216,23 @@ fn latency() -> Result<()> {
             std::thread::sleep(Duration::from_millis(100));
         }
         let start = Instant::now();
-        let vm: serde_json::Value = http
-            .post(format!("{base}/v1/vms"))
-            .bearer_auth(token.trim())
-            .json(&serde_json::json!({"name": "latency", "vcpus": 1, "memory_mib": 256}))
-            .send()?
-            .json()?;
-        let id = vm["id"].as_str().context("no VM id")?.to_string();
+        let spec = VmSpec {
+            name: "latency".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            modules: Vec::new(),
+            power_state: PowerState::Running,
+        };
+        let id = tenant.create_vm(&spec)?.id;
         loop {
-            let v: serde_json::Value = http
-                .get(format!("{base}/v1/vms/{id}"))
-                .bearer_auth(token.trim())
-                .send()?
-                .json()?;
-            match v["status"]["phase"].as_str() {
-                Some("Running") => {
+            let vm = tenant.get_vm(&id)?.value;
+            match vm.status.phase {
+                Phase::Running => {
                     let secs = start.elapsed().as_secs_f64();
-                    remove_vm(&http, &base, token.trim(), &id);
+                    remove_vm(&tenant, &id);
                     return Ok(secs);
                 }
-                Some("Failed") => bail!("the VM failed: {}", v["status"]["reason"]),
+                Phase::Failed => bail!("the VM failed: {}", vm.status.reason.unwrap_or_default()),
                 _ => {}
             }
             if start.elapsed() > Duration::from_secs(300) {

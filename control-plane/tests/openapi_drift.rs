@@ -28,3 +28,15 @@ fn every_route_is_documented() {
         assert!(paths.contains_key(p), "{p} is not in the OpenAPI document");
     }
 }
+
+#[test]
+fn every_route_the_typed_client_calls_is_served() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&modvisor_control_plane::api::openapi_document()).unwrap();
+    for (method, path) in modvisor_control_plane_api::routes::ALL {
+        assert!(
+            doc["paths"][path].get(method).is_some(),
+            "the client calls {method} {path}, which the control plane does not serve"
+        );
+    }
+}

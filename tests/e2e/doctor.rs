@@ -4,7 +4,7 @@
 
 use crate::host::HostCleanup;
 use crate::support::{modvisor, Plane};
-use serde_json::{json, Value};
+use modvisor_control_plane_api::types::{ModuleRef, Phase, PowerState, RequestState, VmSpec};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -179,44 +179,46 @@ fn the_readme_run_command_gives_a_running_vm_with_tcp_bbr_loaded() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let plane = Plane::attach(dir, format!("http://127.0.0.1:{port}"));
-    let a = plane.token("tenant-a");
-    // The README's curl example.
-    let body: Value =
-        json!({"name":"web-2","vcpus":1,"memory_mib":256,"modules":[{"name":"tcp_bbr"}]});
-    let id = plane.post(&a, "/v1/vms", &body).expect(201).body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let a = plane.api(&plane.token("tenant-a"));
+    // The README's curl example, through the typed client.
+    let spec = VmSpec {
+        name: "web-2".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        modules: vec![ModuleRef {
+            name: "tcp_bbr".into(),
+            params: Default::default(),
+        }],
+        power_state: PowerState::Running,
+    };
+    let id = a.create_vm(&spec).unwrap().id;
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let vm = plane.get(&a, &format!("/v1/vms/{id}")).expect(200).body;
-        assert_ne!(vm["status"]["phase"], "Failed", "{vm}");
-        let reqs = plane
-            .get(&a, &format!("/v1/vms/{id}/modules"))
-            .expect(200)
-            .body;
-        let bbr = reqs
-            .as_array()
-            .and_then(|r| r.iter().find(|r| r["name"] == "tcp_bbr"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let vm = a.get_vm(&id).unwrap().value;
+        assert_ne!(vm.status.phase, Phase::Failed, "{vm:?}");
+        let bbr = a
+            .module_requests(&id)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == "tcp_bbr");
+        let state = bbr.as_ref().map(|r| r.state);
         assert!(
-            !matches!(bbr["state"].as_str(), Some("Rejected" | "Failed")),
-            "{bbr}"
+            !matches!(state, Some(RequestState::Rejected | RequestState::Failed)),
+            "{bbr:?}"
         );
-        if vm["status"]["phase"] == "Running" && bbr["state"] == "Loaded" {
-            let modules = vm["status"]["guest_modules"].to_string();
-            if modules.contains("tcp_bbr") {
-                break;
-            }
+        if vm.status.phase == Phase::Running
+            && state == Some(RequestState::Loaded)
+            && vm.status.guest_modules.iter().any(|m| m == "tcp_bbr")
+        {
+            break;
         }
-        assert!(Instant::now() < deadline, "VM {id}: {vm}\n{bbr}");
+        assert!(Instant::now() < deadline, "VM {id}: {vm:?}\n{bbr:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
     // Leave no guest behind: delete it and wait until it is gone.
-    plane.delete(&a, &format!("/v1/vms/{id}")).expect(202);
+    a.delete_vm(&id).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while plane.get(&a, &format!("/v1/vms/{id}")).status != 404 {
+    while a.get_vm(&id).map_err(|e| e.status()).err() != Some(Some(404)) {
         assert!(Instant::now() < deadline, "VM {id} was not removed");
         std::thread::sleep(Duration::from_millis(250));
     }

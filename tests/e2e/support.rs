@@ -1,6 +1,8 @@
 //! A real `modvisor up` process on a loopback port with its own data directory, and a
 //! small HTTP client for the tests.
 
+use modvisor_control_plane_api::types::{PowerState, VmSpec};
+use modvisor_control_plane_api::ApiClient;
 use reqwest::blocking::Client;
 use reqwest::header::HeaderMap;
 use reqwest::Method;
@@ -267,16 +269,23 @@ impl Plane {
         self.call(Method::DELETE, Some(token), path, None, &[])
     }
 
+    /// The typed client of this control plane, calling with `token`. Tests of the API's
+    /// own HTTP behaviour (status codes, problem types, headers, hostile input) speak HTTP
+    /// themselves through [`Plane::call`]; everything else goes through this client.
+    pub fn api(&self, token: &str) -> ApiClient {
+        ApiClient::new(&self.base, token, Duration::from_secs(30)).expect("client")
+    }
+
     /// Creates a VM for the token's tenant and returns its id.
     pub fn create_vm(&self, token: &str, name: &str) -> String {
-        let r = self
-            .post(
-                token,
-                "/v1/vms",
-                &serde_json::json!({"name": name, "vcpus": 1, "memory_mib": 128}),
-            )
-            .expect(201);
-        r.body["id"].as_str().expect("id").to_string()
+        let spec = VmSpec {
+            name: name.into(),
+            vcpus: 1,
+            memory_mib: 128,
+            modules: Vec::new(),
+            power_state: PowerState::Running,
+        };
+        self.api(token).create_vm(&spec).expect("create a VM").id
     }
 
     /// Publishes `bytes` as a module for a kernel release (as admin).

@@ -1,7 +1,7 @@
 //! The module catalog (admin publishing and policy) and tenants' module requests.
 
-use super::problems::{AdminOnly, InvalidBody, Unauthenticated, VmNotFound};
 use super::extract::{blocking, content_type, read_body, StrictJson, StrictQuery};
+use super::problems::{AdminOnly, InvalidBody, Unauthenticated, VmNotFound};
 use super::{audit_refusal, AppState};
 use crate::auth::Caller;
 use crate::error::{Error, Problem};

@@ -1,8 +1,8 @@
 //! Node endpoints: registration (bootstrap token), heartbeats, the catalog and blobs a
 //! node fetches (node token), and node administration (admin).
 
-use super::problems::{AdminOnly, InvalidBody, NodeOnly, Unauthenticated};
 use super::extract::{blocking, StrictJson};
+use super::problems::{AdminOnly, InvalidBody, NodeOnly, Unauthenticated};
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{Error, Problem};

@@ -1,7 +1,7 @@
 //! Health, the OpenAPI document, metrics and the audit trail.
 
-use super::problems::{Unauthenticated};
 use super::extract::StrictQuery;
+use super::problems::Unauthenticated;
 use super::AppState;
 use crate::auth::Caller;
 use crate::error::Error;

@@ -1,7 +1,7 @@
 //! Tenants and their quotas (admin), and a tenant's view of itself.
 
-use super::problems::{AdminOnly, InvalidBody, TenantNotFound, Unauthenticated};
 use super::extract::{blocking, StrictJson};
+use super::problems::{AdminOnly, InvalidBody, TenantNotFound, Unauthenticated};
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{Error, Problem};

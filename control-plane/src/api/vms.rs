@@ -1,7 +1,7 @@
 //! VMs: create, list, read, replace (with `If-Match`) and delete.
 
-use super::problems::{InvalidBody, StaleIfMatch, Unauthenticated, VmNotFound};
 use super::extract::{blocking, if_match, StrictJson, StrictQuery};
+use super::problems::{InvalidBody, StaleIfMatch, Unauthenticated, VmNotFound};
 use super::system::page_limit;
 use super::{audit_refusal, AppState};
 use crate::auth::Caller;

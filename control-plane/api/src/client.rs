@@ -1,0 +1,356 @@
+//! A typed, blocking client of API v1. Every call names its route from [`crate::routes`]
+//! and returns the type the API promises; errors carry the RFC 9457 problem.
+
+use crate::routes::{self, fill};
+use crate::types::{
+    CatalogModule, CreateTenant, Event, ModulePolicy, ModuleRequest, ModuleRequestBody,
+    ModuleVersion, Node, Page, PageParams, Quota, Tenant, Vm, VmSpec,
+};
+use modvisor_node_api::Problem;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// A call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No answer (connection refused, timeout).
+    #[error("{url}: no answer: {detail} (is the control plane running? see --api)")]
+    Unreachable {
+        /// What was called.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The API refused with a problem.
+    #[error("{status} {}: {}", problem.slug(), problem.detail)]
+    Problem {
+        /// The HTTP status.
+        status: u16,
+        /// The problem body.
+        problem: Box<Problem>,
+    },
+    /// The API answered an error status without a problem body.
+    #[error("{status}: {body}")]
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The start of the body.
+        body: String,
+    },
+    /// The answer is not the type the API promises.
+    #[error("{url}: unreadable answer: {detail}")]
+    Unreadable {
+        /// What was called.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl ApiError {
+    /// The HTTP status of a refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Problem { status, .. } | ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The problem's slug (`not-found`, `quota-exceeded`, ...), for problem refusals.
+    pub fn slug(&self) -> Option<&str> {
+        match self {
+            ApiError::Problem { problem, .. } => Some(problem.slug()),
+            _ => None,
+        }
+    }
+}
+
+/// A resource with the ETag of its version.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    /// The resource.
+    pub value: T,
+    /// Its `ETag` (pass it as `If-Match` to change exactly this version).
+    pub etag: Option<String>,
+}
+
+/// What deleting a VM answered.
+#[derive(Debug, Clone)]
+pub enum VmDeletion {
+    /// Accepted: the VM goes once its node has removed it.
+    Accepted(Box<Vm>),
+    /// Gone already (it was never placed).
+    Gone,
+}
+
+/// A client of one control plane, calling as the holder of one token.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: Client,
+}
+
+impl ApiClient {
+    /// A client of the API at `base` (e.g. `http://127.0.0.1:7070`) calling with `token`;
+    /// every call times out after `timeout`.
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, ApiError> {
+        let http =
+            Client::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| ApiError::Unreachable {
+                    url: base.to_string(),
+                    detail: format!("building the HTTP client: {e}"),
+                })?;
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.trim().to_string(),
+            http,
+        })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> (RequestBuilder, String) {
+        let url = format!("{}{path}", self.base);
+        (
+            self.http.request(method, &url).bearer_auth(&self.token),
+            url,
+        )
+    }
+
+    fn send(&self, req: RequestBuilder, url: &str) -> Result<Response, ApiError> {
+        let resp = req.send().map_err(|e| ApiError::Unreachable {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().map_err(|e| ApiError::Unreachable {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
+        Err(match serde_json::from_slice::<Problem>(&bytes) {
+            Ok(problem) => ApiError::Problem {
+                status,
+                problem: Box::new(problem),
+            },
+            Err(_) => ApiError::Status {
+                status,
+                body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            },
+        })
+    }
+
+    fn read<T: DeserializeOwned>(resp: Response, url: &str) -> Result<T, ApiError> {
+        let bytes = resp.bytes().map_err(|e| ApiError::Unreachable {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Unreadable {
+            url: url.to_string(),
+            detail: e.to_string(),
+        })
+    }
+
+    fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, ApiError> {
+        let (mut req, url) = self.request(method, path);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = self.send(req, &url)?;
+        Self::read(resp, &url)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        self.call(Method::GET, path, None::<&()>)
+    }
+
+    /// `GET /healthz`.
+    pub fn healthz(&self) -> Result<serde_json::Value, ApiError> {
+        self.get(routes::HEALTHZ)
+    }
+
+    /// Every page of a paginated list, `limit` items a page.
+    fn all_pages<T: DeserializeOwned>(&self, path: &str, limit: u32) -> Result<Vec<T>, ApiError> {
+        let mut out = Vec::new();
+        let mut params = PageParams {
+            limit: Some(limit),
+            page_token: None,
+        };
+        loop {
+            let page: Page<T> = self.page(path, &params)?;
+            out.extend(page.items);
+            match page.next_page_token {
+                Some(t) => params.page_token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    fn page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        params: &PageParams,
+    ) -> Result<Page<T>, ApiError> {
+        let (req, url) = self.request(Method::GET, path);
+        let resp = self.send(req.query(params), &url)?;
+        Self::read(resp, &url)
+    }
+
+    /// `POST /v1/tenants` (admin).
+    pub fn create_tenant(&self, body: &CreateTenant) -> Result<Tenant, ApiError> {
+        self.call(Method::POST, routes::TENANTS, Some(body))
+    }
+
+    /// `GET /v1/tenants` (admin).
+    pub fn list_tenants(&self) -> Result<Vec<Tenant>, ApiError> {
+        self.get(routes::TENANTS)
+    }
+
+    /// `GET /v1/tenants/{name}`.
+    pub fn get_tenant(&self, name: &str) -> Result<Tenant, ApiError> {
+        self.get(&fill(routes::TENANT, &[("name", name)]))
+    }
+
+    /// `PUT /v1/tenants/{name}/quota` (admin).
+    pub fn set_quota(&self, name: &str, quota: &Quota) -> Result<Tenant, ApiError> {
+        let path = fill(routes::TENANT_QUOTA, &[("name", name)]);
+        self.call(Method::PUT, &path, Some(quota))
+    }
+
+    /// `POST /v1/vms`.
+    pub fn create_vm(&self, spec: &VmSpec) -> Result<Vm, ApiError> {
+        self.call(Method::POST, routes::VMS, Some(spec))
+    }
+
+    /// One page of `GET /v1/vms`.
+    pub fn list_vms_page(&self, params: &PageParams) -> Result<Page<Vm>, ApiError> {
+        self.page(routes::VMS, params)
+    }
+
+    /// Every VM the caller sees, `limit` a page.
+    pub fn list_vms(&self, limit: u32) -> Result<Vec<Vm>, ApiError> {
+        self.all_pages(routes::VMS, limit)
+    }
+
+    /// `GET /v1/vms/{id}` with its ETag.
+    pub fn get_vm(&self, id: &str) -> Result<Versioned<Vm>, ApiError> {
+        let (req, url) = self.request(Method::GET, &fill(routes::VM, &[("id", id)]));
+        let resp = self.send(req, &url)?;
+        let etag = resp
+            .headers()
+            .get(ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok(Versioned {
+            value: Self::read(resp, &url)?,
+            etag,
+        })
+    }
+
+    /// `PUT /v1/vms/{id}`: the whole new spec, optionally only if its version is `if_match`.
+    pub fn replace_vm(
+        &self,
+        id: &str,
+        spec: &VmSpec,
+        if_match: Option<&str>,
+    ) -> Result<Vm, ApiError> {
+        let (mut req, url) = self.request(Method::PUT, &fill(routes::VM, &[("id", id)]));
+        req = req.json(spec);
+        if let Some(tag) = if_match {
+            req = req.header(IF_MATCH, tag);
+        }
+        let resp = self.send(req, &url)?;
+        Self::read(resp, &url)
+    }
+
+    /// `DELETE /v1/vms/{id}`.
+    pub fn delete_vm(&self, id: &str) -> Result<VmDeletion, ApiError> {
+        let (req, url) = self.request(Method::DELETE, &fill(routes::VM, &[("id", id)]));
+        let resp = self.send(req, &url)?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(VmDeletion::Gone);
+        }
+        Ok(VmDeletion::Accepted(Box::new(Self::read(resp, &url)?)))
+    }
+
+    /// `GET /v1/modules`: what the caller may request (admins: everything, with policies).
+    pub fn list_modules(&self) -> Result<Vec<CatalogModule>, ApiError> {
+        self.get(routes::MODULES)
+    }
+
+    /// `PUT /v1/admin/modules/{name}?kernel_release=...`: publishes a .ko (admin).
+    pub fn publish_module(
+        &self,
+        name: &str,
+        kernel_release: &str,
+        bytes: Vec<u8>,
+    ) -> Result<ModuleVersion, ApiError> {
+        let path = fill(routes::ADMIN_MODULE, &[("name", name)]);
+        let (req, url) = self.request(Method::PUT, &path);
+        let req = req
+            .query(&[("kernel_release", kernel_release)])
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        let resp = self.send(req, &url)?;
+        Self::read(resp, &url)
+    }
+
+    /// `PUT /v1/admin/modules/{name}/policy` (admin).
+    pub fn set_policy(&self, name: &str, policy: &ModulePolicy) -> Result<ModulePolicy, ApiError> {
+        let path = fill(routes::ADMIN_MODULE_POLICY, &[("name", name)]);
+        self.call(Method::PUT, &path, Some(policy))
+    }
+
+    /// `POST /v1/vms/{id}/modules`.
+    pub fn request_module(
+        &self,
+        vm: &str,
+        body: &ModuleRequestBody,
+    ) -> Result<ModuleRequest, ApiError> {
+        let path = fill(routes::VM_MODULES, &[("id", vm)]);
+        self.call(Method::POST, &path, Some(body))
+    }
+
+    /// `GET /v1/vms/{id}/modules`.
+    pub fn module_requests(&self, vm: &str) -> Result<Vec<ModuleRequest>, ApiError> {
+        self.get(&fill(routes::VM_MODULES, &[("id", vm)]))
+    }
+
+    /// `DELETE /v1/vms/{id}/modules/{name}`.
+    pub fn unload_module(&self, vm: &str, name: &str) -> Result<ModuleRequest, ApiError> {
+        let path = fill(routes::VM_MODULE, &[("id", vm), ("name", name)]);
+        self.call(Method::DELETE, &path, None::<&()>)
+    }
+
+    /// Every event of the audit trail the caller sees, `limit` a page.
+    pub fn events(&self, limit: u32) -> Result<Vec<Event>, ApiError> {
+        self.all_pages(routes::EVENTS, limit)
+    }
+
+    /// `GET /v1/nodes` (admin).
+    pub fn list_nodes(&self) -> Result<Vec<Node>, ApiError> {
+        self.get(routes::NODES)
+    }
+
+    /// `POST /v1/nodes/{name}/{action}` (admin): `cordon`, `uncordon` or `drain`.
+    pub fn node_action(&self, name: &str, action: &str) -> Result<Node, ApiError> {
+        let path = fill(routes::NODE_ACTION, &[("name", name), ("action", action)]);
+        self.call(Method::POST, &path, None::<&()>)
+    }
+}

@@ -1,0 +1,61 @@
+//! The paths of API v1 that clients call (templates with `{name}` segments).
+
+pub use modvisor_node_api::routes::fill;
+
+/// Liveness.
+pub const HEALTHZ: &str = "/healthz";
+/// Prometheus metrics.
+pub const METRICS: &str = "/metrics";
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = "/openapi.json";
+/// Tenants (`GET` list, `POST` create).
+pub const TENANTS: &str = "/v1/tenants";
+/// One tenant.
+pub const TENANT: &str = "/v1/tenants/{name}";
+/// A tenant's quota (`PUT`).
+pub const TENANT_QUOTA: &str = "/v1/tenants/{name}/quota";
+/// VMs (`GET` a page, `POST` create).
+pub const VMS: &str = "/v1/vms";
+/// One VM (`GET`, `PUT` replace, `DELETE`).
+pub const VM: &str = "/v1/vms/{id}";
+/// A VM's module requests (`GET`, `POST` request).
+pub const VM_MODULES: &str = "/v1/vms/{id}/modules";
+/// One module request (`DELETE` unload).
+pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
+/// The catalog as the caller may see it.
+pub const MODULES: &str = "/v1/modules";
+/// Publish a module version (`PUT`, admin).
+pub const ADMIN_MODULE: &str = "/v1/admin/modules/{name}";
+/// A module's policy (`PUT`, admin).
+pub const ADMIN_MODULE_POLICY: &str = "/v1/admin/modules/{name}/policy";
+/// The audit trail (a page).
+pub const EVENTS: &str = "/v1/events";
+/// Nodes (admin).
+pub const NODES: &str = "/v1/nodes";
+/// A node action (`POST`: cordon, uncordon, drain).
+pub const NODE_ACTION: &str = "/v1/nodes/{name}/{action}";
+
+/// Every route above with its method, as the OpenAPI document names them.
+pub const ALL: [(&str, &str); 21] = [
+    ("get", HEALTHZ),
+    ("get", TENANTS),
+    ("post", TENANTS),
+    ("get", TENANT),
+    ("put", TENANT_QUOTA),
+    ("get", VMS),
+    ("post", VMS),
+    ("get", VM),
+    ("put", VM),
+    ("delete", VM),
+    ("get", VM_MODULES),
+    ("post", VM_MODULES),
+    ("delete", VM_MODULE),
+    ("get", MODULES),
+    ("put", ADMIN_MODULE),
+    ("put", ADMIN_MODULE_POLICY),
+    ("get", EVENTS),
+    ("get", NODES),
+    ("post", NODE_ACTION),
+    ("get", METRICS),
+    ("get", OPENAPI),
+];

@@ -1,0 +1,285 @@
+//! The resources of the control plane's API v1, described by types: what the control
+//! plane stores is what it serves, and what clients read.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub use modvisor_node_api::internal::{Node, NodeState, Resources};
+pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
+
+/// A timestamp in RFC 3339 form (UTC).
+pub type Timestamp = String;
+
+/// Limits on what one tenant may hold at once.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Maximum number of VMs.
+    pub max_vms: u64,
+    /// Maximum vCPUs summed over all VMs.
+    pub max_vcpus: u64,
+    /// Maximum guest memory in MiB summed over all VMs.
+    pub max_memory_mib: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            max_vms: 10,
+            max_vcpus: 32,
+            max_memory_mib: 32 * 1024,
+        }
+    }
+}
+
+/// What a tenant holds now, counted against its [`Quota`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Usage {
+    /// Number of VMs.
+    pub vms: u64,
+    /// vCPUs summed over all VMs.
+    pub vcpus: u64,
+    /// Guest memory in MiB summed over all VMs.
+    pub memory_mib: u64,
+}
+
+/// A tenant: the unit of isolation and of quota.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Tenant {
+    /// Unique name.
+    pub name: String,
+    /// Current limits.
+    pub quota: Quota,
+    /// Current usage.
+    pub usage: Usage,
+    /// When it was created.
+    pub created_at: Timestamp,
+}
+
+/// Body of `POST /v1/tenants`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Name: 1-63 characters of `[a-z0-9-]`, starting with a letter.
+    pub name: String,
+    /// Limits; the defaults when absent.
+    #[serde(default)]
+    pub quota: Option<Quota>,
+}
+
+/// A module to load, with its parameters.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ModuleRef {
+    /// Module name as in its `.modinfo` (`[a-z0-9_-]`, at most 55 characters).
+    pub name: String,
+    /// Module parameters, `key -> value`, passed to the module at load time.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// The desired state of a VM, as the tenant wrote it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// Name, unique within the tenant: 1-63 characters of `[a-z0-9-]`, starting with a letter.
+    pub name: String,
+    /// Number of vCPUs, 1..=32.
+    pub vcpus: u32,
+    /// Guest memory in MiB, 128..=65536.
+    pub memory_mib: u32,
+    /// Modules to load into the guest kernel once it runs.
+    #[serde(default)]
+    pub modules: Vec<ModuleRef>,
+    /// Whether the VM should run; `running` when absent.
+    #[serde(default)]
+    pub power_state: PowerState,
+}
+
+/// The observed state of a VM.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct VmStatus {
+    /// Lifecycle phase.
+    pub phase: Phase,
+    /// The node it is placed on, if any.
+    pub node: Option<String>,
+    /// Why it is in this phase, when that is not obvious.
+    pub reason: Option<String>,
+    /// Modules in the guest's own `/proc/modules`, as its node last reported.
+    #[serde(default)]
+    pub guest_modules: Vec<String>,
+}
+
+/// A virtual machine owned by a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Vm {
+    /// Unique id (UUID).
+    pub id: String,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Desired state.
+    pub spec: VmSpec,
+    /// Observed state.
+    pub status: VmStatus,
+    /// Incremented on every change; the ETag is `"<generation>"`.
+    pub generation: u64,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// Deletion was asked for; the VM goes once its node has removed it.
+    #[serde(default)]
+    pub deleting: bool,
+}
+
+impl Vm {
+    /// The strong ETag of this version.
+    pub fn etag(&self) -> String {
+        format!("\"{}\"", self.generation)
+    }
+}
+
+/// A page of results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Page<T> {
+    /// The items of this page.
+    pub items: Vec<T>,
+    /// Pass as `page_token` to get the next page; absent on the last page.
+    pub next_page_token: Option<String>,
+}
+
+/// Query parameters of paginated lists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    /// Maximum items per page, 1..=1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+}
+
+/// One published version of a kernel module: content-addressed bytes plus metadata.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ModuleVersion {
+    /// Module name.
+    pub name: String,
+    /// The kernel release it was built for.
+    pub kernel_release: String,
+    /// sha256 of the .ko bytes, lowercase hex; the blob's address.
+    pub sha256: String,
+    /// Size of the .ko in bytes.
+    pub size: u64,
+    /// `.modinfo` fields (license, vermagic, depends, ...), where the bytes are an ELF object.
+    pub modinfo: BTreeMap<String, String>,
+    /// When it was published.
+    pub published_at: Timestamp,
+}
+
+/// Who may request a module.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ModulePolicy {
+    /// Whether the module may be requested at all.
+    pub approved: bool,
+    /// Tenants it is approved for: `["*"]` for all, or a list of names.
+    pub tenants: Vec<String>,
+}
+
+impl ModulePolicy {
+    /// Whether `tenant` may request the module under this policy.
+    pub fn allows(&self, tenant: &str) -> bool {
+        self.approved && self.tenants.iter().any(|t| t == "*" || t == tenant)
+    }
+}
+
+/// A module in the catalog: its versions and, for admins, its policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct CatalogModule {
+    /// Module name.
+    pub name: String,
+    /// Published versions, one per kernel release.
+    pub versions: Vec<ModuleVersion>,
+    /// Its policy (shown to admins only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ModulePolicy>,
+}
+
+/// Body of `POST /v1/vms/{id}/modules`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ModuleRequestBody {
+    /// Module name.
+    pub name: String,
+    /// Module parameters.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// A tenant's request to load a module into one of its VMs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct ModuleRequest {
+    /// The VM.
+    pub vm_id: String,
+    /// Module name.
+    pub name: String,
+    /// Module parameters.
+    pub params: BTreeMap<String, String>,
+    /// Where the request stands.
+    pub state: RequestState,
+    /// Why it is in this state (rejections and failures).
+    pub reason: Option<String>,
+    /// Whether the tenant wants it loaded (`false` after an unload request).
+    pub want_loaded: bool,
+    /// When it was made.
+    pub requested_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// How a mutation ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// It took effect.
+    Success,
+    /// It was refused (policy, quota, precondition); nothing changed.
+    Denied,
+}
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct Event {
+    /// Monotonic sequence number.
+    pub seq: u64,
+    /// When it happened.
+    pub time: Timestamp,
+    /// Who did it (the token's `sub`).
+    pub actor: String,
+    /// The tenant whose resources it concerns, if any.
+    pub tenant: Option<String>,
+    /// What was done, e.g. `vm.create`.
+    pub action: String,
+    /// The resource, e.g. `vms/<id>`.
+    pub resource: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Detail for denials.
+    pub detail: Option<String>,
+}
