@@ -119,6 +119,14 @@ fn create_vm(store: &Datastore, modules: &[&str]) -> String {
     store.create_vm("test", "tenant-a", &spec).unwrap().id
 }
 
+/// The simulated node's heartbeat: what it holds, as the real agent reports it.
+fn heartbeat(w: &World) {
+    let beat = Heartbeat {
+        vms: w.node.observed(),
+    };
+    w.store.heartbeat("n1", &beat).unwrap();
+}
+
 /// Runs reconcile passes (and, with `heartbeats`, the node's heartbeats) until `done`
 /// holds, for at most 10 s.
 async fn run_until(w: &World, heartbeats: bool, mut done: impl FnMut(&World) -> bool) {
@@ -126,14 +134,7 @@ async fn run_until(w: &World, heartbeats: bool, mut done: impl FnMut(&World) -> 
     loop {
         w.reconciler.pass().unwrap();
         if heartbeats {
-            w.store
-                .heartbeat(
-                    "n1",
-                    &Heartbeat {
-                        vms: w.node.observed(),
-                    },
-                )
-                .unwrap();
+            heartbeat(w);
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
         if done(w) {
@@ -171,14 +172,7 @@ fn phases_move_only_by_the_reconciler_from_what_the_node_observes() {
         // The guest dies: the node's heartbeat says so, but a heartbeat is an observation
         // only; the VM's phase moves on the reconciler's next pass.
         w.node.crash(&id, "guest kernel panic: boom");
-        w.store
-            .heartbeat(
-                "n1",
-                &Heartbeat {
-                    vms: w.node.observed(),
-                },
-            )
-            .unwrap();
+        heartbeat(&w);
         assert_eq!(phase(&w.store, &id).0, Phase::Running);
         assert_eq!(
             w.store.observation(&id).unwrap().unwrap().phase,

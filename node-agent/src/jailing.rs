@@ -177,6 +177,36 @@ impl NodeJails {
     }
 }
 
+/// The jail in which to adopt hypervisor process `pid` of VM `id`: its jail under `jails`,
+/// or none with `--jail off`. With the jail on and no jail for `id`, a process that
+/// `is_ours` recognises running unjailed (started with `--jail off`) is killed, never
+/// adopted outside its jail, and there is nothing to adopt.
+pub fn jail_for_adoption(
+    jails: Option<&NodeJails>,
+    program: &Path,
+    id: &str,
+    pid: u32,
+    is_ours: impl Fn(&GuestJail) -> bool,
+) -> Option<GuestJail> {
+    let Some(jails) = jails else {
+        return Some(GuestJail::none(program));
+    };
+    if let Some(jail) = jails.reopen(id) {
+        return Some(jail);
+    }
+    if is_ours(&GuestJail::none(program)) {
+        tracing::warn!(vm = %id, pid, "an unjailed hypervisor runs for this VM; stopping it to start the VM jailed");
+        let killed = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        if let Err(e) = killed {
+            tracing::warn!(vm = %id, pid, error = %e, "cannot stop the unjailed hypervisor");
+        }
+    }
+    None
+}
+
 /// A guest's jail (or none, with `--jail off`): how its hypervisor is started and what
 /// ended it.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use crate::driver::{
     HypervisorDriver, RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
-use crate::jailing::{GuestJail, NodeJails};
+use crate::jailing::{jail_for_adoption, GuestJail, NodeJails};
 use crate::process::{End, GuestPaths, HypervisorGuest, HypervisorKind, HypervisorProcess};
 use modvisor_vmm_launch::{ExitCode, LaunchArgs, StateReport, VmState};
 use std::path::{Path, PathBuf};
@@ -146,23 +146,9 @@ impl HypervisorDriver for KvmDriver {
     fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {
         let guest_files = guest_dir(run_dir);
         let console = guest_files.join("console.log");
-        let jail = match &self.jails {
-            Some(jails) => match jails.reopen(id) {
-                Some(jail) => jail,
-                None => {
-                    // Started with --jail off: never adopt a VM process outside its jail.
-                    if is_vmm_for(pid, &GuestJail::none(&self.program), &console) {
-                        tracing::warn!(vm = %id, pid, "an unjailed vmm runs for this VM; stopping it to start the VM jailed");
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid as i32),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                    return None;
-                }
-            },
-            None => GuestJail::none(&self.program),
-        };
+        let jail = jail_for_adoption(self.jails.as_deref(), &self.program, id, pid, |j| {
+            is_vmm_for(pid, j, &console)
+        })?;
         if !is_vmm_for(pid, &jail, &console) {
             return None;
         }

@@ -12,10 +12,8 @@ use crate::driver::{
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::hostcaps;
-use crate::jailing::{GuestJail, NodeJails};
+use crate::jailing::{jail_for_adoption, GuestJail, NodeJails};
 use crate::process::{End, GuestPaths, HypervisorGuest, HypervisorKind, HypervisorProcess};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -169,20 +167,9 @@ impl HypervisorDriver for QemuDriver {
     }
 
     fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {
-        let jail = match &self.jails {
-            Some(jails) => match jails.reopen(id) {
-                Some(j) => j,
-                None => {
-                    // Started with --jail off: never adopt a VM process outside its jail.
-                    if is_qemu_for(pid, id) {
-                        tracing::warn!(vm = %id, pid, "an unjailed qemu runs for this VM; stopping it to start the VM jailed");
-                        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-                    }
-                    return None;
-                }
-            },
-            None => GuestJail::none(&self.binary),
-        };
+        let jail = jail_for_adoption(self.jails.as_deref(), &self.binary, id, pid, |_| {
+            is_qemu_for(pid, id)
+        })?;
         adopt_qemu(id, pid, run_dir, jail).map(|g| Box::new(g) as Box<dyn Guest>)
     }
 }

@@ -80,7 +80,9 @@ pub fn load_module() {}
     ))]
 pub fn unload_module() {}
 
-struct BearerAuth;
+/// Adds the `bearer` security scheme (an EdDSA JWT) to a document; every modvisor API
+/// uses it. The string says which tokens the API takes.
+pub struct BearerAuth(pub &'static str);
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
@@ -90,12 +92,15 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT (EdDSA, role control_plane)")
+                    .bearer_format(self.0)
                     .build(),
             ),
         );
     }
 }
+
+/// The node agent's tokens.
+const NODE_TOKENS: BearerAuth = BearerAuth("JWT (EdDSA, role control_plane)");
 
 /// The node agent's API.
 #[derive(OpenApi)]
@@ -107,7 +112,7 @@ impl Modify for BearerAuth {
     ),
     paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module),
     components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState)),
-    modifiers(&BearerAuth),
+    modifiers(&NODE_TOKENS),
     security(("bearer" = []))
 )]
 struct NodeAgentDoc;

@@ -12,9 +12,9 @@ mod vms;
 use crate::auth::TokenKeys;
 use crate::metrics::Metrics;
 use crate::store::Datastore;
+use modvisor_node_api::openapi::BearerAuth;
 use std::sync::Arc;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 use utoipa_actix_web::service_config::ServiceConfig;
 use utoipa_actix_web::AppExt;
 
@@ -82,22 +82,8 @@ where
         .service(dashboard::style)
 }
 
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT (EdDSA)")
-                    .build(),
-            ),
-        );
-    }
-}
+/// The control plane's tokens.
+const TOKENS: BearerAuth = BearerAuth("JWT (EdDSA)");
 
 /// The OpenAPI document of API v1.
 #[derive(OpenApi)]
@@ -107,7 +93,7 @@ impl Modify for BearerAuth {
         version = "1.0.0",
         description = "Tenants create VMs and ask for vetted kernel modules to be loaded into their VMs' own guest kernels."
     ),
-    modifiers(&BearerAuth),
+    modifiers(&TOKENS),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -120,7 +106,7 @@ pub struct ApiDoc;
         version = "1.0.0",
         description = "Called only by node agents: registration (bootstrap token), heartbeats and module blobs by sha256 (node tokens)."
     ),
-    modifiers(&BearerAuth),
+    modifiers(&TOKENS),
     security(("bearer" = []))
 )]
 pub struct InternalApiDoc;
