@@ -13,17 +13,17 @@
 //! `--driver kvm` on a host without it.
 
 use crate::driver::{
-    await_agent_socket, guest_dir, is_live_with_arg, DriverError, Guest, GuestSpec, GuestState,
-    HypervisorDriver, RunFiles,
+    guest_dir, is_live_with_arg, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
+    RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::jailing::{jail_for_adoption, GuestJail, NodeJails};
-use crate::process::{End, GuestPaths, HypervisorGuest, HypervisorKind, HypervisorProcess};
+use crate::process::{
+    start_guest, End, GuestPaths, HypervisorGuest, HypervisorKind, HypervisorProcess,
+};
 use modvisor_vmm_launch::{ExitCode, LaunchArgs, StateReport, VmState};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The `kvm` driver.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ impl HypervisorDriver for KvmDriver {
         let files = RunFiles::prepare(spec, "vmm.log")?;
         let state = spec.guest_dir().join("state.json");
         let _ = std::fs::remove_file(&state);
-        let mut jail = match &self.jails {
+        let jail = match &self.jails {
             Some(jails) => {
                 let seccomp =
                     modvisor_jailer::seccomp::vmm_profile().map_err(|e| DriverError::Start {
@@ -117,30 +117,8 @@ impl HypervisorDriver for KvmDriver {
         let mut cmd = jail.command();
         cmd.args(&self.prefix)
             .args(launch.to_args())
-            .env("MODVISOR_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(files.stdout)
-            .stderr(files.stderr);
-        let child = jail.spawn(&mut cmd).map_err(|e| DriverError::Start {
-            what: self.program.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut guest = HypervisorGuest::new(
-            &spec.id,
-            HypervisorProcess::spawned(child, jail),
-            GuestPaths {
-                console: files.console,
-                socket: files.socket,
-                log: files.log,
-            },
-            Vmm { state },
-        );
-        await_agent_socket(
-            &mut guest,
-            &format!("vmm for {}", spec.id),
-            Duration::from_secs(15),
-        )?;
-        Ok(Box::new(guest))
+            .env("MODVISOR_LOG", "warn");
+        start_guest(spec, jail, &mut cmd, files, Vmm { state }, "vmm")
     }
 
     fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {

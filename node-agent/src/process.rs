@@ -3,7 +3,10 @@
 //! which is released once the process has ended. The drivers say what their process is
 //! (`is_ours`) and what its end means (`classify`); the bookkeeping is here, once.
 
-use crate::driver::{terminate, terminate_pid, Guest, GuestState};
+use crate::driver::{
+    await_agent_socket, terminate, terminate_pid, DriverError, Guest, GuestSpec, GuestState,
+    RunFiles,
+};
 use crate::jailing::GuestJail;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
@@ -156,6 +159,43 @@ pub trait HypervisorKind: Send + std::fmt::Debug {
     fn classify(&self, end: End, jail: &GuestJail, paths: &GuestPaths) -> GuestState;
     /// How a child that was asked to stop ended.
     fn stopped(&self, status: ExitStatus, jail: &GuestJail, paths: &GuestPaths) -> GuestState;
+}
+
+/// Starts `cmd` (a hypervisor for guest `spec`) in `jail` with its output going to the
+/// run files' log, and waits until it serves the guest's agent socket: the guest has
+/// started.
+pub fn start_guest<K: HypervisorKind + 'static>(
+    spec: &GuestSpec,
+    mut jail: GuestJail,
+    cmd: &mut std::process::Command,
+    files: RunFiles,
+    kind: K,
+    what: &str,
+) -> Result<Box<dyn Guest>, DriverError> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(files.stdout)
+        .stderr(files.stderr);
+    let child = jail.spawn(cmd).map_err(|e| DriverError::Start {
+        what: what.to_string(),
+        reason: e.to_string(),
+    })?;
+    let mut guest = HypervisorGuest::new(
+        &spec.id,
+        HypervisorProcess::spawned(child, jail),
+        GuestPaths {
+            console: files.console,
+            socket: files.socket,
+            log: files.log,
+        },
+        kind,
+    );
+    // The hypervisor creates the socket once it has set up its devices.
+    await_agent_socket(
+        &mut guest,
+        &format!("{what} for {}", spec.id),
+        Duration::from_secs(15),
+    )?;
+    Ok(Box::new(guest))
 }
 
 /// A guest run by a hypervisor process of kind `K` (QEMU or our vmm).

@@ -7,17 +7,18 @@
 //! allowlist is for our vmm only.
 
 use crate::driver::{
-    await_agent_socket, guest_dir, is_live_with_arg, DriverError, Guest, GuestSpec, GuestState,
-    HypervisorDriver, RunFiles,
+    guest_dir, is_live_with_arg, DriverError, Guest, GuestSpec, GuestState, HypervisorDriver,
+    RunFiles,
 };
 use crate::guest_files::{read_tail, tail_line};
 use crate::hostcaps;
 use crate::jailing::{jail_for_adoption, GuestJail, NodeJails};
-use crate::process::{End, GuestPaths, HypervisorGuest, HypervisorKind, HypervisorProcess};
+use crate::process::{
+    start_guest, End, GuestPaths, HypervisorGuest, HypervisorKind, HypervisorProcess,
+};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// How QEMU executes guest code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +130,7 @@ impl HypervisorDriver for QemuDriver {
 
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError> {
         let files = RunFiles::prepare(spec, "qemu.log")?;
-        let mut jail = match &self.jails {
+        let jail = match &self.jails {
             Some(jails) => {
                 let devices: &[&str] = match self.accel {
                     Accel::Kvm => &["/dev/kvm"],
@@ -140,30 +141,7 @@ impl HypervisorDriver for QemuDriver {
             None => GuestJail::none(&self.binary),
         };
         let mut cmd = self.command(spec, &jail, &files);
-        cmd.stdin(Stdio::null())
-            .stdout(files.stdout)
-            .stderr(files.stderr);
-        let child = jail.spawn(&mut cmd).map_err(|e| DriverError::Start {
-            what: self.binary.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let mut guest = HypervisorGuest::new(
-            &spec.id,
-            HypervisorProcess::spawned(child, jail),
-            GuestPaths {
-                console: files.console,
-                socket: files.socket,
-                log: files.log,
-            },
-            Qemu,
-        );
-        // QEMU creates the agent socket once it has parsed its devices.
-        await_agent_socket(
-            &mut guest,
-            &format!("qemu for {}", spec.id),
-            Duration::from_secs(15),
-        )?;
-        Ok(Box::new(guest))
+        start_guest(spec, jail, &mut cmd, files, Qemu, "qemu")
     }
 
     fn adopt(&self, id: &str, pid: u32, run_dir: &Path) -> Option<Box<dyn Guest>> {
