@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use modvisor_control_plane::model::{
-    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, Phase, Quota, RegisterNode,
+    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, Outcome, Phase, Quota, RegisterNode,
     RequestState, Resources, VmSpec,
 };
 use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig};
@@ -256,5 +256,54 @@ fn a_load_longer_than_its_budget_ends_failed_and_is_never_sent_twice() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert_eq!(w.node.stats().loads_started, 1);
+    });
+}
+
+#[test]
+fn a_refusal_by_the_nodes_vetting_is_rejected_and_audited_once() {
+    let w = world(SimBehaviour::default(), Budgets::default());
+    local(async {
+        let id = create_vm(&w.store, &["top"]);
+        // `base` loses its approval after `top` was asked for: the node refuses it.
+        let revoked = ModulePolicy {
+            approved: false,
+            tenants: Vec::new(),
+        };
+        w.store.set_policy("test", "base", &revoked).unwrap();
+        let ended = |w: &World| {
+            w.store
+                .module_requests(VmFilter::All, &id)
+                .unwrap()
+                .iter()
+                .any(|r| r.name == "top" && r.state.is_terminal())
+        };
+        run_until(&w, true, ended).await;
+        let r = w
+            .store
+            .module_requests(VmFilter::All, &id)
+            .unwrap()
+            .into_iter()
+            .find(|r| r.name == "top")
+            .unwrap();
+        assert_eq!(r.state, RequestState::Rejected, "{r:?}");
+        for _ in 0..10 {
+            w.reconciler.pass().unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (events, _) = w
+            .store
+            .list_events(VmFilter::Tenant("tenant-a"), None, 1000)
+            .unwrap();
+        let denials: Vec<_> = events
+            .iter()
+            .filter(|e| e.action == "module.load")
+            .collect();
+        assert_eq!(denials.len(), 1, "{denials:?}");
+        assert_eq!(denials[0].outcome, Outcome::Denied);
+        assert!(
+            denials[0].detail.as_deref().unwrap_or("").contains("base"),
+            "{denials:?}"
+        );
+        assert!(w.node.vm(&id).unwrap().guest_modules.is_empty());
     });
 }

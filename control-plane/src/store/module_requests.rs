@@ -218,12 +218,29 @@ impl Datastore {
         transact(&*self.kv, |txn| {
             let mut reqs: Vec<ModuleRequest> =
                 get_record(txn, Table::ModuleRequests, vm_id.as_bytes())?.unwrap_or_default();
-            if let Some(r) = reqs.iter_mut().find(|r| r.name == name) {
-                r.state = state;
-                r.reason = reason.clone();
-                r.updated_at = now();
+            let Some(r) = reqs.iter_mut().find(|r| r.name == name) else {
+                return Ok(());
+            };
+            let newly_rejected = state == RequestState::Rejected && r.state != state;
+            r.state = state;
+            r.reason = reason.clone();
+            r.updated_at = now();
+            txn.insert(Table::ModuleRequests, vm_id.as_bytes(), &encode(&reqs)?)?;
+            if newly_rejected {
+                // A refusal by the node's vetting is audited like one at request time.
+                let vm = visible_vm(txn, VmFilter::All, vm_id)?;
+                append_denial(
+                    txn,
+                    "system:reconciler",
+                    Some(&vm.tenant),
+                    "module.load",
+                    &format!("vms/{vm_id}/modules/{name}"),
+                    reason
+                        .as_deref()
+                        .unwrap_or("rejected by the node's vetting"),
+                )?;
             }
-            txn.insert(Table::ModuleRequests, vm_id.as_bytes(), &encode(&reqs)?)
+            Ok(())
         })
     }
 }
