@@ -6,11 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use modvisor_control_plane::model::{
-    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, Outcome, Phase, Quota, RegisterNode,
-    RequestState, Resources, VmSpec,
+    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, Outcome, Phase, PowerState, Quota,
+    RegisterNode, RequestState, Resources, VmSpec,
 };
 use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig};
 use modvisor_control_plane::store::{Datastore, SledKv, VmFilter};
+use modvisor_control_plane::Error;
 use modvisor_node_api::sim::{SimBehaviour, SimulatedNode};
 use modvisor_node_api::Budgets;
 use std::collections::{BTreeMap, HashMap};
@@ -305,5 +306,87 @@ fn a_refusal_by_the_nodes_vetting_is_rejected_and_audited_once() {
             "{denials:?}"
         );
         assert!(w.node.vm(&id).unwrap().guest_modules.is_empty());
+    });
+}
+
+/// `allocated` of node n1 equals what its placed VMs hold.
+#[track_caller]
+fn assert_reservations_follow_specs(store: &Datastore) {
+    let node = store.get_node("n1").unwrap().unwrap();
+    assert_eq!(node.allocated, store.placed_on("n1").unwrap(), "{node:?}");
+}
+
+fn resized(store: &Datastore, id: &str, vcpus: u32, memory_mib: u32) -> VmSpec {
+    let mut spec = store.get_vm(VmFilter::All, id).unwrap().spec;
+    spec.vcpus = vcpus;
+    spec.memory_mib = memory_mib;
+    spec
+}
+
+#[test]
+fn a_nodes_reservation_follows_its_vms_specs_through_resizes_power_and_deletes() {
+    let w = world(SimBehaviour::default(), Budgets::default());
+    local(async {
+        let s = &w.store;
+        let one = create_vm(s, &[]);
+        let mut other_spec = s.get_vm(VmFilter::All, &one).unwrap().spec;
+        other_spec.name = "db".into();
+        let two = s.create_vm("test", "tenant-a", &other_spec).unwrap().id;
+        run_until(&w, true, |w| {
+            [&one, &two]
+                .iter()
+                .all(|id| phase(&w.store, id).0 == Phase::Running)
+        })
+        .await;
+        assert_reservations_follow_specs(s);
+
+        // Grow and shrink: the reservation moves with the spec.
+        s.replace_vm(
+            "test",
+            VmFilter::All,
+            &one,
+            None,
+            &resized(s, &one, 4, 1024),
+        )
+        .unwrap();
+        assert_reservations_follow_specs(s);
+        // Growth the node cannot hold (8 vCPUs, 5 in use) is refused and changes nothing.
+        let refused = s.replace_vm("test", VmFilter::All, &two, None, &resized(s, &two, 8, 256));
+        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
+        assert_eq!(s.get_vm(VmFilter::All, &two).unwrap().spec.vcpus, 1);
+        assert_reservations_follow_specs(s);
+        s.replace_vm("test", VmFilter::All, &one, None, &resized(s, &one, 1, 128))
+            .unwrap();
+        assert_reservations_follow_specs(s);
+
+        // Resized while stopped, then started: the reservation is the new size.
+        let mut stopped = s.get_vm(VmFilter::All, &two).unwrap().spec;
+        stopped.power_state = PowerState::Stopped;
+        s.replace_vm("test", VmFilter::All, &two, None, &stopped)
+            .unwrap();
+        run_until(&w, true, |w| phase(&w.store, &two).0 == Phase::Stopped).await;
+        s.replace_vm("test", VmFilter::All, &two, None, &resized(s, &two, 2, 512))
+            .unwrap();
+        let mut started = s.get_vm(VmFilter::All, &two).unwrap().spec;
+        started.power_state = PowerState::Running;
+        s.replace_vm("test", VmFilter::All, &two, None, &started)
+            .unwrap();
+        run_until(&w, true, |w| phase(&w.store, &two).0 == Phase::Running).await;
+        assert_reservations_follow_specs(s);
+
+        // A VM being deleted takes no more changes; once gone, its reservation is too.
+        s.delete_vm("test", VmFilter::All, &one, None).unwrap();
+        let late = s.replace_vm("test", VmFilter::All, &one, None, &resized(s, &one, 2, 256));
+        assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
+        let request = ModuleRef {
+            name: "top".into(),
+            params: BTreeMap::new(),
+        };
+        let late = s.request_module("test", VmFilter::All, &one, &request);
+        assert!(matches!(late, Err(Error::Conflict(_))), "{late:?}");
+        run_until(&w, true, |w| w.store.get_vm(VmFilter::All, &one).is_err()).await;
+        assert_reservations_follow_specs(s);
+        let node = s.get_node("n1").unwrap().unwrap();
+        assert_eq!((node.allocated.vcpus, node.allocated.memory_mib), (2, 512));
     });
 }

@@ -4,7 +4,7 @@
 use crate::routes::{self, fill};
 use crate::types::{
     CatalogModule, CreateTenant, Event, ModulePolicy, ModuleRequest, ModuleRequestBody,
-    ModuleVersion, Node, Page, PageParams, Quota, Tenant, Vm, VmSpec,
+    ModuleVersion, Node, NodeDetail, Page, PageParams, Quota, Tenant, Vm, VmSpec,
 };
 use modvisor_node_api::Problem;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -346,6 +346,11 @@ impl ApiClient {
     /// `GET /v1/nodes` (admin).
     pub fn list_nodes(&self) -> Result<Vec<Node>, ApiError> {
         self.get(routes::NODES)
+    }
+
+    /// `GET /v1/nodes/{name}` (admin): the node and what its VMs hold.
+    pub fn get_node(&self, name: &str) -> Result<NodeDetail, ApiError> {
+        self.get(&fill(routes::NODE, &[("name", name)]))
     }
 
     /// `POST /v1/nodes/{name}/{action}` (admin): `cordon`, `uncordon` or `drain`.

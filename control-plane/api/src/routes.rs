@@ -32,11 +32,13 @@ pub const ADMIN_MODULE_POLICY: &str = "/v1/admin/modules/{name}/policy";
 pub const EVENTS: &str = "/v1/events";
 /// Nodes (admin).
 pub const NODES: &str = "/v1/nodes";
+/// One node with what its VMs hold (admin).
+pub const NODE: &str = "/v1/nodes/{name}";
 /// A node action (`POST`: cordon, uncordon, drain).
 pub const NODE_ACTION: &str = "/v1/nodes/{name}/{action}";
 
 /// Every route above with its method, as the OpenAPI document names them.
-pub const ALL: [(&str, &str); 21] = [
+pub const ALL: [(&str, &str); 22] = [
     ("get", HEALTHZ),
     ("get", TENANTS),
     ("post", TENANTS),
@@ -55,6 +57,7 @@ pub const ALL: [(&str, &str); 21] = [
     ("put", ADMIN_MODULE_POLICY),
     ("get", EVENTS),
     ("get", NODES),
+    ("get", NODE),
     ("post", NODE_ACTION),
     ("get", METRICS),
     ("get", OPENAPI),

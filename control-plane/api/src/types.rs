@@ -283,3 +283,15 @@ pub struct Event {
     /// Detail for denials.
     pub detail: Option<String>,
 }
+
+/// A node as an admin sees it: the node, and what the VMs placed on it hold by their
+/// specs. `allocated` equals `placed` whatever happened to those VMs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct NodeDetail {
+    /// The node.
+    #[serde(flatten)]
+    pub node: Node,
+    /// The sum of the specs of the VMs placed on it.
+    pub placed: Resources,
+}

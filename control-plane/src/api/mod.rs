@@ -53,6 +53,7 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(modules::unload_module)
         .service(system::list_events)
         .service(nodes::list_nodes)
+        .service(nodes::get_node)
         .service(nodes::node_action);
 }
 

@@ -6,7 +6,7 @@ use super::problems::{AdminOnly, InvalidBody, NodeOnly, Unauthenticated};
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{Error, Problem};
-use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCredential, RegisterNode};
+use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCredential, NodeDetail, RegisterNode};
 use crate::validate;
 use actix_web::{get, post, web, HttpResponse};
 
@@ -158,6 +158,39 @@ pub async fn list_nodes(
 ) -> Result<web::Json<Vec<Node>>, Error> {
     caller.require_admin()?;
     Ok(web::Json(state.store.list_nodes()?))
+}
+
+/// One node with what the VMs placed on it hold by their specs (admin): `allocated` and
+/// `placed` are equal, whatever sequence of creates, resizes, power changes and deletes
+/// came before.
+#[utoipa::path(
+    tag = "nodes",
+    params(("name" = String, Path, description = "Node name")),
+    responses(
+        (status = 200, description = "The node", body = NodeDetail),
+        Unauthenticated,
+        AdminOnly,
+        (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{name}")]
+pub async fn get_node(
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<web::Json<NodeDetail>, Error> {
+    caller.require_admin()?;
+    let name = name.into_inner();
+    let store = state.store.clone();
+    let detail = blocking(move || {
+        let node = store
+            .get_node(&name)?
+            .ok_or_else(|| Error::not_found("node", &name))?;
+        let placed = store.placed_on(&name)?;
+        Ok(NodeDetail { node, placed })
+    })
+    .await?;
+    Ok(web::Json(detail))
 }
 
 /// Cordons, uncordons or drains a node (admin). A drained node is cordoned and its VMs are

@@ -2,7 +2,7 @@
 //! records, and delivery again after a VM moves.
 
 use super::keys::{decode, encode};
-use super::txn::{append_denial, append_event, get_record, visible_vm};
+use super::txn::{append_denial, append_event, get_record, refuse_if_deleting, visible_vm};
 use super::{transact, Datastore, Table, Txn, VmFilter};
 use crate::error::{Error, Result};
 use crate::model::{now, ModulePolicy, ModuleRef, ModuleRequest, RequestState, Vm};
@@ -122,6 +122,7 @@ impl Datastore {
     ) -> Result<ModuleRequest> {
         let (request, refusal) = transact(&*self.kv, |txn| {
             let vm = visible_vm(txn, filter, vm_id)?;
+            refuse_if_deleting(&vm)?;
             let existing = requests_of(txn, vm_id)?;
             let resource = format!("vms/{vm_id}/modules/{}", module.name);
             match open_requests(txn, &vm, std::slice::from_ref(module), &existing) {
@@ -182,6 +183,7 @@ impl Datastore {
     ) -> Result<ModuleRequest> {
         transact(&*self.kv, |txn| {
             let vm = visible_vm(txn, filter, vm_id)?;
+            refuse_if_deleting(&vm)?;
             let mut all = requests_of(txn, vm_id)?;
             let r = all
                 .iter_mut()

@@ -23,7 +23,51 @@ pub(super) fn release(txn: &dyn Txn, node: &str, vm: &Vm) -> Result<()> {
     Ok(())
 }
 
+/// Moves `node`'s reservation for a VM from `old` to `new` (a resize), in the same
+/// transaction as the VM's new spec. Growth the node cannot hold is refused (409) and
+/// changes nothing.
+pub(super) fn resize_reservation(
+    txn: &dyn Txn,
+    node: &str,
+    old: &crate::model::VmSpec,
+    new: &crate::model::VmSpec,
+) -> Result<()> {
+    let Some(mut n) = get_record::<Node>(txn, Table::Nodes, node.as_bytes())? else {
+        return Ok(()); // the node is gone; nothing is reserved there
+    };
+    let vcpus = n.allocated.vcpus.saturating_sub(u64::from(old.vcpus)) + u64::from(new.vcpus);
+    let memory_mib = n
+        .allocated
+        .memory_mib
+        .saturating_sub(u64::from(old.memory_mib))
+        + u64::from(new.memory_mib);
+    let grows = new.vcpus > old.vcpus || new.memory_mib > old.memory_mib;
+    if grows && (vcpus > n.capacity.vcpus || memory_mib > n.capacity.memory_mib) {
+        let free = n.free();
+        return Err(Error::Conflict(format!(
+            "node {node} cannot hold the resize: it has {} vCPUs and {} MiB free beyond this VM's {} vCPUs and {} MiB",
+            free.vcpus, free.memory_mib, old.vcpus, old.memory_mib
+        )));
+    }
+    n.allocated.vcpus = vcpus;
+    n.allocated.memory_mib = memory_mib;
+    put_node(txn, &n)
+}
+
 impl Datastore {
+    /// What the VMs placed on `node` hold by their specs (those being deleted included,
+    /// until their node has removed them): a node's `allocated` must equal it.
+    pub fn placed_on(&self, node: &str) -> Result<crate::model::Resources> {
+        let mut placed = crate::model::Resources::default();
+        for vm in self.all_vms()? {
+            if vm.status.node.as_deref() == Some(node) {
+                placed.vcpus += u64::from(vm.spec.vcpus);
+                placed.memory_mib += u64::from(vm.spec.memory_mib);
+            }
+        }
+        Ok(placed)
+    }
+
     /// Registers (or re-registers) a node. A re-registration keeps its allocations.
     pub fn register_node(&self, reg: &RegisterNode) -> Result<Node> {
         transact(&*self.kv, |txn| {

@@ -112,3 +112,14 @@ fn write_event(
     }
     Ok(())
 }
+
+/// A VM being deleted takes no more changes.
+pub(super) fn refuse_if_deleting(vm: &Vm) -> Result<()> {
+    if vm.deleting {
+        return Err(Error::Conflict(format!(
+            "VM {} is being deleted; it takes no more changes",
+            vm.id
+        )));
+    }
+    Ok(())
+}

@@ -2,9 +2,9 @@
 //! deletion (asked by a tenant, finished by the reconciler).
 
 use super::keys::{self, decode, encode, pair, prefix};
-use super::nodes::release;
+use super::nodes::{release, resize_reservation};
 use super::tenants::charge;
-use super::txn::{append_event, get_record, update_vm, visible_vm};
+use super::txn::{append_event, get_record, refuse_if_deleting, update_vm, visible_vm};
 use super::{transact, Datastore, Table, Txn, VmFilter};
 use crate::error::{Error, Result};
 use crate::model::{now, Phase, Tenant, Vm, VmSpec, VmStatus};
@@ -166,6 +166,10 @@ impl Datastore {
         transact(&*self.kv, |txn| {
             let mut vm = visible_vm(txn, filter, id)?;
             check_if_match(&vm, if_match)?;
+            refuse_if_deleting(&vm)?;
+            if let Some(node) = &vm.status.node {
+                resize_reservation(txn, node, &vm.spec, spec)?;
+            }
             let mut t: Tenant = get_record(txn, Table::Tenants, vm.tenant.as_bytes())?
                 .ok_or_else(|| Error::not_found("tenant", &vm.tenant))?;
             let dv = i64::from(spec.vcpus) - i64::from(vm.spec.vcpus);
