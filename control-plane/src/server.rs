@@ -114,8 +114,9 @@ impl ControlPlane {
     }
 
     /// Publishes every module of a guest kernel's tree that is not yet in the catalog for
-    /// its release, and approves `allow` (with their dependencies) for all tenants.
-    /// Returns how many modules were published.
+    /// its release, and approves `allow` (with their dependencies) for all tenants once
+    /// per store: a later start never re-approves over an admin's decision. Returns how
+    /// many modules were published.
     pub fn seed_catalog(
         &self,
         release: &str,
@@ -149,7 +150,7 @@ impl ControlPlane {
                     approved: true,
                     tenants: vec!["*".into()],
                 };
-                self.store().set_policy("system:seed", &name, &policy)?;
+                self.store().seed_policy(&name, &policy)?;
             }
         }
         Ok(n)

@@ -1,6 +1,7 @@
 //! Acknowledged writes survive a restart and `kill -9`.
 
 use crate::support::Plane;
+use modvisor_control_plane_api::types::ModulePolicy;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,4 +110,51 @@ fn acknowledged_creates_survive_kill_9() {
     );
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(t.body["usage"]["vms"], n, "usage must match what exists");
+}
+
+#[test]
+fn a_restart_never_reapproves_what_an_admin_revoked_or_restricted() {
+    let mut p = Plane::start_with(&[
+        "--nodes",
+        "0",
+        "--catalog",
+        "kernel",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let admin = p.api(&p.token("admin"));
+    let policy = |name: &str| {
+        admin
+            .list_modules()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.policy)
+            .unwrap()
+    };
+    assert!(policy("tcp_bbr").approved, "seeded on the first start");
+    let revoked = ModulePolicy {
+        approved: false,
+        tenants: Vec::new(),
+    };
+    admin.set_policy("tcp_bbr", &revoked).unwrap();
+    let restricted = ModulePolicy {
+        approved: true,
+        tenants: vec!["tenant-a".into()],
+    };
+    admin.set_policy("dummy", &restricted).unwrap();
+    p.restart();
+    let admin = p.api(&p.token("admin"));
+    let after = |name: &str| {
+        admin
+            .list_modules()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == name)
+            .and_then(|m| m.policy)
+            .unwrap()
+    };
+    assert_eq!(after("tcp_bbr"), revoked);
+    assert_eq!(after("dummy"), restricted);
+    assert!(after("wireguard").approved, "untouched defaults stay");
 }

@@ -3,7 +3,7 @@
 
 use super::keys::{decode, encode, pair, prefix};
 use super::txn::append_event;
-use super::{transact, Datastore, Table};
+use super::{transact, Datastore, Table, Txn};
 use crate::error::{Error, Result};
 use crate::model::{now, CatalogModule, ModulePolicy, ModuleVersion};
 use sha2::{Digest, Sha256};
@@ -15,6 +15,27 @@ fn unapproved() -> ModulePolicy {
         approved: false,
         tenants: Vec::new(),
     }
+}
+
+/// Writes a published module's policy and audits it, inside a transaction.
+fn write_policy(
+    txn: &dyn Txn,
+    actor: &str,
+    name: &str,
+    policy: &ModulePolicy,
+) -> Result<ModulePolicy> {
+    if txn.get(Table::Policies, name.as_bytes())?.is_none() {
+        return Err(Error::not_found("module", name));
+    }
+    txn.insert(Table::Policies, name.as_bytes(), &encode(policy)?)?;
+    append_event(
+        txn,
+        actor,
+        None,
+        "module.set_policy",
+        &format!("modules/{name}"),
+    )?;
+    Ok(policy.clone())
 }
 
 impl Datastore {
@@ -59,19 +80,21 @@ impl Datastore {
         name: &str,
         policy: &ModulePolicy,
     ) -> Result<ModulePolicy> {
+        transact(&*self.kv, |txn| write_policy(txn, actor, name, policy))
+    }
+
+    /// Sets `policy` for `name` as a default, once per store: a later start never seeds
+    /// it again, so an admin's revocation or restriction stands. Returns whether it was
+    /// set now.
+    pub fn seed_policy(&self, name: &str, policy: &ModulePolicy) -> Result<bool> {
+        let marker = format!("seeded-policy/{name}");
         transact(&*self.kv, |txn| {
-            if txn.get(Table::Policies, name.as_bytes())?.is_none() {
-                return Err(Error::not_found("module", name));
+            if txn.get(Table::Meta, marker.as_bytes())?.is_some() {
+                return Ok(false);
             }
-            txn.insert(Table::Policies, name.as_bytes(), &encode(policy)?)?;
-            append_event(
-                txn,
-                actor,
-                None,
-                "module.set_policy",
-                &format!("modules/{name}"),
-            )?;
-            Ok(policy.clone())
+            write_policy(txn, "system:seed", name, policy)?;
+            txn.insert(Table::Meta, marker.as_bytes(), b"")?;
+            Ok(true)
         })
     }
 
