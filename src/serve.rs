@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use modvisor_control_plane::auth::{Role, TokenKeys};
 use modvisor_control_plane::model::Resources;
-use modvisor_control_plane::reconciler::ReconcilerConfig;
+use modvisor_control_plane::reconciler::{ReconcilerConfig, DEFAULT_FENCE_AFTER_SECS};
 use modvisor_control_plane::server::DEFAULT_MAX_MODULE_BYTES;
 use modvisor_control_plane::{Config, ControlPlane};
 use modvisor_node_agent::daemon::{DriverChoice, NodeConfig};
@@ -43,6 +43,10 @@ pub struct UpArgs {
     /// Seconds without heartbeats before a node is NotReady.
     #[arg(long, default_value_t = 6)]
     node_timeout_secs: u64,
+    /// Seconds a NotReady node must have been silent before its VMs are recreated on
+    /// another node (the fencing bound; until then they wait for it to come back).
+    #[arg(long, default_value_t = DEFAULT_FENCE_AFTER_SECS)]
+    fence_after_secs: u64,
     #[command(flatten)]
     vm_process: VmProcessArgs,
 }
@@ -226,6 +230,10 @@ pub struct ControlPlaneArgs {
     /// Seconds without heartbeats before a node is NotReady.
     #[arg(long, default_value_t = 6)]
     node_timeout_secs: u64,
+    /// Seconds a NotReady node must have been silent before its VMs are recreated on
+    /// another node (the fencing bound; until then they wait for it to come back).
+    #[arg(long, default_value_t = DEFAULT_FENCE_AFTER_SECS)]
+    fence_after_secs: u64,
 }
 
 /// `modvisor token ...`
@@ -268,9 +276,10 @@ fn runtime() -> Result<actix_web::rt::SystemRunner> {
     Ok(actix_web::rt::System::new())
 }
 
-fn reconciler(node_timeout_secs: u64) -> ReconcilerConfig {
+fn reconciler(node_timeout_secs: u64, fence_after_secs: u64) -> ReconcilerConfig {
     ReconcilerConfig {
         node_timeout_secs,
+        fence_after_secs,
         ..ReconcilerConfig::default()
     }
 }
@@ -292,7 +301,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         listen: args.listen,
         max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         workers: None,
-        reconciler: reconciler(args.node_timeout_secs),
+        reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     let tokens = cp.bootstrap(args.token_ttl)?;
@@ -424,7 +433,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         listen: args.listen,
         max_module_bytes: args.max_module_bytes,
         workers: args.workers,
-        reconciler: reconciler(args.node_timeout_secs),
+        reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     runtime()?.block_on(cp.serve(|addr| {

@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use modvisor_control_plane::model::{
-    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, Outcome, Phase, PowerState, Quota,
-    RegisterNode, RequestState, Resources, VmSpec,
+    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, NodeState, Outcome, Phase, PowerState,
+    Quota, RegisterNode, RequestState, Resources, VmSpec,
 };
 use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig};
 use modvisor_control_plane::store::{Datastore, SledKv, VmFilter};
@@ -39,10 +39,23 @@ struct World {
     _dir: tempfile::TempDir,
     store: Datastore,
     node: SimulatedNode,
+    nodes: SimNodes,
+    config: ReconcilerConfig,
     reconciler: Reconciler<SimNodes>,
 }
 
 fn world(behaviour: SimBehaviour, budgets: Budgets) -> World {
+    world_with(
+        behaviour,
+        ReconcilerConfig {
+            interval: Duration::from_millis(5),
+            budgets,
+            ..ReconcilerConfig::default()
+        },
+    )
+}
+
+fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Datastore::new(Arc::new(SledKv::open(&dir.path().join("db")).unwrap()));
     store
@@ -90,14 +103,11 @@ fn world(behaviour: SimBehaviour, budgets: Budgets) -> World {
     }
     let node = SimulatedNode::new(behaviour);
     let nodes = SimNodes(HashMap::from([("n1".to_string(), node.clone())]));
-    let config = ReconcilerConfig {
-        interval: Duration::from_millis(5),
-        budgets,
-        ..ReconcilerConfig::default()
-    };
     World {
         _dir: dir,
-        reconciler: Reconciler::new(store.clone(), nodes, config),
+        reconciler: Reconciler::new(store.clone(), nodes.clone(), config.clone()),
+        nodes,
+        config,
         store,
         node,
     }
@@ -388,5 +398,110 @@ fn a_nodes_reservation_follows_its_vms_specs_through_resizes_power_and_deletes()
         assert_reservations_follow_specs(s);
         let node = s.get_node("n1").unwrap().unwrap();
         assert_eq!((node.allocated.vcpus, node.allocated.memory_mib), (2, 512));
+    });
+}
+
+#[test]
+fn a_node_that_reports_a_phase_only_the_control_plane_sets_changes_nothing() {
+    let w = world(SimBehaviour::default(), Budgets::default());
+    local(async {
+        let id = create_vm(&w.store, &[]);
+        run_until(&w, true, |w| phase(&w.store, &id).0 == Phase::Running).await;
+        let before = w.store.get_node("n1").unwrap().unwrap().allocated;
+        // A node claims the VM is Pending (or Scheduled, or Lost): an observation only.
+        for claimed in [Phase::Pending, Phase::Scheduled, Phase::Lost] {
+            let mut lie = w.node.vm(&id).unwrap();
+            lie.phase = claimed;
+            w.store
+                .heartbeat("n1", &Heartbeat { vms: vec![lie] })
+                .unwrap();
+            for _ in 0..5 {
+                w.reconciler.pass().unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(phase(&w.store, &id).0, Phase::Running, "{claimed:?}");
+        }
+        assert_eq!(w.store.get_node("n1").unwrap().unwrap().allocated, before);
+        assert_eq!(w.node.stats().ensures, 1, "never placed or started twice");
+    });
+}
+
+#[test]
+fn a_vm_its_node_stops_reporting_is_failed_with_the_reason() {
+    let w = world(SimBehaviour::default(), Budgets::default());
+    local(async {
+        let id = create_vm(&w.store, &[]);
+        run_until(&w, true, |w| phase(&w.store, &id).0 == Phase::Running).await;
+        w.node.lose(&id);
+        run_until(&w, true, |w| phase(&w.store, &id).0 == Phase::Failed).await;
+        let (_, reason) = phase(&w.store, &id);
+        assert!(
+            reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("no longer reports"),
+            "{reason:?}"
+        );
+    });
+}
+
+#[test]
+fn a_control_plane_outage_reboots_nothing_and_a_silent_node_is_waited_for_until_the_fence() {
+    let config = ReconcilerConfig {
+        interval: Duration::from_millis(5),
+        node_timeout_secs: 1,
+        fence_after_secs: 3,
+        ..ReconcilerConfig::default()
+    };
+    let w = world_with(SimBehaviour::default(), config);
+    local(async {
+        let id = create_vm(&w.store, &[]);
+        run_until(&w, true, |w| phase(&w.store, &id).0 == Phase::Running).await;
+
+        // The control plane is down for longer than the node timeout; the node is fine
+        // but cannot heartbeat. The restarted control plane's first pass loses nothing.
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        let restarted = Reconciler::new(w.store.clone(), w.nodes.clone(), w.config.clone());
+        restarted.pass().unwrap();
+        assert_eq!(phase(&w.store, &id).0, Phase::Running);
+        assert_eq!(
+            w.store.get_node("n1").unwrap().unwrap().state,
+            NodeState::Ready
+        );
+
+        // Now the node really is silent: NotReady, the VM Lost, but it waits on its node
+        // until the fencing bound...
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while phase(&w.store, &id).0 != Phase::Lost {
+            restarted.pass().unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert!(Instant::now() < deadline, "never Lost");
+        }
+        for _ in 0..10 {
+            restarted.pass().unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let vm = w.store.get_vm(VmFilter::All, &id).unwrap();
+        assert_eq!(vm.status.phase, Phase::Lost);
+        assert_eq!(vm.status.node.as_deref(), Some("n1"));
+
+        // ...and when the node comes back in time, the VM runs on as it was: no reboot.
+        heartbeat(&w);
+        restarted.pass().unwrap();
+        assert_eq!(phase(&w.store, &id).0, Phase::Running);
+        assert_eq!(w.node.stats().ensures, 1, "{:?}", w.node.stats());
+
+        // Silent past the fencing bound: the VM is taken off the node to be recreated.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            restarted.pass().unwrap();
+            let vm = w.store.get_vm(VmFilter::All, &id).unwrap();
+            if vm.status.node.is_none() {
+                assert_eq!(vm.status.phase, Phase::Pending, "{vm:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "never fenced: {vm:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     });
 }

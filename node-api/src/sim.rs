@@ -95,6 +95,11 @@ impl SimulatedNode {
         self.lock().vms.values().cloned().collect()
     }
 
+    /// Forgets VM `id` (as an agent that lost it): its heartbeats no longer list it.
+    pub fn lose(&self, id: &str) {
+        self.lock().vms.remove(id);
+    }
+
     /// Makes VM `id` fail (as a guest that crashed), as its next observation says.
     pub fn crash(&self, id: &str, reason: &str) {
         if let Some(vm) = self.lock().vms.get_mut(id) {

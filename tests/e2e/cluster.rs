@@ -168,6 +168,8 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         "kernel",
         "--node-timeout-secs",
         "4",
+        "--fence-after-secs",
+        "8",
         "--listen",
         &listen,
     ]);

@@ -15,12 +15,17 @@ pub mod phase;
 pub use connect::{HttpNodes, NodeConnector};
 
 use crate::auth::TokenKeys;
-use crate::model::{EnsureVm, Node, NodeLoadModule, NodeState, Phase, RequestState, Vm};
+use crate::model::{
+    EnsureVm, Node, NodeLoadModule, NodeState, ObservedVm, Phase, RequestState, Vm,
+};
 use crate::store::{Datastore, Strategy, VmFilter};
 use modvisor_node_api::{Budgets, ClientError, Deleted, NodeApi};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The default fencing bound, in seconds (see [`ReconcilerConfig::fence_after_secs`]).
+pub const DEFAULT_FENCE_AFTER_SECS: u64 = 30;
 
 /// How the reconciler behaves.
 #[derive(Debug, Clone)]
@@ -33,6 +38,10 @@ pub struct ReconcilerConfig {
     pub strategy: Strategy,
     /// How long node calls may take (shared with the nodes).
     pub budgets: Budgets,
+    /// How long a NotReady node must have been silent before its VMs are recreated
+    /// elsewhere (the fencing bound). Until then they stay Lost on it and come back if it
+    /// does; after it, a copy the node still runs is stopped when the node returns.
+    pub fence_after_secs: u64,
 }
 
 impl Default for ReconcilerConfig {
@@ -42,6 +51,7 @@ impl Default for ReconcilerConfig {
             node_timeout_secs: 6,
             strategy: Strategy::Spread,
             budgets: Budgets::default(),
+            fence_after_secs: DEFAULT_FENCE_AFTER_SECS,
         }
     }
 }
@@ -81,6 +91,12 @@ pub struct Reconciler<C> {
     nodes: C,
     busy: Arc<Mutex<HashSet<String>>>,
     config: ReconcilerConfig,
+    /// When this reconciler started (seconds since the epoch): nodes' silence counts
+    /// from here at the earliest.
+    started_unix: u64,
+    /// VMs missing from their node's heartbeat: the report number where each was first
+    /// missed (two reports in a row make an absence).
+    absent: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl<C: NodeConnector> Reconciler<C> {
@@ -91,6 +107,8 @@ impl<C: NodeConnector> Reconciler<C> {
             nodes,
             busy: Arc::new(Mutex::new(HashSet::new())),
             config,
+            started_unix: modvisor_auth::unix_now(),
+            absent: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -113,6 +131,71 @@ impl<C: NodeConnector> Reconciler<C> {
     fn is_busy(&self, id: &str) -> bool {
         // A poisoned set means an action panicked: treat the VM as busy, act no more.
         self.busy.lock().map(|b| b.contains(id)).unwrap_or(true)
+    }
+
+    /// Acts on a VM that its Ready node has left out of two heartbeats in a row: one that
+    /// was Running or Stopped there is Failed with the reason (its node lost it); one that
+    /// was Lost while the node was away is recreated elsewhere. True when it acted.
+    fn missing_from_its_node(
+        &self,
+        vm: &Vm,
+        nodes: &HashMap<String, Node>,
+        reports: &HashMap<String, crate::store::NodeReport>,
+    ) -> crate::Result<bool> {
+        let held = matches!(
+            vm.status.phase,
+            Phase::Running | Phase::Stopped | Phase::Lost
+        );
+        let node = vm.status.node.as_deref().and_then(|n| nodes.get(n));
+        let report = node
+            .filter(|n| n.state == NodeState::Ready)
+            .and_then(|n| reports.get(&n.name));
+        let (Some(node), Some(report)) = (node, report) else {
+            return Ok(false);
+        };
+        let Ok(mut absent) = self.absent.lock() else {
+            return Ok(false);
+        };
+        if vm.deleting || !held || report.vms.binary_search(&vm.id).is_ok() {
+            absent.remove(&vm.id);
+            return Ok(false);
+        }
+        let first = *absent.entry(vm.id.clone()).or_insert(report.seq);
+        if report.seq <= first {
+            return Ok(false);
+        }
+        absent.remove(&vm.id);
+        drop(absent);
+        if vm.status.phase == Phase::Lost {
+            self.store.unplace_vm(
+                &vm.id,
+                &format!("node {} came back without it; recreating it", node.name),
+            )?;
+        } else {
+            let gone = ObservedVm {
+                id: vm.id.clone(),
+                phase: Phase::Failed,
+                reason: Some(format!(
+                    "node {} no longer reports this VM (its agent lost it)",
+                    node.name
+                )),
+                guest_modules: Vec::new(),
+            };
+            self.store.record_observation(&node.name, &gone)?;
+            self.decide(&vm.id)?;
+        }
+        Ok(true)
+    }
+
+    /// Whether a lost VM's node has been silent for longer than the fencing bound (or is
+    /// gone), so the VM may be recreated elsewhere.
+    fn fenced(&self, node: Option<&Node>) -> bool {
+        let Some(n) = node else {
+            return true;
+        };
+        let since = n.last_heartbeat_unix.max(self.started_unix);
+        n.state != NodeState::Ready
+            && modvisor_auth::unix_now().saturating_sub(since) > self.config.fence_after_secs
     }
 
     /// Runs `f` for `vm` unless an action for it is already in flight.
@@ -140,7 +223,10 @@ impl<C: NodeConnector> Reconciler<C> {
     /// One pass over every node and VM. Must run inside a `LocalSet` (actions are local
     /// tasks).
     pub fn pass(&self) -> crate::Result<()> {
-        for node in self.store.expire_nodes(self.config.node_timeout_secs)? {
+        let expired = self
+            .store
+            .expire_nodes(self.config.node_timeout_secs, self.started_unix)?;
+        for node in expired {
             tracing::warn!(%node, "node stopped heartbeating: NotReady, its VMs Lost");
         }
         let nodes: HashMap<String, Node> = self
@@ -160,8 +246,12 @@ impl<C: NodeConnector> Reconciler<C> {
             self.store.place_batch(&pending, self.config.strategy)?;
         }
         let observations = self.store.observations()?;
+        let reports = self.store.node_reports()?;
         for mut vm in self.store.all_vms()? {
             if self.is_busy(&vm.id) {
+                continue;
+            }
+            if self.missing_from_its_node(&vm, &nodes, &reports)? {
                 continue;
             }
             if let Some((phase, reason)) = phase::decide_phase(&vm, observations.get(&vm.id)) {
@@ -180,10 +270,11 @@ impl<C: NodeConnector> Reconciler<C> {
                 continue;
             }
             match (vm.status.phase, node) {
-                (Phase::Lost, _) => {
+                (Phase::Lost, node) if self.fenced(node.as_ref()) => {
                     self.store
                         .unplace_vm(&vm.id, "its node was lost; recreating it on another node")?;
                 }
+                (Phase::Lost, _) => {} // waiting for its node until the fencing bound
                 (Phase::Pending, _) => {} // placed in a batch above
                 (_, Some(n)) if ready => {
                     if phase::needs_ensure(&vm) {

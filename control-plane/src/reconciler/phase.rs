@@ -6,17 +6,16 @@ use crate::store::Observation;
 
 /// The phase (and reason) a VM should take from what its node observes, or `None` when
 /// nothing changes. Observations of another node (a VM that moved) and of VMs being
-/// deleted are ignored; `Pending`, `Scheduled` and `Lost` move only by the reconciler's own
-/// actions (placement, asking the node, losing the node), never by an observation.
+/// deleted are ignored; `Pending` and `Scheduled` move only by the reconciler's own
+/// actions (placement, asking the node). A `Lost` VM's observations were forgotten when it
+/// was lost, so one here is news from its node, back before the fencing bound: the VM
+/// takes the phase its node reports.
 pub fn decide_phase(vm: &Vm, observed: Option<&Observation>) -> Option<(Phase, Option<String>)> {
     let o = observed?;
     if vm.deleting || vm.status.node.as_deref() != Some(o.node.as_str()) {
         return None;
     }
-    if matches!(
-        vm.status.phase,
-        Phase::Pending | Phase::Scheduled | Phase::Lost
-    ) {
+    if matches!(vm.status.phase, Phase::Pending | Phase::Scheduled) {
         return None;
     }
     // A node holds a VM Starting, Running, Stopped or Failed; it never reports the
@@ -100,8 +99,17 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_vm_whose_node_reports_again_takes_the_reported_phase() {
+        let v = vm(Phase::Lost, Some("n1"));
+        assert_eq!(
+            decide_phase(&v, Some(&seen("n1", Phase::Running, None))),
+            Some((Phase::Running, None))
+        );
+    }
+
+    #[test]
     fn observations_never_move_the_control_planes_own_phases() {
-        for phase in [Phase::Pending, Phase::Scheduled, Phase::Lost] {
+        for phase in [Phase::Pending, Phase::Scheduled] {
             let v = vm(phase, Some("n1"));
             assert_eq!(
                 decide_phase(&v, Some(&seen("n1", Phase::Running, None))),

@@ -21,7 +21,7 @@ mod txn;
 mod vms;
 
 pub use module_requests::MAX_REQUESTS_PER_VM;
-pub use observations::Observation;
+pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;
 
@@ -58,11 +58,13 @@ pub enum Table {
     Nodes,
     /// `vm id -> Observation`: what a node last reported of each VM.
     Observations,
+    /// `node name -> NodeReport`: which VMs a node's last heartbeat listed.
+    NodeReports,
 }
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position).
-    pub const ALL: [Table; 13] = [
+    pub const ALL: [Table; 14] = [
         Table::Meta,
         Table::Tenants,
         Table::Vms,
@@ -76,6 +78,7 @@ impl Table {
         Table::TenantEvents,
         Table::Nodes,
         Table::Observations,
+        Table::NodeReports,
     ];
 
     /// The table's on-disk name.
@@ -94,6 +97,7 @@ impl Table {
             Table::TenantEvents => "tenant_events",
             Table::Nodes => "nodes",
             Table::Observations => "observations",
+            Table::NodeReports => "node_reports",
         }
     }
 

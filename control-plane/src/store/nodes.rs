@@ -128,6 +128,7 @@ impl Datastore {
             n.last_heartbeat_unix = unix_now();
             put_node(txn, &n)?;
             let mut reply = HeartbeatReply::default();
+            super::observations::record_report(txn, node, &hb.vms)?;
             for o in &hb.vms {
                 let vm = match visible_vm(txn, VmFilter::All, &o.id) {
                     Ok(vm) => vm,
@@ -156,17 +157,20 @@ impl Datastore {
         })
     }
 
-    /// Marks nodes whose last heartbeat is older than `timeout_secs` NotReady and their
-    /// VMs Lost. Returns the names of nodes that just became NotReady.
-    pub fn expire_nodes(&self, timeout_secs: u64) -> Result<Vec<String>> {
+    /// Marks nodes silent for longer than `timeout_secs` NotReady and their VMs Lost (what
+    /// nodes observed of those VMs is forgotten: only a new heartbeat speaks for them
+    /// again). Silence counts from the last heartbeat or from `alive_since`, whichever is
+    /// later: a control plane that was down does not hold its own outage against nodes.
+    /// Returns the names of nodes that just became NotReady.
+    pub fn expire_nodes(&self, timeout_secs: u64, alive_since: u64) -> Result<Vec<String>> {
         let now_unix = unix_now();
+        let silent = |n: &Node| {
+            now_unix.saturating_sub(n.last_heartbeat_unix.max(alive_since)) > timeout_secs
+        };
         let stale: Vec<Node> = self
             .list_nodes()?
             .into_iter()
-            .filter(|n| {
-                n.state == NodeState::Ready
-                    && now_unix.saturating_sub(n.last_heartbeat_unix) > timeout_secs
-            })
+            .filter(|n| n.state == NodeState::Ready && silent(n))
             .collect();
         let vms = self.all_vms()?;
         let mut out = Vec::new();
@@ -179,6 +183,9 @@ impl Datastore {
             transact(&*self.kv, |txn| {
                 let mut node: Node = get_record(txn, Table::Nodes, n.name.as_bytes())?
                     .ok_or_else(|| Error::not_found("node", &n.name))?;
+                if !silent(&node) {
+                    return Ok(()); // it heartbeat meanwhile
+                }
                 node.state = NodeState::NotReady;
                 put_node(txn, &node)?;
                 for id in &on_node {
@@ -187,6 +194,7 @@ impl Datastore {
                         vm.status.reason = Some(format!("node {} stopped heartbeating", n.name));
                         Ok(())
                     })?;
+                    super::observations::forget(txn, id)?;
                 }
                 append_event(
                     txn,

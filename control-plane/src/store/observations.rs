@@ -21,6 +21,28 @@ pub struct Observation {
     pub reason: Option<String>,
 }
 
+/// Which VMs one heartbeat of a node listed, numbered: a VM placed on the node and
+/// missing from two reports in a row is one the node no longer holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// Heartbeats counted since the node's first.
+    pub seq: u64,
+    /// The VM ids it listed, sorted.
+    pub vms: Vec<String>,
+}
+
+/// Records which VMs `node`'s heartbeat listed, inside the heartbeat's transaction.
+pub(super) fn record_report(txn: &dyn Txn, node: &str, vms: &[ObservedVm]) -> Result<()> {
+    let prev = get_record::<NodeReport>(txn, Table::NodeReports, node.as_bytes())?;
+    let mut ids: Vec<String> = vms.iter().map(|o| o.id.clone()).collect();
+    ids.sort();
+    let report = NodeReport {
+        seq: prev.map_or(1, |p| p.seq.saturating_add(1)),
+        vms: ids,
+    };
+    txn.insert(Table::NodeReports, node.as_bytes(), &encode(&report)?)
+}
+
 /// Records what `node` observes of one VM, inside a transaction.
 pub(super) fn record(txn: &dyn Txn, node: &str, o: &ObservedVm) -> Result<()> {
     let observation = Observation {
@@ -51,6 +73,15 @@ impl Datastore {
     pub fn observations(&self) -> Result<HashMap<String, Observation>> {
         self.kv
             .scan(Table::Observations, b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| Ok((String::from_utf8_lossy(&k).into_owned(), decode(&v)?)))
+            .collect()
+    }
+
+    /// The last heartbeat's list of every node that has sent one.
+    pub fn node_reports(&self) -> Result<HashMap<String, NodeReport>> {
+        self.kv
+            .scan(Table::NodeReports, b"", None, usize::MAX)?
             .into_iter()
             .map(|(k, v)| Ok((String::from_utf8_lossy(&k).into_owned(), decode(&v)?)))
             .collect()
