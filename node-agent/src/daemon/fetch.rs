@@ -7,6 +7,15 @@ use crate::modprobe::ModuleSource;
 use modvisor_node_api::{ControlPlaneClient, PinnedModule};
 use std::path::PathBuf;
 
+/// The sha256 of `bytes`, lowercase hex.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Most modules one request may name.
 pub const MAX_CLOSURE: usize = 256;
 
@@ -41,13 +50,24 @@ impl Fetcher {
         }
         let path = self.blobs.join(sha);
         if let Ok(bytes) = std::fs::read(&path) {
-            // Served as stored: vetting checks it against the pin.
-            return Ok(bytes);
+            if sha256_hex(&bytes) == sha {
+                return Ok(bytes);
+            }
+            // A cache that no longer matches its address is dropped and fetched again;
+            // it would otherwise leave the module unloadable on this node for good.
+            tracing::warn!(blob = %sha, path = %path.display(), "a cached blob does not match its sha256: dropped, fetching it again");
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(blob = %sha, error = %e, "cannot drop a corrupt cached blob");
+            }
         }
         let bytes = self
             .control_plane
             .blob(&self.token, sha)
             .map_err(|e| format!("fetching blob {sha}: {e}"))?;
+        if sha256_hex(&bytes) != sha {
+            // Served, not cached: vetting refuses it against the pin.
+            return Ok(bytes);
+        }
         let tmp = self.blobs.join(format!("{sha}.tmp"));
         let cached = std::fs::create_dir_all(&self.blobs)
             .and_then(|()| std::fs::write(&tmp, &bytes))
@@ -120,5 +140,18 @@ mod tests {
         let source = fetcher.source(&closure).unwrap();
         assert_eq!(source.len(), closure.len());
         assert_eq!(source.parses(), closure.len());
+
+        // A cached blob that no longer matches its address is not used: it is dropped
+        // and fetched again (here from a control plane that does not answer).
+        let victim = &closure[0];
+        let cached = dir.path().join(&victim.sha256);
+        let mut bytes = std::fs::read(&cached).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&cached, &bytes).unwrap();
+        match fetcher.source(&closure) {
+            Err(FetchError::Unavailable(e)) => assert!(e.contains(&victim.sha256), "{e}"),
+            other => panic!("a corrupt cache was used: {other:?}"),
+        }
+        assert!(!cached.exists(), "the corrupt copy is dropped");
     }
 }
