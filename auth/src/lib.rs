@@ -144,7 +144,16 @@ impl TokenVerifier {
     fn verify_uncached(&self, token: &str) -> Result<(Caller, u64), AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        if data.header.crit.is_some() {
+            // No extension is understood here, so none may be critical.
+            return Err(AuthError::InvalidToken(
+                "the header names critical extensions".into(),
+            ));
+        }
         let c = data.claims;
+        if c.iat > unix_now().saturating_add(LEEWAY_SECS) {
+            return Err(AuthError::InvalidToken("issued in the future".into()));
+        }
         if c.jti.is_empty() || c.sub.is_empty() {
             return Err(AuthError::InvalidToken("empty sub or jti".into()));
         }
@@ -169,5 +178,87 @@ impl TokenVerifier {
             },
             c.exp,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey};
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn keys() -> (EncodingKey, TokenVerifier) {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let private = key.to_pkcs8_pem(Default::default()).unwrap();
+        let public = key
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap();
+        (
+            EncodingKey::from_ed_pem(private.as_bytes()).unwrap(),
+            TokenVerifier::from_public_pem(&public).unwrap(),
+        )
+    }
+
+    fn claims(role: Role, tenant: Option<&str>, iat: u64) -> Claims {
+        Claims {
+            sub: "someone".into(),
+            role,
+            tenant: tenant.map(str::to_string),
+            aud: AUDIENCE.into(),
+            iat,
+            exp: unix_now() + 60,
+            jti: "j1".into(),
+        }
+    }
+
+    fn sign(key: &EncodingKey, header: &Header, c: &Claims) -> String {
+        jsonwebtoken::encode(header, c, key).unwrap()
+    }
+
+    #[test]
+    fn a_good_token_verifies() {
+        let (key, verifier) = keys();
+        let header = Header::new(Algorithm::EdDSA);
+        let t = sign(&key, &header, &claims(Role::ControlPlane, None, unix_now()));
+        assert_eq!(verifier.verify(&t).unwrap().role, Role::ControlPlane);
+    }
+
+    #[test]
+    fn shapes_either_side_refuses_are_refused_by_both() {
+        let (key, verifier) = keys();
+        let header = Header::new(Algorithm::EdDSA);
+        let now = unix_now();
+        let mut empty_sub = claims(Role::ControlPlane, None, now);
+        empty_sub.sub.clear();
+        let mut empty_jti = claims(Role::ControlPlane, None, now);
+        empty_jti.jti.clear();
+        let mut critical = Header::new(Algorithm::EdDSA);
+        critical.crit = Some(vec!["exp".into()]);
+        for (what, token) in [
+            ("empty sub", sign(&key, &header, &empty_sub)),
+            ("empty jti", sign(&key, &header, &empty_jti)),
+            (
+                "tenant token without a tenant",
+                sign(&key, &header, &claims(Role::Tenant, None, now)),
+            ),
+            (
+                "node token naming a tenant",
+                sign(&key, &header, &claims(Role::Node, Some("a"), now)),
+            ),
+            (
+                "issued in the future",
+                sign(&key, &header, &claims(Role::Admin, None, now + 3600)),
+            ),
+            (
+                "crit header",
+                sign(&key, &critical, &claims(Role::Admin, None, now)),
+            ),
+        ] {
+            assert!(
+                matches!(verifier.verify(&token), Err(AuthError::InvalidToken(_))),
+                "{what} was accepted"
+            );
+        }
     }
 }

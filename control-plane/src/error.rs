@@ -259,7 +259,8 @@ impl ResponseError for Error {
             tracing::error!(error = %self, "request failed");
         }
         let mut resp = HttpResponse::build(self.status_code());
-        resp.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        resp.insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
         if matches!(self, Error::Unauthenticated(_)) {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"modvisor\""));
         }

@@ -33,6 +33,14 @@ pub fn resource_name(field: &str, name: &str) -> Result<()> {
     }
 }
 
+/// Module names as the kernel resolves them: `-` and `_` are the same character, so
+/// `tcp-bbr` is `tcp_bbr` (the form the catalog keeps).
+pub fn canonical_module_names(modules: &mut [crate::model::ModuleRef]) {
+    for m in modules {
+        m.name = modvisor_modules::normalize_name(&m.name);
+    }
+}
+
 /// A kernel module name: 1-55 characters of `[a-zA-Z0-9_-]`.
 pub fn module_name(field: &str, name: &str) -> Result<()> {
     let ok = (1..=MODULE_NAME_MAX).contains(&name.len())

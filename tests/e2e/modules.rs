@@ -206,3 +206,42 @@ fn requests_follow_the_policy_of_each_tenant() {
         .iter()
         .any(|e| e["action"] == "module.request" && e["outcome"] == "denied"));
 }
+
+#[test]
+fn module_names_resolve_as_the_kernel_does_and_the_catalog_refuses_unknown_parameters() {
+    let p = Plane::start();
+    let (a, admin) = (p.token("tenant-a"), p.token("admin"));
+    p.publish("tcp_bbr", "6.1.0-test", &real_module("tcp_bbr"))
+        .expect(201);
+    p.put(
+        &admin,
+        "/v1/admin/modules/tcp_bbr/policy",
+        &json!({"approved": true, "tenants": ["*"]}),
+    )
+    .expect(200);
+    let vm = p.create_vm(&a, "dashes");
+    // `tcp-bbr` is `tcp_bbr`, as modprobe has it.
+    let r = p
+        .post(
+            &a,
+            &format!("/v1/vms/{vm}/modules"),
+            &json!({"name": "tcp-bbr"}),
+        )
+        .expect(202);
+    assert_eq!(r.body["name"], "tcp_bbr");
+    let r = p
+        .delete(&a, &format!("/v1/vms/{vm}/modules/tcp-bbr"))
+        .expect(202);
+    assert_eq!(r.body["name"], "tcp_bbr");
+    let r = p
+        .post(
+            &a,
+            "/v1/vms",
+            &json!({"name": "both", "vcpus": 1, "memory_mib": 128, "modules": [{"name": "tcp-bbr"}]}),
+        )
+        .expect(201);
+    assert_eq!(r.body["spec"]["modules"][0]["name"], "tcp_bbr");
+    // Like every other list, the catalog refuses parameters it does not take.
+    let r = p.get(&a, "/v1/modules?limit=5").expect(400);
+    assert_eq!(r.problem_slug(), "invalid-field");
+}

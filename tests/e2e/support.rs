@@ -66,6 +66,13 @@ impl Resp {
                 self.body
             );
             assert_eq!(self.body["status"], status, "{}", self.body);
+            assert_eq!(
+                self.headers
+                    .get("x-content-type-options")
+                    .and_then(|v| v.to_str().ok()),
+                Some("nosniff"),
+                "a problem response without X-Content-Type-Options: nosniff"
+            );
         }
         self
     }

@@ -13,6 +13,11 @@ use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+/// A route that takes no query parameters: any is a 400 naming it, as on other lists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
 /// Query of `PUT /v1/admin/modules/{name}`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -34,6 +39,7 @@ pub struct PublishParams {
 pub async fn list_modules(
     caller: Caller,
     state: web::Data<AppState>,
+    _query: StrictQuery<NoQuery>,
 ) -> Result<web::Json<Vec<CatalogModule>>, Error> {
     let tenant = match caller.scope()? {
         crate::store::VmFilter::All => None,
@@ -155,10 +161,12 @@ pub async fn request_module(
     body: StrictJson<ModuleRequestBody>,
 ) -> Result<HttpResponse, Error> {
     caller.scope()?;
-    let m = ModuleRef {
+    let mut m = [ModuleRef {
         name: body.0.name,
         params: body.0.params,
-    };
+    }];
+    validate::canonical_module_names(&mut m);
+    let [m] = m;
     validate::module_ref("body", &m)?;
     let store = state.store.clone();
     let (c, vm_id) = (caller.clone(), id.into_inner());
@@ -223,6 +231,8 @@ pub async fn unload_module(
 ) -> Result<HttpResponse, Error> {
     caller.scope()?;
     let (vm_id, name) = path.into_inner();
+    validate::module_name("name", &name)?;
+    let name = modvisor_modules::normalize_name(&name);
     let store = state.store.clone();
     let c = caller.clone();
     let request = blocking(move || store.unload_module(&c.sub, c.scope()?, &vm_id, &name)).await?;

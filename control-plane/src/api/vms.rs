@@ -37,7 +37,8 @@ pub async fn create_vm(
     body: StrictJson<VmSpec>,
 ) -> Result<HttpResponse, Error> {
     let tenant = caller.require_tenant()?.to_string();
-    let spec = body.0;
+    let mut spec = body.0;
+    validate::canonical_module_names(&mut spec.modules);
     validate::vm_spec(&spec)?;
     let store = state.store.clone();
     let (actor, t) = (caller.sub.clone(), tenant.clone());
@@ -144,7 +145,8 @@ pub async fn replace_vm(
     body: StrictJson<VmSpec>,
 ) -> Result<HttpResponse, Error> {
     caller.scope()?;
-    let spec = body.0;
+    let mut spec = body.0;
+    validate::canonical_module_names(&mut spec.modules);
     validate::vm_spec(&spec)?;
     let precondition = if_match(&req)?;
     let store = state.store.clone();

@@ -108,6 +108,7 @@ impl ResponseError for ApiError {
         };
         HttpResponse::build(self.status_code())
             .insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
+            .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
             .body(body)
     }
 }
