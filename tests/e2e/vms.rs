@@ -249,3 +249,40 @@ fn lists_paginate_in_a_stable_order() {
     assert_eq!(seen, ids);
     assert_eq!(pages, 3);
 }
+
+#[test]
+fn a_huge_or_forged_if_match_never_reaches_the_audit_trail() {
+    let p = Plane::start();
+    let a = p.token("tenant-a");
+    let id = p.create_vm(&a, "target");
+    let events = |p: &Plane| p.api(&a).events(1000).unwrap();
+    let before = events(&p).len();
+    let huge = format!("\"{}\"", "9".repeat(10_000));
+    let spec = json!({"name": "target", "vcpus": 1, "memory_mib": 128});
+    let r = p
+        .call(
+            Method::PUT,
+            Some(&a),
+            &format!("/v1/vms/{id}"),
+            Some(&spec),
+            &[("if-match", &huge)],
+        )
+        .expect(400);
+    assert_eq!(r.body["field"], "If-Match");
+    assert_eq!(events(&p).len(), before, "a refused header is not audited");
+    // A stale but short one is refused (412) and audited as sent, one line.
+    p.call(
+        Method::PUT,
+        Some(&a),
+        &format!("/v1/vms/{id}"),
+        Some(&spec),
+        &[("if-match", "\"41\" forged")],
+    )
+    .expect(412);
+    let all = events(&p);
+    let denial = all.last().unwrap();
+    assert!(
+        denial.detail.as_deref().unwrap_or("").len() < 600,
+        "{denial:?}"
+    );
+}

@@ -223,15 +223,22 @@ pub fn read_body(
 
 /// The `If-Match` header, if any.
 pub fn if_match(req: &HttpRequest) -> Result<Option<String>, Error> {
-    req.headers()
-        .get(header::IF_MATCH)
-        .map(|v| {
-            v.to_str()
-                .map(str::to_string)
-                .map_err(|_| Error::invalid("If-Match", "is not ASCII"))
-        })
-        .transpose()
+    let Some(v) = req.headers().get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    if v.len() > MAX_IF_MATCH_BYTES {
+        return Err(Error::invalid(
+            "If-Match",
+            format!("is over {MAX_IF_MATCH_BYTES} bytes (an ETag is a quoted generation)"),
+        ));
+    }
+    v.to_str()
+        .map(|s| Some(s.to_string()))
+        .map_err(|_| Error::invalid("If-Match", "is not ASCII"))
 }
+
+/// Longest `If-Match` header accepted (ETags here are a quoted number).
+pub const MAX_IF_MATCH_BYTES: usize = 128;
 
 /// Runs a blocking store operation (one that flushes to disk) off the async workers.
 pub async fn blocking<T: Send + 'static>(

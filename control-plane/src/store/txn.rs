@@ -86,6 +86,28 @@ pub(super) fn append_denial(
     )
 }
 
+/// Longest text of one audit-trail field, in characters.
+pub const MAX_EVENT_FIELD_CHARS: usize = 512;
+
+/// A string as the audit trail keeps it: at most [`MAX_EVENT_FIELD_CHARS`] characters,
+/// control characters (newlines included) shown as `\u{..}`, so that no caller can grow
+/// the trail without bound or forge lines in it.
+pub(super) fn bounded(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_EVENT_FIELD_CHARS {
+            out.push_str("…(truncated)");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn write_event(
     txn: &dyn Txn,
     actor: &str,
@@ -98,12 +120,12 @@ fn write_event(
     let event = Event {
         seq: txn.next_id()?,
         time: now(),
-        actor: actor.to_string(),
-        tenant: tenant.map(str::to_string),
-        action: action.to_string(),
-        resource: resource.to_string(),
+        actor: bounded(actor),
+        tenant: tenant.map(bounded),
+        action: bounded(action),
+        resource: bounded(resource),
         outcome,
-        detail: detail.map(str::to_string),
+        detail: detail.map(bounded),
     };
     let key = keys::seq(event.seq);
     txn.insert(Table::Events, &key, &encode(&event)?)?;
@@ -122,4 +144,24 @@ pub(super) fn refuse_if_deleting(vm: &Vm) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_text_is_bounded_and_cannot_forge_lines() {
+        let long = "x".repeat(90_000);
+        let kept = bounded(&long);
+        assert!(
+            kept.chars().count() < MAX_EVENT_FIELD_CHARS + 20,
+            "{}",
+            kept.len()
+        );
+        let forged = bounded("ok\n2026-12-01 admin deleted everything\r");
+        assert!(!forged.contains('\n') && !forged.contains('\r'), "{forged}");
+        assert!(forged.contains("\\u{a}"), "{forged}");
+        assert_eq!(bounded("vms/abc"), "vms/abc");
+    }
 }
