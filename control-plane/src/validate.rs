@@ -41,6 +41,60 @@ pub fn canonical_module_names(modules: &mut [crate::model::ModuleRef]) {
     }
 }
 
+pub use modvisor_node_api::types::{MAX_GUEST_MODULES, MAX_OBSERVED_REASON};
+/// What one VM's entry in a heartbeat may take at most, in bytes (id, phase, reason and
+/// a full module list, JSON-encoded, rounded up).
+const HEARTBEAT_BYTES_PER_VM: usize = 40 * 1024;
+
+/// The body limit of a heartbeat from a node whose placed VMs hold `placed_vcpus` vCPUs
+/// (so at most that many VMs), with room for VMs it holds that are not placed there any
+/// more (it is told to remove them).
+pub fn heartbeat_limit(placed_vcpus: u64) -> usize {
+    let vms = usize::try_from(placed_vcpus)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64);
+    (64 * 1024usize).saturating_add(vms.saturating_mul(HEARTBEAT_BYTES_PER_VM))
+}
+
+/// A heartbeat's bounds: how many VMs (as [`heartbeat_limit`] allows), and per VM its id,
+/// reason and guest module list.
+pub fn heartbeat(hb: &crate::model::Heartbeat, placed_vcpus: u64) -> Result<()> {
+    let most = usize::try_from(placed_vcpus)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64);
+    if hb.vms.len() > most {
+        return Err(Error::invalid(
+            "vms",
+            format!("at most {most} VMs (the node's placed VMs and 64 more)"),
+        ));
+    }
+    for (i, vm) in hb.vms.iter().enumerate() {
+        if vm.id.is_empty() || vm.id.len() > 64 {
+            return Err(Error::invalid(format!("vms[{i}].id"), "1-64 bytes"));
+        }
+        if vm
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.len() > MAX_OBSERVED_REASON)
+        {
+            return Err(Error::invalid(
+                format!("vms[{i}].reason"),
+                format!("at most {MAX_OBSERVED_REASON} bytes"),
+            ));
+        }
+        if vm.guest_modules.len() > MAX_GUEST_MODULES {
+            return Err(Error::invalid(
+                format!("vms[{i}].guest_modules"),
+                format!("at most {MAX_GUEST_MODULES} modules"),
+            ));
+        }
+        for (j, m) in vm.guest_modules.iter().enumerate() {
+            module_name(&format!("vms[{i}].guest_modules[{j}]"), m)?;
+        }
+    }
+    Ok(())
+}
+
 /// A kernel module name: 1-55 characters of `[a-zA-Z0-9_-]`.
 pub fn module_name(field: &str, name: &str) -> Result<()> {
     let ok = (1..=MODULE_NAME_MAX).contains(&name.len())

@@ -81,6 +81,19 @@ impl RequestState {
     }
 }
 
+/// Most modules a node reports for one guest (a guest listing more is cut to this).
+pub const MAX_GUEST_MODULES: usize = 512;
+/// Longest reason a node gives for one VM, in bytes.
+pub const MAX_OBSERVED_REASON: usize = 1024;
+
+/// Whether `name` can be a kernel module's name: 1-55 characters of `[A-Za-z0-9_-]`.
+pub fn is_module_name(name: &str) -> bool {
+    (1..=55).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// A VM as a node observes it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]

@@ -141,3 +141,62 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
     assert!(m.contains("modvisor_vms{phase=\"Pending\"} 0"));
     assert!(!m.contains("passwd"), "raw paths must not become labels");
 }
+
+/// A node token, through the real registration (bootstrap token from the CLI).
+fn node_token(p: &Plane, name: &str) -> String {
+    let out = crate::support::modvisor()
+        .args(["token", "issue", "--role", "bootstrap", "--data-dir"])
+        .arg(p.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let reg = serde_json::json!({
+        "name": name, "address": "http://127.0.0.1:9",
+        "capacity": {"vcpus": 2, "memory_mib": 2048},
+        "driver": "qemu", "hardware_virtualization": false, "kernel_release": "6.1.0-test"
+    });
+    let r = p.post(&bootstrap, "/v1/nodes/register", &reg).expect(200);
+    r.body["token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_large_heartbeat_is_taken_and_a_hostile_guests_list_is_refused_clearly() {
+    let p = Plane::start();
+    let token = node_token(&p, "big-node");
+    let modules: Vec<String> = (0..512).map(|i| format!("module_{i:0>40}")).collect();
+    let vms: Vec<serde_json::Value> = (0..60)
+        .map(|i| {
+            serde_json::json!({"id": format!("vm-{i}"), "phase": "Running", "reason": null,
+                               "guest_modules": modules})
+        })
+        .collect();
+    let body = serde_json::json!({ "vms": vms });
+    assert!(
+        body.to_string().len() > 1 << 20,
+        "well over the 64 KiB of tenants' bodies"
+    );
+    let r = p
+        .post(&token, "/v1/nodes/big-node/heartbeat", &body)
+        .expect(200);
+    assert_eq!(
+        r.body["remove"].as_array().unwrap().len(),
+        60,
+        "unknown VMs are removed"
+    );
+
+    let mut too_many = modules.clone();
+    too_many.push("one_more".into());
+    let hostile = serde_json::json!({"vms": [{"id": "vm-0", "phase": "Running", "reason": null, "guest_modules": too_many}]});
+    let r = p
+        .post(&token, "/v1/nodes/big-node/heartbeat", &hostile)
+        .expect(400);
+    assert_eq!(r.body["field"], "vms[0].guest_modules");
+    let forged = serde_json::json!({"vms": [{"id": "vm-0", "phase": "Running", "reason": null, "guest_modules": ["x\nadmin"]}]});
+    p.post(&token, "/v1/nodes/big-node/heartbeat", &forged)
+        .expect(400);
+}

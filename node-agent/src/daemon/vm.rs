@@ -5,7 +5,9 @@ use crate::channel::AgentClient;
 use crate::driver::{Guest, GuestSpec, GuestState, HypervisorDriver};
 use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
 use modvisor_modules::{TrustStore, VettingPolicy};
-use modvisor_node_api::types::{EnsureVm, ObservedVm, Phase, PowerState};
+use modvisor_node_api::types::{
+    is_module_name, EnsureVm, ObservedVm, Phase, PowerState, MAX_GUEST_MODULES, MAX_OBSERVED_REASON,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -117,6 +119,15 @@ pub struct VmHandle {
     pub deleting: bool,
 }
 
+/// `reason` cut to [`MAX_OBSERVED_REASON`] bytes (on a character boundary).
+fn bounded_reason(reason: &str) -> String {
+    let mut end = reason.len().min(MAX_OBSERVED_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
+}
+
 /// Starts the worker of VM `id`; `adopt` is a record left by an earlier run.
 pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) -> VmHandle {
     let (tx, rx) = channel();
@@ -177,7 +188,7 @@ impl Worker {
     fn set(&self, phase: Phase, reason: Option<String>) {
         if let Ok(mut o) = self.observed.lock() {
             o.phase = phase;
-            o.reason = reason;
+            o.reason = reason.map(|r| bounded_reason(&r));
         }
     }
 
@@ -371,8 +382,16 @@ impl Worker {
             return;
         };
         if let Ok(list) = c.list(CHANNEL_TIMEOUT) {
+            // What a guest says is bounded before it reaches a heartbeat: a hostile guest
+            // must not make its node's heartbeats (every tenant's liveness) refused.
+            let names: Vec<String> = list
+                .into_iter()
+                .map(|m| m.name)
+                .filter(|n| is_module_name(n))
+                .take(MAX_GUEST_MODULES)
+                .collect();
             if let Ok(mut o) = self.observed.lock() {
-                o.guest_modules = list.into_iter().map(|m| m.name).collect();
+                o.guest_modules = names;
             }
         }
     }
