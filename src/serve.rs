@@ -47,6 +47,9 @@ pub struct UpArgs {
     /// another node (the fencing bound; until then they wait for it to come back).
     #[arg(long, default_value_t = DEFAULT_FENCE_AFTER_SECS)]
     fence_after_secs: u64,
+    /// Seconds a request body may take to arrive in full (slower senders get a 408).
+    #[arg(long, default_value_t = 30)]
+    body_timeout_secs: u64,
     #[command(flatten)]
     vm_process: VmProcessArgs,
 }
@@ -234,6 +237,9 @@ pub struct ControlPlaneArgs {
     /// another node (the fencing bound; until then they wait for it to come back).
     #[arg(long, default_value_t = DEFAULT_FENCE_AFTER_SECS)]
     fence_after_secs: u64,
+    /// Seconds a request body may take to arrive in full (slower senders get a 408).
+    #[arg(long, default_value_t = 30)]
+    body_timeout_secs: u64,
 }
 
 /// `modvisor token ...`
@@ -301,6 +307,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         listen: args.listen,
         max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         workers: None,
+        body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
@@ -433,6 +440,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         listen: args.listen,
         max_module_bytes: args.max_module_bytes,
         workers: args.workers,
+        body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;

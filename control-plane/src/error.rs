@@ -29,6 +29,12 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The body did not arrive in full in time.
+    #[error("the request body did not arrive within {} s", within.as_secs())]
+    RequestTimeout {
+        /// How long it had.
+        within: std::time::Duration,
+    },
     /// The body had the wrong media type.
     #[error("expected Content-Type {expected}")]
     UnsupportedMediaType {
@@ -148,6 +154,7 @@ impl Error {
             Error::Validation { .. } => "invalid-field",
             Error::MalformedJson(_) => "malformed-json",
             Error::PayloadTooLarge { .. } => "payload-too-large",
+            Error::RequestTimeout { .. } => "request-timeout",
             Error::UnsupportedMediaType { .. } => "unsupported-media-type",
             Error::Unauthenticated(_) => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
@@ -174,6 +181,7 @@ impl Error {
             Error::Validation { .. } => "A field is invalid",
             Error::MalformedJson(_) => "The body is not valid JSON",
             Error::PayloadTooLarge { .. } => "The body is too large",
+            Error::RequestTimeout { .. } => "The body came too slowly",
             Error::UnsupportedMediaType { .. } => "Unsupported media type",
             Error::Unauthenticated(_) => "Authentication required",
             Error::Forbidden(_) => "Forbidden",
@@ -237,6 +245,7 @@ impl ResponseError for Error {
         match self {
             Error::Validation { .. } | Error::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::ModuleNotApproved { .. } => StatusCode::FORBIDDEN,

@@ -34,6 +34,8 @@ pub struct Config {
     pub max_module_bytes: usize,
     /// HTTP worker threads; the number of CPUs when `None`.
     pub workers: Option<usize>,
+    /// How long a request body may take to arrive in full (slow senders get a 408).
+    pub body_timeout: std::time::Duration,
     /// The reconciler's settings.
     pub reconciler: crate::reconciler::ReconcilerConfig,
 }
@@ -64,6 +66,7 @@ impl ControlPlane {
             keys,
             metrics: Metrics::new()?,
             max_module_bytes: config.max_module_bytes,
+            body_timeout: config.body_timeout,
         });
         Ok(ControlPlane { config, state })
     }
@@ -193,6 +196,9 @@ impl ControlPlane {
             api::configure(app).default_service(web::to(no_route))
         })
         .backlog(4096)
+        // Headers must arrive within 5 s and a closing client is given 1 s.
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
         .bind(self.config.listen)
         .map_err(|e| {
             std::io::Error::new(

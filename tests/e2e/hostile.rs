@@ -200,3 +200,46 @@ fn a_large_heartbeat_is_taken_and_a_hostile_guests_list_is_refused_clearly() {
     p.post(&token, "/v1/nodes/big-node/heartbeat", &forged)
         .expect(400);
 }
+
+#[test]
+fn a_body_that_trickles_in_is_cut_off_with_a_408() {
+    let p = Plane::start_with(&[
+        "--nodes",
+        "0",
+        "--catalog",
+        "none",
+        "--listen",
+        "127.0.0.1:0",
+        "--body-timeout-secs",
+        "1",
+    ]);
+    let token = p.token("tenant-a");
+    let addr = p.base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v1/vms HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let started = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    // And the server serves on.
+    p.get(&token, "/v1/vms").expect(200);
+}

@@ -12,6 +12,9 @@ use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 
+/// How long a request body may take to arrive in full unless configured.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Largest JSON body any route accepts.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
 
@@ -204,20 +207,28 @@ pub fn read_body(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let mut payload = payload.take();
+    let within = req
+        .app_data::<web::Data<AppState>>()
+        .map_or(DEFAULT_BODY_TIMEOUT, |s| s.body_timeout);
     Box::pin(async move {
         if declared.is_some_and(|n| n > limit as u64) {
             return Err(Error::PayloadTooLarge { limit });
         }
-        let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
-        while let Some(chunk) = payload.next().await {
-            let chunk =
-                chunk.map_err(|e| Error::MalformedJson(format!("reading the body: {e}")))?;
-            if body.len() + chunk.len() > limit {
-                return Err(Error::PayloadTooLarge { limit });
+        let read = async {
+            let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+            while let Some(chunk) = payload.next().await {
+                let chunk =
+                    chunk.map_err(|e| Error::MalformedJson(format!("reading the body: {e}")))?;
+                if body.len() + chunk.len() > limit {
+                    return Err(Error::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
             }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+            Ok(body)
+        };
+        actix_web::rt::time::timeout(within, read)
+            .await
+            .map_err(|_| Error::RequestTimeout { within })?
     })
 }
 

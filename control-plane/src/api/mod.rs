@@ -28,6 +28,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Largest module upload accepted, in bytes.
     pub max_module_bytes: usize,
+    /// How long a request body may take to arrive in full.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The routes of the tenant and admin API, each declared once: actix serves them and the
