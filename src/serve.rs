@@ -276,6 +276,8 @@ pub enum RoleArg {
     Node,
     /// May only register a node agent.
     Bootstrap,
+    /// May only read /metrics (a Prometheus scraper).
+    Metrics,
 }
 
 fn runtime() -> Result<actix_web::rt::SystemRunner> {
@@ -374,7 +376,7 @@ fn print_up(
     );
     println!("  API:        {api}/v1");
     println!("  OpenAPI:    {api}/openapi.json");
-    println!("  Metrics:    {api}/metrics");
+    println!("  Metrics:    {api}/metrics  (admin or metrics token)");
     println!("  Dashboard:  {api}/  (paste a token)");
     for (who, path) in tokens {
         println!("  token {who:<9} {}", path.display());
@@ -464,6 +466,7 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
         RoleArg::Tenant => Role::Tenant,
         RoleArg::Node => Role::Node,
         RoleArg::Bootstrap => Role::Bootstrap,
+        RoleArg::Metrics => Role::Metrics,
     };
     match (role, &tenant) {
         (Role::Tenant, None) => bail!("--role tenant needs --tenant NAME"),

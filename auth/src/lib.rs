@@ -34,6 +34,8 @@ pub enum Role {
     Bootstrap,
     /// The control plane itself, calling a node agent's API.
     ControlPlane,
+    /// May only read `/metrics` (a Prometheus scraper).
+    Metrics,
 }
 
 /// The claims of a modvisor token.
@@ -163,7 +165,10 @@ impl TokenVerifier {
                     "a tenant token must name its tenant".into(),
                 ))
             }
-            (Role::Admin | Role::Node | Role::Bootstrap | Role::ControlPlane, Some(_)) => {
+            (
+                Role::Admin | Role::Node | Role::Bootstrap | Role::ControlPlane | Role::Metrics,
+                Some(_),
+            ) => {
                 return Err(AuthError::InvalidToken(
                     "only tenant tokens name a tenant".into(),
                 ))

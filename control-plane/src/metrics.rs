@@ -46,12 +46,14 @@ impl Metrics {
         registry.register(Box::new(requests.clone())).map_err(err)?;
         registry.register(Box::new(latency.clone())).map_err(err)?;
         registry.register(Box::new(vms.clone())).map_err(err)?;
-        Ok(Metrics {
+        let metrics = Metrics {
             registry,
             requests,
             latency,
             vms,
-        })
+        };
+        metrics.set_vms_by_phase(&BTreeMap::new());
+        Ok(metrics)
     }
 
     /// Counts one finished request. `route` is the matched pattern, never the raw path,
@@ -65,13 +67,20 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Renders the text exposition format, with VM counts as of now.
-    pub fn render(&self, vms_by_phase: &BTreeMap<Phase, u64>) -> Result<String> {
-        for (phase, n) in vms_by_phase {
+    /// Sets the VMs-by-phase gauges (the reconciler does, from each pass's read of every
+    /// VM); phases absent from `vms_by_phase` are 0.
+    pub fn set_vms_by_phase(&self, vms_by_phase: &BTreeMap<Phase, u64>) {
+        for phase in Phase::ALL {
+            let n = vms_by_phase.get(&phase).copied().unwrap_or(0);
             self.vms
                 .with_label_values(&[&format!("{phase:?}")])
-                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
+    }
+
+    /// The text exposition of every family, from counters kept up to date (no scan of
+    /// the store per scrape).
+    pub fn render(&self) -> Result<String> {
         let mut out = Vec::new();
         prometheus::TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)

@@ -165,6 +165,7 @@ impl ControlPlane {
         crate::reconciler::spawn(
             self.state.store.clone(),
             self.state.keys.clone(),
+            self.state.metrics.clone(),
             self.config.reconciler.clone(),
         )?;
         let state = self.state.clone();

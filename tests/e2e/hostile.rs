@@ -125,10 +125,15 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
     assert!(p.alive(), "the server must survive");
     p.get(&a, "/v1/vms").expect(200);
 
-    // Metrics saw all of this, by route pattern (never by raw path) and status.
+    // Metrics are for admins (and metrics tokens): anonymous 401, a tenant 403.
+    let anonymous = p.http.get(format!("{}/metrics", p.base)).send().unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    p.get(&a, "/metrics").expect(403);
+    // They saw all of this, by route pattern (never by raw path) and status.
     let m = p
         .http
         .get(format!("{}/metrics", p.base))
+        .bearer_auth(p.token("admin"))
         .send()
         .unwrap()
         .text()

@@ -87,7 +87,8 @@ impl Caller {
             (Role::Admin, _) => Ok(VmFilter::All),
             (Role::Tenant, Some(t)) => Ok(VmFilter::Tenant(t)),
             _ => Err(Error::Forbidden(
-                "node tokens may only call node endpoints".into(),
+                "this token's role may only call its own endpoints (node, bootstrap, metrics)"
+                    .into(),
             )),
         }
     }

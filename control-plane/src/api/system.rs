@@ -3,7 +3,7 @@
 use super::extract::StrictQuery;
 use super::problems::Unauthenticated;
 use super::AppState;
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::error::Error;
 use crate::model::{Event, Page, PageParams};
 use actix_web::{get, web, HttpResponse};
@@ -32,15 +32,24 @@ pub async fn openapi_json() -> HttpResponse {
         .body(DOCUMENT.get_or_init(super::openapi_document).clone())
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format (admin or `metrics` tokens: they
+/// show every tenant's activity). Served from counters, never a scan of the store.
 #[utoipa::path(
-    tag = "system", security(()),
-    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String))
+    tag = "system",
+    responses(
+        (status = 200, description = "Metrics", content_type = "text/plain", body = String),
+        Unauthenticated,
+        (status = 403, description = "Neither an admin nor a metrics token", body = crate::error::Problem, content_type = "application/problem+json"),
+    )
 )]
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    let counts = state.store.count_vms_by_phase()?;
-    let body = state.metrics.render(&counts)?;
+pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    if !matches!(caller.role, Role::Admin | Role::Metrics) {
+        return Err(Error::Forbidden(
+            "metrics are for admin and metrics tokens".into(),
+        ));
+    }
+    let body = state.metrics.render()?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body))

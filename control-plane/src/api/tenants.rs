@@ -76,9 +76,9 @@ pub async fn get_tenant(
     let visible = match caller.role {
         Role::Admin => true,
         Role::Tenant => caller.tenant.as_deref() == Some(name.as_str()),
-        Role::Node | Role::Bootstrap | Role::ControlPlane => {
+        Role::Node | Role::Bootstrap | Role::ControlPlane | Role::Metrics => {
             return Err(Error::Forbidden(
-                "node tokens may only call node endpoints".into(),
+                "this token's role may not read tenants".into(),
             ))
         }
     };

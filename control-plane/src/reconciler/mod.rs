@@ -15,6 +15,7 @@ pub mod phase;
 pub use connect::{HttpNodes, NodeConnector};
 
 use crate::auth::TokenKeys;
+use crate::metrics::Metrics;
 use crate::model::{
     EnsureVm, Node, NodeLoadModule, NodeState, ObservedVm, Phase, RequestState, Vm,
 };
@@ -61,6 +62,7 @@ impl Default for ReconcilerConfig {
 pub fn spawn(
     store: Datastore,
     keys: Arc<TokenKeys>,
+    metrics: Metrics,
     config: ReconcilerConfig,
 ) -> std::io::Result<()> {
     let nodes = HttpNodes::new(keys, config.budgets).map_err(std::io::Error::other)?;
@@ -77,7 +79,7 @@ pub fn spawn(
                     return;
                 }
             };
-            let r = Reconciler::new(store, nodes, config);
+            let r = Reconciler::new(store, nodes, config).with_metrics(metrics);
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, r.run());
         })
@@ -97,6 +99,8 @@ pub struct Reconciler<C> {
     /// VMs missing from their node's heartbeat: the report number where each was first
     /// missed (two reports in a row make an absence).
     absent: Arc<Mutex<HashMap<String, u64>>>,
+    /// Where each pass publishes the VMs by phase, when serving metrics.
+    metrics: Option<Metrics>,
 }
 
 impl<C: NodeConnector> Reconciler<C> {
@@ -109,7 +113,14 @@ impl<C: NodeConnector> Reconciler<C> {
             config,
             started_unix: modvisor_auth::unix_now(),
             absent: Arc::new(Mutex::new(HashMap::new())),
+            metrics: None,
         }
+    }
+
+    /// The same reconciler, publishing the VMs by phase to `metrics` after each pass.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Passes forever, `interval` apart. Must run inside a `LocalSet`.
@@ -247,7 +258,15 @@ impl<C: NodeConnector> Reconciler<C> {
         }
         let observations = self.store.observations()?;
         let reports = self.store.node_reports()?;
-        for mut vm in self.store.all_vms()? {
+        let vms = self.store.all_vms()?;
+        if let Some(m) = &self.metrics {
+            let mut by_phase = std::collections::BTreeMap::new();
+            for vm in &vms {
+                *by_phase.entry(vm.status.phase).or_insert(0u64) += 1;
+            }
+            m.set_vms_by_phase(&by_phase);
+        }
+        for mut vm in vms {
             if self.is_busy(&vm.id) {
                 continue;
             }

@@ -8,7 +8,6 @@ use super::txn::{append_event, get_record, refuse_if_deleting, update_vm, visibl
 use super::{transact, Datastore, Table, Txn, VmFilter};
 use crate::error::{Error, Result};
 use crate::model::{now, Phase, Tenant, Vm, VmSpec, VmStatus};
-use std::collections::BTreeMap;
 
 /// Reason given for a VM that no node can take yet.
 pub const NO_NODES_REASON: &str =
@@ -247,16 +246,6 @@ impl Datastore {
             )?;
             Ok(vm)
         })
-    }
-
-    /// Number of VMs in each phase (every phase present, zero included).
-    pub fn count_vms_by_phase(&self) -> Result<BTreeMap<Phase, u64>> {
-        let mut counts: BTreeMap<Phase, u64> = Phase::ALL.iter().map(|p| (*p, 0)).collect();
-        for (_, v) in self.kv.scan(Table::Vms, b"", None, usize::MAX)? {
-            let vm: Vm = decode(&v)?;
-            *counts.entry(vm.status.phase).or_default() += 1;
-        }
-        Ok(counts)
     }
 
     /// Every VM (for the reconciler and the scheduler).
