@@ -133,6 +133,13 @@ impl AgentClient {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
+            // Honoured also while buffered frames (others' or broken ones) keep coming.
+            if left.is_zero() {
+                return Err(ChannelError::Timeout {
+                    what,
+                    secs: timeout.as_secs(),
+                });
+            }
             let frame = match self.read_frame(left) {
                 Err(ChannelError::Timeout { .. }) => {
                     return Err(ChannelError::Timeout {
