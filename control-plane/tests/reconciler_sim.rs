@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use modvisor_control_plane::model::{
-    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, Node, NodeState, Outcome, Phase, PowerState,
-    Quota, RegisterNode, RequestState, Resources, VmSpec,
+    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, ModuleRequest, Node, NodeState, Outcome,
+    Phase, PowerState, Quota, RegisterNode, RequestState, Resources, VmSpec,
 };
 use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig};
 use modvisor_control_plane::store::{Datastore, SledKv, VmFilter};
@@ -130,6 +130,16 @@ fn create_vm(store: &Datastore, modules: &[&str]) -> String {
     store.create_vm("test", "tenant-a", &spec).unwrap().id
 }
 
+/// VM `id`'s request for module `name`.
+fn request(w: &World, id: &str, name: &str) -> ModuleRequest {
+    w.store
+        .module_requests(VmFilter::All, id)
+        .unwrap()
+        .into_iter()
+        .find(|r| r.name == name)
+        .unwrap()
+}
+
 /// The simulated node's heartbeat: what it holds, as the real agent reports it.
 fn heartbeat(w: &World) {
     let beat = Heartbeat {
@@ -202,14 +212,10 @@ fn a_module_request_goes_to_the_node_with_its_pinned_closure_and_loads() {
     let w = world(SimBehaviour::default(), Budgets::default());
     local(async {
         let id = create_vm(&w.store, &["top"]);
-        let loaded = |w: &World| {
-            w.store
-                .module_requests(VmFilter::All, &id)
-                .unwrap()
-                .iter()
-                .any(|r| r.name == "top" && r.state == RequestState::Loaded)
-        };
-        run_until(&w, true, loaded).await;
+        run_until(&w, true, |w| {
+            request(w, &id, "top").state == RequestState::Loaded
+        })
+        .await;
         let guest = w.node.vm(&id).unwrap().guest_modules;
         assert_eq!(guest, vec!["base".to_string(), "top".to_string()]);
         assert_eq!(w.node.stats().loads_started, 1);
@@ -237,25 +243,12 @@ fn a_load_longer_than_its_budget_ends_failed_and_is_never_sent_twice() {
     let w = world(behaviour, budgets);
     local(async {
         let id = create_vm(&w.store, &["top"]);
-        let ended = |w: &World| {
-            w.store
-                .module_requests(VmFilter::All, &id)
-                .unwrap()
-                .iter()
-                .any(|r| r.name == "top" && r.state.is_terminal())
-        };
-        run_until(&w, true, ended).await;
+        run_until(&w, true, |w| request(w, &id, "top").state.is_terminal()).await;
         // Passes every 5 ms while the node worked: still one load, never two at once.
         let stats = w.node.stats();
         assert_eq!(stats.loads_started, 1, "{stats:?}");
         assert_eq!(stats.max_concurrent_loads, 1, "{stats:?}");
-        let r = w
-            .store
-            .module_requests(VmFilter::All, &id)
-            .unwrap()
-            .into_iter()
-            .find(|r| r.name == "top")
-            .unwrap();
+        let r = request(&w, &id, "top");
         assert_eq!(r.state, RequestState::Failed, "{r:?}");
         assert!(
             r.reason.as_deref().unwrap_or("").contains("budget"),
@@ -281,21 +274,8 @@ fn a_refusal_by_the_nodes_vetting_is_rejected_and_audited_once() {
             tenants: Vec::new(),
         };
         w.store.set_policy("test", "base", &revoked).unwrap();
-        let ended = |w: &World| {
-            w.store
-                .module_requests(VmFilter::All, &id)
-                .unwrap()
-                .iter()
-                .any(|r| r.name == "top" && r.state.is_terminal())
-        };
-        run_until(&w, true, ended).await;
-        let r = w
-            .store
-            .module_requests(VmFilter::All, &id)
-            .unwrap()
-            .into_iter()
-            .find(|r| r.name == "top")
-            .unwrap();
+        run_until(&w, true, |w| request(w, &id, "top").state.is_terminal()).await;
+        let r = request(&w, &id, "top");
         assert_eq!(r.state, RequestState::Rejected, "{r:?}");
         for _ in 0..10 {
             w.reconciler.pass().unwrap();

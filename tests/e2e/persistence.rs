@@ -123,16 +123,10 @@ fn a_restart_never_reapproves_what_an_admin_revoked_or_restricted() {
         "127.0.0.1:0",
     ]);
     let admin = p.api(&p.token("admin"));
-    let policy = |name: &str| {
-        admin
-            .list_modules()
-            .unwrap()
-            .into_iter()
-            .find(|m| m.name == name)
-            .and_then(|m| m.policy)
-            .unwrap()
-    };
-    assert!(policy("tcp_bbr").approved, "seeded on the first start");
+    assert!(
+        policy_of(&admin, "tcp_bbr").approved,
+        "seeded on the first start"
+    );
     let revoked = ModulePolicy {
         approved: false,
         tenants: Vec::new(),
@@ -145,16 +139,21 @@ fn a_restart_never_reapproves_what_an_admin_revoked_or_restricted() {
     admin.set_policy("dummy", &restricted).unwrap();
     p.restart();
     let admin = p.api(&p.token("admin"));
-    let after = |name: &str| {
-        admin
-            .list_modules()
-            .unwrap()
-            .into_iter()
-            .find(|m| m.name == name)
-            .and_then(|m| m.policy)
-            .unwrap()
-    };
-    assert_eq!(after("tcp_bbr"), revoked);
-    assert_eq!(after("dummy"), restricted);
-    assert!(after("wireguard").approved, "untouched defaults stay");
+    assert_eq!(policy_of(&admin, "tcp_bbr"), revoked);
+    assert_eq!(policy_of(&admin, "dummy"), restricted);
+    assert!(
+        policy_of(&admin, "wireguard").approved,
+        "untouched defaults stay"
+    );
+}
+
+/// A module's policy as an admin sees it in the catalog.
+fn policy_of(admin: &modvisor_control_plane_api::ApiClient, name: &str) -> ModulePolicy {
+    admin
+        .list_modules()
+        .unwrap()
+        .into_iter()
+        .find(|m| m.name == name)
+        .and_then(|m| m.policy)
+        .unwrap()
 }
