@@ -148,6 +148,18 @@ pub enum TenantCommand {
         /// Maximum memory in MiB in all.
         #[arg(long)]
         max_memory_mib: u64,
+        /// API requests per second, sustained (kept as it is unless given).
+        #[arg(long)]
+        api_requests_per_sec: Option<u32>,
+        /// API requests at once above that rate (kept unless given).
+        #[arg(long)]
+        api_burst: Option<u32>,
+        /// API requests in flight at once (kept unless given).
+        #[arg(long)]
+        max_concurrent_requests: Option<u32>,
+        /// Module requests per VM per minute (kept unless given).
+        #[arg(long)]
+        module_requests_per_vm_per_min: Option<u32>,
     },
 }
 
@@ -482,11 +494,22 @@ pub fn tenant(args: &ApiArgs, cmd: TenantCommand) -> Result<()> {
             max_vms,
             max_vcpus,
             max_memory_mib,
+            api_requests_per_sec,
+            api_burst,
+            max_concurrent_requests,
+            module_requests_per_vm_per_min,
         } => {
+            let now = api.get_tenant(&name)?.quota;
             let quota = Quota {
                 max_vms,
                 max_vcpus,
                 max_memory_mib,
+                api_requests_per_sec: api_requests_per_sec.unwrap_or(now.api_requests_per_sec),
+                api_burst: api_burst.unwrap_or(now.api_burst),
+                max_concurrent_requests: max_concurrent_requests
+                    .unwrap_or(now.max_concurrent_requests),
+                module_requests_per_vm_per_min: module_requests_per_vm_per_min
+                    .unwrap_or(now.module_requests_per_vm_per_min),
             };
             api.set_quota(&name, &quota)?
         }

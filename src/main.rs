@@ -7,6 +7,7 @@ mod doctor;
 mod guest_cmd;
 mod serve;
 mod table;
+mod token_cmd;
 mod vmm_cmd;
 
 use clap::{Parser, Subcommand};
@@ -34,10 +35,11 @@ enum Command {
     ControlPlane(serve::ControlPlaneArgs),
     /// Run a node agent: registers with the control plane and runs its VMs.
     NodeAgent(serve::NodeAgentArgs),
-    /// Issue tokens with the data directory's signing key.
+    /// Tokens: issue offline with the data directory's key, or create, list and revoke
+    /// listed ones through the API.
     Token {
         #[command(subcommand)]
-        command: serve::TokenCommand,
+        command: token_cmd::TokenCommand,
     },
     /// Print an OpenAPI document: the control plane's API for tenants and admins (the
     /// default), its internal API for node agents, or the node agent's API.
@@ -125,7 +127,7 @@ fn main() -> ExitCode {
         },
         Command::ControlPlane(args) => serve::control_plane(args),
         Command::NodeAgent(args) => serve::node_agent(args),
-        Command::Token { command } => serve::token(command),
+        Command::Token { command } => token_cmd::token(command),
         Command::Openapi { document } => {
             print!(
                 "{}",

@@ -1,8 +1,7 @@
 //! `modvisor up`, `modvisor control-plane` and `modvisor token`.
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
-use modvisor_control_plane::auth::{Role, TokenKeys};
+use clap::{Args, ValueEnum};
 use modvisor_control_plane::model::Resources;
 use modvisor_control_plane::reconciler::{ReconcilerConfig, DEFAULT_FENCE_AFTER_SECS};
 use modvisor_control_plane::server::DEFAULT_MAX_MODULE_BYTES;
@@ -242,44 +241,6 @@ pub struct ControlPlaneArgs {
     body_timeout_secs: u64,
 }
 
-/// `modvisor token ...`
-#[derive(Debug, Subcommand)]
-pub enum TokenCommand {
-    /// Print a new token signed with DATA_DIR's key.
-    Issue {
-        /// Data directory holding the signing key.
-        #[arg(long, default_value_os_t = crate::default_data_dir())]
-        data_dir: PathBuf,
-        /// The token's role.
-        #[arg(long, value_enum)]
-        role: RoleArg,
-        /// The tenant (required for --role tenant, refused otherwise).
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl: u64,
-        /// Subject; defaults to the tenant name or the role.
-        #[arg(long)]
-        sub: Option<String>,
-    },
-}
-
-/// A role as given on the command line.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum RoleArg {
-    /// Operator.
-    Admin,
-    /// Tenant.
-    Tenant,
-    /// Node agent.
-    Node,
-    /// May only register a node agent.
-    Bootstrap,
-    /// May only read /metrics (a Prometheus scraper).
-    Metrics,
-}
-
 fn runtime() -> Result<actix_web::rt::SystemRunner> {
     Ok(actix_web::rt::System::new())
 }
@@ -449,45 +410,5 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
     runtime()?.block_on(cp.serve(|addr| {
         tracing::info!(%addr, "control plane listening");
     }))?;
-    Ok(())
-}
-
-/// `modvisor token issue`.
-pub fn token(cmd: TokenCommand) -> Result<()> {
-    let TokenCommand::Issue {
-        data_dir,
-        role,
-        tenant,
-        ttl,
-        sub,
-    } = cmd;
-    let role = match role {
-        RoleArg::Admin => Role::Admin,
-        RoleArg::Tenant => Role::Tenant,
-        RoleArg::Node => Role::Node,
-        RoleArg::Bootstrap => Role::Bootstrap,
-        RoleArg::Metrics => Role::Metrics,
-    };
-    match (role, &tenant) {
-        (Role::Tenant, None) => bail!("--role tenant needs --tenant NAME"),
-        (_, Some(_)) if role != Role::Tenant => bail!("--tenant is only for --role tenant"),
-        _ => {}
-    }
-    if let Some(t) = &tenant {
-        modvisor_control_plane::validate::resource_name("--tenant", t)?;
-    }
-    let key = data_dir.join(modvisor_control_plane::auth::KEY_FILE);
-    if !key.exists() {
-        bail!(
-            "no signing key at {}: run `modvisor up --data-dir {}` first",
-            key.display(),
-            data_dir.display()
-        );
-    }
-    let keys = TokenKeys::load_or_create(&data_dir)?;
-    let sub = sub
-        .or_else(|| tenant.clone())
-        .unwrap_or_else(|| format!("{role:?}").to_lowercase());
-    println!("{}", keys.issue(&sub, role, tenant.as_deref(), ttl)?);
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! modvisor tokens as every service sees them: roles, claims and a verifier.
 //!
-//! Only `EdDSA` is accepted; every token must carry `sub`, `role`, `aud = "modvisor"`,
-//! `iat`, `exp` and `jti`, and tenant tokens (only they) a `tenant`. Signing lives with
-//! the holder of the private key (the control plane), not here.
+//! Only `EdDSA` is accepted; every token must carry `sub`, `role`, `aud`, `iat`, `exp`
+//! and `jti`, and tenant tokens (only they) a `tenant`. The control plane accepts only
+//! `aud = "modvisor"`; a node accepts only tokens whose audience is its own name
+//! ([`node_audience`]), so a token for one node is refused by every other. Signing lives
+//! with the holder of the private key (the control plane), not here.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +15,11 @@ use std::sync::Mutex;
 
 /// The audience every modvisor token names.
 pub const AUDIENCE: &str = "modvisor";
+/// The audience of tokens the control plane presents to node `name`.
+pub fn node_audience(name: &str) -> String {
+    format!("node:{name}")
+}
+
 /// Clock skew tolerated on `exp`, in seconds.
 pub const LEEWAY_SECS: u64 = 5;
 /// Most verified tokens remembered (the cache is emptied when full).
@@ -68,6 +75,10 @@ pub struct Caller {
     pub role: Role,
     /// The tenant, for tenant tokens.
     pub tenant: Option<String>,
+    /// The token's unique id (what revocation names).
+    pub jti: String,
+    /// When the token expires (seconds since the epoch).
+    pub exp: u64,
 }
 
 /// Why a key or a token was refused.
@@ -90,10 +101,11 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The validation every modvisor token passes: EdDSA, audience, required claims.
-pub fn validation() -> Validation {
+/// The validation every modvisor token for `audience` passes: EdDSA, that audience,
+/// required claims.
+pub fn validation(audience: &str) -> Validation {
     let mut validation = Validation::new(Algorithm::EdDSA);
-    validation.set_audience(&[AUDIENCE]);
+    validation.set_audience(&[audience]);
     validation.set_required_spec_claims(&["sub", "aud", "exp", "iat"]);
     validation.leeway = LEEWAY_SECS;
     validation
@@ -106,17 +118,24 @@ pub struct TokenVerifier {
     /// Tokens whose signature and claims were verified, with their `exp`, so that a
     /// client's every request does not pay for an Ed25519 verification. Keyed by the
     /// exact token text; `exp` is checked again on every hit.
-    verified: Mutex<HashMap<String, (Caller, u64)>>,
+    verified: Mutex<HashMap<String, Caller>>,
 }
 
 impl TokenVerifier {
-    /// A verifier of tokens signed by the key whose public half is `public_pem` (SPKI).
+    /// A verifier of tokens for the control plane (audience [`AUDIENCE`]) signed by the
+    /// key whose public half is `public_pem` (SPKI).
     pub fn from_public_pem(public_pem: &str) -> Result<Self, AuthError> {
+        Self::for_audience(public_pem, AUDIENCE)
+    }
+
+    /// A verifier of tokens for `audience` signed by the key whose public half is
+    /// `public_pem` (SPKI).
+    pub fn for_audience(public_pem: &str, audience: &str) -> Result<Self, AuthError> {
         let decoding = DecodingKey::from_ed_pem(public_pem.as_bytes())
             .map_err(|e| AuthError::UnusableKey(e.to_string()))?;
         Ok(TokenVerifier {
             decoding,
-            validation: validation(),
+            validation: validation(audience),
             verified: Mutex::new(HashMap::new()),
         })
     }
@@ -125,25 +144,25 @@ impl TokenVerifier {
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let now = unix_now();
         if let Ok(cache) = self.verified.lock() {
-            if let Some((caller, exp)) = cache.get(token) {
-                if now <= exp.saturating_add(LEEWAY_SECS) {
+            if let Some(caller) = cache.get(token) {
+                if now <= caller.exp.saturating_add(LEEWAY_SECS) {
                     return Ok(caller.clone());
                 }
             }
         }
-        let (caller, exp) = self.verify_uncached(token)?;
+        let caller = self.verify_uncached(token)?;
         if token.len() <= VERIFIED_TOKEN_MAX {
             if let Ok(mut cache) = self.verified.lock() {
                 if cache.len() >= VERIFIED_CACHE_MAX {
                     cache.clear();
                 }
-                cache.insert(token.to_string(), (caller.clone(), exp));
+                cache.insert(token.to_string(), caller.clone());
             }
         }
         Ok(caller)
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<(Caller, u64), AuthError> {
+    fn verify_uncached(&self, token: &str) -> Result<Caller, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
         if data.header.crit.is_some() {
@@ -175,14 +194,13 @@ impl TokenVerifier {
             }
             _ => {}
         }
-        Ok((
-            Caller {
-                sub: c.sub,
-                role: c.role,
-                tenant: c.tenant,
-            },
-            c.exp,
-        ))
+        Ok(Caller {
+            sub: c.sub,
+            role: c.role,
+            tenant: c.tenant,
+            jti: c.jti,
+            exp: c.exp,
+        })
     }
 }
 
@@ -227,6 +245,24 @@ mod tests {
         let header = Header::new(Algorithm::EdDSA);
         let t = sign(&key, &header, &claims(Role::ControlPlane, None, unix_now()));
         assert_eq!(verifier.verify(&t).unwrap().role, Role::ControlPlane);
+    }
+
+    #[test]
+    fn a_token_for_one_audience_is_refused_by_another() {
+        let (key, _) = keys();
+        let public = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32])
+            .verifying_key()
+            .to_public_key_pem(Default::default())
+            .unwrap();
+        let node_a = TokenVerifier::for_audience(&public, &node_audience("a")).unwrap();
+        let node_b = TokenVerifier::for_audience(&public, &node_audience("b")).unwrap();
+        let control_plane = TokenVerifier::from_public_pem(&public).unwrap();
+        let mut for_a = claims(Role::ControlPlane, None, unix_now());
+        for_a.aud = node_audience("a");
+        let t = sign(&key, &Header::new(Algorithm::EdDSA), &for_a);
+        assert_eq!(node_a.verify(&t).unwrap().jti, "j1");
+        assert!(node_b.verify(&t).is_err(), "node b took a token for node a");
+        assert!(control_plane.verify(&t).is_err());
     }
 
     #[test]

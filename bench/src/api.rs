@@ -213,8 +213,10 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
     let tmp = tempfile::tempdir().context("creating a scratch directory")?;
     let server = start_server(&tmp.path().join("cp"), args.workers)?;
     let keys = TokenKeys::load_or_create(&tmp.path().join("cp"))?;
-    let admin = keys.issue("bench-admin", Role::Admin, None, 3600)?;
-    let tenant = keys.issue("bench", Role::Tenant, Some("bench"), 3600)?;
+    let admin = keys.issue("bench-admin", Role::Admin, None, 3600)?.token;
+    let tenant = keys
+        .issue("bench", Role::Tenant, Some("bench"), 3600)?
+        .token;
     let base = server.base.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -233,6 +235,11 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
                 max_vms: 1_000_000,
                 max_vcpus: 1_000_000,
                 max_memory_mib: 1_000_000_000,
+                // The bench measures the server, not the limits.
+                api_requests_per_sec: 1_000_000,
+                api_burst: 1_000_000,
+                max_concurrent_requests: 100_000,
+                ..Quota::default()
             }),
         })
         .context("creating the bench tenant")?;

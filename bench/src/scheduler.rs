@@ -6,10 +6,11 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use modvisor_control_plane::auth::TokenKeys;
 use modvisor_control_plane::model::{
     CreateTenant, Phase, PowerState, Quota, RegisterNode, Resources, VmSpec,
 };
-use modvisor_control_plane::store::{Datastore, Placement, SledKv, Strategy};
+use modvisor_control_plane::store::{Datastore, Placement, Registrant, SledKv, Strategy};
 use modvisor_control_plane_api::ApiClient;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,9 +44,12 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
     let kv = Arc::new(SledKv::open(&tmp.path().join("db"))?);
     let store = Datastore::new(kv);
     let t0 = Instant::now();
+    let keys = TokenKeys::ephemeral()?;
     for i in 0..args.nodes {
-        store.register_node(&RegisterNode {
-            name: format!("node-{i:05}"),
+        let name = format!("node-{i:05}");
+        let (_, credential) = keys.node_credential(&name, 3600)?;
+        let reg = RegisterNode {
+            name,
             address: format!("http://127.0.0.1:{}", 10_000 + i % 50_000),
             capacity: Resources {
                 vcpus: 64,
@@ -54,13 +58,15 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
             driver: "qemu".into(),
             hardware_virtualization: false,
             kernel_release: "6.1.0-56-cloud-amd64".into(),
-        })?;
+        };
+        store.register_node(&reg, Registrant::Bootstrap, &credential)?;
     }
     let tenants = 100;
     let big = Quota {
         max_vms: 1_000_000,
         max_vcpus: 1_000_000,
         max_memory_mib: 1_000_000_000,
+        ..Quota::default()
     };
     for t in 0..tenants {
         store.create_tenant(

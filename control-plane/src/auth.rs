@@ -4,10 +4,13 @@
 //! `iat`, `exp` and `jti`, and tenant tokens a `tenant`.
 
 use crate::error::{Error, Result};
+use crate::model::{rfc3339, TokenRecord, TokenRole};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-pub use modvisor_auth::{unix_now, AuthError, Claims, Role, TokenVerifier, AUDIENCE};
+pub use modvisor_auth::{
+    node_audience, unix_now, AuthError, Claims, Role, TokenVerifier, AUDIENCE,
+};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -26,6 +29,8 @@ pub struct Caller {
     pub role: Role,
     /// The tenant, for tenant tokens.
     pub tenant: Option<String>,
+    /// The token's id.
+    pub jti: String,
 }
 
 impl From<modvisor_auth::Caller> for Caller {
@@ -34,7 +39,45 @@ impl From<modvisor_auth::Caller> for Caller {
             sub: c.sub,
             role: c.role,
             tenant: c.tenant,
+            jti: c.jti,
         }
+    }
+}
+
+/// The listed role of `role` (`None` for tokens that are never listed).
+pub fn token_role(role: Role) -> Option<TokenRole> {
+    match role {
+        Role::Admin => Some(TokenRole::Admin),
+        Role::Tenant => Some(TokenRole::Tenant),
+        Role::Node => Some(TokenRole::Node),
+        Role::Bootstrap => Some(TokenRole::Bootstrap),
+        Role::Metrics => Some(TokenRole::Metrics),
+        Role::ControlPlane => None,
+    }
+}
+
+/// A token just signed, with its claims.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The JWT.
+    pub token: String,
+    /// What it says.
+    pub claims: Claims,
+}
+
+impl Issued {
+    /// What is listed of it (`None` for tokens to nodes, which are never listed).
+    pub fn record(&self) -> Option<TokenRecord> {
+        let c = &self.claims;
+        Some(TokenRecord {
+            jti: c.jti.clone(),
+            sub: c.sub.clone(),
+            role: token_role(c.role)?,
+            tenant: c.tenant.clone(),
+            issued_at: rfc3339(c.iat),
+            expires_at: rfc3339(c.exp),
+            revoked_at: None,
+        })
     }
 }
 
@@ -97,6 +140,25 @@ impl TokenKeys {
         Self::from_pkcs8_pem(&pem)
     }
 
+    /// A fresh key held only in memory (tests and benchmarks that never restart).
+    pub fn ephemeral() -> Result<Self> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| Error::Signing(format!("no randomness: {e}")))?;
+        let pem = SigningKey::from_bytes(&seed)
+            .to_pkcs8_pem(Default::default())
+            .map_err(|e| Error::Signing(format!("encoding the key: {e}")))?;
+        Self::from_pkcs8_pem(&pem)
+    }
+
+    /// A new node credential for `node` and what is listed of it.
+    pub fn node_credential(&self, node: &str, ttl_secs: u64) -> Result<(String, TokenRecord)> {
+        let issued = self.issue(node, Role::Node, None, ttl_secs)?;
+        let record = issued
+            .record()
+            .ok_or_else(|| Error::Signing("a node credential without a listed role".into()))?;
+        Ok((issued.token, record))
+    }
+
     /// Keys from a PKCS#8 PEM Ed25519 private key.
     pub fn from_pkcs8_pem(pem: &str) -> Result<Self> {
         let bad = |e: String| Error::KeyFile {
@@ -122,26 +184,50 @@ impl TokenKeys {
         &self.public_pem
     }
 
-    /// Issues a token for `sub` valid for `ttl_secs`.
+    /// Issues a token of the control plane's audience for `sub`, valid for `ttl_secs`.
     pub fn issue(
         &self,
         sub: &str,
         role: Role,
         tenant: Option<&str>,
         ttl_secs: u64,
-    ) -> Result<String> {
+    ) -> Result<Issued> {
+        self.sign(sub, role, tenant, AUDIENCE.to_string(), ttl_secs)
+    }
+
+    /// A token of role `control_plane` that only node `node` accepts.
+    pub fn issue_to_node(&self, node: &str, ttl_secs: u64) -> Result<String> {
+        let issued = self.sign(
+            "control-plane",
+            Role::ControlPlane,
+            None,
+            node_audience(node),
+            ttl_secs,
+        )?;
+        Ok(issued.token)
+    }
+
+    fn sign(
+        &self,
+        sub: &str,
+        role: Role,
+        tenant: Option<&str>,
+        aud: String,
+        ttl_secs: u64,
+    ) -> Result<Issued> {
         let iat = unix_now();
         let claims = Claims {
             sub: sub.to_string(),
             role,
             tenant: tenant.map(str::to_string),
-            aud: AUDIENCE.to_string(),
+            aud,
             iat,
             exp: iat.saturating_add(ttl_secs),
             jti: uuid::Uuid::new_v4().to_string(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
-            .map_err(|e| Error::Signing(e.to_string()))
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
+            .map_err(|e| Error::Signing(e.to_string()))?;
+        Ok(Issued { token, claims })
     }
 
     /// Verifies a token and says who holds it. Every failure is `Unauthenticated`.
@@ -165,7 +251,8 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let t = keys
             .issue("alice", Role::Tenant, Some("tenant-a"), 60)
-            .unwrap();
+            .unwrap()
+            .token;
         let again = TokenKeys::load_or_create(dir.path()).unwrap();
         let caller = again.verify(&t).unwrap();
         assert_eq!(caller.tenant.as_deref(), Some("tenant-a"));
@@ -189,7 +276,8 @@ mod tests {
         let foreign = TokenKeys::load_or_create(other.path())
             .unwrap()
             .issue("a", Role::Admin, None, 60)
-            .unwrap();
+            .unwrap()
+            .token;
         assert!(matches!(
             keys.verify(&foreign),
             Err(Error::Unauthenticated(_))

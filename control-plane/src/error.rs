@@ -80,6 +80,16 @@ pub enum Error {
         /// The total that the request would have reached.
         requested: u64,
     },
+    /// The tenant is over one of its rate limits; retry later.
+    #[error("tenant {tenant} is over its limit {limit}; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// The tenant.
+        tenant: String,
+        /// The quota field that limits it.
+        limit: &'static str,
+        /// Seconds until a retry can succeed.
+        retry_after_secs: u64,
+    },
     /// `If-Match` named a version that is no longer current.
     #[error("If-Match {given} does not match the current ETag {current}")]
     PreconditionFailed {
@@ -162,6 +172,7 @@ impl Error {
             Error::NotFound { .. } => "not-found",
             Error::Conflict(_) => "conflict",
             Error::QuotaExceeded { .. } => "quota-exceeded",
+            Error::RateLimited { .. } => "rate-limited",
             Error::PreconditionFailed { .. } => "precondition-failed",
             Error::Storage(_) => "storage",
             Error::DataDir { .. } => "data-directory",
@@ -189,6 +200,7 @@ impl Error {
             Error::NotFound { .. } => "Not found",
             Error::Conflict(_) => "Conflict",
             Error::QuotaExceeded { .. } => "Quota exceeded",
+            Error::RateLimited { .. } => "Too many requests",
             Error::PreconditionFailed { .. } => "Precondition failed",
             Error::Storage(_) => "Storage failure",
             Error::WorkerPool(_) => "Unavailable",
@@ -207,6 +219,7 @@ impl Error {
         let (field, quota) = match self {
             Error::Validation { field, .. } => (Some(field.clone()), None),
             Error::QuotaExceeded { quota, .. } => (None, Some((*quota).to_string())),
+            Error::RateLimited { limit, .. } => (None, Some((*limit).to_string())),
             _ => (None, None),
         };
         let detail = if self.status_code() == StatusCode::INTERNAL_SERVER_ERROR {
@@ -252,6 +265,7 @@ impl ResponseError for Error {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Conflict(_) | Error::QuotaExceeded { .. } => StatusCode::CONFLICT,
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Storage(_) | Error::WorkerPool(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::DataDir { .. }
             | Error::KeyFile { .. }
@@ -272,6 +286,12 @@ impl ResponseError for Error {
             .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
         if matches!(self, Error::Unauthenticated(_)) {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"modvisor\""));
+        }
+        if let Error::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            resp.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
         }
         match serde_json::to_vec(&self.problem()) {
             Ok(body) => resp.body(body),

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod ratelimit;
 pub mod reconciler;
 pub mod server;
 pub mod store;

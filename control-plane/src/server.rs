@@ -1,6 +1,7 @@
 //! The control plane process: opens the store and the signing key, bootstraps tenants and
 //! tokens, and serves the API.
 
+use crate::api::tokens::issue_listed;
 use crate::api::{self, AppState};
 use crate::auth::{Role, TokenKeys};
 use crate::error::{Error, Result};
@@ -65,6 +66,7 @@ impl ControlPlane {
             store: Datastore::new(Arc::new(kv)),
             keys,
             metrics: Metrics::new()?,
+            limits: Default::default(),
             max_module_bytes: config.max_module_bytes,
             body_timeout: config.body_timeout,
         });
@@ -88,20 +90,23 @@ impl ControlPlane {
             self.store().ensure_tenant("system:bootstrap", t)?;
         }
         let dir = self.config.data_dir.join("tokens");
+        let issue = |sub: &str, role, tenant| {
+            issue_listed(
+                self.store(),
+                self.keys(),
+                "system:bootstrap",
+                sub,
+                role,
+                tenant,
+                token_ttl_secs,
+            )
+        };
         let mut written = vec![(
             "admin".to_string(),
-            write_secret(
-                &dir,
-                "admin.jwt",
-                &self
-                    .keys()
-                    .issue("admin", Role::Admin, None, token_ttl_secs)?,
-            )?,
+            write_secret(&dir, "admin.jwt", &issue("admin", Role::Admin, None)?.token)?,
         )];
         for t in DEFAULT_TENANTS {
-            let token = self
-                .keys()
-                .issue(t, Role::Tenant, Some(t), token_ttl_secs)?;
+            let token = issue(t, Role::Tenant, Some(t))?.token;
             written.push((
                 t.to_string(),
                 write_secret(&dir, &format!("{t}.jwt"), &token)?,
@@ -110,10 +115,18 @@ impl ControlPlane {
         Ok(written)
     }
 
-    /// A bootstrap token (role `bootstrap`): it can only register a node agent.
+    /// A bootstrap token (role `bootstrap`, listed): it can only register a node agent.
     pub fn bootstrap_token(&self, ttl_secs: u64) -> Result<String> {
-        self.keys()
-            .issue("bootstrap", Role::Bootstrap, None, ttl_secs)
+        let issued = issue_listed(
+            self.store(),
+            self.keys(),
+            "system:bootstrap",
+            "bootstrap",
+            Role::Bootstrap,
+            None,
+            ttl_secs,
+        )?;
+        Ok(issued.token)
     }
 
     /// Publishes every module of a guest kernel's tree that is not yet in the catalog for

@@ -33,6 +33,35 @@ pub fn resource_name(field: &str, name: &str) -> Result<()> {
     }
 }
 
+/// A token's subject: 1-128 characters of `[A-Za-z0-9._:@-]`.
+pub fn subject(field: &str, sub: &str) -> Result<()> {
+    let ok = (1..=128).contains(&sub.len())
+        && sub
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_:@".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be 1-128 characters of [A-Za-z0-9._:@-]",
+        ))
+    }
+}
+
+/// A token id: 1-64 characters of `[A-Za-z0-9-]` (the control plane issues UUIDs).
+pub fn token_id(field: &str, jti: &str) -> Result<()> {
+    if (1..=64).contains(&jti.len()) && jti.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be 1-64 characters of [A-Za-z0-9-]",
+        ))
+    }
+}
+
 /// Module names as the kernel resolves them: `-` and `_` are the same character, so
 /// `tcp-bbr` is `tcp_bbr` (the form the catalog keeps).
 pub fn canonical_module_names(modules: &mut [crate::model::ModuleRef]) {
@@ -196,6 +225,24 @@ pub fn quota(q: &Quota) -> Result<()> {
     ] {
         if v > 1_000_000_000 {
             return Err(Error::invalid(field, "must be at most 1000000000"));
+        }
+    }
+    for (field, v, max) in [
+        ("api_requests_per_sec", q.api_requests_per_sec, 1_000_000),
+        ("api_burst", q.api_burst, 1_000_000),
+        (
+            "max_concurrent_requests",
+            q.max_concurrent_requests,
+            100_000,
+        ),
+        (
+            "module_requests_per_vm_per_min",
+            q.module_requests_per_vm_per_min,
+            100_000,
+        ),
+    ] {
+        if !(1..=max).contains(&v) {
+            return Err(Error::invalid(field, format!("must be 1..={max}")));
         }
     }
     Ok(())

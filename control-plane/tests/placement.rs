@@ -5,8 +5,9 @@
 // A test fails by panicking: unwrap and expect say where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use modvisor_control_plane::auth::TokenKeys;
 use modvisor_control_plane::model::{CreateTenant, Phase, Quota, RegisterNode, Resources, VmSpec};
-use modvisor_control_plane::store::{Datastore, Placement, SledKv, Strategy};
+use modvisor_control_plane::store::{Datastore, Placement, Registrant, SledKv, Strategy};
 use std::sync::Arc;
 
 fn store(dir: &std::path::Path) -> Datastore {
@@ -14,15 +15,20 @@ fn store(dir: &std::path::Path) -> Datastore {
 }
 
 fn node(store: &Datastore, name: &str, vcpus: u64, memory_mib: u64) {
+    let reg = RegisterNode {
+        name: name.into(),
+        address: "http://127.0.0.1:9".into(),
+        capacity: Resources { vcpus, memory_mib },
+        driver: "qemu".into(),
+        hardware_virtualization: false,
+        kernel_release: "6.1.0-56-cloud-amd64".into(),
+    };
+    let (_, credential) = TokenKeys::ephemeral()
+        .unwrap()
+        .node_credential(name, 3600)
+        .unwrap();
     store
-        .register_node(&RegisterNode {
-            name: name.into(),
-            address: "http://127.0.0.1:9".into(),
-            capacity: Resources { vcpus, memory_mib },
-            driver: "qemu".into(),
-            hardware_virtualization: false,
-            kernel_release: "6.1.0-56-cloud-amd64".into(),
-        })
+        .register_node(&reg, Registrant::Bootstrap, &credential)
         .unwrap();
 }
 
@@ -31,6 +37,7 @@ fn tenant(store: &Datastore, name: &str) {
         max_vms: 1000,
         max_vcpus: 1000,
         max_memory_mib: 1 << 30,
+        ..Quota::default()
     };
     store
         .create_tenant(

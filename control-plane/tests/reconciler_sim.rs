@@ -5,12 +5,13 @@
 // A test fails by panicking: unwrap and expect say where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use modvisor_control_plane::auth::TokenKeys;
 use modvisor_control_plane::model::{
     CreateTenant, Heartbeat, ModulePolicy, ModuleRef, ModuleRequest, Node, NodeState, Outcome,
     Phase, PowerState, Quota, RegisterNode, RequestState, Resources, VmSpec,
 };
 use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig};
-use modvisor_control_plane::store::{Datastore, SledKv, VmFilter};
+use modvisor_control_plane::store::{Datastore, Registrant, SledKv, VmFilter};
 use modvisor_control_plane::Error;
 use modvisor_node_api::sim::{SimBehaviour, SimulatedNode};
 use modvisor_node_api::Budgets;
@@ -58,18 +59,23 @@ fn world(behaviour: SimBehaviour, budgets: Budgets) -> World {
 fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
     let dir = tempfile::tempdir().unwrap();
     let store = Datastore::new(Arc::new(SledKv::open(&dir.path().join("db")).unwrap()));
+    let reg = RegisterNode {
+        name: "n1".into(),
+        address: "http://127.0.0.1:9".into(),
+        capacity: Resources {
+            vcpus: 8,
+            memory_mib: 8192,
+        },
+        driver: "qemu".into(),
+        hardware_virtualization: false,
+        kernel_release: RELEASE.into(),
+    };
+    let (_, credential) = TokenKeys::ephemeral()
+        .unwrap()
+        .node_credential("n1", 3600)
+        .unwrap();
     store
-        .register_node(&RegisterNode {
-            name: "n1".into(),
-            address: "http://127.0.0.1:9".into(),
-            capacity: Resources {
-                vcpus: 8,
-                memory_mib: 8192,
-            },
-            driver: "qemu".into(),
-            hardware_virtualization: false,
-            kernel_release: RELEASE.into(),
-        })
+        .register_node(&reg, Registrant::Bootstrap, &credential)
         .unwrap();
     store
         .create_tenant(
@@ -80,6 +86,7 @@ fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
                     max_vms: 10,
                     max_vcpus: 10,
                     max_memory_mib: 10_000,
+                    ..Quota::default()
                 }),
             },
         )

@@ -56,6 +56,10 @@ pub struct Node {
     pub last_heartbeat_unix: u64,
     /// When it first registered.
     pub registered_at: Timestamp,
+    /// The id (`jti`) of its current credential: the name is bound to it, and node
+    /// tokens with any other id are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_jti: Option<String>,
 }
 
 impl Node {
@@ -71,7 +75,8 @@ impl Node {
     }
 }
 
-/// Body of `POST /v1/nodes/register` (bootstrap token).
+/// Body of `POST /v1/nodes/register`: a bootstrap token registers a new name; the node's
+/// own credential or an admin re-registers a bound one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,6 @@
 //! Every bad-token variant is 401 problem+json; roles reach only their endpoints.
 
-use crate::support::Plane;
+use crate::support::{sign, Plane};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePublicKey};
@@ -23,11 +23,6 @@ fn claims(role: &str, tenant: Option<&str>) -> Value {
         c["tenant"] = json!(t);
     }
     c
-}
-
-fn sign(pem: &str, claims: &Value) -> String {
-    let key = EncodingKey::from_ed_pem(pem.as_bytes()).unwrap();
-    encode(&Header::new(Algorithm::EdDSA), claims, &key).unwrap()
 }
 
 fn b64(v: &Value) -> String {

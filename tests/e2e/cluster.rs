@@ -152,6 +152,44 @@ fn create(p: &Plane, token: &str, body: Value) -> Resp {
     p.post(token, "/v1/vms", &body)
 }
 
+/// A node takes only tokens addressed to it by name: the control plane's key signs them
+/// all, but one for node-2 (or for the control plane's own audience) is refused by node-1.
+fn tokens_to_one_node_are_refused_by_another(p: &Plane, admin: &str) {
+    let nodes = p.get(admin, "/v1/nodes").expect(200).body;
+    let node1 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node-1")
+        .unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |aud: &str| {
+        crate::support::sign(
+            &p.key_pem(),
+            &json!({"sub": "control-plane", "role": "control_plane", "aud": aud,
+                    "iat": now, "exp": now + 60, "jti": format!("aud-{aud}")}),
+        )
+    };
+    let status = |aud: &str| {
+        p.http
+            .get(format!("{node1}/v1/vms/no-such-vm"))
+            .bearer_auth(token(aud))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status("node:node-2"), 401, "node-1 took node-2's token");
+    assert_eq!(status("modvisor"), 401, "node-1 took a control-plane token");
+    assert_eq!(status("node:node-1"), 404, "node-1's own token");
+}
+
 #[test]
 fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
     // A fixed port, so the node agents find the control plane again after its restart.
@@ -191,6 +229,7 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
             .count();
         (ready == 2).then_some(nodes)
     });
+    tokens_to_one_node_are_refused_by_another(&p, &admin);
 
     // A: two VMs, B: one. A's two land on different nodes.
     let small = |name: &str| json!({"name": name, "vcpus": 1, "memory_mib": 256});

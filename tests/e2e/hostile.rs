@@ -149,23 +149,10 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
 
 /// A node token, through the real registration (bootstrap token from the CLI).
 fn node_token(p: &Plane, name: &str) -> String {
-    let out = crate::support::modvisor()
-        .args(["token", "issue", "--role", "bootstrap", "--data-dir"])
-        .arg(p.data_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let reg = serde_json::json!({
-        "name": name, "address": "http://127.0.0.1:9",
-        "capacity": {"vcpus": 2, "memory_mib": 2048},
-        "driver": "qemu", "hardware_virtualization": false, "kernel_release": "6.1.0-test"
-    });
-    let r = p.post(&bootstrap, "/v1/nodes/register", &reg).expect(200);
+    let bootstrap = p.offline_bootstrap_token();
+    let r = p
+        .register_node(&bootstrap, name, "http://127.0.0.1:9")
+        .expect(200);
     r.body["token"].as_str().unwrap().to_string()
 }
 

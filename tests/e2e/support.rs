@@ -218,6 +218,32 @@ impl Plane {
         self.data_dir().join("tokens").join(format!("{who}.jwt"))
     }
 
+    /// A bootstrap token signed offline with this plane's key (`modvisor token issue`).
+    pub fn offline_bootstrap_token(&self) -> String {
+        let out = modvisor()
+            .args(["token", "issue", "--role", "bootstrap", "--data-dir"])
+            .arg(self.data_dir())
+            .output()
+            .expect("modvisor token issue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Registers a node agent's name at `address` with `token`, as a node agent would
+    /// (nothing listens there: the control plane's side only).
+    pub fn register_node(&self, token: &str, name: &str, address: &str) -> Resp {
+        let reg = serde_json::json!({
+            "name": name, "address": address,
+            "capacity": {"vcpus": 2, "memory_mib": 2048},
+            "driver": "qemu", "hardware_virtualization": false, "kernel_release": "6.1.0-test"
+        });
+        self.post(token, "/v1/nodes/register", &reg)
+    }
+
     /// The signing key's PEM.
     pub fn key_pem(&self) -> String {
         std::fs::read_to_string(self.data_dir().join("keys/jwt-ed25519.pem")).expect("key")
@@ -336,4 +362,25 @@ pub fn real_module(name: &str) -> Vec<u8> {
         .module_path(name)
         .unwrap_or_else(|| panic!("{name}.ko in the guest kernel"));
     std::fs::read(path).expect("read module")
+}
+
+/// Waits up to `secs` for `f` to hold, failing the test with `what` when it never does.
+#[track_caller]
+pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A JWT with `claims`, signed with the PKCS#8 PEM Ed25519 key `pem`.
+pub fn sign(pem: &str, claims: &Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(pem.as_bytes()).expect("an Ed25519 key");
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        claims,
+        &key,
+    )
+    .expect("signing")
 }

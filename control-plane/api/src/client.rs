@@ -3,8 +3,9 @@
 
 use crate::routes::{self, fill};
 use crate::types::{
-    CatalogModule, CreateTenant, Event, ModulePolicy, ModuleRequest, ModuleRequestBody,
-    ModuleVersion, Node, NodeDetail, Page, PageParams, Quota, Tenant, Vm, VmSpec,
+    CatalogModule, CreateTenant, Event, IssueToken, IssuedToken, ModulePolicy, ModuleRequest,
+    ModuleRequestBody, ModuleVersion, Node, NodeDetail, Page, PageParams, Quota, Tenant,
+    TokenRecord, Vm, VmSpec,
 };
 use modvisor_node_api::Problem;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -357,5 +358,35 @@ impl ApiClient {
     pub fn node_action(&self, name: &str, action: &str) -> Result<Node, ApiError> {
         let path = fill(routes::NODE_ACTION, &[("name", name), ("action", action)]);
         self.call(Method::POST, &path, None::<&()>)
+    }
+
+    /// `DELETE /v1/nodes/{name}` (admin): a node that holds no VMs; its credential is revoked.
+    pub fn delete_node(&self, name: &str) -> Result<(), ApiError> {
+        self.no_content(Method::DELETE, &fill(routes::NODE, &[("name", name)]))
+    }
+
+    /// `POST /v1/tokens` (admin): a listed, revocable token.
+    pub fn issue_token(&self, body: &IssueToken) -> Result<IssuedToken, ApiError> {
+        self.call(Method::POST, routes::TOKENS, Some(body))
+    }
+
+    /// `GET /v1/tokens` (admin): every listed token.
+    pub fn list_tokens(&self) -> Result<Vec<TokenRecord>, ApiError> {
+        self.get(routes::TOKENS)
+    }
+
+    /// `GET /v1/me/tokens`: the caller's own listed tokens.
+    pub fn my_tokens(&self) -> Result<Vec<TokenRecord>, ApiError> {
+        self.get(routes::MY_TOKENS)
+    }
+
+    /// `DELETE /v1/tokens/{jti}`: revokes a token (admins any, tenants their own).
+    pub fn revoke_token(&self, jti: &str) -> Result<(), ApiError> {
+        self.no_content(Method::DELETE, &fill(routes::TOKEN, &[("jti", jti)]))
+    }
+
+    fn no_content(&self, method: Method, path: &str) -> Result<(), ApiError> {
+        let (req, url) = self.request(method, path);
+        self.send(req, &url).map(drop)
     }
 }

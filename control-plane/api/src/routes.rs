@@ -37,8 +37,15 @@ pub const NODE: &str = "/v1/nodes/{name}";
 /// A node action (`POST`: cordon, uncordon, drain).
 pub const NODE_ACTION: &str = "/v1/nodes/{name}/{action}";
 
+/// Tokens (`GET` every listed token, admin; `POST` issue one, admin).
+pub const TOKENS: &str = "/v1/tokens";
+/// One token (`DELETE` revokes it: admins any, tenants their own).
+pub const TOKEN: &str = "/v1/tokens/{jti}";
+/// The caller's own listed tokens (a tenant's: every token of its tenant).
+pub const MY_TOKENS: &str = "/v1/me/tokens";
+
 /// Every route above with its method, as the OpenAPI document names them.
-pub const ALL: [(&str, &str); 22] = [
+pub const ALL: [(&str, &str); 27] = [
     ("get", HEALTHZ),
     ("get", TENANTS),
     ("post", TENANTS),
@@ -59,6 +66,11 @@ pub const ALL: [(&str, &str); 22] = [
     ("get", NODES),
     ("get", NODE),
     ("post", NODE_ACTION),
+    ("delete", NODE),
+    ("get", TOKENS),
+    ("post", TOKENS),
+    ("delete", TOKEN),
+    ("get", MY_TOKENS),
     ("get", METRICS),
     ("get", OPENAPI),
 ];

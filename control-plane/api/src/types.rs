@@ -10,17 +10,69 @@ pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
 /// A timestamp in RFC 3339 form (UTC).
 pub type Timestamp = String;
 
-/// Limits on what one tenant may hold at once.
+/// Limits on what one tenant may hold at once, and how fast it may call. The rate limits
+/// are optional in a body (a quota of only the first three fields keeps its defaults).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Maximum number of VMs.
+    #[cfg_attr(feature = "schema", schema(maximum = 1000000000))]
     pub max_vms: u64,
     /// Maximum vCPUs summed over all VMs.
+    #[cfg_attr(feature = "schema", schema(maximum = 1000000000))]
     pub max_vcpus: u64,
     /// Maximum guest memory in MiB summed over all VMs.
+    #[cfg_attr(feature = "schema", schema(maximum = 1000000000))]
     pub max_memory_mib: u64,
+    /// API requests per second, sustained (a token bucket's refill); more get 429.
+    #[serde(default = "defaults::api_requests_per_sec")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(minimum = 1, maximum = 1000000, default = 100)
+    )]
+    pub api_requests_per_sec: u32,
+    /// API requests at once above the sustained rate (the bucket's size).
+    #[serde(default = "defaults::api_burst")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(minimum = 1, maximum = 1000000, default = 200)
+    )]
+    pub api_burst: u32,
+    /// API requests in flight at once (a slow sender holds one until its body is in).
+    #[serde(default = "defaults::max_concurrent_requests")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(minimum = 1, maximum = 100000, default = 32)
+    )]
+    pub max_concurrent_requests: u32,
+    /// Module requests (load or unload) per VM per minute, with as many at once.
+    #[serde(default = "defaults::module_requests_per_vm_per_min")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(minimum = 1, maximum = 100000, default = 30)
+    )]
+    pub module_requests_per_vm_per_min: u32,
+}
+
+/// The defaults of [`Quota`]'s optional fields.
+pub mod defaults {
+    /// `api_requests_per_sec`.
+    pub fn api_requests_per_sec() -> u32 {
+        100
+    }
+    /// `api_burst`.
+    pub fn api_burst() -> u32 {
+        200
+    }
+    /// `max_concurrent_requests`.
+    pub fn max_concurrent_requests() -> u32 {
+        32
+    }
+    /// `module_requests_per_vm_per_min`.
+    pub fn module_requests_per_vm_per_min() -> u32 {
+        30
+    }
 }
 
 impl Default for Quota {
@@ -29,6 +81,10 @@ impl Default for Quota {
             max_vms: 10,
             max_vcpus: 32,
             max_memory_mib: 32 * 1024,
+            api_requests_per_sec: defaults::api_requests_per_sec(),
+            api_burst: defaults::api_burst(),
+            max_concurrent_requests: defaults::max_concurrent_requests(),
+            module_requests_per_vm_per_min: defaults::module_requests_per_vm_per_min(),
         }
     }
 }
@@ -294,4 +350,74 @@ pub struct NodeDetail {
     pub node: Node,
     /// The sum of the specs of the VMs placed on it.
     pub placed: Resources,
+}
+
+/// What a listed token lets its holder do (tokens the control plane presents to nodes are
+/// short-lived and never listed).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    /// Operates the system.
+    Admin,
+    /// Uses the system as one tenant.
+    Tenant,
+    /// A node agent's credential (issued only by registration).
+    Node,
+    /// May only register a node.
+    Bootstrap,
+    /// May only read `/metrics`.
+    Metrics,
+}
+
+/// A token the control plane issued, as listed (never the token itself).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct TokenRecord {
+    /// Unique id (the JWT's `jti`): what `DELETE /v1/tokens/{jti}` names.
+    pub jti: String,
+    /// Who holds it (the JWT's `sub`).
+    pub sub: String,
+    /// What it lets its holder do.
+    pub role: TokenRole,
+    /// The tenant, for tenant tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// When it was issued.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// When it was revoked; a revoked token is refused everywhere at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// Body of `POST /v1/tokens` (admin): a new token, listed and revocable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IssueToken {
+    /// `admin`, `tenant`, `bootstrap` or `metrics` (node credentials come only from
+    /// registration).
+    pub role: TokenRole,
+    /// The tenant, for (and only for) tenant tokens; it must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Who holds it; defaults to the tenant, or the role's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Lifetime in seconds, 60..=31536000.
+    #[cfg_attr(feature = "schema", schema(minimum = 60, maximum = 31536000))]
+    pub ttl_secs: u64,
+}
+
+/// A token just issued: the JWT (shown once, never stored) and its record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct IssuedToken {
+    /// The bearer token.
+    pub token: String,
+    /// What is listed of it.
+    #[serde(flatten)]
+    pub record: TokenRecord,
 }

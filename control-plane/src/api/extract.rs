@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::store::VmFilter;
 use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -51,12 +51,19 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, Error> {
     }
     let state = state(req)?;
     let caller = state.keys.verify(token.trim())?;
+    // After the signature (which a cache may have vouched for): revocations count at once.
+    if state.store.is_revoked(&caller.jti)? {
+        return Err(Error::Unauthenticated(
+            "invalid token: it was revoked".into(),
+        ));
+    }
     if let Some(t) = &caller.tenant {
-        if state.store.get_tenant(t)?.is_none() {
-            return Err(Error::Unauthenticated(format!(
-                "invalid token: tenant {t} does not exist"
-            )));
-        }
+        let tenant = state.store.get_tenant(t)?.ok_or_else(|| {
+            Error::Unauthenticated(format!("invalid token: tenant {t} does not exist"))
+        })?;
+        // Counted in flight until the request is done (its extensions are dropped then).
+        let in_flight = state.limits.admit_api(t, &tenant.quota)?;
+        req.extensions_mut().insert(in_flight);
     }
     Ok(caller)
 }

@@ -7,6 +7,7 @@ pub mod nodes;
 pub mod problems;
 mod system;
 mod tenants;
+pub mod tokens;
 mod vms;
 
 use crate::auth::TokenKeys;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     /// Metric families.
     pub metrics: Metrics,
+    /// Per-tenant rate limits.
+    pub limits: crate::ratelimit::RateLimits,
     /// Largest module upload accepted, in bytes.
     pub max_module_bytes: usize,
     /// How long a request body may take to arrive in full.
@@ -56,7 +59,12 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(system::list_events)
         .service(nodes::list_nodes)
         .service(nodes::get_node)
-        .service(nodes::node_action);
+        .service(nodes::delete_node)
+        .service(nodes::node_action)
+        .service(tokens::issue_token)
+        .service(tokens::list_tokens)
+        .service(tokens::my_tokens)
+        .service(tokens::revoke_token);
 }
 
 /// The routes only node agents call (`openapi/control-plane-internal.json`).
@@ -120,12 +128,14 @@ fn collect(
     base: utoipa::openapi::OpenApi,
     routes: fn(&mut ServiceConfig),
 ) -> utoipa::openapi::OpenApi {
-    actix_web::App::new()
+    let mut doc = actix_web::App::new()
         .into_utoipa_app()
         .openapi(base)
         .configure(routes)
         .split_for_parts()
-        .1
+        .1;
+    problems::document_common_responses(&mut doc);
+    doc
 }
 
 fn pretty(doc: utoipa::openapi::OpenApi) -> String {

@@ -168,10 +168,14 @@ pub async fn request_module(
     validate::canonical_module_names(&mut m);
     let [m] = m;
     validate::module_ref("body", &m)?;
-    let store = state.store.clone();
     let (c, vm_id) = (caller.clone(), id.into_inner());
     let resource = format!("vms/{vm_id}/modules/{}", m.name);
-    let result = blocking(move || store.request_module(&c.sub, c.scope()?, &vm_id, &m)).await;
+    let st = state.clone();
+    let result = blocking(move || {
+        admit_module_request(&st, &c, &vm_id)?;
+        st.store.request_module(&c.sub, c.scope()?, &vm_id, &m)
+    })
+    .await;
     // A not-approved refusal is audited by the store, together with the Rejected record.
     let result = match result {
         Err(e @ Error::ModuleNotApproved { .. }) => return Err(e),
@@ -187,6 +191,21 @@ pub async fn request_module(
     )
     .await?;
     Ok(HttpResponse::Accepted().json(request))
+}
+
+/// Counts a module request against its VM's bucket (tenants only; a VM the caller cannot
+/// see is 404 and counts nothing).
+fn admit_module_request(state: &AppState, caller: &Caller, vm_id: &str) -> Result<(), Error> {
+    let Some(tenant) = caller.tenant.as_deref() else {
+        return Ok(());
+    };
+    state.store.get_vm(caller.scope()?, vm_id)?;
+    let quota = state
+        .store
+        .get_tenant(tenant)?
+        .ok_or_else(|| Error::not_found("tenant", tenant))?
+        .quota;
+    state.limits.admit_module_request(tenant, vm_id, &quota)
 }
 
 /// The module requests of one of the caller's VMs.
@@ -233,8 +252,12 @@ pub async fn unload_module(
     let (vm_id, name) = path.into_inner();
     validate::module_name("name", &name)?;
     let name = modvisor_modules::normalize_name(&name);
-    let store = state.store.clone();
+    let st = state.clone();
     let c = caller.clone();
-    let request = blocking(move || store.unload_module(&c.sub, c.scope()?, &vm_id, &name)).await?;
+    let request = blocking(move || {
+        admit_module_request(&st, &c, &vm_id)?;
+        st.store.unload_module(&c.sub, c.scope()?, &vm_id, &name)
+    })
+    .await?;
     Ok(HttpResponse::Accepted().json(request))
 }

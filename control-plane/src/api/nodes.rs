@@ -1,5 +1,6 @@
-//! Node endpoints: registration (bootstrap token), heartbeats, the catalog and blobs a
-//! node fetches (node token), and node administration (admin).
+//! Node endpoints: registration (bootstrap token, or the node's own credential), heartbeats
+//! and the blobs a node fetches (its current node credential), and node administration
+//! (admin).
 
 use super::extract::{blocking, parse_json, read_body, StrictJson};
 use super::problems::{AdminOnly, InvalidBody, NodeOnly, Unauthenticated};
@@ -7,28 +8,33 @@ use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::{Error, Problem};
 use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCredential, NodeDetail, RegisterNode};
+use crate::store::{Datastore, Registrant};
 use crate::validate;
-use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 
 /// Lifetime of a node credential.
 pub const NODE_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
 
-fn require_node(caller: &Caller, name: &str) -> Result<(), Error> {
-    match caller.role {
-        Role::Node if caller.sub == name => Ok(()),
-        Role::Node => Err(Error::not_found("node", name)),
-        _ => Err(Error::Forbidden("this endpoint is for node agents".into())),
+/// The node whose current credential `caller` presents: a node token names its node, and
+/// only the credential the name is bound to counts (one it replaced is refused).
+fn calling_node(store: &Datastore, caller: &Caller) -> Result<Node, Error> {
+    if caller.role != Role::Node {
+        return Err(Error::Forbidden("this endpoint is for node agents".into()));
     }
+    store
+        .get_node(&caller.sub)?
+        .filter(|n| n.credential_jti.as_deref() == Some(caller.jti.as_str()))
+        .ok_or_else(|| {
+            Error::Unauthenticated(format!(
+                "invalid token: not the current credential of a node {}",
+                caller.sub
+            ))
+        })
 }
 
-fn require_any_node(caller: &Caller) -> Result<(), Error> {
-    match caller.role {
-        Role::Node => Ok(()),
-        _ => Err(Error::Forbidden("this endpoint is for node agents".into())),
-    }
-}
-
-/// Registers a node agent (bootstrap token) and returns its node credential.
+/// Registers a node agent and returns its new node credential (the one it replaces is
+/// revoked). A bootstrap token registers a name not yet bound; a bound name needs the
+/// node's own current credential or an admin.
 #[utoipa::path(
     tag = "nodes",
     request_body = RegisterNode,
@@ -36,7 +42,9 @@ fn require_any_node(caller: &Caller) -> Result<(), Error> {
         (status = 200, description = "Registered", body = NodeCredential),
         InvalidBody,
         Unauthenticated,
-        (status = 403, description = "Not a bootstrap token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a bootstrap, admin or this node's token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A node token of a node that no longer exists", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The name is bound to another node's credential", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/register")]
@@ -45,12 +53,16 @@ pub async fn register_node(
     state: web::Data<AppState>,
     body: StrictJson<RegisterNode>,
 ) -> Result<web::Json<NodeCredential>, Error> {
-    if caller.role != Role::Bootstrap {
-        return Err(Error::Forbidden(
-            "registration needs a bootstrap token".into(),
-        ));
-    }
     let reg = body.0;
+    match caller.role {
+        Role::Bootstrap | Role::Admin => {}
+        Role::Node if caller.sub == reg.name => {}
+        _ => {
+            return Err(Error::Forbidden(
+                "registration needs a bootstrap token, an admin's, or the node's own".into(),
+            ))
+        }
+    }
     validate::resource_name("name", &reg.name)?;
     validate::kernel_release("kernel_release", &reg.kernel_release)?;
     if !(reg.address.starts_with("http://") || reg.address.starts_with("https://"))
@@ -74,11 +86,17 @@ pub async fn register_node(
             "vcpus 1..=4096 and memory_mib 128..=2^30",
         ));
     }
+    let (token, credential) = state.keys.node_credential(&reg.name, NODE_TOKEN_TTL_SECS)?;
     let store = state.store.clone();
-    let node = blocking(move || store.register_node(&reg)).await?;
-    let token = state
-        .keys
-        .issue(&node.name, Role::Node, None, NODE_TOKEN_TTL_SECS)?;
+    let node = blocking(move || {
+        let by = match caller.role {
+            Role::Admin => Registrant::Admin { sub: &caller.sub },
+            Role::Node => Registrant::Node { jti: &caller.jti },
+            _ => Registrant::Bootstrap,
+        };
+        store.register_node(&reg, by, &credential)
+    })
+    .await?;
     Ok(web::Json(NodeCredential {
         node,
         token,
@@ -96,6 +114,7 @@ pub async fn register_node(
         Unauthenticated,
         NodeOnly,
         (status = 404, description = "Not this node", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Larger than what this node's VMs can report", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[post("/v1/nodes/{name}/heartbeat")]
@@ -106,14 +125,15 @@ pub async fn heartbeat(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<web::Json<HeartbeatReply>, Error> {
-    require_node(&caller, &name)?;
     let name = name.into_inner();
     // The body may be as large as what the node holds can report: sized from its
     // placed vCPUs (every VM has at least one), never the 64 KiB of tenants' bodies.
     let store = state.store.clone();
-    let node = name.clone();
-    let placed =
-        blocking(move || Ok(store.get_node(&node)?.map_or(0, |n| n.allocated.vcpus))).await?;
+    let node = blocking(move || calling_node(&store, &caller)).await?;
+    if node.name != name {
+        return Err(Error::not_found("node", name));
+    }
+    let placed = node.allocated.vcpus;
     let limit = validate::heartbeat_limit(placed);
     let bytes = read_body(&req, &mut payload.into_inner(), limit).await?;
     let hb: Heartbeat = parse_json(&bytes)?;
@@ -130,6 +150,7 @@ pub async fn heartbeat(
     params(("sha256" = String, Path, description = "Lowercase hex sha256")),
     responses(
         (status = 200, description = "The bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        Unauthenticated,
         NodeOnly,
         (status = 404, description = "No such blob", body = Problem, content_type = "application/problem+json"),
     )
@@ -140,11 +161,14 @@ pub async fn blob(
     state: web::Data<AppState>,
     sha: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    require_any_node(&caller)?;
-    let bytes = state
-        .store
-        .blob(&sha)?
-        .ok_or_else(|| Error::not_found("blob", sha.as_str()))?;
+    let store = state.store.clone();
+    let bytes = blocking(move || {
+        calling_node(&store, &caller)?;
+        store
+            .blob(&sha)?
+            .ok_or_else(|| Error::not_found("blob", sha.as_str()))
+    })
+    .await?;
     Ok(HttpResponse::Ok()
         .content_type("application/octet-stream")
         .body(bytes))
@@ -198,6 +222,32 @@ pub async fn get_node(
     })
     .await?;
     Ok(web::Json(detail))
+}
+
+/// Deletes a node (admin) that holds no VMs (drain it first), revoking its credential:
+/// the name can then be registered again with a bootstrap token.
+#[utoipa::path(
+    tag = "nodes",
+    params(("name" = String, Path, description = "Node name")),
+    responses(
+        (status = 204, description = "Deleted"),
+        Unauthenticated,
+        AdminOnly,
+        (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "VMs are still placed on it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[delete("/v1/nodes/{name}")]
+pub async fn delete_node(
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    caller.require_admin()?;
+    let name = name.into_inner();
+    let store = state.store.clone();
+    blocking(move || store.delete_node(&caller.sub, &name)).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 /// Cordons, uncordons or drains a node (admin). A drained node is cordoned and its VMs are

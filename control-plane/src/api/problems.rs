@@ -38,3 +38,77 @@ pub struct TenantNotFound(pub Problem);
 #[derive(IntoResponses)]
 #[response(status = 412, content_type = "application/problem+json")]
 pub struct StaleIfMatch(pub Problem);
+
+/// Adds to every operation the problems that the server's shared layers can answer with,
+/// where the route did not name them: every route with a token may answer 401 and 429
+/// (a tenant over its rate limits, with `Retry-After`); every route with a body may
+/// answer 400, 408 (too slow), 413 (too large) and 415 (not its media type).
+pub fn document_common_responses(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::Operation;
+    fn problem(description: &str, retry_after: bool) -> utoipa::openapi::Response {
+        let content = utoipa::openapi::ContentBuilder::new()
+            .schema(Some(utoipa::openapi::Ref::from_schema_name("Problem")))
+            .build();
+        let mut r = utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content("application/problem+json", content);
+        if retry_after {
+            r = r.header(
+                "Retry-After",
+                utoipa::openapi::HeaderBuilder::new()
+                    .schema(
+                        utoipa::openapi::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::Type::Integer)
+                            .minimum(Some(1)),
+                    )
+                    .description(Some("Seconds until a retry can succeed"))
+                    .build(),
+            );
+        }
+        r.build()
+    }
+    fn add(op: &mut Operation, status: &str, description: &str, retry_after: bool) {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| problem(description, retry_after).into());
+    }
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            // `security(())` (one empty requirement) marks a route that needs no token.
+            let public = op.security.as_ref().is_some_and(|reqs| {
+                reqs.iter()
+                    .all(|r| r == &utoipa::openapi::security::SecurityRequirement::default())
+            });
+            if !public {
+                add(op, "401", "No valid token", false);
+                add(
+                    op,
+                    "429",
+                    "The caller's tenant is over one of its rate limits",
+                    true,
+                );
+            }
+            if op.request_body.is_some() {
+                add(op, "400", "The body or a parameter is invalid", false);
+                add(op, "408", "The body did not arrive in time", false);
+                add(op, "413", "The body is too large", false);
+                add(
+                    op,
+                    "415",
+                    "The body is not of the media type this route takes",
+                    false,
+                );
+            }
+        }
+    }
+}

@@ -12,3 +12,13 @@ pub fn now() -> Timestamp {
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
+
+/// Seconds since the epoch as RFC 3339 (times past year 9999 are shown as that year's end).
+pub fn rfc3339(unix: u64) -> Timestamp {
+    let at = i64::try_from(unix)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or(time::macros::datetime!(9999-12-31 23:59:59 UTC));
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -2,7 +2,7 @@
 //! ([`HttpNodes`]), or, in tests of its decisions, any other [`NodeApi`] (a simulated
 //! node).
 
-use crate::auth::{Role, TokenKeys};
+use crate::auth::TokenKeys;
 use crate::model::Node;
 use modvisor_node_api::{Budgets, NodeApi, NodeClient};
 use std::sync::Arc;
@@ -19,7 +19,8 @@ pub trait NodeConnector: Clone + 'static {
     fn connect(&self, node: &Node) -> Result<Self::Api, String>;
 }
 
-/// Nodes over HTTP, each call with a fresh token of role `control_plane`.
+/// Nodes over HTTP, each call with a fresh token of role `control_plane` whose audience
+/// is that node alone.
 #[derive(Clone)]
 pub struct HttpNodes {
     keys: Arc<TokenKeys>,
@@ -47,12 +48,7 @@ impl NodeConnector for HttpNodes {
     fn connect(&self, node: &Node) -> Result<NodeClient, String> {
         let token = self
             .keys
-            .issue(
-                "control-plane",
-                Role::ControlPlane,
-                None,
-                NODE_CALL_TOKEN_TTL_SECS,
-            )
+            .issue_to_node(&node.name, NODE_CALL_TOKEN_TTL_SECS)
             .map_err(|e| format!("cannot sign a token for node {}: {e}", node.name))?;
         Ok(NodeClient::new(
             &node.address,

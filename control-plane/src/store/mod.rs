@@ -4,7 +4,7 @@
 //! serializable multi-table transactions that are durable when they return. The typed
 //! operations of the API live once, above it, in [`Datastore`], one file per resource
 //! (`tenants`, `vms`, `events`, `modules`, `module_requests`, `nodes`, `placement`,
-//! `observations`) over shared transaction helpers (`txn`, `keys`); a distributed backend
+//! `observations`, `tokens`) over shared transaction helpers (`txn`, `keys`); a distributed backend
 //! implements only this trait.
 
 mod events;
@@ -17,6 +17,7 @@ mod placement;
 mod scheduler;
 mod sled_kv;
 mod tenants;
+mod tokens;
 mod txn;
 mod vms;
 
@@ -24,6 +25,7 @@ pub use module_requests::MAX_REQUESTS_PER_VM;
 pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;
+pub use tokens::Registrant;
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
@@ -60,11 +62,15 @@ pub enum Table {
     Observations,
     /// `node name -> NodeReport`: which VMs a node's last heartbeat listed.
     NodeReports,
+    /// `jti -> TokenRecord`: every token the control plane issued and listed.
+    Tokens,
+    /// `jti -> Revocation`: revoked tokens, listed or not.
+    Revocations,
 }
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position).
-    pub const ALL: [Table; 14] = [
+    pub const ALL: [Table; 16] = [
         Table::Meta,
         Table::Tenants,
         Table::Vms,
@@ -79,6 +85,8 @@ impl Table {
         Table::Nodes,
         Table::Observations,
         Table::NodeReports,
+        Table::Tokens,
+        Table::Revocations,
     ];
 
     /// The table's on-disk name.
@@ -98,6 +106,8 @@ impl Table {
             Table::Nodes => "nodes",
             Table::Observations => "observations",
             Table::NodeReports => "node_reports",
+            Table::Tokens => "tokens",
+            Table::Revocations => "revocations",
         }
     }
 

@@ -1,11 +1,11 @@
-//! Nodes in the store: registration, heartbeats (observations only), readiness and
+//! Nodes in the store (registration is with the tokens, in `tokens`): heartbeats (observations only), readiness and
 //! cordons, and each node's reservations.
 
 use super::keys::{decode, encode};
 use super::txn::{append_event, get_record, unix_now, update_vm, visible_vm};
 use super::{transact, Datastore, Table, Txn, VmFilter};
 use crate::error::{Error, Result};
-use crate::model::{now, Heartbeat, HeartbeatReply, Node, NodeState, Phase, RegisterNode, Vm};
+use crate::model::{now, Heartbeat, HeartbeatReply, Node, NodeState, Phase, Vm};
 
 pub(super) fn put_node(txn: &dyn Txn, n: &Node) -> Result<()> {
     txn.insert(Table::Nodes, n.name.as_bytes(), &encode(n)?)
@@ -66,37 +66,6 @@ impl Datastore {
             }
         }
         Ok(placed)
-    }
-
-    /// Registers (or re-registers) a node. A re-registration keeps its allocations.
-    pub fn register_node(&self, reg: &RegisterNode) -> Result<Node> {
-        transact(&*self.kv, |txn| {
-            let time = now();
-            let prev: Option<Node> = get_record(txn, Table::Nodes, reg.name.as_bytes())?;
-            let node = Node {
-                name: reg.name.clone(),
-                address: reg.address.clone(),
-                capacity: reg.capacity,
-                allocated: prev.as_ref().map(|p| p.allocated).unwrap_or_default(),
-                driver: reg.driver.clone(),
-                hardware_virtualization: reg.hardware_virtualization,
-                kernel_release: reg.kernel_release.clone(),
-                state: NodeState::Ready,
-                cordoned: prev.as_ref().is_some_and(|p| p.cordoned),
-                last_heartbeat: time.clone(),
-                last_heartbeat_unix: unix_now(),
-                registered_at: prev.map(|p| p.registered_at).unwrap_or(time),
-            };
-            put_node(txn, &node)?;
-            append_event(
-                txn,
-                &format!("node:{}", reg.name),
-                None,
-                "node.register",
-                &format!("nodes/{}", reg.name),
-            )?;
-            Ok(node)
-        })
     }
 
     /// A node by name.

@@ -2,6 +2,7 @@
 //! API, and runs each VM through the hypervisor driver, re-adopting VMs after a restart.
 
 mod api;
+mod credential;
 mod error;
 mod fetch;
 mod vm;
@@ -162,10 +163,29 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         hardware_virtualization: hostcaps::hardware_virtualization(),
         kernel_release: kernel.release.clone(),
     };
-    let cred = register(&control_plane, &config.bootstrap_token, &reg)?;
+    let own = credential::load(&config.data_dir, &config.name).map_err(setup("credential"))?;
+    let cred = register(
+        &control_plane,
+        own.as_ref().map(|s| s.token.as_str()),
+        &config.bootstrap_token,
+        &reg,
+    )?;
+    credential::save(
+        &config.data_dir,
+        &credential::SavedCredential {
+            name: config.name.clone(),
+            token: cred.token.clone(),
+        },
+    )
+    .map_err(setup("credential"))?;
     tracing::info!(node = %cred.node.name, address = %cred.node.address, "registered with the control plane");
-    let verifier = TokenVerifier::from_public_pem(&cred.control_plane_public_key)
-        .map_err(setup("control plane key"))?;
+    // Only tokens addressed to this node by name: one the control plane signed for
+    // another node is refused here.
+    let verifier = TokenVerifier::for_audience(
+        &cred.control_plane_public_key,
+        &modvisor_auth::node_audience(&config.name),
+    )
+    .map_err(setup("control plane key"))?;
     let host = Host {
         driver,
         kernel: kernel.vmlinuz.clone(),
@@ -206,28 +226,58 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
     Ok((node, listener))
 }
 
+/// Registers with the node's own saved credential if it has one, else (or if the control
+/// plane no longer knows that credential: 401 or 404) with the bootstrap token.
 fn register(
+    control_plane: &ControlPlaneClient,
+    saved: Option<&str>,
+    bootstrap: &str,
+    reg: &RegisterNode,
+) -> Result<NodeCredential, NodeError> {
+    if let Some(own) = saved {
+        match register_with(control_plane, own, reg) {
+            Err(RegisterError::Refused(status, detail)) if status == 401 || status == 404 => {
+                tracing::warn!(%detail, "the control plane does not know this node's saved credential; registering with the bootstrap token");
+            }
+            other => return other.map_err(|e| NodeError::Setup(e.to_string())),
+        }
+    }
+    register_with(control_plane, bootstrap, reg).map_err(|e| NodeError::Setup(e.to_string()))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RegisterError {
+    #[error("the control plane refused the registration: {1}")]
+    Refused(u16, String),
+    #[error("the control plane's answer to the registration is unreadable: {0}")]
+    Unreadable(String),
+    #[error("cannot reach the control plane at {0}: {1}")]
+    Unreachable(String, String),
+}
+
+fn register_with(
     control_plane: &ControlPlaneClient,
     token: &str,
     reg: &RegisterNode,
-) -> Result<NodeCredential, NodeError> {
+) -> Result<NodeCredential, RegisterError> {
     let mut last = String::new();
     for _ in 0..30 {
         match control_plane.register(token, reg) {
             Ok(cred) => return Ok(cred),
-            Err(e @ (ClientError::Refused { .. } | ClientError::Unreadable { .. })) => {
-                return Err(NodeError::Setup(format!(
-                    "the control plane refused the registration: {e}"
-                )));
+            Err(ClientError::Refused { status, detail, .. }) => {
+                return Err(RegisterError::Refused(status, detail));
+            }
+            Err(e @ ClientError::Unreadable { .. }) => {
+                return Err(RegisterError::Unreadable(e.to_string()));
             }
             Err(e @ ClientError::Unreachable { .. }) => last = e.to_string(),
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    Err(NodeError::Setup(format!(
-        "cannot reach the control plane at {}: {last}",
-        control_plane.base()
-    )))
+    Err(RegisterError::Unreachable(
+        control_plane.base().to_string(),
+        last,
+    ))
 }
 
 fn spawn_heartbeats(

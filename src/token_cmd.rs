@@ -1,0 +1,212 @@
+//! `modvisor token ...`: tokens issued offline with the data directory's key (`issue`,
+//! for bootstrapping and recovery; not listed), and listed tokens through the API
+//! (`create`, `list`, `revoke`).
+
+use crate::client::ApiArgs;
+use crate::table::render;
+use anyhow::{bail, Result};
+use clap::{Subcommand, ValueEnum};
+use modvisor_control_plane::auth::{Role, TokenKeys};
+use modvisor_control_plane_api::types::{IssueToken, TokenRecord, TokenRole};
+use std::path::PathBuf;
+
+/// `modvisor token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a new token signed offline with DATA_DIR's key (not listed; the control
+    /// plane need not run). Its id goes to stderr, for `token revoke`.
+    Issue {
+        /// Data directory holding the signing key.
+        #[arg(long, default_value_os_t = crate::default_data_dir())]
+        data_dir: PathBuf,
+        /// The token's role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The tenant (required for --role tenant, refused otherwise).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Subject; defaults to the tenant name or the role.
+        #[arg(long)]
+        sub: Option<String>,
+    },
+    /// Issue a listed, revocable token through the API (admin) and print it.
+    Create {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The token's role (admin, tenant, bootstrap or metrics).
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The tenant (required for --role tenant, refused otherwise).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Subject; defaults to the tenant name or the role.
+        #[arg(long)]
+        sub: Option<String>,
+    },
+    /// List the caller's own tokens (`--all`: every token, admin).
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Every listed token (admin).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Revoke a token by its id (admins any, tenants their own).
+    Revoke {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// The token's id (jti).
+        jti: String,
+    },
+}
+
+/// A role as given on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Operator.
+    Admin,
+    /// Tenant.
+    Tenant,
+    /// Node agent.
+    Node,
+    /// May only register a node agent.
+    Bootstrap,
+    /// May only read /metrics (a Prometheus scraper).
+    Metrics,
+}
+
+impl RoleArg {
+    fn role(self) -> Role {
+        match self {
+            RoleArg::Admin => Role::Admin,
+            RoleArg::Tenant => Role::Tenant,
+            RoleArg::Node => Role::Node,
+            RoleArg::Bootstrap => Role::Bootstrap,
+            RoleArg::Metrics => Role::Metrics,
+        }
+    }
+
+    fn listed(self) -> TokenRole {
+        match self {
+            RoleArg::Admin => TokenRole::Admin,
+            RoleArg::Tenant => TokenRole::Tenant,
+            RoleArg::Node => TokenRole::Node,
+            RoleArg::Bootstrap => TokenRole::Bootstrap,
+            RoleArg::Metrics => TokenRole::Metrics,
+        }
+    }
+}
+
+fn token_rows(items: &[TokenRecord]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|t| {
+            vec![
+                t.jti.clone(),
+                serde_json::to_value(t.role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                t.sub.clone(),
+                t.tenant.clone().unwrap_or_else(|| "-".into()),
+                t.expires_at.clone(),
+                t.revoked_at.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    render(
+        &["JTI", "ROLE", "SUB", "TENANT", "EXPIRES", "REVOKED"],
+        &rows,
+    )
+}
+
+/// Runs a `token` subcommand.
+pub fn token(cmd: TokenCommand) -> Result<()> {
+    match cmd {
+        TokenCommand::Issue {
+            data_dir,
+            role,
+            tenant,
+            ttl,
+            sub,
+        } => issue_offline(data_dir, role.role(), tenant, ttl, sub),
+        TokenCommand::Create {
+            api,
+            role,
+            tenant,
+            ttl,
+            sub,
+        } => {
+            let issued = api.client()?.issue_token(&IssueToken {
+                role: role.listed(),
+                tenant,
+                sub,
+                ttl_secs: ttl,
+            })?;
+            eprintln!("token id (jti) {}", issued.record.jti);
+            println!("{}", issued.token);
+            Ok(())
+        }
+        TokenCommand::List { api, all } => {
+            let client = api.client()?;
+            let items = if all {
+                client.list_tokens()?
+            } else {
+                client.my_tokens()?
+            };
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&items)?);
+            } else {
+                println!("{}", token_rows(&items));
+            }
+            Ok(())
+        }
+        TokenCommand::Revoke { api, jti } => {
+            api.client()?.revoke_token(&jti)?;
+            println!("revoked {jti}");
+            Ok(())
+        }
+    }
+}
+
+fn issue_offline(
+    data_dir: PathBuf,
+    role: Role,
+    tenant: Option<String>,
+    ttl: u64,
+    sub: Option<String>,
+) -> Result<()> {
+    match (role, &tenant) {
+        (Role::Tenant, None) => bail!("--role tenant needs --tenant NAME"),
+        (_, Some(_)) if role != Role::Tenant => bail!("--tenant is only for --role tenant"),
+        _ => {}
+    }
+    if let Some(t) = &tenant {
+        modvisor_control_plane::validate::resource_name("--tenant", t)?;
+    }
+    let key = data_dir.join(modvisor_control_plane::auth::KEY_FILE);
+    if !key.exists() {
+        bail!(
+            "no signing key at {}: run `modvisor up --data-dir {}` first",
+            key.display(),
+            data_dir.display()
+        );
+    }
+    let keys = TokenKeys::load_or_create(&data_dir)?;
+    let sub = sub
+        .or_else(|| tenant.clone())
+        .unwrap_or_else(|| format!("{role:?}").to_lowercase());
+    let issued = keys.issue(&sub, role, tenant.as_deref(), ttl)?;
+    eprintln!(
+        "token id (jti) {}: signed offline, so not listed; an admin revokes it with `modvisor token revoke {}`",
+        issued.claims.jti, issued.claims.jti
+    );
+    println!("{}", issued.token);
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Who may act as whom: listed tokens and their revocation (honoured at once, after a
+//! restart too), and node identity (a name is bound to one node credential; admins
+//! re-bind and delete nodes).
+
+use crate::support::{sign, Plane};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{json, Value};
+
+/// The claims of a JWT, read without verifying it.
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+fn jti_of(token: &str) -> String {
+    claims_of(token)["jti"].as_str().unwrap().to_string()
+}
+
+fn jtis(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["jti"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn tokens_are_listed_and_a_revoked_token_is_refused_at_once() {
+    let mut p = Plane::start();
+    let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
+
+    // What `up` wrote is listed: each tenant sees its own, the admin sees all.
+    let mine = p.get(&a, "/v1/me/tokens").expect(200).body;
+    assert_eq!(jtis(&mine), vec![jti_of(&a)], "{mine}");
+    assert_eq!(mine[0]["role"], "tenant");
+    assert_eq!(mine[0]["tenant"], "tenant-a");
+    assert!(
+        mine[0].get("token").is_none(),
+        "a listing never shows tokens"
+    );
+    let all = jtis(&p.get(&admin, "/v1/tokens").expect(200).body);
+    for t in [&a, &b, &admin] {
+        assert!(all.contains(&jti_of(t)), "{all:?}");
+    }
+    p.get(&a, "/v1/tokens").expect(403);
+
+    // An admin issues a second token for tenant A over the API: shown once, listed.
+    let issued = p
+        .post(
+            &admin,
+            "/v1/tokens",
+            &json!({"role": "tenant", "tenant": "tenant-a", "ttl_secs": 600}),
+        )
+        .expect(201)
+        .body;
+    let second = issued["token"].as_str().unwrap().to_string();
+    assert_eq!(issued["jti"], jti_of(&second));
+    p.get(&second, "/v1/vms").expect(200); // now in the verifier's cache
+    assert_eq!(
+        jtis(&p.get(&a, "/v1/me/tokens").expect(200).body).len(),
+        2,
+        "tenant A sees both of its tokens"
+    );
+
+    // B cannot see or revoke A's token; that changes nothing.
+    p.delete(&b, &format!("/v1/tokens/{}", jti_of(&second)))
+        .expect(404);
+    p.get(&second, "/v1/vms").expect(200);
+
+    // A revokes it: refused on the very next request, though cached as verified.
+    p.delete(&a, &format!("/v1/tokens/{}", jti_of(&second)))
+        .expect(204);
+    let r = p.get(&second, "/v1/vms").expect(401);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("revoked"),
+        "{}",
+        r.body
+    );
+    p.delete(&a, &format!("/v1/tokens/{}", jti_of(&second)))
+        .expect(204); // twice is no error
+    let listed = p.get(&a, "/v1/me/tokens").expect(200).body;
+    let revoked = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["jti"] == jti_of(&second).as_str())
+        .unwrap();
+    assert!(revoked["revoked_at"].is_string(), "{listed}");
+    p.get(&a, "/v1/vms").expect(200);
+
+    // An admin revokes a token that was never listed (signed offline) by its id.
+    let offline = sign(
+        &p.key_pem(),
+        &json!({"sub": "tenant-b", "role": "tenant", "tenant": "tenant-b", "aud": "modvisor",
+                "iat": claims_of(&b)["iat"], "exp": claims_of(&b)["exp"], "jti": "offline-1"}),
+    );
+    p.get(&offline, "/v1/vms").expect(200);
+    p.delete(&b, "/v1/tokens/offline-1").expect(404); // not listed as B's
+    p.delete(&admin, "/v1/tokens/offline-1").expect(204);
+    p.get(&offline, "/v1/vms").expect(401);
+
+    // Revocations are in the store: a restart keeps them.
+    p.restart();
+    p.get(&second, "/v1/vms").expect(401);
+    p.get(&offline, "/v1/vms").expect(401);
+    p.get(&a, "/v1/vms").expect(200);
+
+    // Bad input changes nothing and says why.
+    let bad = |body: Value, field: &str| {
+        let r = p.post(&admin, "/v1/tokens", &body).expect(400);
+        assert_eq!(r.body["field"], field, "{}", r.body);
+    };
+    bad(json!({"role": "node", "ttl_secs": 600}), "role");
+    bad(json!({"role": "tenant", "ttl_secs": 600}), "tenant");
+    bad(
+        json!({"role": "admin", "tenant": "tenant-a", "ttl_secs": 600}),
+        "tenant",
+    );
+    bad(json!({"role": "admin", "ttl_secs": 5}), "ttl_secs");
+    bad(
+        json!({"role": "admin", "sub": "a b", "ttl_secs": 600}),
+        "sub",
+    );
+    p.post(
+        &admin,
+        "/v1/tokens",
+        &json!({"role": "tenant", "tenant": "nobody", "ttl_secs": 600}),
+    )
+    .expect(404);
+    p.delete(&admin, "/v1/tokens/not%20an%20id").expect(400);
+    let bootstrap = p.offline_bootstrap_token();
+    p.delete(&bootstrap, &format!("/v1/tokens/{}", jti_of(&a)))
+        .expect(403);
+    p.get(&a, "/v1/vms").expect(200);
+}
+
+#[test]
+fn a_node_name_is_bound_to_its_credential() {
+    let p = Plane::start();
+    let admin = p.token("admin");
+    let a = p.token("tenant-a");
+    let bootstrap = p.offline_bootstrap_token();
+    let beat = |token: &str, name: &str| {
+        p.post(
+            token,
+            &format!("/v1/nodes/{name}/heartbeat"),
+            &json!({"vms": []}),
+        )
+    };
+    let token_of = |r: crate::support::Resp| r.body["token"].as_str().unwrap().to_string();
+
+    let first = token_of(
+        p.register_node(&bootstrap, "n1", "http://127.0.0.1:9")
+            .expect(200),
+    );
+    beat(&first, "n1").expect(200);
+
+    // A bootstrap-token holder cannot take the name (nor move it to its own address).
+    let r = p
+        .register_node(&bootstrap, "n1", "http://127.0.0.1:7")
+        .expect(409);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("n1"),
+        "{}",
+        r.body
+    );
+    let node = p.get(&admin, "/v1/nodes/n1").expect(200).body;
+    assert_eq!(node["address"], "http://127.0.0.1:9");
+
+    // A node acts only as itself.
+    let other = token_of(
+        p.register_node(&bootstrap, "n2", "http://127.0.0.1:8")
+            .expect(200),
+    );
+    beat(&first, "n2").expect(404);
+    p.register_node(&first, "n2", "http://127.0.0.1:9")
+        .expect(403);
+    beat(&other, "n2").expect(200);
+
+    // The node re-registers itself; the credential it replaces is dead at once.
+    let second = token_of(
+        p.register_node(&first, "n1", "http://127.0.0.1:9")
+            .expect(200),
+    );
+    beat(&first, "n1").expect(401);
+    p.get(&first, "/v1/blobs/00").expect(401);
+    beat(&second, "n1").expect(200);
+    // A key holder's token for the node with any other id is not its credential.
+    let forged = sign(
+        &p.key_pem(),
+        &json!({"sub": "n1", "role": "node", "aud": "modvisor", "iat": claims_of(&second)["iat"],
+                "exp": claims_of(&second)["exp"], "jti": "forged-1"}),
+    );
+    beat(&forged, "n1").expect(401);
+
+    // An admin re-binds the name (e.g. a replaced machine).
+    let third = token_of(
+        p.register_node(&admin, "n1", "http://127.0.0.1:6")
+            .expect(200),
+    );
+    beat(&second, "n1").expect(401);
+    beat(&third, "n1").expect(200);
+    let listed = p.get(&admin, "/v1/tokens").expect(200).body;
+    let node_creds: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["role"] == "node" && t["sub"] == "n1")
+        .collect();
+    assert_eq!(node_creds.len(), 3, "{listed}");
+    assert_eq!(
+        node_creds
+            .iter()
+            .filter(|t| t["revoked_at"].is_null())
+            .count(),
+        1,
+        "only the current credential is live"
+    );
+
+    // A node holding VMs cannot be deleted; drained, it can, and its credential dies.
+    let vm = p.create_vm(&a, "v1");
+    crate::support::wait_until("the VM is placed on a node", 30, || {
+        let v = p.get(&a, &format!("/v1/vms/{vm}")).expect(200).body;
+        v["status"]["node"].is_string()
+    });
+    let holder = p.get(&a, &format!("/v1/vms/{vm}")).expect(200).body["status"]["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = p.delete(&admin, &format!("/v1/nodes/{holder}")).expect(409);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("drain"),
+        "{}",
+        r.body
+    );
+    p.get(&admin, &format!("/v1/nodes/{holder}")).expect(200);
+    // Drained (both, so that the VM waits unplaced), n1 holds nothing.
+    p.post(&admin, "/v1/nodes/n1/drain", &json!({})).expect(200);
+    p.post(&admin, "/v1/nodes/n2/drain", &json!({})).expect(200);
+    crate::support::wait_until("n1 and n2 hold nothing", 30, || {
+        ["n1", "n2"].iter().all(|n| {
+            p.get(&admin, &format!("/v1/nodes/{n}")).expect(200).body["allocated"]["vcpus"] == 0
+        })
+    });
+    p.delete(&a, "/v1/nodes/n1").expect(403);
+    p.delete(&admin, "/v1/nodes/n1").expect(204);
+    p.get(&admin, "/v1/nodes/n1").expect(404);
+    beat(&third, "n1").expect(401);
+    p.delete(&admin, "/v1/nodes/n1").expect(404);
+    // The name is free again.
+    p.register_node(&bootstrap, "n1", "http://127.0.0.1:9")
+        .expect(200);
+}
