@@ -49,6 +49,9 @@ pub struct UpArgs {
     /// Seconds a request body may take to arrive in full (slower senders get a 408).
     #[arg(long, default_value_t = 30)]
     body_timeout_secs: u64,
+    /// Also serve /metrics (admin or metrics tokens) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     vm_process: VmProcessArgs,
 }
@@ -239,6 +242,9 @@ pub struct ControlPlaneArgs {
     /// Seconds a request body may take to arrive in full (slower senders get a 408).
     #[arg(long, default_value_t = 30)]
     body_timeout_secs: u64,
+    /// Also serve /metrics (admin or metrics tokens) on this address, e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn runtime() -> Result<actix_web::rt::SystemRunner> {
@@ -272,6 +278,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         workers: None,
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
+        metrics_listen: args.metrics_listen,
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     let tokens = cp.bootstrap(args.token_ttl)?;
@@ -405,6 +412,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         workers: args.workers,
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
+        metrics_listen: args.metrics_listen,
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     runtime()?.block_on(cp.serve(|addr| {

@@ -21,6 +21,8 @@ use std::time::Instant;
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 16 * 1024 * 1024;
 /// Where, under the data directory, the bound address is written once listening.
 pub const ADDR_FILE: &str = "control-plane.addr";
+/// Where, under the data directory, the `--metrics-listen` address is written once bound.
+pub const METRICS_ADDR_FILE: &str = "metrics.addr";
 /// Tenants `modvisor up` creates.
 pub const DEFAULT_TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
 
@@ -39,6 +41,8 @@ pub struct Config {
     pub body_timeout: std::time::Duration,
     /// The reconciler's settings.
     pub reconciler: crate::reconciler::ReconcilerConfig,
+    /// A second address serving only `/metrics` (with the same tokens), if any.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// An opened control plane, ready to serve.
@@ -232,8 +236,39 @@ impl ControlPlane {
             &self.config.data_dir.join(ADDR_FILE),
             addr.to_string().as_bytes(),
         )?;
+        let metrics = match self.config.metrics_listen {
+            Some(listen) => Some(self.metrics_server(listen)?),
+            None => None,
+        };
         on_bound(addr);
-        server.run().await
+        match metrics {
+            Some(m) => futures_util::future::try_join(server.run(), m)
+                .await
+                .map(drop),
+            None => server.run().await,
+        }
+    }
+
+    /// A server of `/metrics` alone on `listen` (same tokens: admin or metrics).
+    fn metrics_server(&self, listen: SocketAddr) -> std::io::Result<actix_web::dev::Server> {
+        let state = self.state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .service(api::metrics_endpoint())
+                .default_service(web::to(no_route))
+        })
+        .workers(1)
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .bind(listen)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("listening on {listen}: {e}")))?;
+        let addr = server.addrs().first().copied().unwrap_or(listen);
+        write_atomically(
+            &self.config.data_dir.join(METRICS_ADDR_FILE),
+            addr.to_string().as_bytes(),
+        )?;
+        tracing::info!(%addr, "metrics listening");
+        Ok(server.run())
     }
 }
 

@@ -235,3 +235,39 @@ fn a_body_that_trickles_in_is_cut_off_with_a_408() {
     // And the server serves on.
     p.get(&token, "/v1/vms").expect(200);
 }
+
+#[test]
+fn metrics_can_also_be_served_on_their_own_address_with_the_same_tokens() {
+    let p = Plane::start_with(&[
+        "--nodes",
+        "0",
+        "--catalog",
+        "none",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let addr = std::fs::read_to_string(p.data_dir().join("metrics.addr")).unwrap();
+    let url = |path: &str| format!("http://{}{path}", addr.trim());
+    assert_ne!(url(""), p.base, "a separate listener");
+    let get = |path: &str, token: Option<String>| {
+        let mut r = p.http.get(url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    };
+    assert_eq!(get("/metrics", None).status().as_u16(), 401);
+    assert_eq!(
+        get("/metrics", Some(p.token("tenant-a"))).status().as_u16(),
+        403
+    );
+    let m = get("/metrics", Some(p.token("admin"))).text().unwrap();
+    assert!(m.contains("modvisor_vms{phase=\"Pending\"}"), "{m}");
+    // Only metrics there: the API is not.
+    assert_eq!(
+        get("/v1/vms", Some(p.token("tenant-a"))).status().as_u16(),
+        404
+    );
+}

@@ -121,6 +121,7 @@ pub struct Tenant {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Name: 1-63 characters of `[a-z0-9-]`, starting with a letter.
+    #[cfg_attr(feature = "schema", schema(pattern = "^[a-z][a-z0-9-]{0,62}$"))]
     pub name: String,
     /// Limits; the defaults when absent.
     #[serde(default)]
@@ -132,9 +133,11 @@ pub struct CreateTenant {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ModuleRef {
-    /// Module name as in its `.modinfo` (`[a-z0-9_-]`, at most 55 characters).
+    /// Module name as in its `.modinfo` (`[a-zA-Z0-9_-]`, at most 55 characters).
+    #[cfg_attr(feature = "schema", schema(pattern = "^[a-zA-Z0-9_-]{1,55}$"))]
     pub name: String,
-    /// Module parameters, `key -> value`, passed to the module at load time.
+    /// Module parameters, `key -> value`, passed to the module at load time (at most 32;
+    /// names of `[a-zA-Z0-9_]`, values of printable ASCII without spaces).
     #[serde(default)]
     pub params: BTreeMap<String, String>,
 }
@@ -145,13 +148,17 @@ pub struct ModuleRef {
 #[serde(deny_unknown_fields)]
 pub struct VmSpec {
     /// Name, unique within the tenant: 1-63 characters of `[a-z0-9-]`, starting with a letter.
+    #[cfg_attr(feature = "schema", schema(pattern = "^[a-z][a-z0-9-]{0,62}$"))]
     pub name: String,
     /// Number of vCPUs, 1..=32.
+    #[cfg_attr(feature = "schema", schema(minimum = 1, maximum = 32))]
     pub vcpus: u32,
     /// Guest memory in MiB, 128..=65536.
+    #[cfg_attr(feature = "schema", schema(minimum = 128, maximum = 65536))]
     pub memory_mib: u32,
-    /// Modules to load into the guest kernel once it runs.
+    /// Modules to load into the guest kernel once it runs (at most 64, each once).
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schema(max_items = 64))]
     pub modules: Vec<ModuleRef>,
     /// Whether the VM should run; `running` when absent.
     #[serde(default)]
@@ -278,9 +285,10 @@ pub struct CatalogModule {
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ModuleRequestBody {
-    /// Module name.
+    /// Module name (`[a-zA-Z0-9_-]`, at most 55 characters; `-` and `_` are the same).
+    #[cfg_attr(feature = "schema", schema(pattern = "^[a-zA-Z0-9_-]{1,55}$"))]
     pub name: String,
-    /// Module parameters.
+    /// Module parameters (as in [`ModuleRef`]).
     #[serde(default)]
     pub params: BTreeMap<String, String>,
 }

@@ -67,6 +67,11 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(tokens::revoke_token);
 }
 
+/// `/metrics` alone, for a separate metrics listener.
+pub fn metrics_endpoint() -> impl actix_web::dev::HttpServiceFactory {
+    system::metrics
+}
+
 /// The routes only node agents call (`openapi/control-plane-internal.json`).
 pub fn internal_routes(cfg: &mut ServiceConfig) {
     cfg.service(nodes::register_node)

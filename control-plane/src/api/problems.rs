@@ -41,8 +41,9 @@ pub struct StaleIfMatch(pub Problem);
 
 /// Adds to every operation the problems that the server's shared layers can answer with,
 /// where the route did not name them: every route with a token may answer 401 and 429
-/// (a tenant over its rate limits, with `Retry-After`); every route with a body may
-/// answer 400, 408 (too slow), 413 (too large) and 415 (not its media type).
+/// (a tenant over its rate limits, with `Retry-After`); every route with parameters may
+/// answer 400; every route with a body may answer 400, 408 (too slow), 413 (too large)
+/// and 415 (not its media type).
 pub fn document_common_responses(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::Operation;
     fn problem(description: &str, retry_after: bool) -> utoipa::openapi::Response {
@@ -97,6 +98,9 @@ pub fn document_common_responses(doc: &mut utoipa::openapi::OpenApi) {
                     "The caller's tenant is over one of its rate limits",
                     true,
                 );
+            }
+            if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                add(op, "400", "A parameter is invalid", false);
             }
             if op.request_body.is_some() {
                 add(op, "400", "The body or a parameter is invalid", false);
