@@ -34,17 +34,18 @@ pub struct BenchApiArgs {
 }
 
 /// What one measurement saw.
-struct Figures {
-    ok: u64,
-    errors: u64,
-    per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
+pub(crate) struct Figures {
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) per_sec: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
-struct Server {
+/// A control plane in a child process, killed when dropped.
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -54,7 +55,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(dir: &Path, workers: Option<usize>) -> Result<Server> {
+pub(crate) fn start_server(dir: &Path, workers: Option<usize>) -> Result<Server> {
     let exe = std::env::current_exe().context("locating the modvisor binary")?;
     let mut cmd = Command::new(exe);
     cmd.arg("control-plane")
@@ -89,7 +90,7 @@ fn start_server(dir: &Path, workers: Option<usize>) -> Result<Server> {
 }
 
 /// Runs `op` on `connections` concurrent tasks for `seconds` and summarizes latencies.
-async fn drive<F, Fut>(connections: usize, seconds: u64, op: F) -> Figures
+pub(crate) async fn drive<F, Fut>(connections: usize, seconds: u64, op: F) -> Figures
 where
     F: Fn(u64) -> Fut + Clone + 'static,
     Fut: std::future::Future<Output = bool>,
@@ -187,7 +188,7 @@ fn sled_floor(dir: &Path, threads: usize, seconds: u64) -> Result<Figures> {
     })
 }
 
-fn row(name: &str, f: &Figures) {
+pub(crate) fn row(name: &str, f: &Figures) {
     println!(
         "{name:<38} {:>10.0} {:>9.3} {:>9.3} {:>8} {:>6}",
         f.per_sec, f.p50_ms, f.p99_ms, f.ok, f.errors
@@ -195,7 +196,7 @@ fn row(name: &str, f: &Figures) {
 }
 
 /// A one-vCPU, 128 MiB VM named `name`.
-fn vm_spec(name: &str) -> VmSpec {
+pub(crate) fn vm_spec(name: &str) -> VmSpec {
     VmSpec {
         name: name.into(),
         vcpus: 1,

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod flood;
 pub mod isolation;
 pub mod scheduler;
 pub mod vmm;
@@ -16,6 +17,9 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Throughput and latency of the REST API from a separate load-generating process.
     Api(api::BenchApiArgs),
+    /// One tenant floods the API; another's latency alone, under the flood held to its
+    /// rate limits, and (the peer) under the same flood unlimited.
+    Flood(flood::BenchFloodArgs),
     /// Placements per second through the real scheduler and store; create-to-Running.
     Scheduler(scheduler::BenchSchedulerArgs),
     /// Start time and memory overhead of our VMM next to QEMU microvm, same probe guest.
@@ -29,6 +33,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Api(args) => api::run(args),
+        BenchCommand::Flood(args) => flood::run(args),
         BenchCommand::Scheduler(args) => scheduler::run(args),
         BenchCommand::Vmm(args) => vmm::run(args),
         BenchCommand::Isolation(args) => isolation::run(args),
