@@ -19,35 +19,15 @@ pub enum TokenCommand {
         /// Data directory holding the signing key.
         #[arg(long, default_value_os_t = crate::default_data_dir())]
         data_dir: PathBuf,
-        /// The token's role.
-        #[arg(long, value_enum)]
-        role: RoleArg,
-        /// The tenant (required for --role tenant, refused otherwise).
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl: u64,
-        /// Subject; defaults to the tenant name or the role.
-        #[arg(long)]
-        sub: Option<String>,
+        #[command(flatten)]
+        spec: TokenSpec,
     },
     /// Issue a listed, revocable token through the API (admin) and print it.
     Create {
         #[command(flatten)]
         api: ApiArgs,
-        /// The token's role (admin, tenant, bootstrap or metrics).
-        #[arg(long, value_enum)]
-        role: RoleArg,
-        /// The tenant (required for --role tenant, refused otherwise).
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl: u64,
-        /// Subject; defaults to the tenant name or the role.
-        #[arg(long)]
-        sub: Option<String>,
+        #[command(flatten)]
+        spec: TokenSpec,
     },
     /// List the caller's own tokens (`--all`: every token, admin).
     List {
@@ -64,6 +44,23 @@ pub enum TokenCommand {
         /// The token's id (jti).
         jti: String,
     },
+}
+
+/// What a new token is.
+#[derive(Debug, clap::Args)]
+pub struct TokenSpec {
+    /// The token's role (through the API: admin, tenant, bootstrap or metrics).
+    #[arg(long, value_enum)]
+    role: RoleArg,
+    /// The tenant (required for --role tenant, refused otherwise).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+    /// Subject; defaults to the tenant name or the role.
+    #[arg(long)]
+    sub: Option<String>,
 }
 
 /// A role as given on the command line.
@@ -129,25 +126,13 @@ fn token_rows(items: &[TokenRecord]) -> String {
 /// Runs a `token` subcommand.
 pub fn token(cmd: TokenCommand) -> Result<()> {
     match cmd {
-        TokenCommand::Issue {
-            data_dir,
-            role,
-            tenant,
-            ttl,
-            sub,
-        } => issue_offline(data_dir, role.role(), tenant, ttl, sub),
-        TokenCommand::Create {
-            api,
-            role,
-            tenant,
-            ttl,
-            sub,
-        } => {
+        TokenCommand::Issue { data_dir, spec } => issue_offline(data_dir, spec),
+        TokenCommand::Create { api, spec } => {
             let issued = api.client()?.issue_token(&IssueToken {
-                role: role.listed(),
-                tenant,
-                sub,
-                ttl_secs: ttl,
+                role: spec.role.listed(),
+                tenant: spec.tenant,
+                sub: spec.sub,
+                ttl_secs: spec.ttl,
             })?;
             eprintln!("token id (jti) {}", issued.record.jti);
             println!("{}", issued.token);
@@ -175,13 +160,14 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
     }
 }
 
-fn issue_offline(
-    data_dir: PathBuf,
-    role: Role,
-    tenant: Option<String>,
-    ttl: u64,
-    sub: Option<String>,
-) -> Result<()> {
+fn issue_offline(data_dir: PathBuf, spec: TokenSpec) -> Result<()> {
+    let TokenSpec {
+        role,
+        tenant,
+        ttl,
+        sub,
+    } = spec;
+    let role = role.role();
     match (role, &tenant) {
         (Role::Tenant, None) => bail!("--role tenant needs --tenant NAME"),
         (_, Some(_)) if role != Role::Tenant => bail!("--tenant is only for --role tenant"),

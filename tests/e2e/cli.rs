@@ -288,3 +288,40 @@ fn module_inspect_exit_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn tokens_are_created_listed_and_revoked_from_the_cli() {
+    let p = Plane::start();
+    let out = run(
+        &p,
+        "admin",
+        &[
+            "token", "create", "--role", "tenant", "--tenant", "tenant-b", "--ttl", "600",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let token = ok(out).trim().to_string();
+    let jti = stderr
+        .trim()
+        .strip_prefix("token id (jti) ")
+        .expect("the id on stderr")
+        .to_string();
+    p.get(&token, "/v1/vms").expect(200);
+    let mine: serde_json::Value =
+        serde_json::from_str(&ok(run(&p, "tenant-b", &["token", "list", "--json"]))).unwrap();
+    assert_eq!(mine.as_array().unwrap().len(), 2, "{mine}");
+    let table = ok(run(&p, "admin", &["token", "list", "--all"]));
+    assert!(table.starts_with("JTI") && table.contains(&jti), "{table}");
+    // A tenant cannot revoke another's token; its own it can.
+    let refused = run(&p, "tenant-a", &["token", "revoke", &jti]);
+    assert!(!refused.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr)
+            .trim()
+            .lines()
+            .count(),
+        1
+    );
+    assert!(ok(run(&p, "tenant-b", &["token", "revoke", &jti])).contains(&jti));
+    p.get(&token, "/v1/vms").expect(401);
+}

@@ -195,16 +195,7 @@ fn a_large_heartbeat_is_taken_and_a_hostile_guests_list_is_refused_clearly() {
 
 #[test]
 fn a_body_that_trickles_in_is_cut_off_with_a_408() {
-    let p = Plane::start_with(&[
-        "--nodes",
-        "0",
-        "--catalog",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
-        "--body-timeout-secs",
-        "1",
-    ]);
+    let p = Plane::start_plus(&["--body-timeout-secs", "1"]);
     let token = p.token("tenant-a");
     let addr = p.base.trim_start_matches("http://");
     let mut s = TcpStream::connect(addr).unwrap();
@@ -238,16 +229,7 @@ fn a_body_that_trickles_in_is_cut_off_with_a_408() {
 
 #[test]
 fn metrics_can_also_be_served_on_their_own_address_with_the_same_tokens() {
-    let p = Plane::start_with(&[
-        "--nodes",
-        "0",
-        "--catalog",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-listen",
-        "127.0.0.1:0",
-    ]);
+    let p = Plane::start_plus(&["--metrics-listen", "127.0.0.1:0"]);
     let addr = std::fs::read_to_string(p.data_dir().join("metrics.addr")).unwrap();
     let url = |path: &str| format!("http://{}{path}", addr.trim());
     assert_ne!(url(""), p.base, "a separate listener");

@@ -81,14 +81,21 @@ impl Resp {
 impl Plane {
     /// Starts `modvisor up` (no node agents, empty catalog) in a fresh data directory.
     pub fn start() -> Plane {
-        Self::start_with(&[
+        Self::start_plus(&[])
+    }
+
+    /// [`Plane::start`] with `extra` arguments.
+    pub fn start_plus(extra: &[&str]) -> Plane {
+        let mut args = vec![
             "--nodes",
             "0",
             "--catalog",
             "none",
             "--listen",
             "127.0.0.1:0",
-        ])
+        ];
+        args.extend_from_slice(extra);
+        Self::start_with(&args)
     }
 
     /// Starts `modvisor up` with these arguments (besides `--data-dir`).
