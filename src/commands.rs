@@ -182,7 +182,7 @@ fn opt(v: Option<&str>) -> String {
 }
 
 /// A serde name (`Running`, `stopped`, ...) as a table cell.
-fn name_of<T: Serialize>(v: &T) -> String {
+pub(crate) fn name_of<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),

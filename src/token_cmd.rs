@@ -6,7 +6,7 @@ use crate::client::ApiArgs;
 use crate::table::render;
 use anyhow::{bail, Result};
 use clap::{Subcommand, ValueEnum};
-use modvisor_control_plane::auth::{Role, TokenKeys};
+use modvisor_control_plane::auth::{role_of, Role, TokenKeys};
 use modvisor_control_plane_api::types::{IssueToken, TokenRecord, TokenRole};
 use std::path::PathBuf;
 
@@ -79,16 +79,6 @@ pub enum RoleArg {
 }
 
 impl RoleArg {
-    fn role(self) -> Role {
-        match self {
-            RoleArg::Admin => Role::Admin,
-            RoleArg::Tenant => Role::Tenant,
-            RoleArg::Node => Role::Node,
-            RoleArg::Bootstrap => Role::Bootstrap,
-            RoleArg::Metrics => Role::Metrics,
-        }
-    }
-
     fn listed(self) -> TokenRole {
         match self {
             RoleArg::Admin => TokenRole::Admin,
@@ -106,10 +96,7 @@ fn token_rows(items: &[TokenRecord]) -> String {
         .map(|t| {
             vec![
                 t.jti.clone(),
-                serde_json::to_value(t.role)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                crate::commands::name_of(&t.role),
                 t.sub.clone(),
                 t.tenant.clone().unwrap_or_else(|| "-".into()),
                 t.expires_at.clone(),
@@ -167,7 +154,7 @@ fn issue_offline(data_dir: PathBuf, spec: TokenSpec) -> Result<()> {
         ttl,
         sub,
     } = spec;
-    let role = role.role();
+    let role = role_of(role.listed());
     match (role, &tenant) {
         (Role::Tenant, None) => bail!("--role tenant needs --tenant NAME"),
         (_, Some(_)) if role != Role::Tenant => bail!("--tenant is only for --role tenant"),
@@ -187,7 +174,7 @@ fn issue_offline(data_dir: PathBuf, spec: TokenSpec) -> Result<()> {
     let keys = TokenKeys::load_or_create(&data_dir)?;
     let sub = sub
         .or_else(|| tenant.clone())
-        .unwrap_or_else(|| format!("{role:?}").to_lowercase());
+        .unwrap_or_else(|| role.name().to_string());
     let issued = keys.issue(&sub, role, tenant.as_deref(), ttl)?;
     eprintln!(
         "token id (jti) {}: signed offline, so not listed; an admin revokes it with `modvisor token revoke {}`",

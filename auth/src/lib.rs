@@ -45,6 +45,20 @@ pub enum Role {
     Metrics,
 }
 
+impl Role {
+    /// Its name as tokens spell it (`admin`, `control_plane`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Tenant => "tenant",
+            Role::Node => "node",
+            Role::Bootstrap => "bootstrap",
+            Role::ControlPlane => "control_plane",
+            Role::Metrics => "metrics",
+        }
+    }
+}
+
 /// The claims of a modvisor token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -245,6 +259,23 @@ mod tests {
         let header = Header::new(Algorithm::EdDSA);
         let t = sign(&key, &header, &claims(Role::ControlPlane, None, unix_now()));
         assert_eq!(verifier.verify(&t).unwrap().role, Role::ControlPlane);
+    }
+
+    #[test]
+    fn role_names_are_their_serde_names() {
+        for role in [
+            Role::Admin,
+            Role::Tenant,
+            Role::Node,
+            Role::Bootstrap,
+            Role::ControlPlane,
+            Role::Metrics,
+        ] {
+            assert_eq!(
+                serde_json::to_value(role).unwrap(),
+                serde_json::Value::String(role.name().into())
+            );
+        }
     }
 
     #[test]

@@ -42,6 +42,27 @@ pub(crate) struct Figures {
     pub(crate) p99_ms: f64,
 }
 
+impl Figures {
+    /// The figures of `latencies` (microseconds, of the requests that succeeded) and
+    /// `errors` over `elapsed_secs`; percentiles of no latencies are NaN.
+    pub(crate) fn from_latencies(mut latencies: Vec<u32>, errors: u64, elapsed_secs: f64) -> Self {
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .map(|us| f64::from(*us) / 1000.0)
+                .unwrap_or(f64::NAN)
+        };
+        Figures {
+            ok: latencies.len() as u64,
+            errors,
+            per_sec: latencies.len() as f64 / elapsed_secs,
+            p50_ms: pct(0.50),
+            p99_ms: pct(0.99),
+        }
+    }
+}
+
 /// A control plane in a child process, killed when dropped.
 pub(crate) struct Server {
     child: Child,
@@ -117,7 +138,7 @@ where
             lat
         }));
     }
-    let mut all: Vec<u32> = local
+    let all: Vec<u32> = local
         .run_until(async {
             let mut all = Vec::new();
             for t in tasks {
@@ -126,20 +147,11 @@ where
             all
         })
         .await;
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .map(|us| f64::from(*us) / 1000.0)
-            .unwrap_or(f64::NAN)
-    };
-    Figures {
-        ok: all.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
-        per_sec: all.len() as f64 / elapsed,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
-    }
+    Figures::from_latencies(
+        all,
+        errors.load(Ordering::Relaxed),
+        start.elapsed().as_secs_f64(),
+    )
 }
 
 /// Durable writes straight into sled from `threads` threads: the floor under `POST`.
@@ -168,24 +180,18 @@ fn sled_floor(dir: &Path, threads: usize, seconds: u64) -> Result<Figures> {
             })
         })
         .collect();
-    let mut all: Vec<u32> = handles
+    let all: Vec<u32> = handles
         .into_iter()
         .flat_map(|h| h.join().unwrap_or_default())
         .collect();
-    let elapsed = start.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let pct =
-        |p: f64| f64::from(all[((all.len() as f64 * p) as usize).min(all.len() - 1)]) / 1000.0;
     if all.is_empty() {
         bail!("sled floor wrote nothing");
     }
-    Ok(Figures {
-        ok: all.len() as u64,
-        errors: 0,
-        per_sec: all.len() as f64 / elapsed,
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
-    })
+    Ok(Figures::from_latencies(
+        all,
+        0,
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 pub(crate) fn row(name: &str, f: &Figures) {

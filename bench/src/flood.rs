@@ -60,20 +60,14 @@ fn quiet(base: String, token: String, rate: u32, seconds: u64) -> Result<Figures
         }
         next += period;
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    lat.sort_unstable();
     if lat.is_empty() {
         bail!("the quiet tenant got no answer");
     }
-    let pct =
-        |p: f64| f64::from(lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)]) / 1000.0;
-    Ok(Figures {
-        ok: lat.len() as u64,
+    Ok(Figures::from_latencies(
+        lat,
         errors,
-        per_sec: lat.len() as f64 / elapsed,
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
-    })
+        start.elapsed().as_secs_f64(),
+    ))
 }
 
 /// The quiet tenant measured while `flood` (if any) runs on this thread.

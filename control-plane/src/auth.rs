@@ -19,28 +19,23 @@ use std::path::Path;
 /// Where, under the data directory, the signing key lives.
 pub const KEY_FILE: &str = "keys/jwt-ed25519.pem";
 
-/// Who is calling the control plane, as established from a verified token (the API's
-/// extractors and scope checks hang off this type).
+/// Who is calling the control plane, as established from a verified token: the verifier's
+/// [`modvisor_auth::Caller`] (its fields read through `Deref`), in a type of this crate so
+/// that the API's extractors and scope checks can hang off it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The token's subject.
-    pub sub: String,
-    /// The token's role.
-    pub role: Role,
-    /// The tenant, for tenant tokens.
-    pub tenant: Option<String>,
-    /// The token's id.
-    pub jti: String,
-}
+pub struct Caller(modvisor_auth::Caller);
 
 impl From<modvisor_auth::Caller> for Caller {
     fn from(c: modvisor_auth::Caller) -> Self {
-        Caller {
-            sub: c.sub,
-            role: c.role,
-            tenant: c.tenant,
-            jti: c.jti,
-        }
+        Caller(c)
+    }
+}
+
+impl std::ops::Deref for Caller {
+    type Target = modvisor_auth::Caller;
+
+    fn deref(&self) -> &modvisor_auth::Caller {
+        &self.0
     }
 }
 
@@ -53,6 +48,17 @@ pub fn token_role(role: Role) -> Option<TokenRole> {
         Role::Bootstrap => Some(TokenRole::Bootstrap),
         Role::Metrics => Some(TokenRole::Metrics),
         Role::ControlPlane => None,
+    }
+}
+
+/// The role a listed role stands for.
+pub fn role_of(listed: TokenRole) -> Role {
+    match listed {
+        TokenRole::Admin => Role::Admin,
+        TokenRole::Tenant => Role::Tenant,
+        TokenRole::Node => Role::Node,
+        TokenRole::Bootstrap => Role::Bootstrap,
+        TokenRole::Metrics => Role::Metrics,
     }
 }
 

@@ -5,7 +5,7 @@
 use super::extract::{blocking, StrictJson};
 use super::problems::{AdminOnly, InvalidBody, Unauthenticated};
 use super::AppState;
-use crate::auth::{Caller, Issued, Role, TokenKeys};
+use crate::auth::{role_of, Caller, Issued, Role, TokenKeys};
 use crate::error::{Error, Problem};
 use crate::model::{IssueToken, IssuedToken, TokenRecord, TokenRole};
 use crate::store::Datastore;
@@ -57,18 +57,13 @@ pub async fn issue_token(
             format!("must be {}..={}", TTL_RANGE.start(), TTL_RANGE.end()),
         ));
     }
-    let role = match body.role {
-        TokenRole::Admin => Role::Admin,
-        TokenRole::Tenant => Role::Tenant,
-        TokenRole::Bootstrap => Role::Bootstrap,
-        TokenRole::Metrics => Role::Metrics,
-        TokenRole::Node => {
-            return Err(Error::invalid(
-                "role",
-                "node credentials are issued only by registration",
-            ))
-        }
-    };
+    if body.role == TokenRole::Node {
+        return Err(Error::invalid(
+            "role",
+            "node credentials are issued only by registration",
+        ));
+    }
+    let role = role_of(body.role);
     match (role, &body.tenant) {
         (Role::Tenant, None) => return Err(Error::invalid("tenant", "a tenant token needs one")),
         (Role::Tenant, Some(t)) => validate::resource_name("tenant", t)?,
@@ -78,7 +73,7 @@ pub async fn issue_token(
     let sub = match (&body.sub, &body.tenant) {
         (Some(s), _) => s.clone(),
         (None, Some(t)) => t.clone(),
-        (None, None) => role_name(body.role).to_string(),
+        (None, None) => role.name().to_string(),
     };
     validate::subject("sub", &sub)?;
     let (store, keys) = (state.store.clone(), state.keys.clone());
@@ -106,16 +101,6 @@ pub async fn issue_token(
         token: issued.token,
         record,
     }))
-}
-
-fn role_name(role: TokenRole) -> &'static str {
-    match role {
-        TokenRole::Admin => "admin",
-        TokenRole::Tenant => "tenant",
-        TokenRole::Node => "node",
-        TokenRole::Bootstrap => "bootstrap",
-        TokenRole::Metrics => "metrics",
-    }
 }
 
 /// Every listed token that has not expired (admin), revoked ones with `revoked_at`.

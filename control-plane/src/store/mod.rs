@@ -22,10 +22,10 @@ mod txn;
 mod vms;
 
 pub use module_requests::MAX_REQUESTS_PER_VM;
+pub use nodes::Registrant;
 pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;
-pub use tokens::Registrant;
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;

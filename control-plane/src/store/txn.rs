@@ -6,12 +6,7 @@ use super::{Table, Txn, VmFilter};
 use crate::error::{Error, Result};
 use crate::model::{now, Event, Outcome, Vm};
 
-pub(super) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(super) use crate::auth::unix_now;
 
 /// Reads and decodes one record inside a transaction.
 pub(super) fn get_record<T: serde::de::DeserializeOwned>(
