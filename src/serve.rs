@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use modvisor_control_plane::api::nodes::DEFAULT_NODE_CREDENTIAL_TTL_SECS;
 use modvisor_control_plane::model::Resources;
 use modvisor_control_plane::reconciler::{ReconcilerConfig, DEFAULT_FENCE_AFTER_SECS};
 use modvisor_control_plane::server::DEFAULT_MAX_MODULE_BYTES;
@@ -52,6 +53,9 @@ pub struct UpArgs {
     /// Also serve /metrics (admin or metrics tokens) on this address, e.g. 127.0.0.1:9464.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Lifetime of node credentials in seconds; heartbeats renew them in their last quarter.
+    #[arg(long, default_value_t = DEFAULT_NODE_CREDENTIAL_TTL_SECS, value_parser = clap::value_parser!(u64).range(8..))]
+    node_credential_ttl_secs: u64,
     #[command(flatten)]
     vm_process: VmProcessArgs,
 }
@@ -245,6 +249,9 @@ pub struct ControlPlaneArgs {
     /// Also serve /metrics (admin or metrics tokens) on this address, e.g. 127.0.0.1:9464.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Lifetime of node credentials in seconds; heartbeats renew them in their last quarter.
+    #[arg(long, default_value_t = DEFAULT_NODE_CREDENTIAL_TTL_SECS, value_parser = clap::value_parser!(u64).range(8..))]
+    node_credential_ttl_secs: u64,
 }
 
 fn runtime() -> Result<actix_web::rt::SystemRunner> {
@@ -279,6 +286,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
         metrics_listen: args.metrics_listen,
+        node_credential_ttl_secs: args.node_credential_ttl_secs,
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     let tokens = cp.bootstrap(args.token_ttl)?;
@@ -413,6 +421,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
         metrics_listen: args.metrics_listen,
+        node_credential_ttl_secs: args.node_credential_ttl_secs,
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     runtime()?.block_on(cp.serve(|addr| {

@@ -43,6 +43,9 @@ pub struct Config {
     pub reconciler: crate::reconciler::ReconcilerConfig,
     /// A second address serving only `/metrics` (with the same tokens), if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// Lifetime of node credentials, in seconds (heartbeats renew them in their last
+    /// quarter).
+    pub node_credential_ttl_secs: u64,
 }
 
 /// An opened control plane, ready to serve.
@@ -71,6 +74,7 @@ impl ControlPlane {
             keys,
             metrics: Metrics::new()?,
             limits: Default::default(),
+            node_credential_ttl_secs: config.node_credential_ttl_secs,
             max_module_bytes: config.max_module_bytes,
             body_timeout: config.body_timeout,
         });

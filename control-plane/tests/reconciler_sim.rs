@@ -43,6 +43,8 @@ struct World {
     nodes: SimNodes,
     config: ReconcilerConfig,
     reconciler: Reconciler<SimNodes>,
+    /// The id of n1's credential (what its heartbeats present).
+    credential: String,
 }
 
 fn world(behaviour: SimBehaviour, budgets: Budgets) -> World {
@@ -112,6 +114,7 @@ fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
     let nodes = SimNodes(HashMap::from([("n1".to_string(), node.clone())]));
     World {
         _dir: dir,
+        credential: credential.jti.clone(),
         reconciler: Reconciler::new(store.clone(), nodes.clone(), config.clone()),
         nodes,
         config,
@@ -152,7 +155,7 @@ fn heartbeat(w: &World) {
     let beat = Heartbeat {
         vms: w.node.observed(),
     };
-    w.store.heartbeat("n1", &beat).unwrap();
+    w.store.heartbeat("n1", &w.credential, &beat, None).unwrap();
 }
 
 /// Runs reconcile passes (and, with `heartbeats`, the node's heartbeats) until `done`
@@ -400,7 +403,7 @@ fn a_node_that_reports_a_phase_only_the_control_plane_sets_changes_nothing() {
             let mut lie = w.node.vm(&id).unwrap();
             lie.phase = claimed;
             w.store
-                .heartbeat("n1", &Heartbeat { vms: vec![lie] })
+                .heartbeat("n1", &w.credential, &Heartbeat { vms: vec![lie] }, None)
                 .unwrap();
             for _ in 0..5 {
                 w.reconciler.pass().unwrap();

@@ -60,9 +60,20 @@ pub struct Node {
     /// tokens with any other id are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_jti: Option<String>,
+    /// The credential a renewal replaced, still taken until the node presents the new one
+    /// (so a renewal whose answer was lost does not lock the node out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_credential_jti: Option<String>,
 }
 
 impl Node {
+    /// Whether `jti` is a credential this node may present: its current one, or the one a
+    /// renewal replaced and that the node has not yet stopped using.
+    pub fn holds_credential(&self, jti: &str) -> bool {
+        self.credential_jti.as_deref() == Some(jti)
+            || self.previous_credential_jti.as_deref() == Some(jti)
+    }
+
     /// What is still free.
     pub fn free(&self) -> Resources {
         Resources {
@@ -122,4 +133,9 @@ pub struct Heartbeat {
 pub struct HeartbeatReply {
     /// VMs the node holds but should not: it removes them.
     pub remove: Vec<String>,
+    /// A renewed node credential (when the one presented nears its expiry, or was
+    /// replaced by a renewal the node did not receive): the node keeps it and presents
+    /// it from now on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }

@@ -208,6 +208,9 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         "4",
         "--fence-after-secs",
         "8",
+        // Short-lived node credentials: heartbeats renew them while the test runs.
+        "--node-credential-ttl-secs",
+        "40",
         "--listen",
         &listen,
     ]);
@@ -495,4 +498,21 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
     });
     let t = p.get(&admin, "/v1/tenants/tenant-b").expect(200).body;
     assert_eq!(t["usage"]["vms"], 0);
+
+    // All along, heartbeats renewed the nodes' 40 s credentials, and the nodes took them.
+    wait_for("both nodes' credentials renewed by heartbeats", 45, || {
+        let events = p.api(&admin).events(1000).unwrap();
+        ["node-1", "node-2"]
+            .iter()
+            .all(|n| {
+                events.iter().any(|e| {
+                    e.action == "node.credential.renew" && e.resource == format!("nodes/{n}")
+                })
+            })
+            .then_some(Value::Null)
+    });
+    let nodes = p.get(&admin, "/v1/nodes").expect(200).body;
+    for n in nodes.as_array().unwrap() {
+        assert_eq!(n["state"], "Ready", "{n}");
+    }
 }

@@ -252,3 +252,96 @@ fn a_node_name_is_bound_to_its_credential() {
     p.register_node(&bootstrap, "n1", "http://127.0.0.1:9")
         .expect(200);
 }
+
+#[test]
+fn heartbeats_renew_a_node_credential_before_it_expires() {
+    // Credentials of 8 s: renewed by a heartbeat once under 2 s remain.
+    let p = Plane::start_plus(&["--node-credential-ttl-secs", "8"]);
+    let admin = p.token("admin");
+    let bootstrap = p.offline_bootstrap_token();
+    let beat = |token: &str| p.post(token, "/v1/nodes/n1/heartbeat", &json!({"vms": []}));
+    let first = p
+        .register_node(&bootstrap, "n1", "http://127.0.0.1:9")
+        .expect(200)
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = beat(&first).expect(200);
+    assert!(r.body.get("credential").is_none(), "fresh: {}", r.body);
+
+    // In its last quarter, a heartbeat's answer carries the renewal.
+    let mut renewed = None;
+    crate::support::wait_until("a renewal", 10, || {
+        renewed = beat(&first).expect(200).body["credential"]
+            .as_str()
+            .map(str::to_string);
+        renewed.is_some()
+    });
+    let second = renewed.unwrap();
+    assert_ne!(jti_of(&second), jti_of(&first));
+    assert_eq!(claims_of(&second)["sub"], "n1");
+
+    // Its answer lost: the node presents the old one again and gets another; the one it
+    // never received is revoked.
+    let third = beat(&first).expect(200).body["credential"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    beat(&second).expect(401);
+
+    // Presenting the new one retires the old one.
+    let r = beat(&third).expect(200);
+    assert!(r.body.get("credential").is_none(), "{}", r.body);
+    beat(&first).expect(401);
+    let listed = p.get(&admin, "/v1/tokens").expect(200).body;
+    let live: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["sub"] == "n1" && t["revoked_at"].is_null())
+        .collect();
+    assert_eq!(live.len(), 1, "{listed}");
+    assert_eq!(live[0]["jti"], jti_of(&third).as_str());
+    // A restarted node re-registers with it.
+    p.register_node(&third, "n1", "http://127.0.0.1:9")
+        .expect(200);
+}
+
+#[test]
+fn a_node_down_past_its_credentials_life_comes_back_with_it() {
+    let p = Plane::start_plus(&["--node-credential-ttl-secs", "8"]);
+    let bootstrap = p.offline_bootstrap_token();
+    let token_of = |r: crate::support::Resp| r.body["token"].as_str().unwrap().to_string();
+    let first = token_of(
+        p.register_node(&bootstrap, "n1", "http://127.0.0.1:9")
+            .expect(200),
+    );
+    let second = token_of(
+        p.register_node(&first, "n1", "http://127.0.0.1:9")
+            .expect(200),
+    );
+    // No heartbeats (the node is down; a heartbeat would renew it) until its credential
+    // has expired: a blob fetch says when.
+    p.get(&second, "/v1/blobs/00").expect(404);
+    crate::support::wait_until("the credential expired", 20, || {
+        p.get(&second, "/v1/blobs/00").status == 401
+    });
+    p.post(&second, "/v1/nodes/n1/heartbeat", &json!({"vms": []}))
+        .expect(401);
+    // Expired, still bound and unrevoked: it re-registers (and only that).
+    p.get(&second, "/v1/vms").expect(401);
+    let third = token_of(
+        p.register_node(&second, "n1", "http://127.0.0.1:9")
+            .expect(200),
+    );
+    p.post(&third, "/v1/nodes/n1/heartbeat", &json!({"vms": []}))
+        .expect(200);
+    // An expired credential that was replaced is refused; so is one for another name.
+    p.register_node(&second, "n1", "http://127.0.0.1:9")
+        .expect(401);
+    p.register_node(&first, "n1", "http://127.0.0.1:9")
+        .expect(401);
+    p.register_node(&third, "n2", "http://127.0.0.1:9")
+        .expect(403);
+}

@@ -33,7 +33,8 @@ impl FromRequest for Caller {
     }
 }
 
-fn authenticate(req: &HttpRequest) -> Result<Caller, Error> {
+/// The bearer token of a request.
+fn bearer(req: &HttpRequest) -> Result<&str, Error> {
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -49,8 +50,42 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, Error> {
             "expected Authorization: Bearer <token>".into(),
         ));
     }
+    Ok(token.trim())
+}
+
+/// The caller of a registration: as [`Caller`], and also a node presenting its own
+/// credential past its expiry (a node down for longer than its credential's life). That
+/// credential must still be unrevoked and bound to the name; the store checks the binding.
+pub struct RegisteringCaller(pub Caller);
+
+impl FromRequest for RegisteringCaller {
+    type Error = Error;
+    type Future = std::future::Ready<Result<Self, Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(match authenticate(req) {
+            Ok(caller) => Ok(RegisteringCaller(caller)),
+            Err(refused @ Error::Unauthenticated(_)) => {
+                expired_node_credential(req).map_or(Err(refused), |c| Ok(RegisteringCaller(c)))
+            }
+            Err(other) => Err(other),
+        })
+    }
+}
+
+/// A node token that fails only on its expiry and is not revoked, if that is what `req`
+/// presents.
+fn expired_node_credential(req: &HttpRequest) -> Option<Caller> {
+    let state = state(req).ok()?;
+    let caller = state.keys.verify_ignoring_expiry(bearer(req).ok()?).ok()?;
+    let unrevoked = matches!(state.store.is_revoked(&caller.jti), Ok(false));
+    (caller.role == Role::Node && unrevoked).then_some(caller)
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Caller, Error> {
+    let token = bearer(req)?;
     let state = state(req)?;
-    let caller = state.keys.verify(token.trim())?;
+    let caller = state.keys.verify(token)?;
     // After the signature (which a cache may have vouched for): revocations count at once.
     if state.store.is_revoked(&caller.jti)? {
         return Err(Error::Unauthenticated(

@@ -27,6 +27,8 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     /// Metric families.
     pub metrics: Metrics,
+    /// Lifetime of node credentials, in seconds.
+    pub node_credential_ttl_secs: u64,
     /// Per-tenant rate limits.
     pub limits: crate::ratelimit::RateLimits,
     /// Largest module upload accepted, in bytes.

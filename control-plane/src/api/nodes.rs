@@ -2,18 +2,18 @@
 //! and the blobs a node fetches (its current node credential), and node administration
 //! (admin).
 
-use super::extract::{blocking, parse_json, read_body, StrictJson};
+use super::extract::{blocking, parse_json, read_body, RegisteringCaller, StrictJson};
 use super::problems::{AdminOnly, InvalidBody, NodeOnly, Unauthenticated};
 use super::AppState;
-use crate::auth::{Caller, Role};
+use crate::auth::{unix_now, Caller, Role};
 use crate::error::{Error, Problem};
 use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCredential, NodeDetail, RegisterNode};
 use crate::store::{Datastore, Registrant};
 use crate::validate;
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 
-/// Lifetime of a node credential.
-pub const NODE_TOKEN_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Lifetime of a node credential unless configured; heartbeats renew it in its last quarter.
+pub const DEFAULT_NODE_CREDENTIAL_TTL_SECS: u64 = 30 * 24 * 3600;
 
 /// The node whose current credential `caller` presents: a node token names its node, and
 /// only the credential the name is bound to counts (one it replaced is refused).
@@ -23,7 +23,7 @@ fn calling_node(store: &Datastore, caller: &Caller) -> Result<Node, Error> {
     }
     store
         .get_node(&caller.sub)?
-        .filter(|n| n.credential_jti.as_deref() == Some(caller.jti.as_str()))
+        .filter(|n| n.holds_credential(&caller.jti))
         .ok_or_else(|| {
             Error::Unauthenticated(format!(
                 "invalid token: not the current credential of a node {}",
@@ -34,7 +34,8 @@ fn calling_node(store: &Datastore, caller: &Caller) -> Result<Node, Error> {
 
 /// Registers a node agent and returns its new node credential (the one it replaces is
 /// revoked). A bootstrap token registers a name not yet bound; a bound name needs the
-/// node's own current credential or an admin.
+/// node's own credential (also past its expiry, if still bound and unrevoked: a node
+/// that was down longer than its credential's life) or an admin.
 #[utoipa::path(
     tag = "nodes",
     request_body = RegisterNode,
@@ -49,10 +50,11 @@ fn calling_node(store: &Datastore, caller: &Caller) -> Result<Node, Error> {
 )]
 #[post("/v1/nodes/register")]
 pub async fn register_node(
-    caller: Caller,
+    caller: RegisteringCaller,
     state: web::Data<AppState>,
     body: StrictJson<RegisterNode>,
 ) -> Result<web::Json<NodeCredential>, Error> {
+    let RegisteringCaller(caller) = caller;
     let reg = body.0;
     match caller.role {
         Role::Bootstrap | Role::Admin => {}
@@ -86,7 +88,9 @@ pub async fn register_node(
             "vcpus 1..=4096 and memory_mib 128..=2^30",
         ));
     }
-    let (token, credential) = state.keys.node_credential(&reg.name, NODE_TOKEN_TTL_SECS)?;
+    let (token, credential) = state
+        .keys
+        .node_credential(&reg.name, state.node_credential_ttl_secs)?;
     let store = state.store.clone();
     let node = blocking(move || {
         let by = match caller.role {
@@ -129,7 +133,8 @@ pub async fn heartbeat(
     // The body may be as large as what the node holds can report: sized from its
     // placed vCPUs (every VM has at least one), never the 64 KiB of tenants' bodies.
     let store = state.store.clone();
-    let node = blocking(move || calling_node(&store, &caller)).await?;
+    let presented = caller.clone();
+    let node = blocking(move || calling_node(&store, &presented)).await?;
     if node.name != name {
         return Err(Error::not_found("node", name));
     }
@@ -138,10 +143,23 @@ pub async fn heartbeat(
     let bytes = read_body(&req, &mut payload.into_inner(), limit).await?;
     let hb: Heartbeat = parse_json(&bytes)?;
     validate::heartbeat(&hb, placed)?;
+    // A credential in the last quarter of its life is renewed, and so is one a renewal
+    // replaced (the node did not get the renewal's answer).
+    let ttl = state.node_credential_ttl_secs;
+    let renew = caller.exp.saturating_sub(unix_now()) < ttl / 4
+        || node.previous_credential_jti.as_deref() == Some(caller.jti.as_str());
+    let renewal = match renew {
+        true => Some(state.keys.node_credential(&name, ttl)?),
+        false => None,
+    };
     let store = state.store.clone();
-    Ok(web::Json(
-        blocking(move || store.heartbeat(&name, &hb)).await?,
-    ))
+    let record = renewal.as_ref().map(|(_, record)| record.clone());
+    let (mut reply, renewed) =
+        blocking(move || store.heartbeat(&name, &caller.jti, &hb, record.as_ref())).await?;
+    if renewed {
+        reply.credential = renewal.map(|(token, _)| token);
+    }
+    Ok(web::Json(reply))
 }
 
 /// A module blob by sha256 (node token). The node re-verifies the digest.

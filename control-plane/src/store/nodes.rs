@@ -74,6 +74,58 @@ pub enum Registrant<'a> {
     },
 }
 
+/// Revokes every credential `node` may present.
+fn revoke_credentials(txn: &dyn Txn, actor: &str, node: &Node) -> Result<()> {
+    for jti in [&node.credential_jti, &node.previous_credential_jti]
+        .into_iter()
+        .flatten()
+    {
+        super::tokens::revoke_in(txn, actor, jti)?;
+    }
+    Ok(())
+}
+
+/// Applies a heartbeat's credential rules to `n` (see [`Datastore::heartbeat`]); true if
+/// `renewal` became its current credential.
+fn renew_credential(
+    txn: &dyn Txn,
+    n: &mut Node,
+    presented: &str,
+    renewal: Option<&TokenRecord>,
+) -> Result<bool> {
+    let actor = format!("node:{}", n.name);
+    if n.credential_jti.as_deref() == Some(presented) {
+        if let Some(old) = n.previous_credential_jti.take() {
+            super::tokens::revoke_in(txn, &actor, &old)?;
+        }
+        if let Some(new) = renewal {
+            n.previous_credential_jti = n.credential_jti.replace(new.jti.clone());
+        }
+    } else if n.previous_credential_jti.as_deref() == Some(presented) {
+        if let Some(new) = renewal {
+            if let Some(unused) = n.credential_jti.replace(new.jti.clone()) {
+                super::tokens::revoke_in(txn, &actor, &unused)?;
+            }
+        }
+    } else {
+        return Err(Error::Unauthenticated(format!(
+            "invalid token: not the current credential of node {}",
+            n.name
+        )));
+    }
+    if let Some(new) = renewal {
+        super::tokens::record_in(txn, new)?;
+        append_event(
+            txn,
+            &actor,
+            None,
+            "node.credential.renew",
+            &format!("nodes/{}", n.name),
+        )?;
+    }
+    Ok(renewal.is_some())
+}
+
 impl Datastore {
     /// What the VMs placed on `node` hold by their specs (those being deleted included,
     /// until their node has removed them): a node's `allocated` must equal it.
@@ -105,13 +157,27 @@ impl Datastore {
             .collect()
     }
 
-    /// Records a heartbeat: the node is Ready, and what it observes of its VMs is recorded
-    /// (their phases are the reconciler's to decide) with the guest's own module list.
-    /// VMs it reports but no longer holds come back in `remove`.
-    pub fn heartbeat(&self, node: &str, hb: &Heartbeat) -> Result<HeartbeatReply> {
+    /// Records a heartbeat from a node presenting credential `presented`: the node is
+    /// Ready, and what it observes of its VMs is recorded (their phases are the
+    /// reconciler's to decide) with the guest's own module list. VMs it reports but no
+    /// longer holds come back in `remove`.
+    ///
+    /// With `renewal`, the node's credential is renewed in the same transaction, and the
+    /// answer's flag says so. Presenting the current credential makes the renewal current
+    /// and keeps the old one as `previous` until the node presents the new one (then the
+    /// old is revoked); presenting `previous` means a renewal's answer was lost: the unused
+    /// credential is revoked and replaced by `renewal`.
+    pub fn heartbeat(
+        &self,
+        node: &str,
+        presented: &str,
+        hb: &Heartbeat,
+        renewal: Option<&TokenRecord>,
+    ) -> Result<(HeartbeatReply, bool)> {
         transact(&*self.kv, |txn| {
             let mut n: Node = get_record(txn, Table::Nodes, node.as_bytes())?
                 .ok_or_else(|| Error::not_found("node", node))?;
+            let renewed = renew_credential(txn, &mut n, presented, renewal)?;
             n.state = NodeState::Ready;
             n.last_heartbeat = now();
             n.last_heartbeat_unix = unix_now();
@@ -142,7 +208,7 @@ impl Datastore {
                     })?;
                 }
             }
-            Ok(reply)
+            Ok((reply, renewed))
         })
     }
 
@@ -238,7 +304,7 @@ impl Datastore {
                         reg.name
                     )));
                 }
-                (Some(p), Registrant::Node { jti }) if p.credential_jti.as_deref() != Some(jti) => {
+                (Some(p), Registrant::Node { jti }) if !p.holds_credential(jti) => {
                     return Err(Error::Unauthenticated(format!(
                         "this credential of node {} was replaced",
                         reg.name
@@ -247,14 +313,10 @@ impl Datastore {
                 (_, Registrant::Admin { sub }) => sub.to_string(),
                 (_, _) => format!("node:{}", reg.name),
             };
-            if let Some(old) = prev.as_ref().and_then(|p| p.credential_jti.as_deref()) {
-                super::tokens::revoke_in(txn, &actor, old)?;
+            if let Some(p) = &prev {
+                revoke_credentials(txn, &actor, p)?;
             }
-            txn.insert(
-                Table::Tokens,
-                credential.jti.as_bytes(),
-                &encode(credential)?,
-            )?;
+            super::tokens::record_in(txn, credential)?;
             let node = Node {
                 name: reg.name.clone(),
                 address: reg.address.clone(),
@@ -269,6 +331,7 @@ impl Datastore {
                 last_heartbeat_unix: unix_now(),
                 registered_at: prev.map(|p| p.registered_at).unwrap_or(time),
                 credential_jti: Some(credential.jti.clone()),
+                previous_credential_jti: None,
             };
             put_node(txn, &node)?;
             append_event(
@@ -293,9 +356,7 @@ impl Datastore {
                     node.allocated.vcpus, node.allocated.memory_mib
                 )));
             }
-            if let Some(jti) = node.credential_jti.as_deref() {
-                super::tokens::revoke_in(txn, actor, jti)?;
-            }
+            revoke_credentials(txn, actor, &node)?;
             txn.remove(Table::Nodes, name.as_bytes())?;
             txn.remove(Table::NodeReports, name.as_bytes())?;
             append_event(txn, actor, None, "node.delete", &format!("nodes/{name}"))

@@ -49,11 +49,16 @@ pub(super) fn revoke_in(txn: &dyn Txn, by: &str, jti: &str) -> Result<Option<Tok
     Ok(rec)
 }
 
+/// Lists a token inside a transaction.
+pub(super) fn record_in(txn: &dyn Txn, rec: &TokenRecord) -> Result<()> {
+    txn.insert(Table::Tokens, rec.jti.as_bytes(), &encode(rec)?)
+}
+
 impl Datastore {
     /// Lists a token that was just issued (by `actor`, audited).
     pub fn record_token(&self, actor: &str, rec: &TokenRecord) -> Result<()> {
         transact(&*self.kv, |txn| {
-            txn.insert(Table::Tokens, rec.jti.as_bytes(), &encode(rec)?)?;
+            record_in(txn, rec)?;
             append_event(
                 txn,
                 actor,

@@ -87,6 +87,50 @@ pub fn save(data_dir: &Path, saved: &SavedCredential) -> Result<(), CredentialEr
     std::fs::rename(&tmp, &path).map_err(io)
 }
 
+/// The node's current token, shared by heartbeats and blob fetches, renewed in place (and
+/// on disk first) when a heartbeat's answer carries a renewal.
+#[derive(Debug)]
+pub struct CurrentCredential {
+    data_dir: PathBuf,
+    name: String,
+    token: std::sync::RwLock<String>,
+}
+
+impl CurrentCredential {
+    /// The credential `token` of node `name`, kept under `data_dir`.
+    pub fn new(data_dir: &Path, name: &str, token: String) -> Self {
+        CurrentCredential {
+            data_dir: data_dir.to_path_buf(),
+            name: name.to_string(),
+            token: std::sync::RwLock::new(token),
+        }
+    }
+
+    /// The token to present now.
+    pub fn token(&self) -> String {
+        match self.token.read() {
+            Ok(t) => t.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Takes a renewed token: saved first (a restart presents it), then presented.
+    pub fn renew(&self, token: String) -> Result<(), CredentialError> {
+        save(
+            &self.data_dir,
+            &SavedCredential {
+                name: self.name.clone(),
+                token: token.clone(),
+            },
+        )?;
+        match self.token.write() {
+            Ok(mut t) => *t = token,
+            Err(poisoned) => *poisoned.into_inner() = token,
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +155,15 @@ mod tests {
         assert!(load(dir.path(), "n2").unwrap().is_none());
         std::fs::write(dir.path().join(CREDENTIAL_FILE), b"{").unwrap();
         assert!(load(dir.path(), "n1").is_err());
+    }
+
+    #[test]
+    fn a_renewal_is_saved_before_it_is_presented() {
+        let dir = tempfile::tempdir().unwrap();
+        let current = CurrentCredential::new(dir.path(), "n1", "old".into());
+        assert_eq!(current.token(), "old");
+        current.renew("new".into()).unwrap();
+        assert_eq!(current.token(), "new");
+        assert_eq!(load(dir.path(), "n1").unwrap().unwrap().token, "new");
     }
 }

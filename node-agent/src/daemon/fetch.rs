@@ -37,8 +37,8 @@ pub enum FetchError {
 pub struct Fetcher {
     /// The control plane's internal API.
     pub control_plane: ControlPlaneClient,
-    /// This node's token.
-    pub token: String,
+    /// This node's credential.
+    pub credential: std::sync::Arc<super::credential::CurrentCredential>,
     /// Blob cache directory.
     pub blobs: PathBuf,
 }
@@ -62,7 +62,7 @@ impl Fetcher {
         }
         let bytes = self
             .control_plane
-            .blob(&self.token, sha)
+            .blob(&self.credential.token(), sha)
             .map_err(|e| format!("fetching blob {sha}: {e}"))?;
         if sha256_hex(&bytes) != sha {
             // Served, not cached: vetting refuses it against the pin.
@@ -134,7 +134,11 @@ mod tests {
         let fetcher = Fetcher {
             control_plane: ControlPlaneClient::new("http://127.0.0.1:9", Duration::from_secs(1))
                 .unwrap(),
-            token: String::new(),
+            credential: std::sync::Arc::new(super::super::credential::CurrentCredential::new(
+                dir.path(),
+                "test",
+                String::new(),
+            )),
             blobs: dir.path().to_path_buf(),
         };
         let source = fetcher.source(&closure).unwrap();

@@ -170,14 +170,14 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         &config.bootstrap_token,
         &reg,
     )?;
-    credential::save(
+    let current = Arc::new(credential::CurrentCredential::new(
         &config.data_dir,
-        &credential::SavedCredential {
-            name: config.name.clone(),
-            token: cred.token.clone(),
-        },
-    )
-    .map_err(setup("credential"))?;
+        &config.name,
+        String::new(),
+    ));
+    current
+        .renew(cred.token.clone())
+        .map_err(setup("credential"))?;
     tracing::info!(node = %cred.node.name, address = %cred.node.address, "registered with the control plane");
     // Only tokens addressed to this node by name: one the control plane signed for
     // another node is refused here.
@@ -206,7 +206,7 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         kernel_release: kernel.release.clone(),
         fetcher: fetch::Fetcher {
             control_plane: control_plane.clone(),
-            token: cred.token.clone(),
+            credential: current.clone(),
             blobs: config.data_dir.join("blobs"),
         },
     });
@@ -222,7 +222,7 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
             vms.insert(rec.id.clone(), h);
         }
     }
-    spawn_heartbeats(node.clone(), control_plane, cred.token)?;
+    spawn_heartbeats(node.clone(), control_plane, current)?;
     Ok((node, listener))
 }
 
@@ -283,7 +283,7 @@ fn register_with(
 fn spawn_heartbeats(
     node: Arc<Node>,
     control_plane: ControlPlaneClient,
-    token: String,
+    credential: Arc<credential::CurrentCredential>,
 ) -> Result<(), NodeError> {
     let beat = move || loop {
         let vms = match node.vms.lock() {
@@ -296,8 +296,15 @@ fn spawn_heartbeats(
                 return;
             }
         };
-        match control_plane.heartbeat(&token, &node.name, &Heartbeat { vms }) {
+        match control_plane.heartbeat(&credential.token(), &node.name, &Heartbeat { vms }) {
             Ok(reply) => {
+                if let Some(renewed) = reply.credential {
+                    // Unsaved, it is not presented: the control plane renews again next time.
+                    match credential.renew(renewed) {
+                        Ok(()) => tracing::info!("node credential renewed"),
+                        Err(e) => tracing::warn!(error = %e, "cannot keep the renewed credential"),
+                    }
+                }
                 for id in reply.remove {
                     let gone_or_going = node
                         .vms
