@@ -76,9 +76,21 @@ impl Drop for Server {
     }
 }
 
-pub(crate) fn start_server(dir: &Path, workers: Option<usize>) -> Result<Server> {
+pub(crate) fn start_server(
+    dir: &Path,
+    workers: Option<usize>,
+    cpus: Option<&str>,
+) -> Result<Server> {
     let exe = std::env::current_exe().context("locating the modvisor binary")?;
-    let mut cmd = Command::new(exe);
+    let mut cmd = match cpus {
+        // Pinned with util-linux's taskset, so that the server has these CPUs to itself.
+        Some(list) => {
+            let mut c = Command::new("taskset");
+            c.arg("-c").arg(list).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
     cmd.arg("control-plane")
         .arg("--data-dir")
         .arg(dir)
@@ -218,7 +230,7 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
         bail!("--connections and --seconds must be positive");
     }
     let tmp = tempfile::tempdir().context("creating a scratch directory")?;
-    let server = start_server(&tmp.path().join("cp"), args.workers)?;
+    let server = start_server(&tmp.path().join("cp"), args.workers, None)?;
     let keys = TokenKeys::load_or_create(&tmp.path().join("cp"))?;
     let admin = keys.issue("bench-admin", Role::Admin, None, 3600)?.token;
     let tenant = keys

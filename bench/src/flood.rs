@@ -31,6 +31,39 @@ pub struct BenchFloodArgs {
     /// HTTP worker threads of the server (default: one per CPU).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Keep the clients off the server's CPUs (as a flooder on another host would be):
+    /// the server on the last CPU, this process (both tenants' clients) on the others.
+    /// Needs at least two CPUs and util-linux's `taskset`.
+    #[arg(long)]
+    pub pin: bool,
+}
+
+/// The CPU lists of the server and of the clients when pinned.
+fn cpu_split() -> Result<(String, String)> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if n < 2 {
+        bail!("--pin needs at least two CPUs; this machine has {n}");
+    }
+    let clients = if n == 2 {
+        "0".to_string()
+    } else {
+        format!("0-{}", n - 2)
+    };
+    Ok(((n - 1).to_string(), clients))
+}
+
+/// Pins every thread of this process to `cpus` (threads started later inherit it).
+fn pin_self(cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus])
+        .arg(std::process::id().to_string())
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset (util-linux)")?;
+    if !status.success() {
+        bail!("taskset could not pin the load generator to CPUs {cpus}: {status}");
+    }
+    Ok(())
 }
 
 /// The quiet tenant: `GET /v1/vms` at `rate` per second for `seconds`, on its own thread.
@@ -124,7 +157,12 @@ pub fn run(args: BenchFloodArgs) -> Result<()> {
     }
     let tmp = tempfile::tempdir().context("creating a scratch directory")?;
     let dir = tmp.path().join("cp");
-    let server = start_server(&dir, args.workers)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let split = if args.pin { Some(cpu_split()?) } else { None };
+    let server = start_server(&dir, args.workers, split.as_ref().map(|(s, _)| s.as_str()))?;
+    if let Some((_, clients)) = &split {
+        pin_self(clients)?;
+    }
     let keys = TokenKeys::load_or_create(&dir)?;
     let admin = ApiClient::new(
         &server.base,
@@ -171,11 +209,15 @@ pub fn run(args: BenchFloodArgs) -> Result<()> {
     drop(server);
 
     println!(
-        "modvisor bench flood: quiet tenant {} req/s on one connection; flooding tenant {} connections; {} s each; {} CPUs",
+        "modvisor bench flood: quiet tenant {} req/s on one connection; flooding tenant {} connections; {} s each; {} CPUs{}",
         args.quiet_rate,
         args.flood_connections,
         args.seconds,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        cpus,
+        match &split {
+            Some((server, clients)) => format!("; server pinned to CPU {server}, clients to {clients}"),
+            None => String::new(),
+        }
     );
     println!(
         "{:<38} {:>10} {:>9} {:>9} {:>8} {:>6}",
