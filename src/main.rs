@@ -111,6 +111,8 @@ fn default_data_dir() -> PathBuf {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any HTTP client or TLS server is built.
+    modvisor_node_api::tls::install_provider();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MODVISOR_LOG")

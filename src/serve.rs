@@ -7,7 +7,7 @@ use modvisor_control_plane::model::Resources;
 use modvisor_control_plane::reconciler::{ReconcilerConfig, DEFAULT_FENCE_AFTER_SECS};
 use modvisor_control_plane::server::DEFAULT_MAX_MODULE_BYTES;
 use modvisor_control_plane::{Config, ControlPlane};
-use modvisor_node_agent::daemon::{DriverChoice, NodeConfig};
+use modvisor_node_agent::daemon::{DriverChoice, NodeConfig, NodeError};
 use modvisor_node_agent::jailing::JailOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,10 @@ pub struct UpArgs {
     /// Address of the API.
     #[arg(long, env = "MODVISOR_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Address of the internal API node agents call, over TLS (default: the port after
+    /// --listen's, or a free one when that is 0).
+    #[arg(long, env = "MODVISOR_INTERNAL_LISTEN")]
+    internal_listen: Option<SocketAddr>,
     /// Install what this host lacks (QEMU, ...) with apt-get before starting (Debian or
     /// Ubuntu, as root). Without it, `up` stops when something is missing, before it
     /// writes anything, naming each missing piece and the command that provides it.
@@ -168,9 +172,13 @@ impl DriverArg {
 /// Arguments of `modvisor node-agent`.
 #[derive(Debug, Args)]
 pub struct NodeAgentArgs {
-    /// Control plane base URL.
-    #[arg(long, default_value = "http://127.0.0.1:7070")]
+    /// The control plane's internal API (TLS), e.g. https://127.0.0.1:7071.
+    #[arg(long, default_value = "https://127.0.0.1:7071")]
     control_plane: String,
+    /// The control plane's CA certificate (PEM); by default the CA the bootstrap token
+    /// pins (checked by its sha256), else the one saved at the last registration.
+    #[arg(long)]
+    control_plane_ca: Option<PathBuf>,
     /// File holding a bootstrap token (`modvisor token issue --role bootstrap`).
     #[arg(long)]
     bootstrap_token_file: PathBuf,
@@ -230,6 +238,10 @@ pub struct ControlPlaneArgs {
     /// Address of the API (port 0 picks a free port; see DATA_DIR/control-plane.addr).
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Address of the internal API node agents call, over TLS (default: the port after
+    /// --listen's, or a free one when that is 0).
+    #[arg(long, env = "MODVISOR_INTERNAL_LISTEN")]
+    internal_listen: Option<SocketAddr>,
     /// Largest module upload accepted, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_MODULE_BYTES)]
     max_module_bytes: usize,
@@ -286,6 +298,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
         metrics_listen: args.metrics_listen,
+        internal_listen: internal_listen(args.listen, args.internal_listen),
         node_credential_ttl_secs: args.node_credential_ttl_secs,
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
@@ -314,12 +327,18 @@ pub fn up(args: UpArgs) -> Result<()> {
             print_up(addr, &data_dir, &tokens, nodes);
         });
         let agents = async move {
-            let Ok(addr) = rx.recv() else { return Ok(()) };
+            let Ok(_) = rx.recv() else { return Ok(()) };
+            // Written before the public address was: the TLS API nodes call.
+            let internal = std::fs::read_to_string(
+                args.data_dir
+                    .join(modvisor_control_plane::server::INTERNAL_ADDR_FILE),
+            )
+            .map_err(|e| NodeError::Setup(format!("the internal API's address: {e}")))?;
             let mut runs = Vec::new();
             for (i, jail) in (1..=nodes).zip(jails) {
                 let config = NodeConfig {
                     name: format!("node-{i}"),
-                    control_plane: format!("http://{addr}"),
+                    control_plane: format!("https://{}", internal.trim()),
                     bootstrap_token: bootstrap.clone(),
                     data_dir: args.data_dir.join("nodes").join(format!("node-{i}")),
                     listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -327,6 +346,8 @@ pub fn up(args: UpArgs) -> Result<()> {
                     capacity: host_capacity(None, None),
                     jail,
                     guest_kernel_args: args.vm_process.guest_kernel_args.clone(),
+                    // The bootstrap token pins the CA.
+                    control_plane_ca: None,
                 };
                 runs.push(modvisor_node_agent::daemon::run(config));
             }
@@ -402,10 +423,23 @@ pub fn node_agent(args: NodeAgentArgs) -> Result<()> {
         capacity: host_capacity(args.vcpus, args.memory_mib),
         jail: args.vm_process.jail(0)?,
         guest_kernel_args: args.vm_process.guest_kernel_args,
+        control_plane_ca: args.control_plane_ca,
     };
     runtime()?
         .block_on(modvisor_node_agent::daemon::run(config))
         .map_err(anyhow::Error::from)
+}
+
+/// The internal API's address: as given, else the port after `listen`'s (a free one when
+/// `listen`'s is 0).
+fn internal_listen(listen: SocketAddr, given: Option<SocketAddr>) -> SocketAddr {
+    given.unwrap_or_else(|| {
+        let mut addr = listen;
+        if listen.port() != 0 {
+            addr.set_port(listen.port().saturating_add(1));
+        }
+        addr
+    })
 }
 
 /// `modvisor control-plane`.
@@ -421,6 +455,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
         reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
         metrics_listen: args.metrics_listen,
+        internal_listen: internal_listen(args.listen, args.internal_listen),
         node_credential_ttl_secs: args.node_credential_ttl_secs,
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;

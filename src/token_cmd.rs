@@ -175,7 +175,14 @@ fn issue_offline(data_dir: PathBuf, spec: TokenSpec) -> Result<()> {
     let sub = sub
         .or_else(|| tenant.clone())
         .unwrap_or_else(|| role.name().to_string());
-    let issued = keys.issue(&sub, role, tenant.as_deref(), ttl)?;
+    let issued = match role {
+        // A bootstrap token pins the CA, so that a node can trust the control plane.
+        Role::Bootstrap => {
+            let ca = modvisor_control_plane::ca::ClusterCa::load_or_create(&data_dir)?;
+            keys.issue_bootstrap(&sub, ttl, ca.cert_sha256()?)?
+        }
+        _ => keys.issue(&sub, role, tenant.as_deref(), ttl)?,
+    };
     eprintln!(
         "token id (jti) {}: signed offline, so not listed; an admin revokes it with `modvisor token revoke {}`",
         issued.claims.jti, issued.claims.jti

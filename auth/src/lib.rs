@@ -78,6 +78,22 @@ pub struct Claims {
     pub exp: u64,
     /// Unique token id.
     pub jti: String,
+    /// Bootstrap tokens only: the hex sha256 of the control plane's CA certificate (DER).
+    /// A node checks the CA it is shown against it before it sends the token anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_sha256: Option<String>,
+}
+
+/// The CA pin of a bootstrap token, read without verifying the token (a node cannot yet:
+/// it learns the control plane's key by registering).
+pub fn unverified_ca_pin(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Claims = serde_json::from_slice(&bytes).ok()?;
+    claims.ca_sha256
 }
 
 /// Who is calling, as established from a verified token.
@@ -201,6 +217,11 @@ impl TokenVerifier {
         if c.jti.is_empty() || c.sub.is_empty() {
             return Err(AuthError::InvalidToken("empty sub or jti".into()));
         }
+        if c.ca_sha256.is_some() && c.role != Role::Bootstrap {
+            return Err(AuthError::InvalidToken(
+                "only bootstrap tokens pin a CA".into(),
+            ));
+        }
         match (c.role, &c.tenant) {
             (Role::Tenant, None) => {
                 return Err(AuthError::InvalidToken(
@@ -255,6 +276,7 @@ mod tests {
             iat,
             exp: unix_now() + 60,
             jti: "j1".into(),
+            ca_sha256: None,
         }
     }
 

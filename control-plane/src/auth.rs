@@ -198,7 +198,19 @@ impl TokenKeys {
         tenant: Option<&str>,
         ttl_secs: u64,
     ) -> Result<Issued> {
-        self.sign(sub, role, tenant, AUDIENCE.to_string(), ttl_secs)
+        self.sign(sub, role, tenant, AUDIENCE.to_string(), ttl_secs, None)
+    }
+
+    /// A bootstrap token pinning the CA whose certificate hashes to `ca_sha256`.
+    pub fn issue_bootstrap(&self, sub: &str, ttl_secs: u64, ca_sha256: String) -> Result<Issued> {
+        self.sign(
+            sub,
+            Role::Bootstrap,
+            None,
+            AUDIENCE.to_string(),
+            ttl_secs,
+            Some(ca_sha256),
+        )
     }
 
     /// A token of role `control_plane` that only node `node` accepts.
@@ -209,6 +221,7 @@ impl TokenKeys {
             None,
             node_audience(node),
             ttl_secs,
+            None,
         )?;
         Ok(issued.token)
     }
@@ -220,6 +233,7 @@ impl TokenKeys {
         tenant: Option<&str>,
         aud: String,
         ttl_secs: u64,
+        ca_sha256: Option<String>,
     ) -> Result<Issued> {
         let iat = unix_now();
         let claims = Claims {
@@ -230,6 +244,7 @@ impl TokenKeys {
             iat,
             exp: iat.saturating_add(ttl_secs),
             jti: uuid::Uuid::new_v4().to_string(),
+            ca_sha256,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &self.encoding)
             .map_err(|e| Error::Signing(e.to_string()))?;

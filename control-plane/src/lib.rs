@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod ca;
 pub mod error;
 pub mod metrics;
 pub mod model;

@@ -21,6 +21,9 @@ use std::time::Instant;
 pub const DEFAULT_MAX_MODULE_BYTES: usize = 16 * 1024 * 1024;
 /// Where, under the data directory, the bound address is written once listening.
 pub const ADDR_FILE: &str = "control-plane.addr";
+/// Where, under the data directory, the internal (node-facing, TLS) address is written
+/// once bound.
+pub const INTERNAL_ADDR_FILE: &str = "control-plane-internal.addr";
 /// Where, under the data directory, the `--metrics-listen` address is written once bound.
 pub const METRICS_ADDR_FILE: &str = "metrics.addr";
 /// Tenants `modvisor up` creates.
@@ -43,6 +46,8 @@ pub struct Config {
     pub reconciler: crate::reconciler::ReconcilerConfig,
     /// A second address serving only `/metrics` (with the same tokens), if any.
     pub metrics_listen: Option<SocketAddr>,
+    /// Address of the internal API that node agents call, served over TLS.
+    pub internal_listen: SocketAddr,
     /// Lifetime of node credentials, in seconds (heartbeats renew them in their last
     /// quarter).
     pub node_credential_ttl_secs: u64,
@@ -62,6 +67,7 @@ impl ControlPlane {
             detail: e.to_string(),
         })?;
         let keys = Arc::new(TokenKeys::load_or_create(&config.data_dir)?);
+        let ca = Arc::new(crate::ca::ClusterCa::load_or_create(&config.data_dir)?);
         let kv = SledKv::open(&config.data_dir.join("db")).map_err(|e| match e {
             Error::Storage(m) if m.contains("WouldBlock") || m.contains("lock") => Error::DataDir {
                 path: config.data_dir.display().to_string(),
@@ -74,6 +80,7 @@ impl ControlPlane {
             keys,
             metrics: Metrics::new()?,
             limits: Default::default(),
+            ca,
             node_credential_ttl_secs: config.node_credential_ttl_secs,
             max_module_bytes: config.max_module_bytes,
             body_timeout: config.body_timeout,
@@ -102,6 +109,7 @@ impl ControlPlane {
             issue_listed(
                 self.store(),
                 self.keys(),
+                &self.state.ca,
                 "system:bootstrap",
                 sub,
                 role,
@@ -128,6 +136,7 @@ impl ControlPlane {
         let issued = issue_listed(
             self.store(),
             self.keys(),
+            &self.state.ca,
             "system:bootstrap",
             "bootstrap",
             Role::Bootstrap,
@@ -186,48 +195,55 @@ impl ControlPlane {
         crate::reconciler::spawn(
             self.state.store.clone(),
             self.state.keys.clone(),
+            self.state.ca.cert_pem(),
             self.state.metrics.clone(),
             self.config.reconciler.clone(),
         )?;
+        // One app shape for both listeners: shared state, path errors as problems, and
+        // every request counted by route pattern and status.
+        macro_rules! instrumented_app {
+            ($state:expr, $routes:path) => {{
+                let state = $state.clone();
+                let metrics = state.metrics.clone();
+                let app = App::new()
+                    .app_data(state)
+                    .app_data(
+                        web::PathConfig::default()
+                            .error_handler(|e, _| Error::invalid("path", e.to_string()).into()),
+                    )
+                    .wrap_fn(move |req, srv| {
+                        let start = Instant::now();
+                        let method = req.method().to_string();
+                        let metrics = metrics.clone();
+                        let fut = srv.call(req);
+                        async move {
+                            let res = fut.await?;
+                            let route = res
+                                .request()
+                                .match_pattern()
+                                .unwrap_or_else(|| "unmatched".to_string());
+                            let status = res.status().as_u16();
+                            metrics.observe(&method, &route, status, start.elapsed());
+                            tracing::debug!(%method, %route, status, "request");
+                            Ok(res)
+                        }
+                    });
+                $routes(app).default_service(web::to(no_route))
+            }};
+        }
+        let listening = |listen: SocketAddr| {
+            move |e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("listening on {listen}: {e}"))
+            }
+        };
         let state = self.state.clone();
-        let mut server = HttpServer::new(move || {
-            let metrics = state.metrics.clone();
-            let app = App::new()
-                .app_data(state.clone())
-                .app_data(
-                    web::PathConfig::default()
-                        .error_handler(|e, _| Error::invalid("path", e.to_string()).into()),
-                )
-                .wrap_fn(move |req, srv| {
-                    let start = Instant::now();
-                    let method = req.method().to_string();
-                    let metrics = metrics.clone();
-                    let fut = srv.call(req);
-                    async move {
-                        let res = fut.await?;
-                        let route = res
-                            .request()
-                            .match_pattern()
-                            .unwrap_or_else(|| "unmatched".to_string());
-                        let status = res.status().as_u16();
-                        metrics.observe(&method, &route, status, start.elapsed());
-                        tracing::debug!(%method, %route, status, "request");
-                        Ok(res)
-                    }
-                });
-            api::configure(app).default_service(web::to(no_route))
-        })
-        .backlog(4096)
-        // Headers must arrive within 5 s and a closing client is given 1 s.
-        .client_request_timeout(std::time::Duration::from_secs(5))
-        .client_disconnect_timeout(std::time::Duration::from_secs(1))
-        .bind(self.config.listen)
-        .map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("listening on {}: {e}", self.config.listen),
-            )
-        })?;
+        let mut server = HttpServer::new(move || instrumented_app!(state, api::configure_public))
+            .backlog(4096)
+            // Headers must arrive within 5 s and a closing client is given 1 s.
+            .client_request_timeout(std::time::Duration::from_secs(5))
+            .client_disconnect_timeout(std::time::Duration::from_secs(1))
+            .bind(self.config.listen)
+            .map_err(listening(self.config.listen))?;
         if let Some(w) = self.config.workers {
             server = server.workers(w);
         }
@@ -236,6 +252,29 @@ impl ControlPlane {
             .first()
             .copied()
             .unwrap_or(self.config.listen);
+
+        // The node-facing API: TLS with a certificate of the CA naming the control plane.
+        let (cert, key) = self
+            .state
+            .ca
+            .control_plane_identity()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let tls = modvisor_node_api::tls::server_config(&cert, &key)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let state = self.state.clone();
+        let internal_listen = self.config.internal_listen;
+        let internal = HttpServer::new(move || instrumented_app!(state, api::configure_internal))
+            .workers(self.config.workers.unwrap_or(2).min(2))
+            .client_request_timeout(std::time::Duration::from_secs(5))
+            .client_disconnect_timeout(std::time::Duration::from_secs(1))
+            .bind_rustls_0_23(internal_listen, tls)
+            .map_err(listening(internal_listen))?;
+        let internal_addr = internal.addrs().first().copied().unwrap_or(internal_listen);
+        write_atomically(
+            &self.config.data_dir.join(INTERNAL_ADDR_FILE),
+            internal_addr.to_string().as_bytes(),
+        )?;
+        tracing::info!(addr = %internal_addr, "internal (node) API listening, TLS");
         write_atomically(
             &self.config.data_dir.join(ADDR_FILE),
             addr.to_string().as_bytes(),
@@ -245,11 +284,10 @@ impl ControlPlane {
             None => None,
         };
         on_bound(addr);
+        let both = futures_util::future::try_join(server.run(), internal.run());
         match metrics {
-            Some(m) => futures_util::future::try_join(server.run(), m)
-                .await
-                .map(drop),
-            None => server.run().await,
+            Some(m) => futures_util::future::try_join(both, m).await.map(drop),
+            None => both.await.map(drop),
         }
     }
 

@@ -71,6 +71,7 @@ fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
         driver: "qemu".into(),
         hardware_virtualization: false,
         kernel_release: RELEASE.into(),
+        csr_pem: String::new(), // the store signs nothing
     };
     let (_, credential) = TokenKeys::ephemeral()
         .unwrap()

@@ -34,6 +34,14 @@ pub enum ClientError {
         /// The problem's detail, or the body's start.
         detail: String,
     },
+    /// The other side's certificate is not the one trusted (or trust could not be set up).
+    #[error("{url}: not trusted: {detail}")]
+    Untrusted {
+        /// What was called.
+        url: String,
+        /// Why.
+        detail: String,
+    },
     /// The answer could not be read as the type the contract promises.
     #[error("{url}: unreadable answer: {detail}")]
     Unreadable {
@@ -93,7 +101,7 @@ pub struct NodeClient {
 }
 
 impl NodeClient {
-    /// A client of the node agent at `base` (e.g. `http://127.0.0.1:7081`), calling with
+    /// A client of the node agent at `base` (e.g. `https://127.0.0.1:7081`), calling with
     /// `token` (role `control_plane`). `http` should have a connect timeout; each call
     /// waits its node-side budget (from `budgets`) plus the margin.
     pub fn new(base: &str, token: String, http: reqwest::Client, budgets: Budgets) -> Self {
@@ -208,16 +216,63 @@ pub struct ControlPlaneClient {
 }
 
 impl ControlPlaneClient {
-    /// A client of the control plane at `base`; every call times out after `timeout`.
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
+    /// A client of the control plane's internal API at `base` (https), trusting only the
+    /// CA `ca_pem` and only a certificate naming the control plane; every call times out
+    /// after `timeout`.
+    pub fn new(base: &str, ca_pem: &str, timeout: Duration) -> Result<Self, ClientError> {
+        crate::tls::install_provider();
+        let tls =
+            crate::tls::client_config(ca_pem, crate::tls::CONTROL_PLANE_NAME).map_err(|e| {
+                ClientError::Untrusted {
+                    url: base.to_string(),
+                    detail: e.to_string(),
+                }
+            })?;
         let http = reqwest::blocking::Client::builder()
             .timeout(timeout)
+            .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| unreachable(base, e))?;
         Ok(ControlPlaneClient {
             base: base.trim_end_matches('/').to_string(),
             http,
         })
+    }
+
+    /// The CA certificate the control plane at `base` shows, accepted only if its sha256
+    /// is `pin` (what a bootstrap token carries), the way `kubeadm join` trusts a cluster.
+    pub fn fetch_pinned_ca(
+        base: &str,
+        pin: &str,
+        timeout: Duration,
+    ) -> Result<String, ClientError> {
+        crate::tls::install_provider();
+        let base = base.trim_end_matches('/');
+        let url = format!("{base}{}", routes::CA);
+        let untrusted = |detail: String| ClientError::Untrusted {
+            url: url.clone(),
+            detail,
+        };
+        let tls = crate::tls::pinning_fetch_config().map_err(|e| untrusted(e.to_string()))?;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| unreachable(&url, e))?;
+        let resp = http.get(&url).send().map_err(|e| unreachable(&url, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().map_err(|e| unreachable(&url, e))?;
+        if !status.is_success() {
+            return Err(refused(&url, status.as_u16(), &bytes));
+        }
+        let pem = String::from_utf8(bytes.to_vec()).map_err(|e| unreadable(&url, e))?;
+        let shown = crate::tls::certificate_sha256(&pem).map_err(|e| untrusted(e.to_string()))?;
+        if !shown.eq_ignore_ascii_case(pin) {
+            return Err(untrusted(format!(
+                "the CA shown hashes to {shown}, not to the pinned {pin}"
+            )));
+        }
+        Ok(pem)
     }
 
     /// The control plane's base URL.

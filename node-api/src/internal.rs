@@ -94,7 +94,7 @@ impl Node {
 pub struct RegisterNode {
     /// Unique name: 1-63 characters of `[a-z0-9-]`, starting with a letter.
     pub name: String,
-    /// Base URL of its node API, e.g. `http://127.0.0.1:7081`.
+    /// Base URL of its node API (TLS), e.g. `https://127.0.0.1:7081`.
     pub address: String,
     /// What it offers to guests.
     pub capacity: Resources,
@@ -104,6 +104,9 @@ pub struct RegisterNode {
     pub hardware_virtualization: bool,
     /// Release of the guest kernel it boots.
     pub kernel_release: String,
+    /// A PKCS#10 certificate request (PEM) for the key the node's API will serve TLS
+    /// with; the certificate names the node (and nothing the request asks for).
+    pub csr_pem: String,
 }
 
 /// Answer to a registration: the node's credential.
@@ -116,6 +119,10 @@ pub struct NodeCredential {
     pub token: String,
     /// The control plane's public key (PEM): the node accepts only requests signed with it.
     pub control_plane_public_key: String,
+    /// The node's certificate (PEM), signed by the control plane's CA, naming the node.
+    pub certificate_pem: String,
+    /// The control plane's CA certificate (PEM).
+    pub ca_pem: String,
 }
 
 /// Body of `POST /v1/nodes/{name}/heartbeat`.

@@ -21,6 +21,7 @@ pub mod problem;
 pub mod routes;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod tls;
 pub mod types;
 
 pub use budget::Budgets;

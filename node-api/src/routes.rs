@@ -10,6 +10,9 @@ pub const VM_MODULES: &str = "/v1/vms/{id}/modules";
 /// One module of a VM on a node (`DELETE` unload).
 pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
 
+/// The control plane's CA certificate (PEM; no token: a node checks it against the pin
+/// in its bootstrap token).
+pub const CA: &str = "/v1/ca.pem";
 /// Registration of a node (control plane, bootstrap token).
 pub const NODE_REGISTER: &str = "/v1/nodes/register";
 /// A node's heartbeat (control plane, node token).

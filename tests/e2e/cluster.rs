@@ -64,7 +64,7 @@ impl Agent {
                 "--memory-mib",
                 "2048",
             ])
-            .args(["--control-plane", &plane.base])
+            .args(["--control-plane", &plane.internal_base()])
             .args(["--jail-cgroup-parent", &cgroup_parent()])
             .args(["--jail-uid-base", &self.uid_base.to_string()])
             .arg("--bootstrap-token-file")
@@ -152,8 +152,10 @@ fn create(p: &Plane, token: &str, body: Value) -> Resp {
     p.post(token, "/v1/vms", &body)
 }
 
-/// A node takes only tokens addressed to it by name: the control plane's key signs them
-/// all, but one for node-2 (or for the control plane's own audience) is refused by node-1.
+/// A node serves TLS with a certificate of the control plane's CA naming it (and nothing
+/// else), and takes only tokens addressed to it by name: the control plane's key signs
+/// them all, but one for node-2 (or for the control plane's own audience) is refused by
+/// node-1.
 fn tokens_to_one_node_are_refused_by_another(p: &Plane, admin: &str) {
     let nodes = p.get(admin, "/v1/nodes").expect(200).body;
     let node1 = nodes
@@ -176,9 +178,31 @@ fn tokens_to_one_node_are_refused_by_another(p: &Plane, admin: &str) {
                     "iat": now, "exp": now + 60, "jti": format!("aud-{aud}")}),
         )
     };
-    let status = |aud: &str| {
+    let trusting = |name: &str| {
+        let tls = modvisor_node_api::tls::client_config(&p.ca_pem(), name).unwrap();
+        reqwest::blocking::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .unwrap()
+    };
+    assert!(node1.starts_with("https://"), "{node1}");
+    let url = format!("{node1}/v1/vms/no-such-vm");
+    // Plain HTTP is not served, and node-1's certificate does not pass for node-2.
+    assert!(
         p.http
-            .get(format!("{node1}/v1/vms/no-such-vm"))
+            .get(url.replace("https://", "http://"))
+            .send()
+            .is_err(),
+        "node-1 answered plain HTTP"
+    );
+    assert!(
+        trusting("node-2").get(&url).send().is_err(),
+        "node-1's certificate passed for node-2"
+    );
+    let node1_client = trusting("node-1");
+    let status = |aud: &str| {
+        node1_client
+            .get(&url)
             .bearer_auth(token(aud))
             .send()
             .unwrap()
@@ -192,13 +216,14 @@ fn tokens_to_one_node_are_refused_by_another(p: &Plane, admin: &str) {
 
 #[test]
 fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
-    // A fixed port, so the node agents find the control plane again after its restart.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    // Fixed ports, so the node agents find the control plane again after its restart.
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (listen, internal) = (free().to_string(), free().to_string());
     let mut p = Plane::start_with(&[
         "--nodes",
         "0",
@@ -213,6 +238,8 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         "40",
         "--listen",
         &listen,
+        "--internal-listen",
+        &internal,
     ]);
     let root = p.dir.path().join("nodes");
     let _cleanup = HostCleanup {

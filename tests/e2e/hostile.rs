@@ -151,7 +151,7 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
 fn node_token(p: &Plane, name: &str) -> String {
     let bootstrap = p.offline_bootstrap_token();
     let r = p
-        .register_node(&bootstrap, name, "http://127.0.0.1:9")
+        .register_node(&bootstrap, name, "https://127.0.0.1:9")
         .expect(200);
     r.body["token"].as_str().unwrap().to_string()
 }
@@ -173,7 +173,7 @@ fn a_large_heartbeat_is_taken_and_a_hostile_guests_list_is_refused_clearly() {
         "well over the 64 KiB of tenants' bodies"
     );
     let r = p
-        .post(&token, "/v1/nodes/big-node/heartbeat", &body)
+        .node_post(&token, "/v1/nodes/big-node/heartbeat", &body)
         .expect(200);
     assert_eq!(
         r.body["remove"].as_array().unwrap().len(),
@@ -185,11 +185,11 @@ fn a_large_heartbeat_is_taken_and_a_hostile_guests_list_is_refused_clearly() {
     too_many.push("one_more".into());
     let hostile = serde_json::json!({"vms": [{"id": "vm-0", "phase": "Running", "reason": null, "guest_modules": too_many}]});
     let r = p
-        .post(&token, "/v1/nodes/big-node/heartbeat", &hostile)
+        .node_post(&token, "/v1/nodes/big-node/heartbeat", &hostile)
         .expect(400);
     assert_eq!(r.body["field"], "vms[0].guest_modules");
     let forged = serde_json::json!({"vms": [{"id": "vm-0", "phase": "Running", "reason": null, "guest_modules": ["x\nadmin"]}]});
-    p.post(&token, "/v1/nodes/big-node/heartbeat", &forged)
+    p.node_post(&token, "/v1/nodes/big-node/heartbeat", &forged)
         .expect(400);
 }
 

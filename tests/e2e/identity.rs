@@ -142,7 +142,7 @@ fn a_node_name_is_bound_to_its_credential() {
     let a = p.token("tenant-a");
     let bootstrap = p.offline_bootstrap_token();
     let beat = |token: &str, name: &str| {
-        p.post(
+        p.node_post(
             token,
             &format!("/v1/nodes/{name}/heartbeat"),
             &json!({"vms": []}),
@@ -151,14 +151,14 @@ fn a_node_name_is_bound_to_its_credential() {
     let token_of = |r: crate::support::Resp| r.body["token"].as_str().unwrap().to_string();
 
     let first = token_of(
-        p.register_node(&bootstrap, "n1", "http://127.0.0.1:9")
+        p.register_node(&bootstrap, "n1", "https://127.0.0.1:9")
             .expect(200),
     );
     beat(&first, "n1").expect(200);
 
     // A bootstrap-token holder cannot take the name (nor move it to its own address).
     let r = p
-        .register_node(&bootstrap, "n1", "http://127.0.0.1:7")
+        .register_node(&bootstrap, "n1", "https://127.0.0.1:7")
         .expect(409);
     assert!(
         r.body["detail"].as_str().unwrap().contains("n1"),
@@ -166,25 +166,25 @@ fn a_node_name_is_bound_to_its_credential() {
         r.body
     );
     let node = p.get(&admin, "/v1/nodes/n1").expect(200).body;
-    assert_eq!(node["address"], "http://127.0.0.1:9");
+    assert_eq!(node["address"], "https://127.0.0.1:9");
 
     // A node acts only as itself.
     let other = token_of(
-        p.register_node(&bootstrap, "n2", "http://127.0.0.1:8")
+        p.register_node(&bootstrap, "n2", "https://127.0.0.1:8")
             .expect(200),
     );
     beat(&first, "n2").expect(404);
-    p.register_node(&first, "n2", "http://127.0.0.1:9")
+    p.register_node(&first, "n2", "https://127.0.0.1:9")
         .expect(403);
     beat(&other, "n2").expect(200);
 
     // The node re-registers itself; the credential it replaces is dead at once.
     let second = token_of(
-        p.register_node(&first, "n1", "http://127.0.0.1:9")
+        p.register_node(&first, "n1", "https://127.0.0.1:9")
             .expect(200),
     );
     beat(&first, "n1").expect(401);
-    p.get(&first, "/v1/blobs/00").expect(401);
+    p.node_get(&first, "/v1/blobs/00").expect(401);
     beat(&second, "n1").expect(200);
     // A key holder's token for the node with any other id is not its credential.
     let forged = sign(
@@ -196,7 +196,7 @@ fn a_node_name_is_bound_to_its_credential() {
 
     // An admin re-binds the name (e.g. a replaced machine).
     let third = token_of(
-        p.register_node(&admin, "n1", "http://127.0.0.1:6")
+        p.register_node(&admin, "n1", "https://127.0.0.1:6")
             .expect(200),
     );
     beat(&second, "n1").expect(401);
@@ -249,7 +249,7 @@ fn a_node_name_is_bound_to_its_credential() {
     beat(&third, "n1").expect(401);
     p.delete(&admin, "/v1/nodes/n1").expect(404);
     // The name is free again.
-    p.register_node(&bootstrap, "n1", "http://127.0.0.1:9")
+    p.register_node(&bootstrap, "n1", "https://127.0.0.1:9")
         .expect(200);
 }
 
@@ -259,9 +259,9 @@ fn heartbeats_renew_a_node_credential_before_it_expires() {
     let p = Plane::start_plus(&["--node-credential-ttl-secs", "8"]);
     let admin = p.token("admin");
     let bootstrap = p.offline_bootstrap_token();
-    let beat = |token: &str| p.post(token, "/v1/nodes/n1/heartbeat", &json!({"vms": []}));
+    let beat = |token: &str| p.node_post(token, "/v1/nodes/n1/heartbeat", &json!({"vms": []}));
     let first = p
-        .register_node(&bootstrap, "n1", "http://127.0.0.1:9")
+        .register_node(&bootstrap, "n1", "https://127.0.0.1:9")
         .expect(200)
         .body["token"]
         .as_str()
@@ -304,7 +304,7 @@ fn heartbeats_renew_a_node_credential_before_it_expires() {
     assert_eq!(live.len(), 1, "{listed}");
     assert_eq!(live[0]["jti"], jti_of(&third).as_str());
     // A restarted node re-registers with it.
-    p.register_node(&third, "n1", "http://127.0.0.1:9")
+    p.register_node(&third, "n1", "https://127.0.0.1:9")
         .expect(200);
 }
 
@@ -314,34 +314,93 @@ fn a_node_down_past_its_credentials_life_comes_back_with_it() {
     let bootstrap = p.offline_bootstrap_token();
     let token_of = |r: crate::support::Resp| r.body["token"].as_str().unwrap().to_string();
     let first = token_of(
-        p.register_node(&bootstrap, "n1", "http://127.0.0.1:9")
+        p.register_node(&bootstrap, "n1", "https://127.0.0.1:9")
             .expect(200),
     );
     let second = token_of(
-        p.register_node(&first, "n1", "http://127.0.0.1:9")
+        p.register_node(&first, "n1", "https://127.0.0.1:9")
             .expect(200),
     );
     // No heartbeats (the node is down; a heartbeat would renew it) until its credential
     // has expired: a blob fetch says when.
-    p.get(&second, "/v1/blobs/00").expect(404);
+    p.node_get(&second, "/v1/blobs/00").expect(404);
     crate::support::wait_until("the credential expired", 20, || {
-        p.get(&second, "/v1/blobs/00").status == 401
+        p.node_get(&second, "/v1/blobs/00").status == 401
     });
-    p.post(&second, "/v1/nodes/n1/heartbeat", &json!({"vms": []}))
+    p.node_post(&second, "/v1/nodes/n1/heartbeat", &json!({"vms": []}))
         .expect(401);
     // Expired, still bound and unrevoked: it re-registers (and only that).
     p.get(&second, "/v1/vms").expect(401);
     let third = token_of(
-        p.register_node(&second, "n1", "http://127.0.0.1:9")
+        p.register_node(&second, "n1", "https://127.0.0.1:9")
             .expect(200),
     );
-    p.post(&third, "/v1/nodes/n1/heartbeat", &json!({"vms": []}))
+    p.node_post(&third, "/v1/nodes/n1/heartbeat", &json!({"vms": []}))
         .expect(200);
     // An expired credential that was replaced is refused; so is one for another name.
-    p.register_node(&second, "n1", "http://127.0.0.1:9")
+    p.register_node(&second, "n1", "https://127.0.0.1:9")
         .expect(401);
-    p.register_node(&first, "n1", "http://127.0.0.1:9")
+    p.register_node(&first, "n1", "https://127.0.0.1:9")
         .expect(401);
-    p.register_node(&third, "n2", "http://127.0.0.1:9")
+    p.register_node(&third, "n2", "https://127.0.0.1:9")
         .expect(403);
+}
+
+#[test]
+fn a_node_trusts_the_control_plane_only_through_the_ca_its_bootstrap_token_pins() {
+    let p = Plane::start();
+    let admin = p.token("admin");
+    let bootstrap = p.offline_bootstrap_token();
+    let pin = claims_of(&bootstrap)["ca_sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(pin.len(), 64, "a bootstrap token pins the CA by sha256");
+    // The node-facing API is on its own listener, TLS only.
+    p.post(&bootstrap, "/v1/nodes/register", &json!({}))
+        .expect(404);
+    let plain = p.internal_base().replace("https://", "http://").to_string();
+    assert!(
+        p.http.get(format!("{plain}/v1/ca.pem")).send().is_err(),
+        "the internal API answered plain HTTP"
+    );
+
+    // A bootstrap token pinning another CA: the node agent stops before it sends it.
+    let mut claims = claims_of(&bootstrap);
+    claims["ca_sha256"] = json!("00".repeat(32));
+    claims["jti"] = json!("wrong-pin");
+    let wrong = crate::support::sign(&p.key_pem(), &claims);
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("bootstrap");
+    std::fs::write(&token_file, &wrong).unwrap();
+    let out = crate::support::modvisor()
+        .args([
+            "node-agent",
+            "--name",
+            "pinned",
+            "--driver",
+            "qemu",
+            "--jail",
+            "off",
+        ])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--control-plane",
+            &p.internal_base(),
+        ])
+        .arg("--bootstrap-token-file")
+        .arg(&token_file)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("MODVISOR_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("pins"), "{stderr}");
+    let nodes = p.get(&admin, "/v1/nodes").expect(200).body;
+    assert_eq!(nodes, json!([]), "nothing registered");
+    let events = p.get(&admin, "/v1/events").expect(200).body.to_string();
+    assert!(!events.contains("node.register"), "{events}");
 }

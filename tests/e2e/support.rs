@@ -100,6 +100,7 @@ impl Plane {
 
     /// Starts `modvisor up` with these arguments (besides `--data-dir`).
     pub fn start_with(args: &[&str]) -> Plane {
+        modvisor_node_api::tls::install_provider();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut p = Plane {
             dir,
@@ -119,6 +120,7 @@ impl Plane {
     /// A control plane started by other means, whose data directory is `dir/data` and
     /// whose API is at `base`; this handle does not own its process.
     pub fn attach(dir: tempfile::TempDir, base: String) -> Plane {
+        modvisor_node_api::tls::install_provider();
         Plane {
             dir,
             up_args: Vec::new(),
@@ -240,15 +242,21 @@ impl Plane {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
-    /// Registers a node agent's name at `address` with `token`, as a node agent would
-    /// (nothing listens there: the control plane's side only).
+    /// Registers a node agent's name at `address` with `token` over the internal API, as a
+    /// node agent would (nothing listens there: the control plane's side only).
     pub fn register_node(&self, token: &str, name: &str, address: &str) -> Resp {
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let csr = rcgen::CertificateParams::new(vec![name.to_string()])
+            .and_then(|p| p.serialize_request(&key))
+            .and_then(|r| r.pem())
+            .expect("a certificate request");
         let reg = serde_json::json!({
             "name": name, "address": address,
             "capacity": {"vcpus": 2, "memory_mib": 2048},
-            "driver": "qemu", "hardware_virtualization": false, "kernel_release": "6.1.0-test"
+            "driver": "qemu", "hardware_virtualization": false, "kernel_release": "6.1.0-test",
+            "csr_pem": csr
         });
-        self.post(token, "/v1/nodes/register", &reg)
+        self.internal_call(Method::POST, token, "/v1/nodes/register", Some(&reg))
     }
 
     /// The signing key's PEM.
@@ -265,28 +273,61 @@ impl Plane {
         body: Option<&Value>,
         headers: &[(&str, &str)],
     ) -> Resp {
-        let mut r = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            r = r
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(b).expect("json"));
-        }
-        for (k, v) in headers {
-            r = r.header(*k, *v);
-        }
-        let resp = r.send().expect("request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().expect("body");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
+        send(
+            self.http.request(method, format!("{}{}", self.base, path)),
+            token,
             body,
-        }
+            headers,
+        )
+    }
+
+    /// POST JSON to the internal API with a node's (or bootstrap) token.
+    pub fn node_post(&self, token: &str, path: &str, body: &Value) -> Resp {
+        self.internal_call(Method::POST, token, path, Some(body))
+    }
+
+    /// GET from the internal API with a node's token.
+    pub fn node_get(&self, token: &str, path: &str) -> Resp {
+        self.internal_call(Method::GET, token, path, None)
+    }
+
+    /// The internal (node-facing) API's base URL, as the control plane wrote it.
+    pub fn internal_base(&self) -> String {
+        let addr = std::fs::read_to_string(self.data_dir().join("control-plane-internal.addr"))
+            .expect("the internal API's address");
+        format!("https://{}", addr.trim())
+    }
+
+    /// The control plane's CA certificate (PEM).
+    pub fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("keys/ca.pem")).expect("the CA")
+    }
+
+    /// Sends a request to the internal API over TLS, trusting only the control plane's CA
+    /// and only a certificate naming the control plane, as a node agent does.
+    pub fn internal_call(
+        &self,
+        method: Method,
+        token: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Resp {
+        let tls = modvisor_node_api::tls::client_config(
+            &self.ca_pem(),
+            modvisor_node_api::tls::CONTROL_PLANE_NAME,
+        )
+        .expect("TLS to the control plane");
+        let client = Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .expect("client");
+        send(
+            client.request(method, format!("{}{}", self.internal_base(), path)),
+            Some(token),
+            body,
+            &[],
+        )
     }
 
     /// GET with a token.
@@ -390,4 +431,34 @@ pub fn sign(pem: &str, claims: &Value) -> String {
         &key,
     )
     .expect("signing")
+}
+
+/// Sends `r` with optional token, JSON body and extra headers; the answer as a [`Resp`].
+fn send(
+    mut r: reqwest::blocking::RequestBuilder,
+    token: Option<&str>,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Resp {
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(b).expect("json"));
+    }
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r.send().expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().expect("body");
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        body,
+    }
 }

@@ -99,6 +99,7 @@ impl ApiClient {
     /// A client of the API at `base` (e.g. `http://127.0.0.1:7070`) calling with `token`;
     /// every call times out after `timeout`.
     pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, ApiError> {
+        modvisor_node_api::tls::install_provider();
         let http =
             Client::builder()
                 .timeout(timeout)

@@ -27,6 +27,8 @@ pub struct AppState {
     pub keys: Arc<TokenKeys>,
     /// Metric families.
     pub metrics: Metrics,
+    /// The CA of node and control-plane certificates.
+    pub ca: Arc<crate::ca::ClusterCa>,
     /// Lifetime of node credentials, in seconds.
     pub node_credential_ttl_secs: u64,
     /// Per-tenant rate limits.
@@ -76,13 +78,15 @@ pub fn metrics_endpoint() -> impl actix_web::dev::HttpServiceFactory {
 
 /// The routes only node agents call (`openapi/control-plane-internal.json`).
 pub fn internal_routes(cfg: &mut ServiceConfig) {
-    cfg.service(nodes::register_node)
+    cfg.service(nodes::ca_certificate)
+        .service(nodes::register_node)
         .service(nodes::heartbeat)
         .service(nodes::blob);
 }
 
-/// Registers every route: both APIs and the dashboard's static files (undocumented).
-pub fn configure<T>(app: actix_web::App<T>) -> actix_web::App<T>
+/// Registers the tenant and admin API and the dashboard's static files (undocumented):
+/// the public listener's routes.
+pub fn configure_public<T>(app: actix_web::App<T>) -> actix_web::App<T>
 where
     T: actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -93,11 +97,23 @@ where
 {
     app.into_utoipa_app()
         .configure(public_routes)
-        .configure(internal_routes)
         .into_app()
         .service(dashboard::index)
         .service(dashboard::script)
         .service(dashboard::style)
+}
+
+/// Registers the internal API: the routes of the TLS listener nodes call.
+pub fn configure_internal<T>(app: actix_web::App<T>) -> actix_web::App<T>
+where
+    T: actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+{
+    app.into_utoipa_app().configure(internal_routes).into_app()
 }
 
 /// The control plane's tokens.
@@ -122,7 +138,7 @@ pub struct ApiDoc;
     info(
         title = "modvisor control plane, internal",
         version = "1.0.0",
-        description = "Called only by node agents: registration (bootstrap token), heartbeats and module blobs by sha256 (node tokens)."
+        description = "Called only by node agents, over TLS with a certificate of the control plane's CA: the CA certificate, registration (bootstrap token), heartbeats and module blobs by sha256 (node tokens)."
     ),
     modifiers(&TOKENS),
     security(("bearer" = []))

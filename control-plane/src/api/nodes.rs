@@ -67,13 +67,14 @@ pub async fn register_node(
     }
     validate::resource_name("name", &reg.name)?;
     validate::kernel_release("kernel_release", &reg.kernel_release)?;
-    if !(reg.address.starts_with("http://") || reg.address.starts_with("https://"))
-        || reg.address.len() > 200
-    {
+    if !reg.address.starts_with("https://") || reg.address.len() > 200 {
         return Err(Error::invalid(
             "address",
-            "must be an http(s) URL of at most 200 characters",
+            "must be an https URL of at most 200 characters",
         ));
+    }
+    if reg.csr_pem.len() > 16 * 1024 {
+        return Err(Error::invalid("csr_pem", "at most 16 KiB"));
     }
     if !["qemu", "kvm"].contains(&reg.driver.as_str()) {
         return Err(Error::invalid("driver", "must be qemu or kvm"));
@@ -88,6 +89,7 @@ pub async fn register_node(
             "vcpus 1..=4096 and memory_mib 128..=2^30",
         ));
     }
+    let certificate_pem = state.ca.sign_node_request(&reg.name, &reg.csr_pem)?;
     let (token, credential) = state
         .keys
         .node_credential(&reg.name, state.node_credential_ttl_secs)?;
@@ -105,7 +107,22 @@ pub async fn register_node(
         node,
         token,
         control_plane_public_key: state.keys.public_key_pem().to_string(),
+        certificate_pem,
+        ca_pem: state.ca.cert_pem().to_string(),
     }))
+}
+
+/// The control plane's CA certificate (PEM). No token: a node fetching it compares its
+/// sha256 with the pin its bootstrap token carries before it trusts it.
+#[utoipa::path(
+    tag = "nodes", security(()),
+    responses((status = 200, description = "The CA certificate", content_type = "application/x-pem-file", body = String))
+)]
+#[get("/v1/ca.pem")]
+pub async fn ca_certificate(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/x-pem-file")
+        .body(state.ca.cert_pem().to_string())
 }
 
 /// A node's heartbeat: it is alive, and this is what its VMs are doing.

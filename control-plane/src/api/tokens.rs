@@ -6,6 +6,7 @@ use super::extract::{blocking, StrictJson};
 use super::problems::{AdminOnly, InvalidBody, Unauthenticated};
 use super::AppState;
 use crate::auth::{role_of, Caller, Issued, Role, TokenKeys};
+use crate::ca::ClusterCa;
 use crate::error::{Error, Problem};
 use crate::model::{IssueToken, IssuedToken, TokenRecord, TokenRole};
 use crate::store::Datastore;
@@ -15,17 +16,22 @@ use actix_web::{delete, get, post, web, HttpResponse};
 /// Shortest and longest lifetime of a token issued over the API, in seconds.
 const TTL_RANGE: std::ops::RangeInclusive<u64> = 60..=365 * 24 * 3600;
 
-/// Signs a token and lists it (audited as `actor`).
+/// Signs a token and lists it (audited as `actor`). Bootstrap tokens pin `ca`.
+#[allow(clippy::too_many_arguments)]
 pub fn issue_listed(
     store: &Datastore,
     keys: &TokenKeys,
+    ca: &ClusterCa,
     actor: &str,
     sub: &str,
     role: Role,
     tenant: Option<&str>,
     ttl_secs: u64,
 ) -> Result<Issued, Error> {
-    let issued = keys.issue(sub, role, tenant, ttl_secs)?;
+    let issued = match role {
+        Role::Bootstrap => keys.issue_bootstrap(sub, ttl_secs, ca.cert_sha256()?)?,
+        _ => keys.issue(sub, role, tenant, ttl_secs)?,
+    };
     if let Some(record) = issued.record() {
         store.record_token(actor, &record)?;
     }
@@ -76,7 +82,7 @@ pub async fn issue_token(
         (None, None) => role.name().to_string(),
     };
     validate::subject("sub", &sub)?;
-    let (store, keys) = (state.store.clone(), state.keys.clone());
+    let (store, keys, ca) = (state.store.clone(), state.keys.clone(), state.ca.clone());
     let issued = blocking(move || {
         if let Some(t) = &body.tenant {
             if store.get_tenant(t)?.is_none() {
@@ -86,6 +92,7 @@ pub async fn issue_token(
         issue_listed(
             &store,
             &keys,
+            &ca,
             &caller.sub,
             &sub,
             role,

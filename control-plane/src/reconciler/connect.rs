@@ -1,11 +1,12 @@
-//! How the reconciler reaches a node's API: over HTTP with a control-plane token
+//! How the reconciler reaches a node's API: over HTTPS with a control-plane token
 //! ([`HttpNodes`]), or, in tests of its decisions, any other [`NodeApi`] (a simulated
 //! node).
 
 use crate::auth::TokenKeys;
 use crate::model::Node;
 use modvisor_node_api::{Budgets, NodeApi, NodeClient};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Lifetime of the token the control plane presents to a node, in seconds.
@@ -19,26 +20,46 @@ pub trait NodeConnector: Clone + 'static {
     fn connect(&self, node: &Node) -> Result<Self::Api, String>;
 }
 
-/// Nodes over HTTP, each call with a fresh token of role `control_plane` whose audience
-/// is that node alone.
+/// Nodes over HTTPS, each call with a fresh token of role `control_plane` whose audience
+/// is that node alone, each node verified by its name in a certificate of our CA.
 #[derive(Clone)]
 pub struct HttpNodes {
     keys: Arc<TokenKeys>,
-    http: reqwest::Client,
+    ca_pem: Arc<str>,
+    /// One client (and connection pool) per node name: its TLS checks that name.
+    clients: Arc<Mutex<HashMap<String, reqwest::Client>>>,
     budgets: Budgets,
 }
 
 impl HttpNodes {
-    /// Clients signing with `keys` and waiting as `budgets` say.
-    pub fn new(keys: Arc<TokenKeys>, budgets: Budgets) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(2))
-            .build()?;
-        Ok(HttpNodes {
+    /// Clients signing with `keys`, trusting the CA `ca_pem`, waiting as `budgets` say.
+    pub fn new(keys: Arc<TokenKeys>, ca_pem: &str, budgets: Budgets) -> Self {
+        HttpNodes {
             keys,
-            http,
+            ca_pem: ca_pem.into(),
+            clients: Arc::new(Mutex::new(HashMap::new())),
             budgets,
-        })
+        }
+    }
+
+    fn client(&self, node: &str) -> Result<reqwest::Client, String> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| "the node client table is poisoned".to_string())?;
+        if let Some(c) = clients.get(node) {
+            return Ok(c.clone());
+        }
+        modvisor_node_api::tls::install_provider();
+        let tls = modvisor_node_api::tls::client_config(&self.ca_pem, node)
+            .map_err(|e| format!("TLS to node {node}: {e}"))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| format!("a client of node {node}: {e}"))?;
+        clients.insert(node.to_string(), client.clone());
+        Ok(client)
     }
 }
 
@@ -53,7 +74,7 @@ impl NodeConnector for HttpNodes {
         Ok(NodeClient::new(
             &node.address,
             token,
-            self.http.clone(),
+            self.client(&node.name)?,
             self.budgets,
         ))
     }

@@ -57,15 +57,16 @@ impl Default for ReconcilerConfig {
     }
 }
 
-/// Starts the reconciler on its own thread with HTTP clients of the nodes; it runs for
-/// the life of the process.
+/// Starts the reconciler on its own thread with HTTPS clients of the nodes (trusting the
+/// CA `ca_pem`); it runs for the life of the process.
 pub fn spawn(
     store: Datastore,
     keys: Arc<TokenKeys>,
+    ca_pem: &str,
     metrics: Metrics,
     config: ReconcilerConfig,
 ) -> std::io::Result<()> {
-    let nodes = HttpNodes::new(keys, config.budgets).map_err(std::io::Error::other)?;
+    let nodes = HttpNodes::new(keys, ca_pem, config.budgets);
     std::thread::Builder::new()
         .name("reconciler".into())
         .spawn(move || {

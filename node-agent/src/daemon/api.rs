@@ -253,7 +253,11 @@ async fn unload_module(
 }
 
 /// Serves the node API on `listener` until the process ends.
-pub async fn serve(node: Arc<Node>, listener: std::net::TcpListener) -> std::io::Result<()> {
+pub async fn serve(
+    node: Arc<Node>,
+    listener: std::net::TcpListener,
+    tls: rustls::ServerConfig,
+) -> std::io::Result<()> {
     let data = web::Data::new(node);
     HttpServer::new(move || {
         App::new()
@@ -271,7 +275,7 @@ pub async fn serve(node: Arc<Node>, listener: std::net::TcpListener) -> std::io:
             .route(routes::VM_MODULE, web::delete().to(unload_module))
     })
     .workers(2)
-    .listen(listener)?
+    .listen_rustls_0_23(listener, tls)?
     .run()
     .await
 }

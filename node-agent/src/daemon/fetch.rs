@@ -132,8 +132,15 @@ mod tests {
         }
         assert!(closure.len() > 5, "{closure:?}");
         let fetcher = Fetcher {
-            control_plane: ControlPlaneClient::new("http://127.0.0.1:9", Duration::from_secs(1))
-                .unwrap(),
+            control_plane: ControlPlaneClient::new(
+                "https://127.0.0.1:9",
+                &rcgen::generate_simple_self_signed(vec!["control-plane".to_string()])
+                    .unwrap()
+                    .cert
+                    .pem(),
+                Duration::from_secs(1),
+            )
+            .unwrap(),
             credential: std::sync::Arc::new(super::super::credential::CurrentCredential::new(
                 dir.path(),
                 "test",

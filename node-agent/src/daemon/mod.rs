@@ -5,6 +5,7 @@ mod api;
 mod credential;
 mod error;
 mod fetch;
+mod trust;
 mod vm;
 
 use crate::driver::HypervisorDriver;
@@ -55,6 +56,9 @@ pub struct NodeConfig {
     pub jail: Option<JailOptions>,
     /// Kernel parameters appended to every guest's command line.
     pub guest_kernel_args: Option<String>,
+    /// The control plane's CA certificate (PEM file), if given; else the CA the bootstrap
+    /// token pins, else the one saved at the last registration.
+    pub control_plane_ca: Option<PathBuf>,
 }
 
 /// Errors that keep a node agent from starting.
@@ -113,13 +117,18 @@ pub fn pick_driver(
 /// serves the node API until the process ends.
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     // Setup blocks (files, processes, a blocking HTTP client): keep it off the runtime.
-    let (node, listener) = actix_web::web::block(move || prepare(config))
+    let (node, listener, tls) = actix_web::web::block(move || prepare(config))
         .await
         .map_err(setup("node agent setup"))??;
-    api::serve(node, listener).await.map_err(setup("node API"))
+    api::serve(node, listener, tls)
+        .await
+        .map_err(setup("node API"))
 }
 
-fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), NodeError> {
+/// What a started node serves: its state, its listener and its TLS identity.
+type Prepared = (Arc<Node>, std::net::TcpListener, rustls::ServerConfig);
+
+fn prepare(config: NodeConfig) -> Result<Prepared, NodeError> {
     let records = config.data_dir.join("vms");
     std::fs::create_dir_all(&records).map_err(setup("records"))?;
     let saved = VmRecord::load_all(&records);
@@ -153,15 +162,21 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(setup("node API listener"))?;
     let addr = listener.local_addr().map_err(setup("node API listener"))?;
-    let control_plane = ControlPlaneClient::new(&config.control_plane, Duration::from_secs(30))
-        .map_err(setup("control plane client"))?;
+    let ca_pem = trust::control_plane_ca(&config)?;
+    let control_plane =
+        ControlPlaneClient::new(&config.control_plane, &ca_pem, Duration::from_secs(30))
+            .map_err(setup("control plane client"))?;
+    // The key the node API serves TLS with never leaves this process: the control plane
+    // signs a certificate for it from a request.
+    let (tls_key, csr_pem) = trust::node_key(&config.name)?;
     let reg = RegisterNode {
         name: config.name.clone(),
-        address: format!("http://{addr}"),
+        address: format!("https://{addr}"),
         capacity: config.capacity,
         driver: driver.name().to_string(),
         hardware_virtualization: hostcaps::hardware_virtualization(),
         kernel_release: kernel.release.clone(),
+        csr_pem,
     };
     let own = credential::load(&config.data_dir, &config.name).map_err(setup("credential"))?;
     let cred = register(
@@ -223,7 +238,10 @@ fn prepare(config: NodeConfig) -> Result<(Arc<Node>, std::net::TcpListener), Nod
         }
     }
     spawn_heartbeats(node.clone(), control_plane, current)?;
-    Ok((node, listener))
+    trust::save_ca(&config.data_dir, &cred.ca_pem)?;
+    let tls = modvisor_node_api::tls::server_config(&cred.certificate_pem, &tls_key)
+        .map_err(setup("the node's certificate"))?;
+    Ok((node, listener, tls))
 }
 
 /// Registers with the node's own saved credential if it has one, else (or if the control
@@ -268,6 +286,9 @@ fn register_with(
                 return Err(RegisterError::Refused(status, detail));
             }
             Err(e @ ClientError::Unreadable { .. }) => {
+                return Err(RegisterError::Unreadable(e.to_string()));
+            }
+            Err(e @ ClientError::Untrusted { .. }) => {
                 return Err(RegisterError::Unreadable(e.to_string()));
             }
             Err(e @ ClientError::Unreachable { .. }) => last = e.to_string(),
