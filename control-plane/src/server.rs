@@ -264,7 +264,8 @@ impl ControlPlane {
         let state = self.state.clone();
         let internal_listen = self.config.internal_listen;
         let internal = HttpServer::new(move || instrumented_app!(state, api::configure_internal))
-            .workers(self.config.workers.unwrap_or(2).min(2))
+            // Nodes' calls are few: two workers, whatever the public API has.
+            .workers(2)
             .client_request_timeout(std::time::Duration::from_secs(5))
             .client_disconnect_timeout(std::time::Duration::from_secs(1))
             .bind_rustls_0_23(internal_listen, tls)

@@ -269,6 +269,8 @@ enum RegisterError {
     Refused(u16, String),
     #[error("the control plane's answer to the registration is unreadable: {0}")]
     Unreadable(String),
+    #[error("the control plane is not the one this node trusts: {0}")]
+    Untrusted(String),
     #[error("cannot reach the control plane at {0}: {1}")]
     Unreachable(String, String),
 }
@@ -289,7 +291,7 @@ fn register_with(
                 return Err(RegisterError::Unreadable(e.to_string()));
             }
             Err(e @ ClientError::Untrusted { .. }) => {
-                return Err(RegisterError::Unreadable(e.to_string()));
+                return Err(RegisterError::Untrusted(e.to_string()));
             }
             Err(e @ ClientError::Unreachable { .. }) => last = e.to_string(),
         }
