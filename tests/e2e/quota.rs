@@ -93,7 +93,10 @@ fn concurrent_creates_racing_for_the_last_slots() {
     p.put(
         &admin,
         "/v1/tenants/tenant-b/quota",
-        &json!({"max_vms": quota, "max_vcpus": 1000, "max_memory_mib": 1_000_000}),
+        // 40 requests at once: more than the default bound on a tenant's requests in
+        // flight (32), which is not what this test is about.
+        &json!({"max_vms": quota, "max_vcpus": 1000, "max_memory_mib": 1_000_000,
+                "max_concurrent_requests": 64}),
     )
     .expect(200);
     p.create_vm(&p.token("tenant-b"), "first");
