@@ -82,7 +82,15 @@ fn boot_banner(kernel: &Path, dir: &Path, allow_pvh: bool, marker: &str) -> (Str
     while Instant::now() < deadline && !status.state().is_final() {
         let console =
             String::from_utf8_lossy(&std::fs::read(&console_path).unwrap_or_default()).into_owned();
-        if console.contains("Command line:") && console.matches("BIOS-e820:").count() >= 3 {
+        // Whole lines only: the console may stop mid-line (the kernel is still printing).
+        let whole_e820 = console
+            .lines()
+            .filter(|l| {
+                let l = l.trim_end_matches('\r');
+                l.contains("BIOS-e820:") && (l.ends_with("] usable") || l.ends_with("] reserved"))
+            })
+            .count();
+        if console.contains("Command line:") && whole_e820 >= 3 {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
