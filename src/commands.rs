@@ -53,6 +53,9 @@ pub enum VmCommand {
         /// VM id.
         id: String,
     },
+    /// Run a command in a VM's guest (as tenant root, without module loading); prints its
+    /// output and exits with its code: `modvisor vm exec NAME -- uname -r`.
+    Exec(crate::exec_cmd::ExecArgs),
 }
 
 /// `modvisor module ...`
@@ -231,7 +234,8 @@ fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
 }
 
 /// Runs a `vm` subcommand.
-pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<()> {
+/// `modvisor vm ...`; the exit status (a command's own, for `exec`).
+pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
     let api = args.client()?;
     match cmd {
         VmCommand::Create {
@@ -286,8 +290,9 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<()> {
                 println!("deleted {id}");
             }
         }
+        VmCommand::Exec(exec) => return crate::exec_cmd::exec(&api, args.json, exec),
     }
-    Ok(())
+    Ok(0)
 }
 
 fn request_rows(items: &[ModuleRequest]) -> String {

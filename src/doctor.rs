@@ -68,8 +68,8 @@ pub enum Fix {
     Apt(Vec<String>),
     /// `apt-get update` (apt does not know a package it needs yet).
     AptUpdate,
-    /// `modvisor guest fetch-kernel` (`up` does it itself).
-    FetchKernel(String),
+    /// `modvisor guest fetch` (`up` does it itself): this Debian package into the cache.
+    FetchGuest(String),
     /// Something an operator has to do by hand.
     Manual(String),
 }
@@ -83,8 +83,8 @@ impl Fix {
                 packages.join(" ")
             ),
             Fix::AptUpdate => "apt-get update".into(),
-            Fix::FetchKernel(package) => {
-                format!("modvisor guest fetch-kernel (apt-get download {package}; `up` does it)")
+            Fix::FetchGuest(package) => {
+                format!("modvisor guest fetch (apt-get download {package}; `up` does it)")
             }
             Fix::Manual(how) => how.clone(),
         }
@@ -168,6 +168,7 @@ pub fn checks(needs: &Needs) -> Vec<Check> {
     }
     if needs.kernel || needs.tests {
         out.extend(guest_kernel(needs.tests));
+        out.push(guest_userland());
     }
     if needs.tests {
         out.push(match which("make") {
@@ -285,7 +286,7 @@ fn guest_kernel(tests: bool) -> Vec<Check> {
         Check {
             what: WHAT.into(),
             state: State::Fetched(format!("{release} is not in {}", root.display())),
-            fix: Some(Fix::FetchKernel(package.clone())),
+            fix: Some(Fix::FetchGuest(package.clone())),
         }
     }];
     if tests {
@@ -301,6 +302,54 @@ fn guest_kernel(tests: bool) -> Vec<Check> {
         });
     }
     out
+}
+
+/// The tenant's userland in the guest (Debian's `busybox-static`).
+fn guest_userland() -> Check {
+    const WHAT: &str = "guest userland";
+    use modvisor_guest::userland::{Userland, BUSYBOX_PACKAGE};
+    if let Some(dir) = std::env::var_os("MODVISOR_BUSYBOX_DIR") {
+        return match Userland::open(Path::new(&dir), "local") {
+            Ok(u) => Check::found(
+                WHAT,
+                format!(
+                    "busybox, {} applets (MODVISOR_BUSYBOX_DIR)",
+                    u.applets.len()
+                ),
+            ),
+            Err(e) => Check::missing(
+                WHAT,
+                format!("MODVISOR_BUSYBOX_DIR: {e}"),
+                Fix::Manual("point MODVISOR_BUSYBOX_DIR at an unpacked busybox-static".into()),
+            ),
+        };
+    }
+    let version = match modvisor_guest::debian::candidate_version(BUSYBOX_PACKAGE) {
+        Ok(v) => v,
+        Err(_) => {
+            return Check::missing(
+                WHAT,
+                format!("apt does not know {BUSYBOX_PACKAGE}"),
+                Fix::AptUpdate,
+            )
+        }
+    };
+    let root = modvisor_guest::userland::cached_tree(&kernel::cache_dir(), &version);
+    if root.join(".complete").exists() {
+        Check::found(
+            WHAT,
+            format!("{BUSYBOX_PACKAGE} {version} ({})", root.display()),
+        )
+    } else {
+        Check {
+            what: WHAT.into(),
+            state: State::Fetched(format!(
+                "{BUSYBOX_PACKAGE} {version} is not in {}",
+                root.display()
+            )),
+            fix: Some(Fix::FetchGuest(BUSYBOX_PACKAGE.into())),
+        }
+    }
 }
 
 /// The checks as a table: what, state, version or detail, how to fix.
@@ -416,11 +465,13 @@ pub fn doctor(args: DoctorArgs) -> Result<bool> {
         install_missing(&found)?;
         found = checks(&needs);
         if let Some(Check {
-            fix: Some(Fix::FetchKernel(_)),
+            fix: Some(Fix::FetchGuest(_)),
             ..
         }) = found.iter().find(|c| matches!(c.state, State::Fetched(_)))
         {
             kernel::resolve(|m| eprintln!("{m}")).context("fetching the guest kernel")?;
+            modvisor_guest::userland::resolve(|m| eprintln!("{m}"))
+                .context("fetching the guest userland")?;
             found = checks(&needs);
         }
     }

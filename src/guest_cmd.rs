@@ -14,9 +14,12 @@ use std::time::{Duration, Instant};
 /// `modvisor guest ...`
 #[derive(Debug, Subcommand)]
 pub enum GuestCommand {
-    /// Fetch Debian's current cloud kernel into the cache (apt-get download + dpkg -x) and
-    /// print where it is. `MODVISOR_KERNEL_DIR` points at your own tree instead.
-    FetchKernel,
+    /// Fetch what a guest boots into the cache (apt-get download + dpkg -x): Debian's
+    /// current cloud kernel and `busybox-static` (the tenant's userland), and print where
+    /// they are. `MODVISOR_KERNEL_DIR` and `MODVISOR_BUSYBOX_DIR` point at your own trees
+    /// instead.
+    #[command(alias = "fetch-kernel")]
+    Fetch,
     /// Boot a guest with the qemu driver, load modules through the vetted modprobe service
     /// (dependencies included), print the guest's own module list, then power it off.
     Run {
@@ -46,12 +49,20 @@ pub enum GuestCommand {
 /// Runs a `guest` subcommand.
 pub fn run(cmd: GuestCommand) -> Result<()> {
     match cmd {
-        GuestCommand::FetchKernel => {
+        GuestCommand::Fetch => {
             let k = modvisor_guest::kernel::resolve(|m| eprintln!("{m}"))
                 .context("fetching the guest kernel")?;
+            let u = modvisor_guest::userland::resolve(|m| eprintln!("{m}"))
+                .context("fetching the guest userland")?;
             println!("release  {}", k.release);
             println!("vmlinuz  {}", k.vmlinuz.display());
             println!("modules  {}", k.modules_dir.display());
+            println!(
+                "busybox  {} ({}, {} applets)",
+                u.busybox.display(),
+                u.version,
+                u.applets.len()
+            );
             Ok(())
         }
         GuestCommand::Run {
@@ -87,7 +98,9 @@ fn guest_run(
     let dir = run_dir.join(&id);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let initrd = dir.join("initramfs.gz");
-    std::fs::write(&initrd, modvisor_guest::build_initramfs(&[])?)?;
+    let userland =
+        modvisor_guest::userland::resolve(|m| eprintln!("{m}")).context("guest userland")?;
+    std::fs::write(&initrd, modvisor_guest::build_initramfs(&userland, &[])?)?;
     let spec = GuestSpec {
         id: id.clone(),
         vcpus,
@@ -99,13 +112,16 @@ fn guest_run(
     };
     let started = Instant::now();
     let mut guest = driver.start(&spec)?;
-    let mut client = AgentClient::connect(guest.agent_socket(), Duration::from_secs(10))?;
-    let hello = client.hello(Duration::from_secs(180)).with_context(|| {
-        format!(
-            "the guest agent did not answer; console: {}",
-            guest.console_path().display()
-        )
-    })?;
+    let client = AgentClient::connect(guest.agent_socket(), Duration::from_secs(10))?;
+    let key = modvisor_node_agent::channel::new_key()?;
+    let hello = client
+        .attach(&key, Duration::from_secs(180))
+        .with_context(|| {
+            format!(
+                "the guest agent did not answer; console: {}",
+                guest.console_path().display()
+            )
+        })?;
     eprintln!(
         "guest {id}: kernel {} agent {} answered after {:.2} s",
         hello.kernel_release,
@@ -133,7 +149,7 @@ fn guest_run(
         let policy = VettingPolicy::for_tenant(&kernel.release, approved);
         let service = ModprobeService::new(&source, &trust);
         for m in load {
-            outcomes.extend(service.modprobe(&mut client, m, "", &policy));
+            outcomes.extend(service.modprobe(&client, m, "", &policy));
         }
     }
     let listed = client.list(Duration::from_secs(30))?;

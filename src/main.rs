@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod doctor;
+mod exec_cmd;
 mod guest_cmd;
 mod serve;
 mod table;
@@ -143,7 +144,10 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Vm { api, command } => commands::vm(&api, command),
+        Command::Vm { api, command } => match commands::vm(&api, command) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Module { api, command } => commands::module(&api, command),
         Command::Tenant { api, command } => commands::tenant(&api, command),
         Command::Events { api, limit } => commands::events(&api, limit),

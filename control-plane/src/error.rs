@@ -90,6 +90,18 @@ pub enum Error {
         /// Seconds until a retry can succeed.
         retry_after_secs: u64,
     },
+    /// The guest runs as many of the tenant's commands as it may at once; retry later.
+    #[error("{0}")]
+    GuestBusy(String),
+    /// The VM's node (or the guest behind it) did not do what was asked: unreachable, or
+    /// it answered with a failure of its own.
+    #[error("node {node}: {detail}")]
+    NodeUnavailable {
+        /// The node.
+        node: String,
+        /// What happened.
+        detail: String,
+    },
     /// `If-Match` named a version that is no longer current.
     #[error("If-Match {given} does not match the current ETag {current}")]
     PreconditionFailed {
@@ -173,6 +185,8 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::QuotaExceeded { .. } => "quota-exceeded",
             Error::RateLimited { .. } => "rate-limited",
+            Error::GuestBusy(_) => "guest-busy",
+            Error::NodeUnavailable { .. } => "node-unavailable",
             Error::PreconditionFailed { .. } => "precondition-failed",
             Error::Storage(_) => "storage",
             Error::DataDir { .. } => "data-directory",
@@ -201,6 +215,8 @@ impl Error {
             Error::Conflict(_) => "Conflict",
             Error::QuotaExceeded { .. } => "Quota exceeded",
             Error::RateLimited { .. } => "Too many requests",
+            Error::GuestBusy(_) => "The guest is busy",
+            Error::NodeUnavailable { .. } => "The VM's node is unavailable",
             Error::PreconditionFailed { .. } => "Precondition failed",
             Error::Storage(_) => "Storage failure",
             Error::WorkerPool(_) => "Unavailable",
@@ -265,7 +281,8 @@ impl ResponseError for Error {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Conflict(_) | Error::QuotaExceeded { .. } => StatusCode::CONFLICT,
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::RateLimited { .. } | Error::GuestBusy(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::NodeUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Storage(_) | Error::WorkerPool(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::DataDir { .. }
             | Error::KeyFile { .. }
@@ -292,6 +309,9 @@ impl ResponseError for Error {
         } = self
         {
             resp.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        if matches!(self, Error::GuestBusy(_)) {
+            resp.insert_header((header::RETRY_AFTER, "1"));
         }
         match serde_json::to_vec(&self.problem()) {
             Ok(body) => resp.body(body),

@@ -75,6 +75,11 @@ impl ControlPlane {
             },
             other => other,
         })?;
+        let nodes = crate::reconciler::HttpNodes::new(
+            keys.clone(),
+            ca.cert_pem(),
+            config.reconciler.budgets,
+        );
         let state = web::Data::new(AppState {
             store: Datastore::new(Arc::new(kv)),
             keys,
@@ -84,6 +89,7 @@ impl ControlPlane {
             node_credential_ttl_secs: config.node_credential_ttl_secs,
             max_module_bytes: config.max_module_bytes,
             body_timeout: config.body_timeout,
+            nodes,
         });
         Ok(ControlPlane { config, state })
     }
@@ -194,8 +200,7 @@ impl ControlPlane {
     pub async fn serve(self, on_bound: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
         crate::reconciler::spawn(
             self.state.store.clone(),
-            self.state.keys.clone(),
-            self.state.ca.cert_pem(),
+            self.state.nodes.clone(),
             self.state.metrics.clone(),
             self.config.reconciler.clone(),
         )?;

@@ -1,12 +1,15 @@
 //! The guest kernel command line.
 
 /// What every guest kernel is booted with: the console on the first serial port, module
-/// signatures enforced, no reboot loop after a panic.
+/// signatures enforced, the lockdown LSM at `integrity` (no /dev/mem, /dev/port or
+/// /proc/kcore writes, no unsigned kexec, no raw I/O ports, even for root), no reboot loop
+/// after a panic.
 pub fn default_cmdline() -> String {
     [
         "console=ttyS0",
         "earlyprintk=ttyS0",
         "module.sig_enforce=1",
+        "lockdown=integrity",
         "panic=-1",
         "reboot=t",
         "quiet",

@@ -13,6 +13,8 @@ pub mod mode {
     pub const FILE: u32 = 0o100000;
     /// Character device.
     pub const CHAR: u32 = 0o020000;
+    /// Symbolic link.
+    pub const SYMLINK: u32 = 0o120000;
 }
 
 /// One archive member.
@@ -45,6 +47,15 @@ impl Entry {
             mode: mode::FILE | perm,
             rdev: (0, 0),
             data,
+        }
+    }
+    /// A symbolic link to `target` (newc stores the target as the entry's data).
+    pub fn symlink(name: &str, target: &str) -> Self {
+        Entry {
+            name: name.into(),
+            mode: mode::SYMLINK | 0o777,
+            rdev: (0, 0),
+            data: target.as_bytes().to_vec(),
         }
     }
     /// A character device node.

@@ -1,6 +1,7 @@
-//! The guest initramfs: `/init` is the guest agent; nothing else runs in the guest.
+//! The guest initramfs: `/init` is the guest agent; the tenant's userland is busybox.
 
 use crate::cpio::{self, Entry};
+use crate::userland::Userland;
 use flate2::{Compression, GzBuilder};
 use std::io::Write;
 
@@ -9,18 +10,43 @@ pub fn agent_binary() -> &'static [u8] {
     include_bytes!(env!("MODVISOR_GUEST_AGENT_BIN"))
 }
 
-/// The gzip-compressed newc initramfs holding the agent as `/init` plus `extra` files
-/// (path, bytes). Equal inputs give equal bytes.
-pub fn build_initramfs(extra: &[(&str, &[u8])]) -> std::io::Result<Vec<u8>> {
+const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n";
+const GROUP: &str = "root:x:0:\n";
+const PROFILE: &str =
+    "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\nexport HOME=/root\nPS1='\\u@\\h:\\w\\$ '\n";
+
+/// The gzip-compressed newc initramfs: the agent as `/init`, busybox and its applets from
+/// `userland`, a minimal `/etc`, plus `extra` files (path, bytes). Equal inputs give
+/// equal bytes.
+pub fn build_initramfs(userland: &Userland, extra: &[(&str, &[u8])]) -> std::io::Result<Vec<u8>> {
+    let busybox = std::fs::read(&userland.busybox)?;
     let mut entries = vec![
+        Entry::dir("bin", 0o755),
+        Entry::file("bin/busybox", 0o755, busybox),
         Entry::dir("dev", 0o755),
         Entry::char_device("dev/console", 0o600, 5, 1),
         Entry::char_device("dev/null", 0o666, 1, 3),
+        Entry::dir("etc", 0o755),
+        Entry::file("etc/group", 0o644, GROUP.into()),
+        Entry::file("etc/passwd", 0o644, PASSWD.into()),
+        Entry::file("etc/profile", 0o644, PROFILE.into()),
         Entry::file("init", 0o755, agent_binary().to_vec()),
         Entry::dir("proc", 0o555),
+        Entry::dir("root", 0o700),
+        Entry::dir("run", 0o755),
+        Entry::dir("sbin", 0o755),
         Entry::dir("sys", 0o555),
         Entry::dir("tmp", 0o1777),
+        Entry::dir("usr", 0o755),
+        Entry::dir("usr/bin", 0o755),
+        Entry::dir("usr/sbin", 0o755),
+        Entry::dir("var", 0o755),
     ];
+    for applet in &userland.applets {
+        if applet != "bin/busybox" {
+            entries.push(Entry::symlink(applet, "/bin/busybox"));
+        }
+    }
     for (path, bytes) in extra {
         entries.push(Entry::file(
             path.trim_start_matches('/'),
@@ -29,6 +55,7 @@ pub fn build_initramfs(extra: &[(&str, &[u8])]) -> std::io::Result<Vec<u8>> {
         ));
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    entries.dedup_by(|a, b| a.name == b.name);
     let archive = cpio::archive(&entries);
     let mut gz = GzBuilder::new()
         .mtime(0)
@@ -58,13 +85,38 @@ mod tests {
         }
     }
 
+    fn fake_userland(dir: &std::path::Path) -> Userland {
+        let busybox = dir.join("busybox");
+        std::fs::write(&busybox, b"not really busybox").unwrap();
+        Userland {
+            version: "test".into(),
+            busybox,
+            applets: vec!["bin/sh".into(), "sbin/ip".into()],
+        }
+    }
+
     #[test]
     fn initramfs_is_reproducible() {
-        let a = build_initramfs(&[("etc/motd", b"hi")]).unwrap();
-        let b = build_initramfs(&[("etc/motd", b"hi")]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let u = fake_userland(dir.path());
+        let a = build_initramfs(&u, &[("etc/motd", b"hi")]).unwrap();
+        let b = build_initramfs(&u, &[("etc/motd", b"hi")]).unwrap();
         assert_eq!(a, b);
         assert_eq!(&a[..2], &[0x1f, 0x8b], "gzip");
-        let c = build_initramfs(&[("etc/motd", b"ho")]).unwrap();
+        let c = build_initramfs(&u, &[("etc/motd", b"ho")]).unwrap();
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn applets_link_to_busybox() {
+        let dir = tempfile::tempdir().unwrap();
+        let u = fake_userland(dir.path());
+        let gz = build_initramfs(&u, &[]).unwrap();
+        let mut raw = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
+        let pos = raw.windows(7).position(|w| w == b"sbin/ip").unwrap();
+        // mode field of that entry's header: a symbolic link.
+        assert_eq!(&raw[pos - 110 + 14..pos - 110 + 22], b"0000a1ff");
+        assert!(raw.windows(12).any(|w| w == b"/bin/busybox"));
     }
 }

@@ -4,6 +4,7 @@
 //! A tree holds `boot/vmlinuz-<release>` and `lib/modules/<release>/`; the release is
 //! recorded in the cache as the directory name.
 
+use crate::debian::run;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -146,22 +147,6 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("modvisor")
 }
 
-fn run(cmd: &mut Command) -> Result<String, KernelError> {
-    let command = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| KernelError::Command {
-        command: command.clone(),
-        detail: e.to_string(),
-    })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(KernelError::Command {
-            command,
-            detail: format!("{}: {}", out.status, stderr.trim()),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The versioned package Debian's cloud metapackage currently depends on.
 pub fn current_cloud_package() -> Result<String, KernelError> {
     let out = run(Command::new("apt-cache").args(["depends", CLOUD_METAPACKAGE]))?;
@@ -180,72 +165,14 @@ pub fn current_cloud_package() -> Result<String, KernelError> {
 /// returns it. `progress` hears each step.
 pub fn fetch_debian_cloud(
     cache: &Path,
-    mut progress: impl FnMut(&str),
+    progress: impl FnMut(&str),
 ) -> Result<GuestKernel, KernelError> {
     let package = current_cloud_package()?;
     let release = package
         .strip_prefix("linux-image-")
         .unwrap_or(&package)
         .to_string();
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| KernelError::Io { path, source }
-    };
-    let kernels = cache.join("kernels");
-    std::fs::create_dir_all(&kernels).map_err(io(&kernels))?;
-    // One fetch at a time per cache, across processes.
-    let lock_path = kernels.join(".lock");
-    let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
-    lock.lock().map_err(io(&lock_path))?;
-    let root = kernels.join(&release);
-    if root.join(".complete").exists() {
-        progress(&format!(
-            "guest kernel {release}: cached in {}",
-            root.display()
-        ));
-        return GuestKernel::open(&root, Some(&release));
-    }
-    let downloads = cache.join("downloads");
-    std::fs::create_dir_all(&downloads).map_err(io(&downloads))?;
-    progress(&format!(
-        "guest kernel {release}: apt-get download {package}"
-    ));
-    run(Command::new("apt-get").current_dir(&downloads).args([
-        "-q",
-        "-o",
-        "APT::Sandbox::User=root",
-        "download",
-        &package,
-    ]))?;
-    let deb = std::fs::read_dir(&downloads)
-        .map_err(io(&downloads))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
-        })
-        .ok_or_else(|| KernelError::Layout {
-            path: downloads.clone(),
-            detail: format!("apt-get download left no {package}_*.deb"),
-        })?;
-    let partial = cache.join("kernels").join(format!("{release}.partial"));
-    let _ = std::fs::remove_dir_all(&partial);
-    std::fs::create_dir_all(&partial).map_err(io(&partial))?;
-    progress(&format!(
-        "guest kernel {release}: dpkg -x {}",
-        deb.display()
-    ));
-    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&partial))?;
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::rename(&partial, &root).map_err(io(&root))?;
-    std::fs::write(root.join(".complete"), &release).map_err(io(&root))?;
-    let _ = std::fs::remove_file(&deb);
-    progress(&format!(
-        "guest kernel {release}: ready in {}",
-        root.display()
-    ));
+    let root = crate::debian::fetch_unpacked(cache, "kernels", &release, &package, progress)?;
     GuestKernel::open(&root, Some(&release))
 }
 

@@ -1,5 +1,6 @@
 //! The guest image of modvisor: the guest kernel (Debian's cloud kernel, fetched and
-//! unpacked into a cache) and the initramfs whose `/init` is the guest agent.
+//! unpacked into a cache) and the initramfs whose `/init` is the guest agent, with busybox
+//! (Debian's `busybox-static`) as the tenant's userland.
 //!
 //! It owns what a guest boots; it does not start guests (the node agent's drivers do) and
 //! does not judge modules (the `modules` crate does).
@@ -8,8 +9,11 @@
 
 pub mod cmdline;
 pub mod cpio;
+pub mod debian;
 pub mod initramfs;
 pub mod kernel;
+pub mod userland;
 
 pub use initramfs::{agent_binary, build_initramfs};
 pub use kernel::GuestKernel;
+pub use userland::Userland;

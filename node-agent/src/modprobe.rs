@@ -154,7 +154,7 @@ impl<'a> ModprobeService<'a> {
     /// the first failure ends the request.
     pub fn modprobe(
         &self,
-        client: &mut AgentClient,
+        client: &AgentClient,
         name: &str,
         params: &str,
         policy: &VettingPolicy,
@@ -166,7 +166,7 @@ impl<'a> ModprobeService<'a> {
     /// whose turn comes after it fails without being sent.
     pub fn modprobe_until(
         &self,
-        client: &mut AgentClient,
+        client: &AgentClient,
         name: &str,
         params: &str,
         policy: &VettingPolicy,

@@ -16,6 +16,9 @@ pub const UNLOAD: Duration = Duration::from_secs(60);
 pub const LOAD_PER_MODULE: Duration = Duration::from_secs(120);
 /// How long a node may take for a load request, whatever the closure.
 pub const LOAD_MAX: Duration = Duration::from_secs(590);
+/// What a node may take for an exec beyond the command's own timeout (starting it,
+/// killing it, carrying up to 2 MiB of output over the guest channel).
+pub const EXEC_SLACK: Duration = Duration::from_secs(15);
 
 /// The budgets both sides use. The defaults are the constants above; tests scale them
 /// down (a slow simulated node, milliseconds instead of minutes) rather than wait.

@@ -3,6 +3,7 @@
 //! No caller builds a URL or decodes a reply by hand.
 
 use crate::budget::Budgets;
+use crate::exec::{ExecRequest, ExecResult};
 use crate::internal::{Heartbeat, HeartbeatReply, NodeCredential, RegisterNode};
 use crate::problem::Problem;
 use crate::routes::{self, fill};
@@ -198,6 +199,17 @@ impl NodeApi for NodeClient {
             Duration::from_millis(request.budget_ms),
         )
         .await
+    }
+
+    async fn exec(&self, id: &str, request: &ExecRequest) -> Result<ExecResult, ClientError> {
+        let path = fill(routes::VM_EXEC, &[("id", id)]);
+        let timeout = request
+            .timeout_s
+            .unwrap_or(crate::exec::DEFAULT_TIMEOUT_S)
+            .min(crate::exec::MAX_TIMEOUT_S);
+        let budget = Duration::from_secs(u64::from(timeout)) + crate::budget::EXEC_SLACK;
+        self.call_json(reqwest::Method::POST, path, Some(request), budget)
+            .await
     }
 
     async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError> {

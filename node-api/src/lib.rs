@@ -14,6 +14,7 @@
 
 pub mod budget;
 pub mod client;
+pub mod exec;
 pub mod internal;
 #[cfg(feature = "schema")]
 pub mod openapi;
@@ -26,6 +27,7 @@ pub mod types;
 
 pub use budget::Budgets;
 pub use client::{ClientError, ControlPlaneClient, NodeClient};
+pub use exec::{ExecRequest, ExecResult};
 pub use problem::Problem;
 pub use types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PinnedModule, PowerState,
@@ -60,4 +62,6 @@ pub trait NodeApi {
     ) -> Result<Vec<NodeModuleResult>, ClientError>;
     /// Unloads a module from VM `id`'s guest kernel.
     async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError>;
+    /// Runs a command in VM `id`'s guest, in the tenant context.
+    async fn exec(&self, id: &str, request: &ExecRequest) -> Result<ExecResult, ClientError>;
 }

@@ -1,6 +1,7 @@
 //! The OpenAPI document of the node agent's API (`openapi/node-agent.json`). The routes
 //! are described here, beside the types; the node agent serves them at [`crate::routes`].
 
+use crate::exec::{ExecRequest, ExecResult};
 use crate::problem::Problem;
 use crate::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PowerState, RequestState,
@@ -80,6 +81,23 @@ pub fn load_module() {}
     ))]
 pub fn unload_module() {}
 
+/// Runs a command in the VM's guest, in the tenant context (see the control plane's
+/// `exec`); answers when it ended or was killed at its timeout.
+#[utoipa::path(post, path = "/v1/vms/{id}/exec", tag = "node",
+    params(("id" = String, Path, description = "VM id")),
+    request_body = ExecRequest,
+    responses(
+        (status = 200, description = "How the command ended, with its output", body = ExecResult),
+        (status = 400, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not on this node", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The VM is not running", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The guest runs as many commands as it may at once", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The guest agent did not answer in time or could not start the command", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn exec() {}
+
 /// Adds the `bearer` security scheme (an EdDSA JWT) to a document; every modvisor API
 /// uses it. The string says which tokens the API takes.
 pub struct BearerAuth(pub &'static str);
@@ -110,8 +128,8 @@ const NODE_TOKENS: BearerAuth = BearerAuth("JWT (EdDSA, role control_plane)");
         version = "1.0.0",
         description = "Served by every node agent, called only by the control plane (tokens of role control_plane signed with the control plane's key). Every request is idempotent."
     ),
-    paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module),
-    components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState)),
+    paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module, exec),
+    components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState, ExecRequest, ExecResult)),
     modifiers(&NODE_TOKENS),
     security(("bearer" = []))
 )]
@@ -143,6 +161,7 @@ mod tests {
             crate::routes::VM,
             crate::routes::VM_MODULES,
             crate::routes::VM_MODULE,
+            crate::routes::VM_EXEC,
         ];
         routes.sort();
         assert_eq!(paths, routes);

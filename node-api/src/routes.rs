@@ -9,6 +9,8 @@ pub const VM: &str = "/v1/vms/{id}";
 pub const VM_MODULES: &str = "/v1/vms/{id}/modules";
 /// One module of a VM on a node (`DELETE` unload).
 pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
+/// A command in a VM's guest (`POST`: run it, answer how it ended).
+pub const VM_EXEC: &str = "/v1/vms/{id}/exec";
 
 /// The control plane's CA certificate (PEM; no token: a node checks it against the pin
 /// in its bootstrap token).

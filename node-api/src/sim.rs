@@ -3,6 +3,7 @@
 //! node agent is tested end to end with real guests, never replaced by this.
 
 use crate::client::ClientError;
+use crate::exec::{ExecRequest, ExecResult};
 use crate::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PowerState, RequestState,
 };
@@ -240,5 +241,16 @@ impl NodeApi for SimulatedNode {
                 detail: format!("{name} is not loaded"),
             }),
         }
+    }
+
+    /// A simulated node has no guest to run anything in: refused, said so.
+    async fn exec(&self, id: &str, _: &ExecRequest) -> Result<ExecResult, ClientError> {
+        self.lock().vms.get(id).ok_or_else(|| not_found(id))?;
+        Err(ClientError::Refused {
+            url: format!("sim:/v1/vms/{id}/exec"),
+            status: 501,
+            problem: None,
+            detail: "a simulated node runs no commands".into(),
+        })
     }
 }

@@ -3,11 +3,10 @@
 //! module loads over REST; node failure, control-plane failure, quotas and capacity.
 
 use crate::host::{jail_gone, processes_mentioning, HostCleanup, HostProcess};
-use crate::support::{modvisor, Plane, Resp};
+use crate::support::{modvisor, wait_for, Plane, Resp};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
 /// This test's cgroup parent for its node agents' jails.
 fn cgroup_parent() -> String {
@@ -99,17 +98,6 @@ fn vm_processes(id: &str) -> Vec<HostProcess> {
 }
 
 #[track_caller]
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> Option<Value>) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn vm(p: &Plane, token: &str, id: &str) -> Value {
     p.get(token, &format!("/v1/vms/{id}")).expect(200).body
 }

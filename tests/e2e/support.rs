@@ -405,7 +405,7 @@ impl Drop for Plane {
 /// A real module of the guest kernel (Debian's signed .ko), by name.
 pub fn real_module(name: &str) -> Vec<u8> {
     let kernel = modvisor_guest::kernel::resolve(|m| eprintln!("{m}"))
-        .expect("guest kernel (run `modvisor guest fetch-kernel`)");
+        .expect("guest kernel (run `modvisor guest fetch`)");
     let path = kernel
         .module_path(name)
         .unwrap_or_else(|| panic!("{name}.ko in the guest kernel"));
@@ -419,6 +419,18 @@ pub fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (up to `secs`) until `f` gives a value, and returns it.
+pub fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> Option<Value>) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -3,9 +3,9 @@
 
 use crate::routes::{self, fill};
 use crate::types::{
-    CatalogModule, CreateTenant, Event, IssueToken, IssuedToken, ModulePolicy, ModuleRequest,
-    ModuleRequestBody, ModuleVersion, Node, NodeDetail, Page, PageParams, Quota, Tenant,
-    TokenRecord, Vm, VmSpec,
+    CatalogModule, CreateTenant, Event, ExecRequest, ExecResult, IssueToken, IssuedToken,
+    ModulePolicy, ModuleRequest, ModuleRequestBody, ModuleVersion, Node, NodeDetail, Page,
+    PageParams, Quota, Tenant, TokenRecord, Vm, VmSpec,
 };
 use modvisor_node_api::Problem;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -327,6 +327,21 @@ impl ApiClient {
     ) -> Result<ModuleRequest, ApiError> {
         let path = fill(routes::VM_MODULES, &[("id", vm)]);
         self.call(Method::POST, &path, Some(body))
+    }
+
+    /// `POST /v1/vms/{id}/exec`: waits for the command (up to its timeout and a minute
+    /// more), whatever the client's own timeout.
+    pub fn exec(&self, vm: &str, body: &ExecRequest) -> Result<ExecResult, ApiError> {
+        let path = fill(routes::VM_EXEC, &[("id", vm)]);
+        let (req, url) = self.request(Method::POST, &path);
+        let timeout_s = body
+            .timeout_s
+            .unwrap_or(modvisor_node_api::exec::DEFAULT_TIMEOUT_S);
+        let req = req
+            .json(body)
+            .timeout(Duration::from_secs(u64::from(timeout_s) + 60));
+        let resp = self.send(req, &url)?;
+        Self::read(resp, &url)
     }
 
     /// `GET /v1/vms/{id}/modules`.

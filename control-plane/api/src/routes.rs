@@ -22,6 +22,8 @@ pub const VM: &str = "/v1/vms/{id}";
 pub const VM_MODULES: &str = "/v1/vms/{id}/modules";
 /// One module request (`DELETE` unload).
 pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
+/// A command in a VM's guest (`POST` run).
+pub const VM_EXEC: &str = "/v1/vms/{id}/exec";
 /// The catalog as the caller may see it.
 pub const MODULES: &str = "/v1/modules";
 /// Publish a module version (`PUT`, admin).

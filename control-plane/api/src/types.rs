@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use modvisor_node_api::exec::{ExecRequest, ExecResult};
 pub use modvisor_node_api::internal::{Node, NodeState, Resources};
 pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
 
@@ -344,7 +345,8 @@ pub struct Event {
     pub resource: String,
     /// How it ended.
     pub outcome: Outcome,
-    /// Detail for denials.
+    /// Why, for denials; what happened, for accesses that change nothing stored (an
+    /// exec: the program, how it ended, how long it took).
     pub detail: Option<String>,
 }
 

@@ -1,6 +1,7 @@
 //! REST API v1: routes, handlers and the OpenAPI document generated from them.
 
 mod dashboard;
+mod exec;
 pub mod extract;
 mod modules;
 pub mod nodes;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub max_module_bytes: usize,
     /// How long a request body may take to arrive in full.
     pub body_timeout: std::time::Duration,
+    /// Clients of the nodes' APIs (for calls a tenant waits on, such as exec).
+    pub nodes: crate::reconciler::HttpNodes,
 }
 
 /// The routes of the tenant and admin API, each declared once: actix serves them and the
@@ -54,6 +57,7 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(vms::get_vm)
         .service(vms::replace_vm)
         .service(vms::delete_vm)
+        .service(exec::exec_vm)
         .service(modules::list_modules)
         .service(modules::publish_module)
         .service(modules::set_policy)

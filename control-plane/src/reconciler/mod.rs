@@ -14,7 +14,6 @@ pub mod phase;
 
 pub use connect::{HttpNodes, NodeConnector};
 
-use crate::auth::TokenKeys;
 use crate::metrics::Metrics;
 use crate::model::{
     EnsureVm, Node, NodeLoadModule, NodeState, ObservedVm, Phase, RequestState, Vm,
@@ -57,16 +56,14 @@ impl Default for ReconcilerConfig {
     }
 }
 
-/// Starts the reconciler on its own thread with HTTPS clients of the nodes (trusting the
-/// CA `ca_pem`); it runs for the life of the process.
+/// Starts the reconciler on its own thread with `nodes` (HTTPS clients of the nodes); it
+/// runs for the life of the process.
 pub fn spawn(
     store: Datastore,
-    keys: Arc<TokenKeys>,
-    ca_pem: &str,
+    nodes: HttpNodes,
     metrics: Metrics,
     config: ReconcilerConfig,
 ) -> std::io::Result<()> {
-    let nodes = HttpNodes::new(keys, ca_pem, config.budgets);
     std::thread::Builder::new()
         .name("reconciler".into())
         .spawn(move || {

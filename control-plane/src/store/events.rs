@@ -2,7 +2,7 @@
 //! events (all, or one tenant's).
 
 use super::keys::{self, decode, prefix};
-use super::txn::append_denial;
+use super::txn::{append_access, append_denial};
 use super::{transact, Datastore, Table, VmFilter};
 use crate::error::Result;
 use crate::model::Event;
@@ -19,6 +19,21 @@ impl Datastore {
     ) -> Result<()> {
         transact(&*self.kv, |txn| {
             append_denial(txn, actor, tenant, action, resource, detail)
+        })
+    }
+
+    /// Records an access that changed nothing in the store (an exec, a console session),
+    /// with what happened.
+    pub fn record_access(
+        &self,
+        actor: &str,
+        tenant: Option<&str>,
+        action: &str,
+        resource: &str,
+        detail: &str,
+    ) -> Result<()> {
+        transact(&*self.kv, |txn| {
+            append_access(txn, actor, tenant, action, resource, detail)
         })
     }
 

@@ -22,17 +22,27 @@ pub fn uptime_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// `MemAvailable` in KiB (`/proc/meminfo`).
-pub fn mem_available_kib() -> u64 {
+/// A field of `/proc/meminfo` in KiB (0 when unreadable).
+fn meminfo_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("MemAvailable:"))
+                .find(|l| l.split(':').next() == Some(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `MemAvailable` in KiB (`/proc/meminfo`).
+pub fn mem_available_kib() -> u64 {
+    meminfo_kib("MemAvailable")
+}
+
+/// `MemTotal` in KiB (`/proc/meminfo`).
+pub fn mem_total_kib() -> u64 {
+    meminfo_kib("MemTotal")
 }
 
 /// The loaded modules (`/proc/modules`).

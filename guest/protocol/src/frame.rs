@@ -5,7 +5,7 @@ use crate::message::MsgType;
 /// Marks the start of every frame.
 pub const MAGIC: [u8; 4] = *b"MVGA";
 /// Protocol version this crate speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 16;
 /// Bytes after the payload (the CRC).

@@ -4,7 +4,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "MVGA" (lets a reader resynchronise after garbage)
-//! 4       1     version (1)
+//! 4       1     version (2)
 //! 5       1     type (see [`MsgType`])
 //! 6       2     reserved, 0
 //! 8       4     request id, little endian (a reply carries its request's id)
@@ -16,11 +16,17 @@
 //! A reader that meets a bad magic skips to the next magic; a bad checksum or an unknown
 //! type is answered with an [`message::ErrorReply`] and the reader goes on; a length over
 //! [`MAX_PAYLOAD`] is answered likewise and the reader resynchronises on the next magic.
+//!
+//! The checksum catches line noise, not an adversary: once the host has bound the agent to
+//! this boot's key (`Bind`), every other request and its reply are sealed ([`seal`]), so a
+//! frame that tenant root writes to the port (or injects with `TIOCSTI`) is refused.
 
 #![forbid(unsafe_code)]
 
+pub mod exec;
 pub mod frame;
 pub mod message;
+pub mod seal;
 
 pub use frame::{Frame, FrameError, FrameReader, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
 pub use message::MsgType;

@@ -22,6 +22,11 @@ pub enum MsgType {
     Health = 0x05,
     /// Power the guest off -> empty reply, then the guest powers off.
     Poweroff = 0x06,
+    /// Give the agent this boot's channel key -> empty reply (sealed). Unsealed; taken
+    /// once per boot, before any tenant process runs ([`BindRequest`]).
+    Bind = 0x07,
+    /// Run a command in the tenant context -> [`crate::exec::ExecReply`].
+    Exec = 0x08,
     /// Reply to Hello.
     HelloReply = 0x81,
     /// Reply to Load.
@@ -34,6 +39,10 @@ pub enum MsgType {
     HealthReply = 0x85,
     /// Reply to Poweroff.
     PoweroffReply = 0x86,
+    /// Reply to Bind.
+    BindReply = 0x87,
+    /// Reply to Exec.
+    ExecReply = 0x88,
     /// A request failed, or could not be read.
     Error = 0xff,
 }
@@ -49,12 +58,16 @@ impl MsgType {
             0x04 => List,
             0x05 => Health,
             0x06 => Poweroff,
+            0x07 => Bind,
+            0x08 => Exec,
             0x81 => HelloReply,
             0x82 => LoadReply,
             0x83 => UnloadReply,
             0x84 => ListReply,
             0x85 => HealthReply,
             0x86 => PoweroffReply,
+            0x87 => BindReply,
+            0x88 => ExecReply,
             0xff => Error,
             _ => return None,
         })
@@ -190,6 +203,12 @@ pub struct HelloReply {
     pub agent_version: String,
     /// Milliseconds since the guest kernel booted.
     pub uptime_ms: u64,
+    /// Whether the agent holds this boot's channel key (then every request but `Hello`
+    /// and `Bind` must be sealed with it).
+    pub bound: bool,
+    /// The sequence number of the last sealed request the agent accepted (the next must
+    /// be greater).
+    pub last_seq: u64,
 }
 
 impl HelloReply {
@@ -199,6 +218,8 @@ impl HelloReply {
             .str(&self.kernel_release)
             .str(&self.agent_version)
             .u64(self.uptime_ms)
+            .u32(u32::from(self.bound))
+            .u64(self.last_seq)
             .finish()
     }
     /// Decodes.
@@ -208,6 +229,37 @@ impl HelloReply {
             kernel_release: r.str()?,
             agent_version: r.str()?,
             uptime_ms: r.u64()?,
+            bound: r.u32()? != 0,
+            last_seq: r.u64()?,
+        };
+        r.end()?;
+        Ok(v)
+    }
+}
+
+/// `Bind` request: the channel key of this boot.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BindRequest {
+    /// The key ([`crate::seal::KEY_LEN`] bytes).
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for BindRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BindRequest { key: <redacted> }")
+    }
+}
+
+impl BindRequest {
+    /// Encodes.
+    pub fn encode(&self) -> Vec<u8> {
+        Writer::new().bytes(&self.key).finish()
+    }
+    /// Decodes.
+    pub fn decode(p: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(p);
+        let v = BindRequest {
+            key: r.bytes()?.to_vec(),
         };
         r.end()?;
         Ok(v)
@@ -412,6 +464,16 @@ pub enum ErrorCode {
     Kernel = 5,
     /// The protocol version is not spoken here.
     BadVersion = 6,
+    /// A request that must be sealed came before the agent was bound.
+    Unbound = 7,
+    /// A sealed request whose tag or sequence number was wrong (forged or replayed).
+    AuthFailed = 8,
+    /// A `Bind` with a key other than the one the agent holds.
+    AlreadyBound = 9,
+    /// Too many commands are running; try again later.
+    Busy = 10,
+    /// A command could not be started; `errno` says why.
+    Spawn = 11,
 }
 
 /// `Error` reply.

@@ -9,6 +9,7 @@ use crate::modprobe::ModuleOutcome;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use modvisor_auth::Role;
 use modvisor_modules::{Rejection, VettingPolicy};
+use modvisor_node_api::exec::{ExecRequest, ExecResult};
 use modvisor_node_api::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, RequestState,
 };
@@ -252,6 +253,20 @@ async fn unload_module(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Runs a command in a VM's guest, in the tenant context.
+async fn exec(
+    req: HttpRequest,
+    node: Shared,
+    id: web::Path<String>,
+    body: web::Json<ExecRequest>,
+) -> Result<web::Json<ExecResult>, Error> {
+    authorize(&req, &node)?;
+    valid_id(&id)?;
+    let (node, id, body) = (node.get_ref().clone(), id.into_inner(), body.into_inner());
+    let result = blocking(move || super::exec::exec(&node, &id, &body)).await??;
+    Ok(web::Json(result))
+}
+
 /// Serves the node API on `listener` until the process ends.
 pub async fn serve(
     node: Arc<Node>,
@@ -273,6 +288,7 @@ pub async fn serve(
             .route(routes::VM, web::delete().to(delete_vm))
             .route(routes::VM_MODULES, web::post().to(load_module))
             .route(routes::VM_MODULE, web::delete().to(unload_module))
+            .route(routes::VM_EXEC, web::post().to(exec))
     })
     .workers(2)
     .listen_rustls_0_23(listener, tls)?

@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The request conflicts with the VM's state (being removed, module in use).
     #[error("{0}")]
     Conflict(String),
+    /// The guest runs as many commands as it may at once.
+    #[error("{0}")]
+    Busy(String),
     /// Something the request needs did not answer: the control plane's catalog or blobs,
     /// or the guest within its budget.
     #[error("{0}")]
@@ -52,6 +55,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "invalid-field",
             ApiError::NotFound(_) => "not-found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Busy(_) => "busy",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -64,6 +68,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "A field is invalid",
             ApiError::NotFound(_) => "Not found",
             ApiError::Conflict(_) => "Conflict",
+            ApiError::Busy(_) => "Busy",
             ApiError::Unavailable(_) => "Unavailable",
             ApiError::Internal(_) => "Node agent failure",
         }
@@ -93,6 +98,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -4,6 +4,7 @@
 mod api;
 mod credential;
 mod error;
+mod exec;
 mod fetch;
 mod trust;
 mod vm;
@@ -153,7 +154,9 @@ fn prepare(config: NodeConfig) -> Result<Prepared, NodeError> {
         .map_err(setup("guest kernel"))?;
     std::fs::create_dir_all(&config.data_dir).map_err(setup("data dir"))?;
     let initrd = config.data_dir.join("initramfs.gz");
-    let image = modvisor_guest::build_initramfs(&[]).map_err(setup("initramfs"))?;
+    let userland = modvisor_guest::userland::resolve(|m| tracing::info!("{m}"))
+        .map_err(setup("guest userland"))?;
+    let image = modvisor_guest::build_initramfs(&userland, &[]).map_err(setup("initramfs"))?;
     std::fs::write(&initrd, image).map_err(setup("initramfs"))?;
     let trust = modvisor_modules::TrustStore::from_kernel_image(
         &std::fs::read(&kernel.vmlinuz).map_err(setup("guest kernel"))?,

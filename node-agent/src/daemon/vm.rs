@@ -4,6 +4,7 @@
 use crate::channel::AgentClient;
 use crate::driver::{Guest, GuestSpec, GuestState, HypervisorDriver};
 use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
+use modvisor_guest_protocol::seal::ChannelKey;
 use modvisor_modules::{TrustStore, VettingPolicy};
 use modvisor_node_api::types::{
     is_module_name, EnsureVm, ObservedVm, Phase, PowerState, MAX_GUEST_MODULES, MAX_OBSERVED_REASON,
@@ -108,10 +109,16 @@ pub struct Host {
     pub trust: Arc<TrustStore>,
 }
 
+/// The channel to a VM's guest agent while it is attached (shared with the node API for
+/// `exec`, which must not wait behind the worker).
+pub type SharedAgent = Arc<Mutex<Option<Arc<AgentClient>>>>;
+
 /// A handle on a VM's worker.
 pub struct VmHandle {
     /// Commands to the worker.
     pub tx: Sender<Command>,
+    /// The guest agent, while the guest runs and its agent answered.
+    pub agent: SharedAgent,
     /// What the worker last observed.
     pub observed: Arc<Mutex<ObservedVm>>,
     /// The worker was told to delete the VM and has not finished: the handle stays, so no
@@ -138,10 +145,12 @@ pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) ->
         guest_modules: Vec::new(),
     }));
     let obs = observed.clone();
+    let agent = SharedAgent::default();
+    let shared = agent.clone();
     let name = format!("vm-{id}");
     let started = std::thread::Builder::new()
         .name(name)
-        .spawn(move || Worker::new(host, id, spec, obs).run(rx, adopt));
+        .spawn(move || Worker::new(host, id, spec, obs, shared).run(rx, adopt));
     if let Err(e) = started {
         // Said as it is: the VM fails with the reason, the control plane shows it.
         tracing::error!(error = %e, "cannot start a VM worker thread");
@@ -152,6 +161,7 @@ pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) ->
     }
     VmHandle {
         tx,
+        agent,
         observed,
         deleting: false,
     }
@@ -163,14 +173,21 @@ struct Worker {
     spec: EnsureVm,
     observed: Arc<Mutex<ObservedVm>>,
     guest: Option<Box<dyn Guest>>,
-    client: Option<AgentClient>,
+    client: Option<Arc<AgentClient>>,
+    shared: SharedAgent,
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(180);
 const CHANNEL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Worker {
-    fn new(host: Host, id: String, spec: EnsureVm, observed: Arc<Mutex<ObservedVm>>) -> Self {
+    fn new(
+        host: Host,
+        id: String,
+        spec: EnsureVm,
+        observed: Arc<Mutex<ObservedVm>>,
+        shared: SharedAgent,
+    ) -> Self {
         Worker {
             host,
             id,
@@ -178,7 +195,14 @@ impl Worker {
             observed,
             guest: None,
             client: None,
+            shared,
         }
+    }
+
+    /// Sets the attached agent (or none), for the worker and the node API alike.
+    fn set_client(&mut self, client: Option<Arc<AgentClient>>) {
+        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = client.clone();
+        self.client = client;
     }
 
     fn run_dir(&self) -> PathBuf {
@@ -233,7 +257,7 @@ impl Worker {
                     reply,
                 }) => {
                     let out =
-                        match self.client.as_mut() {
+                        match self.client.as_deref() {
                             Some(c) => ModprobeService::new(&source, &self.host.trust)
                                 .modprobe_until(c, &name, &params, &policy, Some(deadline)),
                             None => vec![ModuleOutcome::Failed {
@@ -248,7 +272,7 @@ impl Worker {
                     self.refresh_modules();
                 }
                 Ok(Command::Unload { name, reply }) => {
-                    let r = match self.client.as_mut() {
+                    let r = match self.client.as_deref() {
                         Some(c) => c.unload(&name, CHANNEL_TIMEOUT).map_err(|e| e.to_string()),
                         None => Err("the guest is not running".into()),
                     };
@@ -299,6 +323,15 @@ impl Worker {
             cmdline: self.host.cmdline.clone(),
             run_dir: self.run_dir(),
         };
+        // A new key for every boot, kept (0600) beside the jail, never inside it: the
+        // hypervisor needs no key, and an agent restarted later must find it.
+        if let Err(e) = crate::channel::new_key().and_then(|k| save_key(&self.run_dir(), &k)) {
+            self.set(
+                Phase::Failed,
+                Some(format!("no channel key for the guest: {e}")),
+            );
+            return;
+        }
         match self.host.driver.start(&spec) {
             Ok(g) => {
                 self.guest = Some(g);
@@ -311,12 +344,17 @@ impl Worker {
 
     fn connect(&mut self) {
         let Some(g) = self.guest.as_ref() else { return };
-        let result = AgentClient::connect(g.agent_socket(), Duration::from_secs(10))
-            .and_then(|mut c| c.hello(HELLO_TIMEOUT).map(|h| (c, h)));
+        let result = load_key(&self.run_dir())
+            .map_err(crate::channel::ChannelError::Io)
+            .and_then(|key| {
+                let c = AgentClient::connect(g.agent_socket(), Duration::from_secs(10))?;
+                let hello = c.attach(&key, HELLO_TIMEOUT)?;
+                Ok((c, hello))
+            });
         match result {
             Ok((c, hello)) => {
                 tracing::info!(vm = %self.id, kernel = %hello.kernel_release, "guest agent answered");
-                self.client = Some(c);
+                self.set_client(Some(Arc::new(c)));
                 self.set(Phase::Running, None);
                 self.refresh_modules();
             }
@@ -348,10 +386,10 @@ impl Worker {
     }
 
     fn stop_guest(&mut self) {
-        if let (Some(c), Some(_)) = (self.client.as_mut(), self.guest.as_ref()) {
+        if let (Some(c), Some(_)) = (self.client.as_deref(), self.guest.as_ref()) {
             let _ = c.poweroff(Duration::from_secs(5));
         }
-        self.client = None;
+        self.set_client(None);
         if let Some(mut g) = self.guest.take() {
             g.stop(Duration::from_secs(5));
         }
@@ -364,13 +402,13 @@ impl Worker {
             GuestState::Running => {}
             GuestState::Exited => {
                 self.guest = None;
-                self.client = None;
+                self.set_client(None);
                 self.set(Phase::Stopped, Some("the guest powered off".into()));
                 self.save();
             }
             GuestState::Crashed { reason } => {
                 self.guest = None;
-                self.client = None;
+                self.set_client(None);
                 self.set(Phase::Failed, Some(reason));
                 self.save();
             }
@@ -378,7 +416,7 @@ impl Worker {
     }
 
     fn refresh_modules(&mut self) {
-        let Some(c) = self.client.as_mut() else {
+        let Some(c) = self.client.as_deref() else {
             return;
         };
         if let Ok(list) = c.list(CHANNEL_TIMEOUT) {
@@ -395,4 +433,31 @@ impl Worker {
             }
         }
     }
+}
+
+const KEY_FILE: &str = "agent.key";
+
+/// Saves this boot's channel key in the VM's run directory (0600; outside the jail).
+fn save_key(run_dir: &Path, key: &ChannelKey) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(run_dir)?;
+    let tmp = run_dir.join(format!("{KEY_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(key.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(tmp, run_dir.join(KEY_FILE))
+}
+
+/// The channel key of the guest booted in `run_dir`.
+fn load_key(run_dir: &Path) -> std::io::Result<ChannelKey> {
+    let path = run_dir.join(KEY_FILE);
+    let bytes = std::fs::read(&path)?;
+    ChannelKey::from_slice(&bytes)
+        .ok_or_else(|| std::io::Error::other(format!("{}: not a channel key", path.display())))
 }

@@ -7,3 +7,4 @@
 mod modprobe;
 mod qemu_guest;
 mod support;
+mod tenant;

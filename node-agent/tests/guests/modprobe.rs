@@ -24,7 +24,7 @@ fn loads_vetted_modules_with_dependencies_in_order() {
     let policy = approve(&source, &g.kernel.release, &["tcp_bbr", "wireguard"]);
 
     let t0 = Instant::now();
-    let out = service.modprobe(&mut g.client, "tcp_bbr", "", &policy);
+    let out = service.modprobe(&g.client, "tcp_bbr", "", &policy);
     let service_us = t0.elapsed().as_micros() as u64;
     assert_eq!(out.len(), 1, "{out:?}");
     let ModuleOutcome::Loaded { kernel_us, .. } = out[0] else {
@@ -42,7 +42,7 @@ fn loads_vetted_modules_with_dependencies_in_order() {
     );
     assert_eq!(order.last().map(String::as_str), Some("wireguard"));
     let t0 = Instant::now();
-    let out = service.modprobe(&mut g.client, "wireguard", "", &policy);
+    let out = service.modprobe(&g.client, "wireguard", "", &policy);
     eprintln!("wireguard with {} modules: {:?}", out.len(), t0.elapsed());
     let names: Vec<&str> = out.iter().map(|o| o.name()).collect();
     assert_eq!(names, order.iter().map(String::as_str).collect::<Vec<_>>());
@@ -63,7 +63,7 @@ fn loads_vetted_modules_with_dependencies_in_order() {
         );
     }
     // Asking again sends nothing new.
-    let again = service.modprobe(&mut g.client, "wireguard", "", &policy);
+    let again = service.modprobe(&g.client, "wireguard", "", &policy);
     assert!(
         again
             .iter()
@@ -104,11 +104,11 @@ fn rejections_are_precise_and_never_reach_the_guest() {
 
     // Not approved for the tenant.
     let policy = approve(&source, &release, &["tcp_bbr"]);
-    let r = kind(&service.modprobe(&mut g.client, "dummy", "", &policy));
+    let r = kind(&service.modprobe(&g.client, "dummy", "", &policy));
     assert!(matches!(r, Rejection::NotApproved { .. }), "{r:?}");
     // A dependency not approved: the whole request is refused, naming it.
     let r = kind(&service.modprobe(
-        &mut g.client,
+        &g.client,
         "wireguard",
         "",
         &VettingPolicy::for_tenant(&release, ["wireguard"]),
@@ -117,7 +117,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
 
     // Vermagic mismatch: the module was built for another kernel.
     let other = approve(&source, "6.1.0-0-other-amd64", &["tcp_bbr"]);
-    let r = kind(&service.modprobe(&mut g.client, "tcp_bbr", "", &other));
+    let r = kind(&service.modprobe(&g.client, "tcp_bbr", "", &other));
     assert!(matches!(r, Rejection::VermagicMismatch { .. }), "{r:?}");
 
     // sha256 mismatch: one byte flipped in the stored blob.
@@ -128,7 +128,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     let tampered = crate::support::source_of(&flipped, &crate::support::sha256_hex(&original));
     let dummy_policy = VettingPolicy::for_tenant(&release, ["dummy"]);
     let r = kind(&ModprobeService::new(&tampered, &trust).modprobe(
-        &mut g.client,
+        &g.client,
         "dummy",
         "",
         &dummy_policy,
@@ -140,7 +140,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     let partial = crate::support::source_of(&wg, &crate::support::sha256_hex(&wg));
     let wg_policy = approve(&source, &release, &["wireguard"]);
     let r = kind(&ModprobeService::new(&partial, &trust).modprobe(
-        &mut g.client,
+        &g.client,
         "wireguard",
         "",
         &wg_policy,
@@ -151,7 +151,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     let stripped = crate::support::strip_signature(&original);
     let unsigned = crate::support::source_of(&stripped, &crate::support::sha256_hex(&stripped));
     let r = kind(&ModprobeService::new(&unsigned, &trust).modprobe(
-        &mut g.client,
+        &g.client,
         "dummy",
         "",
         &dummy_policy,
@@ -160,7 +160,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
 
     // Foreign signature: a signer this guest kernel does not trust.
     let r = kind(&ModprobeService::new(&source, &TrustStore::new()).modprobe(
-        &mut g.client,
+        &g.client,
         "dummy",
         "",
         &dummy_policy,
@@ -182,7 +182,7 @@ fn rejections_are_precise_and_never_reach_the_guest() {
     assert!(!g.client.list(T).unwrap().iter().any(|m| m.name == "dummy"));
 
     // Policy approved, sent: loads (dummy with a parameter).
-    let out = service.modprobe(&mut g.client, "dummy", "numdummies=2", &dummy_policy);
+    let out = service.modprobe(&g.client, "dummy", "numdummies=2", &dummy_policy);
     assert!(
         matches!(out.as_slice(), [ModuleOutcome::Loaded { .. }]),
         "{out:?}"
@@ -210,7 +210,7 @@ fn sample_out_of_tree_module_is_rejected_by_vetting_and_by_the_guest_kernel() {
     let trust = crate::support::kernel_trust(&g.kernel);
     let source = crate::support::source_of(&image, &crate::support::sha256_hex(&image));
     let policy = VettingPolicy::for_tenant(&g.kernel.release, ["khttpd"]);
-    let out = ModprobeService::new(&source, &trust).modprobe(&mut g.client, "khttpd", "", &policy);
+    let out = ModprobeService::new(&source, &trust).modprobe(&g.client, "khttpd", "", &policy);
     assert!(
         matches!(
             out.as_slice(),

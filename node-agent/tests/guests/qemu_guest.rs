@@ -8,6 +8,17 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
 
+/// The agent's answer to a raw frame of ours with `id` (replies to hellos that timed out
+/// while the guest booted may come first).
+fn reply_to(g: &crate::support::TestGuest, id: u32) -> Frame {
+    loop {
+        match g.client.read_frame(T).unwrap() {
+            Ok(f) if f.id == id => return f,
+            _ => continue,
+        }
+    }
+}
+
 #[test]
 fn agent_survives_hostile_frames_and_powers_off() {
     let mut g = crate::support::boot("hostile");
@@ -15,7 +26,7 @@ fn agent_survives_hostile_frames_and_powers_off() {
     let mut corrupted = Frame::new(MsgType::List, 900, vec![]).encode();
     corrupted[HEADER_LEN] ^= 0xff;
     g.client.send_raw(&corrupted).unwrap();
-    let f = g.client.read_frame(T).unwrap().unwrap();
+    let f = reply_to(&g, 900);
     assert_eq!((f.id, f.msg_type), (900, MsgType::Error as u8));
     assert_eq!(
         ErrorReply::decode(&f.payload).unwrap().code,
@@ -32,7 +43,7 @@ fn agent_survives_hostile_frames_and_powers_off() {
             .encode(),
         )
         .unwrap();
-    let f = g.client.read_frame(T).unwrap().unwrap();
+    let f = reply_to(&g, 901);
     assert_eq!(
         ErrorReply::decode(&f.payload).unwrap().code,
         ErrorCode::UnknownType as u32
@@ -42,7 +53,7 @@ fn agent_survives_hostile_frames_and_powers_off() {
     big[12..16].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
     big.truncate(HEADER_LEN);
     g.client.send_raw(&big).unwrap();
-    let f = g.client.read_frame(T).unwrap().unwrap();
+    let f = reply_to(&g, 902);
     assert_eq!(
         ErrorReply::decode(&f.payload).unwrap().code,
         ErrorCode::TooLarge as u32
@@ -50,10 +61,36 @@ fn agent_survives_hostile_frames_and_powers_off() {
     // Whatever the oversized frame's body was, the agent skips it as garbage.
     g.client.send_raw(&[0x5a; 4096]).unwrap();
 
+    // Requests not sealed with this boot's key: refused, never served.
+    let forged = modvisor_guest_protocol::seal::ChannelKey::from_slice(&[7; 32]).unwrap();
+    for (id, payload) in [
+        (903, vec![]),
+        (
+            904,
+            forged.seal(
+                modvisor_guest_protocol::seal::Direction::ToAgent,
+                MsgType::Poweroff as u8,
+                904,
+                u64::MAX,
+                &[],
+            ),
+        ),
+    ] {
+        g.client
+            .send_raw(&Frame::new(MsgType::Poweroff, id, payload).encode())
+            .unwrap();
+        let f = reply_to(&g, id);
+        assert_eq!(f.id, id);
+        assert_eq!(
+            ErrorReply::decode(&f.payload).unwrap().code,
+            ErrorCode::AuthFailed as u32
+        );
+    }
+
     // Garbage bytes, then a normal request: still served.
     g.client.send_raw(b"\x00\xffMVG garbage MVGA\x09").unwrap();
     let health = g.client.health(T).unwrap();
-    assert!(health.bad_frames >= 3, "{health:?}");
+    assert!(health.bad_frames >= 5, "{health:?}");
     assert!(g.client.list(T).is_ok());
 
     g.client.poweroff(T).unwrap();

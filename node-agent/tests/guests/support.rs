@@ -33,9 +33,7 @@ impl Drop for CgroupParent {
 /// The guest kernel (fetched by the CI setup, or `MODVISOR_KERNEL_DIR`).
 pub fn guest_kernel() -> GuestKernel {
     kernel::resolve(|m| eprintln!("{m}")).unwrap_or_else(|e| {
-        panic!(
-            "no guest kernel ({e}); run `modvisor guest fetch-kernel` or set MODVISOR_KERNEL_DIR"
-        )
+        panic!("no guest kernel ({e}); run `modvisor guest fetch` or set MODVISOR_KERNEL_DIR")
     })
 }
 
@@ -44,7 +42,12 @@ pub fn boot(id: &str) -> TestGuest {
     let kernel = guest_kernel();
     let dir = tempfile::tempdir().unwrap();
     let initrd = dir.path().join("initramfs.gz");
-    std::fs::write(&initrd, modvisor_guest::build_initramfs(&[]).unwrap()).unwrap();
+    let userland = modvisor_guest::userland::resolve(|m| eprintln!("{m}")).unwrap();
+    std::fs::write(
+        &initrd,
+        modvisor_guest::build_initramfs(&userland, &[]).unwrap(),
+    )
+    .unwrap();
     let spec = GuestSpec {
         id: id.to_string(),
         vcpus: 1,
@@ -67,12 +70,15 @@ pub fn boot(id: &str) -> TestGuest {
         .with_jails(Arc::new(jails));
     let guest = driver.start(&spec).expect("start guest");
     let parent = CgroupParent(format!("{parent}/{id}"));
-    let mut client = AgentClient::connect(guest.agent_socket(), Duration::from_secs(10)).unwrap();
+    let client = AgentClient::connect(guest.agent_socket(), Duration::from_secs(10)).unwrap();
     let started = std::time::Instant::now();
-    let hello = client.hello(Duration::from_secs(180)).unwrap_or_else(|e| {
-        let console = std::fs::read_to_string(guest.console_path()).unwrap_or_default();
-        panic!("no hello from the guest agent: {e}\nconsole:\n{console}")
-    });
+    let key = modvisor_node_agent::channel::new_key().unwrap();
+    let hello = client
+        .attach(&key, Duration::from_secs(180))
+        .unwrap_or_else(|e| {
+            let console = std::fs::read_to_string(guest.console_path()).unwrap_or_default();
+            panic!("no hello from the guest agent: {e}\nconsole:\n{console}")
+        });
     eprintln!("{id}: hello after {:?}: {hello:?}", started.elapsed());
     assert_eq!(hello.kernel_release, kernel.release);
     TestGuest {
