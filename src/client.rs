@@ -27,13 +27,22 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// A client of the API calling with the token in `--token-file`.
-    pub fn client(&self) -> Result<ApiClient> {
+    /// The token in `--token-file`.
+    pub fn token(&self) -> Result<String> {
         let path = self.token_file.as_ref().ok_or_else(|| {
             anyhow!("no token: pass --token-file FILE or set MODVISOR_TOKEN_FILE")
         })?;
         let token = std::fs::read_to_string(path)
             .with_context(|| format!("reading token file {}", path.display()))?;
-        Ok(ApiClient::new(&self.api, &token, Duration::from_secs(60))?)
+        Ok(token.trim().to_string())
+    }
+
+    /// A client of the API calling with the token in `--token-file`.
+    pub fn client(&self) -> Result<ApiClient> {
+        Ok(ApiClient::new(
+            &self.api,
+            &self.token()?,
+            Duration::from_secs(60),
+        )?)
     }
 }

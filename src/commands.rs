@@ -56,6 +56,8 @@ pub enum VmCommand {
     /// Run a command in a VM's guest (as tenant root, without module loading); prints its
     /// output and exits with its code: `modvisor vm exec NAME -- uname -r`.
     Exec(crate::exec_cmd::ExecArgs),
+    /// Attach this terminal to a VM's serial console (raw mode; Ctrl-] detaches).
+    Console(crate::console_cmd::ConsoleArgs),
 }
 
 /// `modvisor module ...`
@@ -291,6 +293,7 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
             }
         }
         VmCommand::Exec(exec) => return crate::exec_cmd::exec(&api, args.json, exec),
+        VmCommand::Console(console) => crate::console_cmd::console(args, console)?,
     }
     Ok(0)
 }

@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod console_cmd;
 mod doctor;
 mod exec_cmd;
 mod guest_cmd;

@@ -90,6 +90,7 @@ impl ControlPlane {
             max_module_bytes: config.max_module_bytes,
             body_timeout: config.body_timeout,
             nodes,
+            console_sessions: Default::default(),
         });
         Ok(ControlPlane { config, state })
     }

@@ -98,6 +98,11 @@ pub trait Guest: Send {
     fn console_path(&self) -> &Path;
     /// The Unix socket bridged to the guest agent's channel (second serial port).
     fn agent_socket(&self) -> &Path;
+    /// The Unix socket of the guest's console, both ways (first serial port), when the
+    /// driver serves one (the console log has the same output either way).
+    fn console_socket(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A way of running guests.

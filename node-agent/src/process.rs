@@ -159,6 +159,11 @@ pub trait HypervisorKind: Send + std::fmt::Debug {
     fn classify(&self, end: End, jail: &GuestJail, paths: &GuestPaths) -> GuestState;
     /// How a child that was asked to stop ended.
     fn stopped(&self, status: ExitStatus, jail: &GuestJail, paths: &GuestPaths) -> GuestState;
+    /// The Unix socket of the guest's console (both ways), when the hypervisor serves one.
+    fn console_socket(&self, paths: &GuestPaths) -> Option<PathBuf> {
+        let _ = paths;
+        None
+    }
 }
 
 /// Starts `cmd` (a hypervisor for guest `spec`) in `jail` with its output going to the
@@ -247,6 +252,10 @@ impl<K: HypervisorKind> Guest for HypervisorGuest<K> {
 
     fn console_path(&self) -> &Path {
         &self.paths.console
+    }
+
+    fn console_socket(&self) -> Option<PathBuf> {
+        self.kind.console_socket(&self.paths)
     }
 
     fn agent_socket(&self) -> &Path {

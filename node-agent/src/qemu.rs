@@ -105,8 +105,15 @@ impl QemuDriver {
             .arg(path(&spec.initrd))
             .arg("-append")
             .arg(&spec.cmdline)
-            .arg("-serial")
-            .arg(format!("file:{}", path(&files.console).display()))
+            // COM1 on a socket the node agent connects to (the console both ways), and
+            // every byte of it in the console log as well, connected or not.
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=console,path={},server=on,wait=off,logfile={},logappend=on",
+                path(&console_socket_of(&files.console)).display(),
+                path(&files.console).display()
+            ))
+            .args(["-serial", "chardev:console"])
             .arg("-serial")
             .arg(format!(
                 "unix:{},server=on,wait=off",
@@ -182,6 +189,11 @@ pub fn adopt_qemu(id: &str, pid: u32, run_dir: &Path, jail: GuestJail) -> Option
     })
 }
 
+/// The console socket beside the console log.
+fn console_socket_of(console_log: &Path) -> PathBuf {
+    console_log.with_file_name("console.sock")
+}
+
 /// What the end of the QEMU of a guest (console and log at these paths) means.
 fn classify(end: End, jail: &GuestJail, console: &Path, log: &Path) -> GuestState {
     if let Some(reason) = jail.oom_reason() {
@@ -225,6 +237,10 @@ impl HypervisorKind for Qemu {
 
     fn classify(&self, end: End, jail: &GuestJail, paths: &GuestPaths) -> GuestState {
         classify(end, jail, &paths.console, &paths.log)
+    }
+
+    fn console_socket(&self, paths: &GuestPaths) -> Option<PathBuf> {
+        Some(console_socket_of(&paths.console))
     }
 
     /// QEMU ends on SIGTERM; however it ended then, it was stopped.

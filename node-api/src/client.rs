@@ -212,6 +212,28 @@ impl NodeApi for NodeClient {
             .await
     }
 
+    async fn console_tail(&self, id: &str, bytes: usize) -> Result<String, ClientError> {
+        let path = format!(
+            "{}?tail_bytes={bytes}",
+            fill(routes::VM_CONSOLE, &[("id", id)])
+        );
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .timeout(self.budgets.caller_timeout(Duration::from_secs(10)))
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| unreachable(&url, e))?;
+        if !status.is_success() {
+            return Err(refused(&url, status.as_u16(), &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError> {
         let path = fill(routes::VM_MODULE, &[("id", id), ("name", name)]);
         self.call::<serde_json::Value>(reqwest::Method::DELETE, path, NONE, self.budgets.unload)

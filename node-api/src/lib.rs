@@ -14,6 +14,7 @@
 
 pub mod budget;
 pub mod client;
+pub mod console;
 pub mod exec;
 pub mod internal;
 #[cfg(feature = "schema")]
@@ -64,4 +65,6 @@ pub trait NodeApi {
     async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError>;
     /// Runs a command in VM `id`'s guest, in the tenant context.
     async fn exec(&self, id: &str, request: &ExecRequest) -> Result<ExecResult, ClientError>;
+    /// The last `bytes` of VM `id`'s console output, as text.
+    async fn console_tail(&self, id: &str, bytes: usize) -> Result<String, ClientError>;
 }

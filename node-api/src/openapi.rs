@@ -1,6 +1,7 @@
 //! The OpenAPI document of the node agent's API (`openapi/node-agent.json`). The routes
 //! are described here, beside the types; the node agent serves them at [`crate::routes`].
 
+use crate::console::ConsoleQuery;
 use crate::exec::{ExecRequest, ExecResult};
 use crate::problem::Problem;
 use crate::types::{
@@ -98,6 +99,21 @@ pub fn unload_module() {}
     ))]
 pub fn exec() {}
 
+/// The VM's serial console: a WebSocket (see [`crate::console`]), or with `tail_bytes`
+/// the last bytes of the console log as text.
+#[utoipa::path(get, path = "/v1/vms/{id}/console", tag = "node",
+    params(("id" = String, Path, description = "VM id"), ConsoleQuery),
+    responses(
+        (status = 101, description = "The console as a WebSocket; a second writer is closed with code 4409"),
+        (status = 200, description = "With `tail_bytes`: the last bytes of console output", body = String, content_type = "text/plain"),
+        (status = 400, description = "Invalid id or query, or not a WebSocket upgrade", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not on this node", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The guest is not running, or its driver serves no console", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn console() {}
+
 /// Adds the `bearer` security scheme (an EdDSA JWT) to a document; every modvisor API
 /// uses it. The string says which tokens the API takes.
 pub struct BearerAuth(pub &'static str);
@@ -128,7 +144,7 @@ const NODE_TOKENS: BearerAuth = BearerAuth("JWT (EdDSA, role control_plane)");
         version = "1.0.0",
         description = "Served by every node agent, called only by the control plane (tokens of role control_plane signed with the control plane's key). Every request is idempotent."
     ),
-    paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module, exec),
+    paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module, exec, console),
     components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState, ExecRequest, ExecResult)),
     modifiers(&NODE_TOKENS),
     security(("bearer" = []))
@@ -162,6 +178,7 @@ mod tests {
             crate::routes::VM_MODULES,
             crate::routes::VM_MODULE,
             crate::routes::VM_EXEC,
+            crate::routes::VM_CONSOLE,
         ];
         routes.sort();
         assert_eq!(paths, routes);

@@ -9,6 +9,8 @@ pub const VM: &str = "/v1/vms/{id}";
 pub const VM_MODULES: &str = "/v1/vms/{id}/modules";
 /// One module of a VM on a node (`DELETE` unload).
 pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
+/// A VM's serial console (`GET`: a WebSocket, or the recent output with `tail_bytes`).
+pub const VM_CONSOLE: &str = "/v1/vms/{id}/console";
 /// A command in a VM's guest (`POST`: run it, answer how it ended).
 pub const VM_EXEC: &str = "/v1/vms/{id}/exec";
 

@@ -243,6 +243,17 @@ impl NodeApi for SimulatedNode {
         }
     }
 
+    /// A simulated node has no console: refused, said so.
+    async fn console_tail(&self, id: &str, _: usize) -> Result<String, ClientError> {
+        self.lock().vms.get(id).ok_or_else(|| not_found(id))?;
+        Err(ClientError::Refused {
+            url: format!("sim:/v1/vms/{id}/console"),
+            status: 501,
+            problem: None,
+            detail: "a simulated node has no console".into(),
+        })
+    }
+
     /// A simulated node has no guest to run anything in: refused, said so.
     async fn exec(&self, id: &str, _: &ExecRequest) -> Result<ExecResult, ClientError> {
         self.lock().vms.get(id).ok_or_else(|| not_found(id))?;

@@ -8,6 +8,7 @@ mod access;
 mod auth;
 mod cli;
 mod cluster;
+mod console;
 mod doctor;
 mod host;
 mod hostile;

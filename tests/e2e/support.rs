@@ -210,6 +210,14 @@ impl Plane {
     }
 
     /// Whether the process is still running.
+    /// The pid of the `modvisor up` process.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("a process this handle started")
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }

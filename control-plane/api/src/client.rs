@@ -344,6 +344,20 @@ impl ApiClient {
         Self::read(resp, &url)
     }
 
+    /// `GET /v1/vms/{id}/console?tail_bytes=N`: the last bytes of the console, as text.
+    pub fn console_tail(&self, vm: &str, bytes: usize) -> Result<String, ApiError> {
+        let path = format!(
+            "{}?tail_bytes={bytes}",
+            fill(routes::VM_CONSOLE, &[("id", vm)])
+        );
+        let (req, url) = self.request(Method::GET, &path);
+        let resp = self.send(req, &url)?;
+        resp.text().map_err(|e| ApiError::Unreadable {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
     /// `GET /v1/vms/{id}/modules`.
     pub fn module_requests(&self, vm: &str) -> Result<Vec<ModuleRequest>, ApiError> {
         self.get(&fill(routes::VM_MODULES, &[("id", vm)]))

@@ -22,6 +22,8 @@ pub const VM: &str = "/v1/vms/{id}";
 pub const VM_MODULES: &str = "/v1/vms/{id}/modules";
 /// One module request (`DELETE` unload).
 pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
+/// A VM's serial console (`GET`: a WebSocket, or `tail_bytes` of output as text).
+pub const VM_CONSOLE: &str = "/v1/vms/{id}/console";
 /// A command in a VM's guest (`POST` run).
 pub const VM_EXEC: &str = "/v1/vms/{id}/exec";
 /// The catalog as the caller may see it.

@@ -1,5 +1,6 @@
 //! REST API v1: routes, handlers and the OpenAPI document generated from them.
 
+mod console;
 mod dashboard;
 mod exec;
 pub mod extract;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub body_timeout: std::time::Duration,
     /// Clients of the nodes' APIs (for calls a tenant waits on, such as exec).
     pub nodes: crate::reconciler::HttpNodes,
+    /// Console sessions held per tenant.
+    pub console_sessions: console::ConsoleSessions,
 }
 
 /// The routes of the tenant and admin API, each declared once: actix serves them and the
@@ -58,6 +61,7 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(vms::replace_vm)
         .service(vms::delete_vm)
         .service(exec::exec_vm)
+        .service(console::console)
         .service(modules::list_modules)
         .service(modules::publish_module)
         .service(modules::set_policy)

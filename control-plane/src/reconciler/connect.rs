@@ -79,3 +79,74 @@ impl NodeConnector for HttpNodes {
         ))
     }
 }
+
+/// Opening a node's console WebSocket failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleDialError {
+    /// The node answered, without upgrading.
+    #[error("refused with {status}: {detail}")]
+    Refused {
+        /// Its status.
+        status: u16,
+        /// Its problem's detail (or the start of its body).
+        detail: String,
+    },
+    /// No session: no client, no connection, no TLS.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A node's console WebSocket, over TLS pinned to the node's name.
+pub type NodeConsole =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl HttpNodes {
+    /// Opens the console of VM `vm` on `node` (as its writer with `write`).
+    pub async fn console(
+        &self,
+        node: &Node,
+        vm: &str,
+        write: bool,
+    ) -> Result<NodeConsole, ConsoleDialError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let failed = |e: String| ConsoleDialError::Failed(e);
+        let token = self
+            .keys
+            .issue_to_node(&node.name, NODE_CALL_TOKEN_TTL_SECS)
+            .map_err(|e| failed(format!("cannot sign a token for node {}: {e}", node.name)))?;
+        let base = node
+            .address
+            .strip_prefix("https://")
+            .ok_or_else(|| failed(format!("node {} is not served over https", node.name)))?;
+        let path =
+            modvisor_node_api::routes::fill(modvisor_node_api::routes::VM_CONSOLE, &[("id", vm)]);
+        let url = format!("wss://{base}{path}?write={write}");
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| failed(format!("{url}: {e}")))?;
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| failed("a token that is not a header value".into()))?;
+        request.headers_mut().insert("authorization", bearer);
+        modvisor_node_api::tls::install_provider();
+        let tls = modvisor_node_api::tls::client_config(&self.ca_pem, &node.name)
+            .map_err(|e| failed(format!("TLS to node {}: {e}", node.name)))?;
+        let connector = tokio_tungstenite::Connector::Rustls(Arc::new(tls));
+        let dial =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, Some(connector));
+        match tokio::time::timeout(Duration::from_secs(10), dial).await {
+            Err(_) => Err(failed(format!("{url}: no answer within 10 s"))),
+            Ok(Ok((socket, _))) => Ok(socket),
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                let status = resp.status().as_u16();
+                let body = resp.body().as_deref().unwrap_or_default();
+                let detail = serde_json::from_slice::<modvisor_node_api::Problem>(body)
+                    .map(|p| p.detail)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(body).chars().take(300).collect());
+                Err(ConsoleDialError::Refused { status, detail })
+            }
+            Ok(Err(e)) => Err(failed(format!("{url}: {e}"))),
+        }
+    }
+}

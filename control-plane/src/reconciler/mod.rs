@@ -12,7 +12,7 @@
 mod connect;
 pub mod phase;
 
-pub use connect::{HttpNodes, NodeConnector};
+pub use connect::{ConsoleDialError, HttpNodes, NodeConnector, NodeConsole};
 
 use crate::metrics::Metrics;
 use crate::model::{

@@ -164,7 +164,9 @@ impl TenantContext for Confined {
 /// ends (like a getty with autologin: whoever reaches the console through the API is the
 /// tenant).
 fn console_shell(init_pid: u32, tty: &Path) {
+    let mut pause = Duration::from_secs(1);
     loop {
+        let began = std::time::Instant::now();
         let started = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -175,7 +177,7 @@ fn console_shell(init_pid: u32, tty: &Path) {
                 Command::new("/proc/self/exe")
                     .arg0(TENANT_EXEC)
                     .arg(init_pid.to_string())
-                    .args(["--", "/bin/setsid", "-c", "/bin/sh", "-l"])
+                    .args(["--", "setsid", "-c", "sh", "-l"])
                     .env_clear()
                     .env("PATH", crate::exec::TENANT_PATH)
                     .env("HOME", "/root")
@@ -189,7 +191,13 @@ fn console_shell(init_pid: u32, tty: &Path) {
         if let Err(e) = started {
             println!("modvisor-guest-agent: console shell: {e}");
         }
-        std::thread::sleep(Duration::from_secs(1));
+        // A shell that keeps failing at once is started less and less often.
+        pause = if began.elapsed() < Duration::from_secs(5) {
+            (pause * 2).min(Duration::from_secs(30))
+        } else {
+            Duration::from_secs(1)
+        };
+        std::thread::sleep(pause);
     }
 }
 

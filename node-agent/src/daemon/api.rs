@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 type Shared = web::Data<Arc<Node>>;
 
-fn authorize(req: &HttpRequest, node: &Node) -> Result<(), Error> {
+pub(super) fn authorize(req: &HttpRequest, node: &Node) -> Result<(), Error> {
     let token = req
         .headers()
         .get("authorization")
@@ -38,7 +38,7 @@ fn authorize(req: &HttpRequest, node: &Node) -> Result<(), Error> {
     Ok(())
 }
 
-fn valid_id(id: &str) -> Result<(), Error> {
+pub(super) fn valid_id(id: &str) -> Result<(), Error> {
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(Error::invalid(
@@ -289,6 +289,7 @@ pub async fn serve(
             .route(routes::VM_MODULES, web::post().to(load_module))
             .route(routes::VM_MODULE, web::delete().to(unload_module))
             .route(routes::VM_EXEC, web::post().to(exec))
+            .route(routes::VM_CONSOLE, web::get().to(super::console::console))
     })
     .workers(2)
     .listen_rustls_0_23(listener, tls)?

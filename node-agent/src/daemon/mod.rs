@@ -2,6 +2,7 @@
 //! API, and runs each VM through the hypervisor driver, re-adopting VMs after a restart.
 
 mod api;
+mod console;
 mod credential;
 mod error;
 mod exec;
@@ -366,6 +367,30 @@ fn spawn_heartbeats(
 }
 
 impl Node {
+    /// Whether this node holds VM `id`.
+    pub fn holds(&self, id: &str) -> bool {
+        self.vms.lock().is_ok_and(|v| v.contains_key(id))
+    }
+
+    /// The console of VM `id` while its guest runs (and its driver serves one).
+    pub fn console_of(
+        &self,
+        id: &str,
+    ) -> Result<Option<Arc<crate::console::ConsoleHub>>, error::ApiError> {
+        let vms = self
+            .vms
+            .lock()
+            .map_err(|_| error::ApiError::Internal("the VM table is poisoned".into()))?;
+        let handle = vms
+            .get(id)
+            .ok_or_else(|| error::ApiError::NotFound(id.to_string()))?;
+        let console = handle
+            .console
+            .lock()
+            .map_err(|_| error::ApiError::Internal("the VM's console slot is poisoned".into()))?;
+        Ok(console.clone())
+    }
+
     /// Stops and removes a VM, waiting until its worker is done; false if it is not here.
     /// A VM another caller is already removing counts as removed (without waiting).
     pub fn delete(&self, id: &str) -> bool {

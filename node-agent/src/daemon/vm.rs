@@ -2,6 +2,7 @@
 //! the node agent talks to it through commands and reads its observed state.
 
 use crate::channel::AgentClient;
+use crate::console::ConsoleHub;
 use crate::driver::{Guest, GuestSpec, GuestState, HypervisorDriver};
 use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
 use modvisor_guest_protocol::seal::ChannelKey;
@@ -113,12 +114,17 @@ pub struct Host {
 /// `exec`, which must not wait behind the worker).
 pub type SharedAgent = Arc<Mutex<Option<Arc<AgentClient>>>>;
 
+/// The console of a VM's guest while it runs (shared with the node API).
+pub type SharedConsole = Arc<Mutex<Option<Arc<ConsoleHub>>>>;
+
 /// A handle on a VM's worker.
 pub struct VmHandle {
     /// Commands to the worker.
     pub tx: Sender<Command>,
     /// The guest agent, while the guest runs and its agent answered.
     pub agent: SharedAgent,
+    /// The guest's console, while the guest runs.
+    pub console: SharedConsole,
     /// What the worker last observed.
     pub observed: Arc<Mutex<ObservedVm>>,
     /// The worker was told to delete the VM and has not finished: the handle stays, so no
@@ -146,7 +152,8 @@ pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) ->
     }));
     let obs = observed.clone();
     let agent = SharedAgent::default();
-    let shared = agent.clone();
+    let console = SharedConsole::default();
+    let shared = (agent.clone(), console.clone());
     let name = format!("vm-{id}");
     let started = std::thread::Builder::new()
         .name(name)
@@ -162,6 +169,7 @@ pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) ->
     VmHandle {
         tx,
         agent,
+        console,
         observed,
         deleting: false,
     }
@@ -174,7 +182,7 @@ struct Worker {
     observed: Arc<Mutex<ObservedVm>>,
     guest: Option<Box<dyn Guest>>,
     client: Option<Arc<AgentClient>>,
-    shared: SharedAgent,
+    shared: (SharedAgent, SharedConsole),
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(180);
@@ -186,7 +194,7 @@ impl Worker {
         id: String,
         spec: EnsureVm,
         observed: Arc<Mutex<ObservedVm>>,
-        shared: SharedAgent,
+        shared: (SharedAgent, SharedConsole),
     ) -> Self {
         Worker {
             host,
@@ -199,10 +207,28 @@ impl Worker {
         }
     }
 
-    /// Sets the attached agent (or none), for the worker and the node API alike.
+    /// Sets the attached agent (or none), for the worker and the node API alike; with
+    /// none, the console closes too.
     fn set_client(&mut self, client: Option<Arc<AgentClient>>) {
-        *self.shared.lock().unwrap_or_else(|p| p.into_inner()) = client.clone();
+        *self.shared.0.lock().unwrap_or_else(|p| p.into_inner()) = client.clone();
+        if client.is_none() {
+            *self.shared.1.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         self.client = client;
+    }
+
+    /// Opens the console of the guest just started or adopted (when its driver serves
+    /// one).
+    fn open_console(&self) {
+        let Some(socket) = self.guest.as_ref().and_then(|g| g.console_socket()) else {
+            return;
+        };
+        match ConsoleHub::start(socket) {
+            Ok(hub) => {
+                *self.shared.1.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(hub))
+            }
+            Err(e) => tracing::warn!(vm = %self.id, error = %e, "no console for the guest"),
+        }
     }
 
     fn run_dir(&self) -> PathBuf {
@@ -236,6 +262,7 @@ impl Worker {
             {
                 tracing::info!(vm = %self.id, "re-adopted a running guest");
                 self.guest = Some(g);
+                self.open_console();
                 self.connect();
             }
         }
@@ -336,6 +363,7 @@ impl Worker {
             Ok(g) => {
                 self.guest = Some(g);
                 self.save();
+                self.open_console();
                 self.connect();
             }
             Err(e) => self.set(Phase::Failed, Some(e.to_string())),
