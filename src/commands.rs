@@ -28,6 +28,10 @@ pub enum VmCommand {
         /// A module to load: NAME or NAME:key=value,key=value (repeatable).
         #[arg(long = "module")]
         modules: Vec<String>,
+        /// A script the guest runs once at first boot, after its modules are loaded (up
+        /// to 32 KiB; its end shows in `vm get`).
+        #[arg(long)]
+        user_data_file: Option<PathBuf>,
     },
     /// List VMs.
     List {
@@ -207,6 +211,14 @@ fn vm_rows(items: &[Vm]) -> String {
                 vm.spec.memory_mib.to_string(),
                 name_of(&vm.status.phase),
                 opt(vm.status.node.as_deref()),
+                vm.status
+                    .user_data
+                    .as_ref()
+                    .map(|u| match u.exit_code {
+                        Some(c) => format!("{} ({c})", name_of(&u.state)),
+                        None => name_of(&u.state),
+                    })
+                    .unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
@@ -219,6 +231,7 @@ fn vm_rows(items: &[Vm]) -> String {
             "MEMORY_MIB",
             "PHASE",
             "NODE",
+            "USER_DATA",
         ],
         &rows,
     )
@@ -245,7 +258,14 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
             vcpus,
             memory_mib,
             modules,
+            user_data_file,
         } => {
+            let user_data = user_data_file
+                .map(|f| {
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {} (UTF-8 text)", f.display()))
+                })
+                .transpose()?;
             let mut refs = Vec::new();
             for m in &modules {
                 let (name, params) = m.split_once(':').unwrap_or((m, ""));
@@ -261,6 +281,7 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
                 memory_mib,
                 modules: refs,
                 power_state: PowerState::Running,
+                user_data,
             };
             let vm = api.create_vm(&spec)?;
             print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;

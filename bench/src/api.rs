@@ -221,6 +221,7 @@ pub(crate) fn vm_spec(name: &str) -> VmSpec {
         memory_mib: 128,
         modules: Vec::new(),
         power_state: PowerState::Running,
+        user_data: None,
     }
 }
 

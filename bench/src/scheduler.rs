@@ -86,6 +86,7 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
             memory_mib: 256,
             modules: vec![],
             power_state: Default::default(),
+            user_data: None,
         };
         ids.push(
             store
@@ -229,6 +230,7 @@ fn latency() -> Result<()> {
             memory_mib: 256,
             modules: Vec::new(),
             power_state: PowerState::Running,
+            user_data: None,
         };
         let id = tenant.create_vm(&spec)?.id;
         loop {

@@ -213,6 +213,15 @@ pub fn vm_spec(spec: &VmSpec) -> Result<()> {
             ));
         }
     }
+    if let Some(script) = &spec.user_data {
+        let max = modvisor_node_api::user_data::MAX_USER_DATA_BYTES;
+        if script.len() > max {
+            return Err(Error::invalid("user_data", format!("at most {max} bytes")));
+        }
+        if script.contains('\0') {
+            return Err(Error::invalid("user_data", "must not contain NUL"));
+        }
+    }
     Ok(())
 }
 

@@ -58,6 +58,7 @@ fn vm(store: &Datastore, tenant: &str, name: &str, vcpus: u32, memory_mib: u32) 
         memory_mib,
         modules: vec![],
         power_state: Default::default(),
+        user_data: None,
     };
     store.create_vm("test", tenant, &spec).unwrap().id
 }

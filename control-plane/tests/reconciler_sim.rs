@@ -8,7 +8,7 @@
 use modvisor_control_plane::auth::TokenKeys;
 use modvisor_control_plane::model::{
     CreateTenant, Heartbeat, ModulePolicy, ModuleRef, ModuleRequest, Node, NodeState, Outcome,
-    Phase, PowerState, Quota, RegisterNode, RequestState, Resources, VmSpec,
+    Phase, PowerState, Quota, RegisterNode, RequestState, Resources, UserDataState, VmSpec,
 };
 use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig};
 use modvisor_control_plane::store::{Datastore, Registrant, SledKv, VmFilter};
@@ -137,6 +137,7 @@ fn create_vm(store: &Datastore, modules: &[&str]) -> String {
             })
             .collect(),
         power_state: Default::default(),
+        user_data: None,
     };
     store.create_vm("test", "tenant-a", &spec).unwrap().id
 }
@@ -494,5 +495,73 @@ fn a_control_plane_outage_reboots_nothing_and_a_silent_node_is_waited_for_until_
             assert!(Instant::now() < deadline, "never fenced: {vm:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    });
+}
+
+#[test]
+fn user_data_runs_once_after_the_modules_settle_and_never_again() {
+    let w = world(
+        SimBehaviour {
+            load_per_module: Duration::from_millis(30),
+            ..SimBehaviour::default()
+        },
+        Budgets::default(),
+    );
+    local(async {
+        let mut spec = VmSpec {
+            name: "web".into(),
+            vcpus: 1,
+            memory_mib: 256,
+            modules: vec![ModuleRef {
+                name: "top".into(),
+                params: BTreeMap::new(),
+            }],
+            power_state: PowerState::Running,
+            user_data: Some("sysctl -w net.ipv4.tcp_congestion_control=bbr".into()),
+        };
+        let id = w.store.create_vm("test", "tenant-a", &spec).unwrap().id;
+        let user_data = |w: &World| {
+            w.store
+                .get_vm(VmFilter::All, &id)
+                .unwrap()
+                .status
+                .user_data
+                .unwrap()
+        };
+        assert_eq!(user_data(&w).state, UserDataState::Pending);
+        run_until(&w, true, |w| w.node.stats().user_data_runs == 1).await;
+        // Started only once the module it may rely on was Loaded.
+        assert_eq!(request(&w, &id, "top").state, RequestState::Loaded);
+        run_until(&w, true, |w| user_data(w).state == UserDataState::Succeeded).await;
+        assert_eq!(user_data(&w).exit_code, Some(0));
+
+        // A power cycle: the guest boots again, its script does not run again.
+        spec.power_state = PowerState::Stopped;
+        w.store
+            .replace_vm("test", VmFilter::All, &id, None, &spec)
+            .unwrap();
+        run_until(&w, true, |w| phase(&w.store, &id).0 == Phase::Stopped).await;
+        spec.power_state = PowerState::Running;
+        spec.user_data = None; // a replace may leave it out: it is kept
+        w.store
+            .replace_vm("test", VmFilter::All, &id, None, &spec)
+            .unwrap();
+        run_until(&w, true, |w| phase(&w.store, &id).0 == Phase::Running).await;
+        for _ in 0..20 {
+            w.reconciler.pass().unwrap();
+            heartbeat(&w);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(w.node.stats().user_data_runs, 1);
+        assert_eq!(user_data(&w).state, UserDataState::Succeeded);
+        let vm = w.store.get_vm(VmFilter::All, &id).unwrap();
+        assert!(
+            vm.spec.user_data.is_some(),
+            "kept through a replace without it"
+        );
+        // ... and cannot be changed.
+        spec.user_data = Some("echo other".into());
+        let refused = w.store.replace_vm("test", VmFilter::All, &id, None, &spec);
+        assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     });
 }

@@ -14,6 +14,7 @@ use modvisor_guest_protocol::message::{
     LoadRequest, LoadedModule, UnloadRequest,
 };
 use modvisor_guest_protocol::seal::{ChannelKey, Direction};
+use modvisor_guest_protocol::user_data::{RunUserData, UserDataReply};
 use modvisor_guest_protocol::{Frame, FrameError, FrameReader, MsgType};
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -375,6 +376,26 @@ impl AgentClient {
         let timeout = Duration::from_millis(u64::from(req.timeout_ms)) + slack;
         let f = self.request(MsgType::Exec, req.encode(), "exec", timeout)?;
         Ok(ExecReply::decode(&f.payload)?)
+    }
+
+    /// Starts the first-boot script (once per boot; asked again, the agent answers its
+    /// state without running it again).
+    pub fn run_user_data(
+        &self,
+        script: &str,
+        timeout: Duration,
+    ) -> Result<UserDataReply, ChannelError> {
+        let req = RunUserData {
+            script: script.to_string(),
+        };
+        let f = self.request(MsgType::RunUserData, req.encode(), "user_data", timeout)?;
+        Ok(UserDataReply::decode(&f.payload)?)
+    }
+
+    /// Where the first-boot script is.
+    pub fn user_data(&self, timeout: Duration) -> Result<UserDataReply, ChannelError> {
+        let f = self.request(MsgType::UserData, Vec::new(), "user_data", timeout)?;
+        Ok(UserDataReply::decode(&f.payload)?)
     }
 
     /// Asks the guest to power off (acknowledged before it does).

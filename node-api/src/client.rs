@@ -8,6 +8,7 @@ use crate::internal::{Heartbeat, HeartbeatReply, NodeCredential, RegisterNode};
 use crate::problem::Problem;
 use crate::routes::{self, fill};
 use crate::types::{EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm};
+use crate::user_data::{RunUserData, UserDataStatus};
 use crate::{Deleted, NodeApi};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -210,6 +211,21 @@ impl NodeApi for NodeClient {
         let budget = Duration::from_secs(u64::from(timeout)) + crate::budget::EXEC_SLACK;
         self.call_json(reqwest::Method::POST, path, Some(request), budget)
             .await
+    }
+
+    async fn run_user_data(
+        &self,
+        id: &str,
+        request: &RunUserData,
+    ) -> Result<UserDataStatus, ClientError> {
+        let path = fill(routes::VM_USER_DATA, &[("id", id)]);
+        self.call_json(
+            reqwest::Method::POST,
+            path,
+            Some(request),
+            self.budgets.unload,
+        )
+        .await
     }
 
     async fn console_tail(&self, id: &str, bytes: usize) -> Result<String, ClientError> {

@@ -25,6 +25,7 @@ pub mod routes;
 pub mod sim;
 pub mod tls;
 pub mod types;
+pub mod user_data;
 
 pub use budget::Budgets;
 pub use client::{ClientError, ControlPlaneClient, NodeClient};
@@ -34,6 +35,7 @@ pub use types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PinnedModule, PowerState,
     RequestState,
 };
+pub use user_data::{RunUserData, UserDataState, UserDataStatus};
 
 /// What deleting a VM on a node found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,12 @@ pub trait NodeApi {
     async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError>;
     /// Runs a command in VM `id`'s guest, in the tenant context.
     async fn exec(&self, id: &str, request: &ExecRequest) -> Result<ExecResult, ClientError>;
+    /// Starts VM `id`'s first-boot script (once per boot; again, it answers its state).
+    async fn run_user_data(
+        &self,
+        id: &str,
+        request: &RunUserData,
+    ) -> Result<UserDataStatus, ClientError>;
     /// The last `bytes` of VM `id`'s console output, as text.
     async fn console_tail(&self, id: &str, bytes: usize) -> Result<String, ClientError>;
 }

@@ -7,6 +7,7 @@ use crate::problem::Problem;
 use crate::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PowerState, RequestState,
 };
+use crate::user_data::{RunUserData, UserDataState, UserDataStatus};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -114,6 +115,22 @@ pub fn exec() {}
     ))]
 pub fn console() {}
 
+/// Starts the VM's first-boot script in its guest (once per boot: asked again, answers its
+/// state without running it again).
+#[utoipa::path(post, path = "/v1/vms/{id}/user-data", tag = "node",
+    params(("id" = String, Path, description = "VM id")),
+    request_body = RunUserData,
+    responses(
+        (status = 200, description = "Where the script is", body = UserDataStatus),
+        (status = 400, description = "Invalid id or body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Not on this node", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The VM is not running", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The guest agent did not answer", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn run_user_data() {}
+
 /// Adds the `bearer` security scheme (an EdDSA JWT) to a document; every modvisor API
 /// uses it. The string says which tokens the API takes.
 pub struct BearerAuth(pub &'static str);
@@ -144,8 +161,8 @@ const NODE_TOKENS: BearerAuth = BearerAuth("JWT (EdDSA, role control_plane)");
         version = "1.0.0",
         description = "Served by every node agent, called only by the control plane (tokens of role control_plane signed with the control plane's key). Every request is idempotent."
     ),
-    paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module, exec, console),
-    components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState, ExecRequest, ExecResult)),
+    paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module, exec, console, run_user_data),
+    components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState, ExecRequest, ExecResult, RunUserData, UserDataStatus, UserDataState)),
     modifiers(&NODE_TOKENS),
     security(("bearer" = []))
 )]
@@ -179,6 +196,7 @@ mod tests {
             crate::routes::VM_MODULE,
             crate::routes::VM_EXEC,
             crate::routes::VM_CONSOLE,
+            crate::routes::VM_USER_DATA,
         ];
         routes.sort();
         assert_eq!(paths, routes);

@@ -11,6 +11,8 @@ pub const VM_MODULES: &str = "/v1/vms/{id}/modules";
 pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
 /// A VM's serial console (`GET`: a WebSocket, or the recent output with `tail_bytes`).
 pub const VM_CONSOLE: &str = "/v1/vms/{id}/console";
+/// A VM's first-boot script (`POST`: start it, once per boot).
+pub const VM_USER_DATA: &str = "/v1/vms/{id}/user-data";
 /// A command in a VM's guest (`POST`: run it, answer how it ended).
 pub const VM_EXEC: &str = "/v1/vms/{id}/exec";
 

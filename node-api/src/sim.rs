@@ -7,6 +7,7 @@ use crate::exec::{ExecRequest, ExecResult};
 use crate::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PowerState, RequestState,
 };
+use crate::user_data::{RunUserData, UserDataState, UserDataStatus};
 use crate::{Deleted, NodeApi};
 use modvisor_modules::Rejection;
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub struct SimStats {
     pub max_concurrent_loads: usize,
     /// Delete calls.
     pub deletes: usize,
+    /// First-boot scripts started (a retried request for a started one is not counted).
+    pub user_data_runs: usize,
 }
 
 #[derive(Debug, Default)]
@@ -121,6 +124,7 @@ impl NodeApi for SimulatedNode {
                 phase: Phase::Stopped,
                 reason: None,
                 guest_modules: Vec::new(),
+                user_data: None,
             });
             spec.power_state == PowerState::Running && vm.phase != Phase::Running
         };
@@ -138,6 +142,8 @@ impl NodeApi for SimulatedNode {
                 vm.phase = Phase::Stopped;
                 vm.reason = None;
                 vm.guest_modules.clear();
+                // The next boot's agent has run nothing.
+                vm.user_data = None;
             }
         }
         Ok(vm.clone())
@@ -241,6 +247,36 @@ impl NodeApi for SimulatedNode {
                 detail: format!("{name} is not loaded"),
             }),
         }
+    }
+
+    /// Starts the script once per boot of a running VM; it succeeds at once.
+    async fn run_user_data(
+        &self,
+        id: &str,
+        _: &RunUserData,
+    ) -> Result<UserDataStatus, ClientError> {
+        let mut s = self.lock();
+        let vm = s.vms.get_mut(id).ok_or_else(|| not_found(id))?;
+        if vm.phase != Phase::Running {
+            return Err(ClientError::Refused {
+                url: format!("sim:/v1/vms/{id}/user-data"),
+                status: 409,
+                problem: None,
+                detail: "the VM is not running".into(),
+            });
+        }
+        if let Some(status) = &vm.user_data {
+            return Ok(status.clone());
+        }
+        let done = UserDataStatus {
+            state: UserDataState::Succeeded,
+            exit_code: Some(0),
+            duration_ms: Some(1),
+            reason: None,
+        };
+        vm.user_data = Some(done.clone());
+        s.stats.user_data_runs += 1;
+        Ok(done)
     }
 
     /// A simulated node has no console: refused, said so.

@@ -107,6 +107,9 @@ pub struct ObservedVm {
     pub reason: Option<String>,
     /// Modules in the guest's own `/proc/modules`.
     pub guest_modules: Vec<String>,
+    /// The first-boot script in this boot of the guest, once the node has asked for it.
+    #[serde(default)]
+    pub user_data: Option<crate::user_data::UserDataStatus>,
 }
 
 /// Body of the node API's `PUT /v1/vms/{id}`: the full desired state (idempotent).

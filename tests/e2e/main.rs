@@ -21,4 +21,5 @@ mod quota;
 mod ratelimit;
 mod support;
 mod tenancy;
+mod user_data;
 mod vms;

@@ -373,6 +373,7 @@ impl Plane {
             memory_mib: 128,
             modules: Vec::new(),
             power_state: PowerState::Running,
+            user_data: None,
         };
         self.api(token).create_vm(&spec).expect("create a VM").id
     }

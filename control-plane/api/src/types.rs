@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 pub use modvisor_node_api::exec::{ExecRequest, ExecResult};
 pub use modvisor_node_api::internal::{Node, NodeState, Resources};
 pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
+pub use modvisor_node_api::user_data::{UserDataState, UserDataStatus};
 
 /// A timestamp in RFC 3339 form (UTC).
 pub type Timestamp = String;
@@ -164,6 +165,13 @@ pub struct VmSpec {
     /// Whether the VM should run; `running` when absent.
     #[serde(default)]
     pub power_state: PowerState,
+    /// A script (up to 32 KiB, run with `sh -c`) that the guest runs once, at the VM's
+    /// first boot, as tenant root, after the VM's requested modules have settled; its
+    /// output goes to the console and its end to `status.user_data`. Fixed at creation:
+    /// a replace may repeat it or leave it out, not change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schema(max_length = 32768))]
+    pub user_data: Option<String>,
 }
 
 /// The observed state of a VM.
@@ -179,6 +187,9 @@ pub struct VmStatus {
     /// Modules in the guest's own `/proc/modules`, as its node last reported.
     #[serde(default)]
     pub guest_modules: Vec<String>,
+    /// What became of the VM's first-boot script, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<UserDataStatus>,
 }
 
 /// A virtual machine owned by a tenant.

@@ -189,6 +189,7 @@ impl<C: NodeConnector> Reconciler<C> {
                     node.name
                 )),
                 guest_modules: Vec::new(),
+                user_data: None,
             };
             self.store.record_observation(&node.name, &gone)?;
             self.decide(&vm.id)?;
@@ -337,8 +338,26 @@ impl<C: NodeConnector> Reconciler<C> {
                 &vm.id,
                 self.clone().unload(node, vm.id.clone(), r.name.clone()),
             );
+        } else if let Some(script) = phase::user_data_due(vm, &requests) {
+            let (id, script) = (vm.id.clone(), script.to_string());
+            self.act(&vm.id, self.clone().run_user_data(node, id, script));
         }
         Ok(())
+    }
+
+    /// Starts a VM's first-boot script on its node; what the node answers moves the VM's
+    /// `status.user_data` on (a lost answer is asked again: the node starts a script once
+    /// per boot and answers its state).
+    async fn run_user_data(self, node: Node, id: String, script: String) -> Result<(), String> {
+        let status = self
+            .nodes
+            .connect(&node)?
+            .run_user_data(&id, &modvisor_node_api::RunUserData { script })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.store
+            .advance_user_data(&id, &status)
+            .map_err(|e| e.to_string())
     }
 
     /// Asks the node to hold the VM as its spec says; what the node answers is recorded as

@@ -1,7 +1,7 @@
 //! A VM's phase, decided in one place: nodes observe (heartbeats, ensure replies), the
 //! reconciler decides. The table in control-plane/README.md lists every move.
 
-use crate::model::{Phase, PowerState, Vm};
+use crate::model::{ModuleRequest, Phase, PowerState, RequestState, UserDataState, Vm};
 use crate::store::Observation;
 
 /// The phase (and reason) a VM should take from what its node observes, or `None` when
@@ -32,6 +32,23 @@ pub fn decide_phase(vm: &Vm, observed: Option<&Observation>) -> Option<(Phase, O
     Some((o.phase, o.reason.clone()))
 }
 
+/// The first-boot script to start now, if any: the VM runs, its script has not started,
+/// and every module it asked for has settled (Loaded, or Rejected or Failed: the script
+/// starts either way, and may look).
+pub fn user_data_due<'a>(vm: &'a Vm, requests: &[ModuleRequest]) -> Option<&'a str> {
+    let pending = vm
+        .status
+        .user_data
+        .as_ref()
+        .is_some_and(|u| u.state == UserDataState::Pending);
+    let settled = requests.iter().all(|r| {
+        !r.want_loaded || !matches!(r.state, RequestState::Pending | RequestState::Vetting)
+    });
+    (vm.status.phase == Phase::Running && pending && settled && !vm.deleting)
+        .then_some(vm.spec.user_data.as_deref())
+        .flatten()
+}
+
 /// Whether the VM's node must be told its desired state.
 pub fn needs_ensure(vm: &Vm) -> bool {
     matches!(
@@ -57,12 +74,14 @@ mod tests {
                 memory_mib: 128,
                 modules: Vec::new(),
                 power_state: PowerState::Running,
+                user_data: None,
             },
             status: VmStatus {
                 phase,
                 node: node.map(str::to_string),
                 reason: None,
                 guest_modules: Vec::new(),
+                user_data: None,
             },
             generation: 1,
             deleting: false,

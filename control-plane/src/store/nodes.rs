@@ -201,9 +201,16 @@ impl Datastore {
                     continue;
                 }
                 super::observations::record(txn, node, o)?;
-                if vm.status.guest_modules != o.guest_modules {
+                let script = match (&vm.status.user_data, &o.user_data) {
+                    (Some(now), Some(seen)) => now.advanced_by(seen),
+                    _ => None,
+                };
+                if vm.status.guest_modules != o.guest_modules || script.is_some() {
                     update_vm(txn, &o.id, |vm| {
                         vm.status.guest_modules = o.guest_modules.clone();
+                        if let Some(s) = &script {
+                            vm.status.user_data = Some(s.clone());
+                        }
                         Ok(())
                     })?;
                 }

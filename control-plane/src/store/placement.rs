@@ -197,6 +197,7 @@ impl Datastore {
                 vm.status.phase = Phase::Pending;
                 vm.status.reason = Some(reason.to_string());
                 vm.status.guest_modules.clear();
+                super::vms::interrupt_user_data(vm, "the VM was recreated on another node");
                 Ok(())
             })?;
             super::observations::forget(txn, id)?;

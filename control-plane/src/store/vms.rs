@@ -7,7 +7,7 @@ use super::tenants::charge;
 use super::txn::{append_event, get_record, refuse_if_deleting, update_vm, visible_vm};
 use super::{transact, Datastore, Table, Txn, VmFilter};
 use crate::error::{Error, Result};
-use crate::model::{now, Phase, Tenant, Vm, VmSpec, VmStatus};
+use crate::model::{now, Phase, Tenant, UserDataState, UserDataStatus, Vm, VmSpec, VmStatus};
 
 /// Reason given for a VM that no node can take yet.
 pub const NO_NODES_REASON: &str =
@@ -87,6 +87,7 @@ impl Datastore {
                 node: None,
                 reason: Some(NO_NODES_REASON.to_string()),
                 guest_modules: Vec::new(),
+                user_data: spec.user_data.as_ref().map(|_| UserDataStatus::pending()),
             },
             generation: 1,
             created_at: time.clone(),
@@ -166,6 +167,17 @@ impl Datastore {
             let mut vm = visible_vm(txn, filter, id)?;
             check_if_match(&vm, if_match)?;
             refuse_if_deleting(&vm)?;
+            let mut spec = spec.clone();
+            match (&spec.user_data, &vm.spec.user_data) {
+                (None, kept) => spec.user_data = kept.clone(),
+                (Some(new), Some(old)) if new == old => {}
+                (Some(_), _) => {
+                    return Err(Error::Conflict(
+                        "user_data is fixed at creation: repeat it or leave it out".into(),
+                    ))
+                }
+            }
+            let spec = &spec;
             if let Some(node) = &vm.status.node {
                 resize_reservation(txn, node, &vm.spec, spec)?;
             }
@@ -263,6 +275,9 @@ impl Datastore {
             update_vm(txn, id, |vm| {
                 vm.status.phase = phase;
                 vm.status.reason = reason.clone();
+                if matches!(phase, Phase::Stopped | Phase::Failed) {
+                    interrupt_user_data(vm, &format!("the VM became {phase:?} while it ran"));
+                }
                 Ok(())
             })
             .map(drop)
@@ -278,6 +293,38 @@ impl Datastore {
                 release(txn, node, &vm)?;
             }
             remove_vm(txn, "system:reconciler", &vm)
+        })
+    }
+}
+
+/// A first-boot script that was running when its guest went away has failed (it is not
+/// run again).
+pub(super) fn interrupt_user_data(vm: &mut Vm, why: &str) {
+    if let Some(u) = vm.status.user_data.as_mut() {
+        if u.state == UserDataState::Running {
+            u.state = UserDataState::Failed;
+            u.reason = Some(why.to_string());
+        }
+    }
+}
+
+impl Datastore {
+    /// Moves VM `id`'s first-boot script forward to `observed` (see
+    /// `UserDataStatus::advanced_by`).
+    pub fn advance_user_data(&self, id: &str, observed: &UserDataStatus) -> Result<()> {
+        transact(&*self.kv, |txn| {
+            update_vm(txn, id, |vm| {
+                if let Some(next) = vm
+                    .status
+                    .user_data
+                    .as_ref()
+                    .and_then(|u| u.advanced_by(observed))
+                {
+                    vm.status.user_data = Some(next);
+                }
+                Ok(())
+            })
+            .map(drop)
         })
     }
 }

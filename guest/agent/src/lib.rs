@@ -18,6 +18,7 @@ pub mod kmod;
 pub mod namespace;
 pub mod procfs;
 pub mod tenant;
+pub mod user_data;
 
 use modvisor_guest_protocol::exec::ExecRequest;
 use modvisor_guest_protocol::message::{
@@ -25,6 +26,7 @@ use modvisor_guest_protocol::message::{
     UnloadRequest,
 };
 use modvisor_guest_protocol::seal::{ChannelKey, Direction};
+use modvisor_guest_protocol::user_data::RunUserData;
 use modvisor_guest_protocol::{Frame, FrameError, FrameReader, MsgType};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -88,6 +90,7 @@ pub struct Agent {
     pub load_requests: u64,
     tenant: Arc<dyn TenantContext>,
     running_execs: Arc<AtomicUsize>,
+    first_boot: user_data::FirstBoot,
 }
 
 impl Agent {
@@ -100,6 +103,7 @@ impl Agent {
             load_requests: 0,
             tenant,
             running_execs: Arc::new(AtomicUsize::new(0)),
+            first_boot: user_data::FirstBoot::default(),
         }
     }
 
@@ -286,6 +290,10 @@ impl Agent {
                     Err(refusal) => Err(refusal),
                 },
             },
+            MsgType::RunUserData => RunUserData::decode(body)
+                .map_err(bad_payload)
+                .map(|r| self.first_boot.run(r.script, self.tenant.clone()).encode()),
+            MsgType::UserData => Ok(self.first_boot.status().encode()),
             MsgType::Poweroff => {
                 return (
                     Some(self.reply_frame(to, t.reply(), Vec::new())),

@@ -42,6 +42,10 @@ pub trait TenantContext: Send + Sync {
     fn start(&self);
     /// A command that runs `argv` in the tenant context.
     fn command(&self, argv: &[String]) -> std::io::Result<Command>;
+    /// The console, for output meant to be seen there (the first-boot script's).
+    fn console_output(&self) -> Option<std::fs::File> {
+        None
+    }
 }
 
 /// Commands run as they are (an agent outside a guest: development and host tests).
@@ -157,6 +161,14 @@ impl TenantContext for Confined {
             .arg("--")
             .args(argv);
         Ok(cmd)
+    }
+
+    fn console_output(&self) -> Option<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NOFOLLOW)
+            .open(&self.console)
+            .ok()
     }
 }
 

@@ -272,3 +272,34 @@ fn exec_of_a_missing_program_is_an_error_reply() {
     assert_eq!(e.code, ErrorCode::Spawn as u32);
     assert_eq!(e.errno, 2, "ENOENT");
 }
+
+#[test]
+fn the_first_boot_script_runs_once_and_reports_how_it_ended() {
+    use modvisor_guest_agent::user_data::FirstBoot;
+    use modvisor_guest_protocol::user_data::ScriptState;
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("runs");
+    let script = format!("echo ran >> {}; sleep 0.2; exit 4", mark.display());
+    let fb = FirstBoot::default();
+    assert_eq!(fb.status().state, ScriptState::NotStarted);
+    let first = fb.run(script.clone(), Arc::new(Unconfined));
+    assert!(matches!(
+        first.state,
+        ScriptState::Running | ScriptState::Exited(4)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fb.status().state == ScriptState::Running {
+        assert!(Instant::now() < deadline, "never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let done = fb.status();
+    assert_eq!(done.state, ScriptState::Exited(4));
+    assert!(done.duration_ms >= 200, "{done:?}");
+    // Asked again (a retried request, the same boot): not run again.
+    assert_eq!(
+        fb.run(script, Arc::new(Unconfined)).state,
+        ScriptState::Exited(4)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "ran\n");
+}

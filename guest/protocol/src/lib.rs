@@ -27,6 +27,7 @@ pub mod exec;
 pub mod frame;
 pub mod message;
 pub mod seal;
+pub mod user_data;
 
 pub use frame::{Frame, FrameError, FrameReader, HEADER_LEN, MAGIC, MAX_PAYLOAD, VERSION};
 pub use message::MsgType;

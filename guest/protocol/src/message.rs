@@ -27,6 +27,10 @@ pub enum MsgType {
     Bind = 0x07,
     /// Run a command in the tenant context -> [`crate::exec::ExecReply`].
     Exec = 0x08,
+    /// Start the first-boot script (once per boot) -> [`crate::user_data::UserDataReply`].
+    RunUserData = 0x09,
+    /// Where the first-boot script is -> [`crate::user_data::UserDataReply`].
+    UserData = 0x0a,
     /// Reply to Hello.
     HelloReply = 0x81,
     /// Reply to Load.
@@ -43,6 +47,10 @@ pub enum MsgType {
     BindReply = 0x87,
     /// Reply to Exec.
     ExecReply = 0x88,
+    /// Reply to RunUserData.
+    RunUserDataReply = 0x89,
+    /// Reply to UserData.
+    UserDataReply = 0x8a,
     /// A request failed, or could not be read.
     Error = 0xff,
 }
@@ -60,6 +68,8 @@ impl MsgType {
             0x06 => Poweroff,
             0x07 => Bind,
             0x08 => Exec,
+            0x09 => RunUserData,
+            0x0a => UserData,
             0x81 => HelloReply,
             0x82 => LoadReply,
             0x83 => UnloadReply,
@@ -68,6 +78,8 @@ impl MsgType {
             0x86 => PoweroffReply,
             0x87 => BindReply,
             0x88 => ExecReply,
+            0x89 => RunUserDataReply,
+            0x8a => UserDataReply,
             0xff => Error,
             _ => return None,
         })

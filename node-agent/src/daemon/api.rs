@@ -13,6 +13,7 @@ use modvisor_node_api::exec::{ExecRequest, ExecResult};
 use modvisor_node_api::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, RequestState,
 };
+use modvisor_node_api::user_data::{RunUserData, UserDataStatus};
 use modvisor_node_api::{budget, routes};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -267,6 +268,20 @@ async fn exec(
     Ok(web::Json(result))
 }
 
+/// Starts a VM's first-boot script (once per boot).
+async fn run_user_data(
+    req: HttpRequest,
+    node: Shared,
+    id: web::Path<String>,
+    body: web::Json<RunUserData>,
+) -> Result<web::Json<UserDataStatus>, Error> {
+    authorize(&req, &node)?;
+    valid_id(&id)?;
+    let (node, id, body) = (node.get_ref().clone(), id.into_inner(), body.into_inner());
+    let status = blocking(move || super::user_data::run(&node, &id, &body)).await??;
+    Ok(web::Json(status))
+}
+
 /// Serves the node API on `listener` until the process ends.
 pub async fn serve(
     node: Arc<Node>,
@@ -289,6 +304,7 @@ pub async fn serve(
             .route(routes::VM_MODULES, web::post().to(load_module))
             .route(routes::VM_MODULE, web::delete().to(unload_module))
             .route(routes::VM_EXEC, web::post().to(exec))
+            .route(routes::VM_USER_DATA, web::post().to(run_user_data))
             .route(routes::VM_CONSOLE, web::get().to(super::console::console))
     })
     .workers(2)

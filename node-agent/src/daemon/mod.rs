@@ -8,6 +8,7 @@ mod error;
 mod exec;
 mod fetch;
 mod trust;
+mod user_data;
 mod vm;
 
 use crate::driver::HypervisorDriver;

@@ -149,6 +149,7 @@ pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) ->
         phase: Phase::Starting,
         reason: None,
         guest_modules: Vec::new(),
+        user_data: None,
     }));
     let obs = observed.clone();
     let agent = SharedAgent::default();
@@ -341,6 +342,10 @@ impl Worker {
 
     fn boot(&mut self) {
         self.set(Phase::Starting, None);
+        // A new boot: its agent has run no first-boot script.
+        if let Ok(mut o) = self.observed.lock() {
+            o.user_data = None;
+        }
         let spec = GuestSpec {
             id: self.id.clone(),
             vcpus: self.spec.vcpus,
@@ -458,6 +463,19 @@ impl Worker {
                 .collect();
             if let Ok(mut o) = self.observed.lock() {
                 o.guest_modules = names;
+            }
+        }
+        // A first-boot script that runs is followed until it ends.
+        let running = self.observed.lock().is_ok_and(|o| {
+            o.user_data
+                .as_ref()
+                .is_some_and(|u| u.state == modvisor_node_api::UserDataState::Running)
+        });
+        if running {
+            if let Ok(reply) = c.user_data(CHANNEL_TIMEOUT) {
+                if let Ok(mut o) = self.observed.lock() {
+                    o.user_data = Some(super::user_data::status_of(&reply));
+                }
             }
         }
     }

@@ -1,0 +1,154 @@
+//! user_data through the product, in real guests: a script that relies on a module the
+//! VM asked for (it runs after the module is Loaded) succeeds; a failing one is Failed
+//! with its exit code; a fork bomb does not stop the guest agent from serving the host.
+
+use crate::host::HostCleanup;
+use crate::support::{wait_for, Plane};
+use serde_json::{json, Value};
+
+fn vm(p: &Plane, token: &str, id: &str) -> Value {
+    p.get(token, &format!("/v1/vms/{id}")).expect(200).body
+}
+
+fn create(p: &Plane, token: &str, name: &str, modules: Value, script: &str) -> String {
+    let body = json!({"name": name, "vcpus": 1, "memory_mib": 128, "modules": modules, "user_data": script});
+    let v = p.post(token, "/v1/vms", &body).expect(201).body;
+    assert_eq!(v["status"]["user_data"]["state"], "Pending", "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Waits until the VM's script has ended; its status.
+fn ended(p: &Plane, token: &str, id: &str) -> Value {
+    wait_for("user_data to end", 300, || {
+        let v = vm(p, token, id);
+        assert_ne!(v["status"]["phase"], "Failed", "{v}");
+        let u = v["status"]["user_data"].clone();
+        matches!(u["state"].as_str(), Some("Succeeded" | "Failed")).then_some(u)
+    })
+}
+
+#[test]
+fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
+    let parent = format!("/modvisor-e2e-userdata-{}", std::process::id());
+    let p = Plane::start_with(&[
+        "--nodes",
+        "1",
+        "--listen",
+        "127.0.0.1:0",
+        "--jail-cgroup-parent",
+        &parent,
+        "--jail-uid-base",
+        "2600000",
+    ]);
+    let _cleanup = HostCleanup {
+        dir: p.dir.path().to_path_buf(),
+        cgroup_parent: parent.clone(),
+    };
+    let a = p.token("tenant-a");
+    let bbr = create(
+        &p,
+        &a,
+        "bbr",
+        json!([{"name": "tcp_bbr"}]),
+        "sysctl -w net.ipv4.tcp_congestion_control=bbr && echo user-data-set-$(cat /proc/sys/net/ipv4/tcp_congestion_control)",
+    );
+    let fails = create(&p, &a, "fails", json!([]), "echo about to fail; exit 3");
+
+    // It relied on tcp_bbr, asked for by the VM: it ran after the module was Loaded.
+    let u = ended(&p, &a, &bbr);
+    assert_eq!(
+        (u["state"].clone(), u["exit_code"].clone()),
+        (json!("Succeeded"), json!(0)),
+        "{u}"
+    );
+    assert!(u["duration_ms"].as_u64().is_some(), "{u}");
+    let tail = p.api(&a).console_tail(&bbr, 65536).unwrap();
+    assert!(
+        tail.contains("user-data-set-bbr"),
+        "its output is on the console: {tail}"
+    );
+
+    let u = ended(&p, &a, &fails);
+    assert_eq!(
+        (u["state"].clone(), u["exit_code"].clone()),
+        (json!("Failed"), json!(3)),
+        "{u}"
+    );
+
+    // A power cycle does not run a script again.
+    let v = vm(&p, &a, &fails);
+    let mut spec = v["spec"].clone();
+    spec["power_state"] = json!("stopped");
+    p.put(&a, &format!("/v1/vms/{fails}"), &spec).expect(200);
+    wait_for("stopped", 120, || {
+        (vm(&p, &a, &fails)["status"]["phase"] == "Stopped").then_some(json!(1))
+    });
+    spec["power_state"] = json!("running");
+    p.put(&a, &format!("/v1/vms/{fails}"), &spec).expect(200);
+    wait_for("running again", 240, || {
+        (vm(&p, &a, &fails)["status"]["phase"] == "Running").then_some(json!(1))
+    });
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    let after = vm(&p, &a, &fails);
+    assert_eq!(
+        after["status"]["user_data"], u,
+        "unchanged after a power cycle"
+    );
+    let tail = p.api(&a).console_tail(&fails, 65536).unwrap();
+    assert!(
+        !tail.contains("user_data started"),
+        "run again after the power cycle: {tail}"
+    );
+
+    // user_data is fixed at creation; oversized scripts are refused.
+    spec["user_data"] = json!("echo changed");
+    let r = p.put(&a, &format!("/v1/vms/{fails}"), &spec);
+    assert_eq!(r.status, 409, "{:?}", r.body);
+    let big = json!({"name": "big", "vcpus": 1, "memory_mib": 128, "user_data": "x".repeat(32 * 1024 + 1)});
+    let r = p.post(&a, "/v1/vms", &big);
+    assert_eq!(
+        (r.status, r.body["field"].clone()),
+        (400, json!("user_data"))
+    );
+
+    // The node has room for two such VMs (its host's CPUs): make room for the third.
+    p.delete(&a, &format!("/v1/vms/{bbr}")).expect(202);
+    let bomb = create(&p, &a, "bomb", json!([]), "f() { f | f & }; f");
+    // The fork bomb runs (its tenant cgroup holds it); the agent still serves the host: a
+    // module is vetted and loaded into that guest, and the guest's own list shows it.
+    wait_for("the bomb's script Running", 240, || {
+        let v = vm(&p, &a, &bomb);
+        assert_ne!(v["status"]["phase"], "Failed", "{v}");
+        (v["status"]["user_data"]["state"] == "Running").then_some(v)
+    });
+    p.post(
+        &a,
+        &format!("/v1/vms/{bomb}/modules"),
+        &json!({"name": "tcp_bbr"}),
+    )
+    .expect(202);
+    wait_for("tcp_bbr Loaded beside the fork bomb", 240, || {
+        let reqs = p
+            .get(&a, &format!("/v1/vms/{bomb}/modules"))
+            .expect(200)
+            .body;
+        let r = reqs
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == "tcp_bbr")?
+            .clone();
+        assert!(
+            !matches!(r["state"].as_str(), Some("Rejected" | "Failed")),
+            "{r}"
+        );
+        (r["state"] == "Loaded").then_some(r)
+    });
+    wait_for("the guest's own list to show it", 120, || {
+        let v = vm(&p, &a, &bomb);
+        let listed = v["status"]["guest_modules"]
+            .as_array()?
+            .iter()
+            .any(|m| m == "tcp_bbr");
+        listed.then_some(v)
+    });
+}
