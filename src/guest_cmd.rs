@@ -4,10 +4,7 @@ use crate::table::render;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use modvisor_modules::{load_order, TrustStore, VettingPolicy};
-use modvisor_node_agent::channel::AgentClient;
-use modvisor_node_agent::driver::{GuestSpec, HypervisorDriver};
 use modvisor_node_agent::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
-use modvisor_node_agent::qemu::QemuDriver;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -87,46 +84,15 @@ fn guest_run(
     if !(1..=32).contains(&vcpus) || !(128..=65536).contains(&memory_mib) {
         bail!("--vcpus must be 1..=32 and --memory-mib 128..=65536");
     }
-    let kernel = modvisor_guest::kernel::resolve(|m| eprintln!("{m}")).context("guest kernel")?;
-    let driver = QemuDriver::detect()?;
-    eprintln!(
-        "host: {}; qemu acceleration: {}",
-        modvisor_node_agent::hostcaps::describe(),
-        driver.acceleration()
-    );
     let id = format!("run-{}", std::process::id());
-    let dir = run_dir.join(&id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let initrd = dir.join("initramfs.gz");
-    let userland =
-        modvisor_guest::userland::resolve(|m| eprintln!("{m}")).context("guest userland")?;
-    std::fs::write(&initrd, modvisor_guest::build_initramfs(&userland, &[])?)?;
-    let spec = GuestSpec {
-        id: id.clone(),
-        vcpus,
-        memory_mib,
-        kernel: kernel.vmlinuz.clone(),
-        initrd,
-        cmdline: modvisor_guest::cmdline::default_cmdline(),
-        run_dir: dir.clone(),
-    };
-    let started = Instant::now();
-    let mut guest = driver.start(&spec)?;
-    let client = AgentClient::connect(guest.agent_socket(), Duration::from_secs(10))?;
-    let key = modvisor_node_agent::channel::new_key()?;
-    let hello = client
-        .attach(&key, Duration::from_secs(180))
-        .with_context(|| {
-            format!(
-                "the guest agent did not answer; console: {}",
-                guest.console_path().display()
-            )
-        })?;
+    let booted = modvisor_node_agent::standalone::boot(&run_dir, &id, vcpus, memory_mib, |m| {
+        eprintln!("{m}")
+    })?;
+    let (mut guest, client, hello, kernel) =
+        (booted.guest, booted.client, booted.hello, booted.kernel);
     eprintln!(
         "guest {id}: kernel {} agent {} answered after {:.2} s",
-        hello.kernel_release,
-        hello.agent_version,
-        started.elapsed().as_secs_f64()
+        hello.kernel_release, hello.agent_version, booted.boot_secs
     );
     let mut outcomes: Vec<ModuleOutcome> = Vec::new();
     if !load.is_empty() {
@@ -199,7 +165,7 @@ fn guest_run(
     }
     let end = guest.stop(Duration::from_secs(2));
     eprintln!("guest {id}: {end:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(run_dir.join(&id));
     if outcomes.iter().any(|o| !o.is_loaded()) {
         bail!("not every module was loaded");
     }

@@ -5,9 +5,11 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod exec;
 pub mod flood;
 pub mod isolation;
 pub mod scheduler;
+pub mod up;
 pub mod vmm;
 
 use clap::Subcommand;
@@ -17,6 +19,9 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// Throughput and latency of the REST API from a separate load-generating process.
     Api(api::BenchApiArgs),
+    /// `exec true` through the whole path next to the guest agent's own health round
+    /// trip (the floor).
+    Exec(exec::BenchExecArgs),
     /// One tenant floods the API; another's latency alone, under the flood held to its
     /// rate limits, and (the peer) under the same flood unlimited.
     Flood(flood::BenchFloodArgs),
@@ -33,6 +38,7 @@ pub enum BenchCommand {
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Api(args) => api::run(args),
+        BenchCommand::Exec(args) => exec::run(args),
         BenchCommand::Flood(args) => flood::run(args),
         BenchCommand::Scheduler(args) => scheduler::run(args),
         BenchCommand::Vmm(args) => vmm::run(args),

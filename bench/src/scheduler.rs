@@ -4,16 +4,13 @@
 //! transactions (the floor under any placement). Then, with `--latency`, create-to-Running
 //! latency of one VM through a real control plane and node agent (qemu driver).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use modvisor_control_plane::auth::TokenKeys;
-use modvisor_control_plane::model::{
-    CreateTenant, Phase, PowerState, Quota, RegisterNode, Resources, VmSpec,
-};
+use modvisor_control_plane::model::{CreateTenant, Quota, RegisterNode, Resources, VmSpec};
 use modvisor_control_plane::store::{Datastore, Placement, Registrant, SledKv, Strategy};
-use modvisor_control_plane_api::ApiClient;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Arguments of `modvisor bench scheduler`.
 #[derive(Debug, Args)]
@@ -160,99 +157,10 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
 }
 
 /// Create-to-Running of one VM through `modvisor up` (control plane and one node agent).
-/// Deletes VM `id` and waits (up to a minute) until it is gone, so that its QEMU does not
-/// outlive the bench (a node agent leaves running VMs behind on purpose, for adoption).
-fn remove_vm(api: &ApiClient, id: &str) {
-    if let Err(e) = api.delete_vm(id) {
-        eprintln!("deleting the bench VM {id}: {e}");
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        match api.get_vm(id) {
-            Err(e) if e.status() == Some(404) => return,
-            _ => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
-    eprintln!("the bench VM {id} was not gone after a minute");
-}
-
 fn latency() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let exe = std::env::current_exe()?;
-    let mut child = std::process::Command::new(exe)
-        .args([
-            "up",
-            "--nodes",
-            "1",
-            "--catalog",
-            "none",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(tmp.path())
-        .env("MODVISOR_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting modvisor up")?;
-    let result = (|| -> Result<f64> {
-        let addr_file = tmp.path().join("control-plane.addr");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let base = loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                break format!("http://{}", a.trim());
-            }
-            if Instant::now() > deadline {
-                bail!("modvisor up did not start");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let timeout = Duration::from_secs(30);
-        let token = std::fs::read_to_string(tmp.path().join("tokens/tenant-a.jwt"))?;
-        let tenant = ApiClient::new(&base, &token, timeout)?;
-        let admin = std::fs::read_to_string(tmp.path().join("tokens/admin.jwt"))?;
-        let admin = ApiClient::new(&base, &admin, timeout)?;
-        loop {
-            if !admin.list_nodes()?.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("no node registered");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let start = Instant::now();
-        let spec = VmSpec {
-            name: "latency".into(),
-            vcpus: 1,
-            memory_mib: 256,
-            modules: Vec::new(),
-            power_state: PowerState::Running,
-            user_data: None,
-        };
-        let id = tenant.create_vm(&spec)?.id;
-        loop {
-            let vm = tenant.get_vm(&id)?.value;
-            match vm.status.phase {
-                Phase::Running => {
-                    let secs = start.elapsed().as_secs_f64();
-                    remove_vm(&tenant, &id);
-                    return Ok(secs);
-                }
-                Phase::Failed => bail!("the VM failed: {}", vm.status.reason.unwrap_or_default()),
-                _ => {}
-            }
-            if start.elapsed() > Duration::from_secs(300) {
-                bail!("the VM did not reach Running");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    let secs = result?;
+    let up = crate::up::UpWithNode::start()?;
+    let (id, secs) = up.running_vm("latency")?;
+    up.remove_vm(&id);
     let accel = if modvisor_node_agent::hostcaps::hardware_virtualization() {
         "kvm"
     } else {

@@ -18,3 +18,4 @@ pub mod kvm;
 pub mod modprobe;
 mod process;
 pub mod qemu;
+pub mod standalone;

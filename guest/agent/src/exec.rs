@@ -104,20 +104,27 @@ pub fn run(mut cmd: Command, req: &ExecRequest) -> std::io::Result<ExecReply> {
             println!("modvisor-guest-agent: no thread for command input: {e}");
         }
     }
-    let deadline = Instant::now() + Duration::from_millis(u64::from(req.timeout_ms));
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
+    let timeout = Duration::from_millis(u64::from(req.timeout_ms));
+    // The child is waited for on a thread of its own: its end is seen at once, and the
+    // timeout without polling.
+    let (ended_tx, ended) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("exec-wait".into())
+        .spawn(move || {
+            // The exec may have given up waiting (it never does before killing the child).
+            drop(ended_tx.send(child.wait()));
+        })?;
+    let (status, timed_out) = match ended.recv_timeout(timeout) {
+        Ok(status) => (status?, false),
+        Err(_) => {
             if let Err(e) = killpg(pgid, Signal::SIGKILL) {
                 println!("modvisor-guest-agent: killing a command at its timeout: {e}");
             }
-            break child.wait()?;
+            let status = ended
+                .recv()
+                .map_err(|_| std::io::Error::other("the waiting thread ended"))??;
+            (status, true)
         }
-        std::thread::sleep(Duration::from_millis(5));
     };
     let until = Instant::now() + OUTPUT_GRACE;
     let (stdout, stdout_truncated) = stdout.map(|c| output(&c, until)).unwrap_or_default();

@@ -1,0 +1,117 @@
+//! `modvisor up` with one node agent, as a child process of a benchmark, in a temporary
+//! data directory: its tenant and admin clients, VMs brought to Running and removed.
+
+use anyhow::{bail, Context, Result};
+use modvisor_control_plane_api::types::{Phase, PowerState, VmSpec};
+use modvisor_control_plane_api::ApiClient;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+/// A running `modvisor up --nodes 1`; killed when dropped.
+pub struct UpWithNode {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// Its API's base URL.
+    pub base: String,
+    /// A client as `tenant-a`.
+    pub tenant: ApiClient,
+}
+
+impl Drop for UpWithNode {
+    fn drop(&mut self) {
+        if let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop)) {
+            eprintln!("stopping the bench's modvisor up: {e}");
+        }
+    }
+}
+
+impl UpWithNode {
+    /// Starts it (this process's own binary) and waits until its node has registered.
+    pub fn start() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let exe = std::env::current_exe().context("locating the modvisor binary")?;
+        let child = std::process::Command::new(exe)
+            .args(["up", "--nodes", "1", "--catalog", "none"])
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("MODVISOR_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting modvisor up")?;
+        let addr_file = dir.path().join("control-plane.addr");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let base = loop {
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                break format!("http://{}", a.trim());
+            }
+            if Instant::now() > deadline {
+                bail!("modvisor up did not start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let timeout = Duration::from_secs(30);
+        let token = std::fs::read_to_string(dir.path().join("tokens/tenant-a.jwt"))?;
+        let tenant = ApiClient::new(&base, &token, timeout)?;
+        let admin = std::fs::read_to_string(dir.path().join("tokens/admin.jwt"))?;
+        let admin = ApiClient::new(&base, &admin, timeout)?;
+        let up = UpWithNode {
+            child,
+            _dir: dir,
+            base,
+            tenant,
+        };
+        while admin.list_nodes()?.is_empty() {
+            if Instant::now() > deadline {
+                bail!("no node registered");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(up)
+    }
+
+    /// Creates a one-vCPU, 256 MiB VM named `name` and waits until it runs; its id and the
+    /// seconds from create to Running.
+    pub fn running_vm(&self, name: &str) -> Result<(String, f64)> {
+        let start = Instant::now();
+        let spec = VmSpec {
+            name: name.into(),
+            vcpus: 1,
+            memory_mib: 256,
+            modules: Vec::new(),
+            power_state: PowerState::Running,
+            user_data: None,
+        };
+        let id = self.tenant.create_vm(&spec)?.id;
+        loop {
+            let vm = self.tenant.get_vm(&id)?.value;
+            match vm.status.phase {
+                Phase::Running => return Ok((id, start.elapsed().as_secs_f64())),
+                Phase::Failed => bail!("the VM failed: {}", vm.status.reason.unwrap_or_default()),
+                _ => {}
+            }
+            if start.elapsed() > Duration::from_secs(300) {
+                bail!("the VM did not reach Running");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Deletes VM `id` and waits (up to a minute) until it is gone, so that its QEMU does
+    /// not outlive the bench (a node agent leaves running VMs behind on purpose, for
+    /// adoption).
+    pub fn remove_vm(&self, id: &str) {
+        if let Err(e) = self.tenant.delete_vm(id) {
+            eprintln!("deleting the bench VM {id}: {e}");
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match self.tenant.get_vm(id) {
+                Err(e) if e.status() == Some(404) => return,
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        eprintln!("the bench VM {id} was not gone after a minute");
+    }
+}
