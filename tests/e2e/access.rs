@@ -3,11 +3,9 @@
 //! against tenant root: what it pushes into its guest and tries to load is refused there,
 //! what it asks for through the API is vetted as ever.
 
-use crate::host::HostCleanup;
 use crate::support::{modvisor, real_module, wait_for, Plane};
 use base64::Engine;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 fn exec(p: &Plane, token: &str, id: &str, body: Value) -> Value {
@@ -32,55 +30,16 @@ fn push(p: &Plane, token: &str, id: &str, path: &str, bytes: &[u8]) {
     assert_eq!(r["exit_code"], 0, "{r}");
 }
 
-/// tests/probes/tenant_probe.c, built for the guest.
-fn probe_binary(dir: &std::path::Path) -> Vec<u8> {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/probes/tenant_probe.c");
-    let out = dir.join("tenant_probe");
-    let status = std::process::Command::new("cc")
-        .args([
-            "-static",
-            "-no-pie",
-            "-nostdlib",
-            "-Os",
-            "-fno-stack-protector",
-        ])
-        .args(["-fno-builtin", "-s", "-Wl,--build-id=none", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(out).unwrap()
-}
-
 #[test]
 fn a_tenant_runs_commands_in_its_vm_and_its_root_cannot_load_modules() {
-    let parent = format!("/modvisor-e2e-access-{}", std::process::id());
-    let p = Plane::start_with(&[
-        "--nodes",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--jail-cgroup-parent",
-        &parent,
-        "--jail-uid-base",
-        "2400000",
-    ]);
-    let _cleanup = HostCleanup {
-        dir: p.dir.path().to_path_buf(),
-        cgroup_parent: parent.clone(),
-    };
+    let (p, _cleanup) = Plane::with_node("access", 2_400_000, &[]);
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
     let id = p.create_vm(&a, "shell");
     let release = wait_for("node-1 registered", 120, || {
         let nodes = p.get(&admin, "/v1/nodes").expect(200).body;
         nodes[0]["kernel_release"].as_str().map(|r| json!(r))
     });
-    wait_for("the VM Running", 240, || {
-        let v = p.get(&a, &format!("/v1/vms/{id}")).expect(200).body;
-        assert_ne!(v["status"]["phase"], "Failed", "{v}");
-        (v["status"]["phase"] == "Running").then_some(v)
-    });
+    p.wait_running(&a, &id);
 
     // The guest's own kernel, as tenant root, with a busybox userland.
     let r = sh(&p, &a, &id, "uname -r; id -u");
@@ -184,7 +143,13 @@ fn a_tenant_runs_commands_in_its_vm_and_its_root_cannot_load_modules() {
     // finit_module are refused (EPERM), and asking for it through the API is 403.
     let dir = tempfile::tempdir().unwrap();
     push(&p, &a, &id, "/tmp/m.ko", &real_module("xt_pkttype"));
-    push(&p, &a, &id, "/tmp/tenant_probe", &probe_binary(dir.path()));
+    push(
+        &p,
+        &a,
+        &id,
+        "/tmp/tenant_probe",
+        &crate::probe::tenant_probe(dir.path()),
+    );
     let r = sh(&p, &a, &id, "insmod /tmp/m.ko");
     assert_ne!(r["exit_code"], 0);
     assert!(

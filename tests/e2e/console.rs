@@ -3,7 +3,6 @@
 //! at a time; another tenant gets 404; a guest flooding its console for 30 s does not grow
 //! the node or the control plane; `modvisor vm console`.
 
-use crate::host::HostCleanup;
 use crate::support::{modvisor, wait_for, Plane};
 use serde_json::{json, Value};
 use std::io::Write;
@@ -76,30 +75,10 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn a_tenant_uses_its_vms_serial_console_and_a_flood_stays_bounded() {
-    let parent = format!("/modvisor-e2e-console-{}", std::process::id());
-    let p = Plane::start_with(&[
-        "--nodes",
-        "1",
-        "--catalog",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
-        "--jail-cgroup-parent",
-        &parent,
-        "--jail-uid-base",
-        "2500000",
-    ]);
-    let _cleanup = HostCleanup {
-        dir: p.dir.path().to_path_buf(),
-        cgroup_parent: parent.clone(),
-    };
+    let (p, _cleanup) = Plane::with_node("console", 2_500_000, &["--catalog", "none"]);
     let (a, b) = (p.token("tenant-a"), p.token("tenant-b"));
     let id = p.create_vm(&a, "term");
-    wait_for("the VM Running", 240, || {
-        let v = p.get(&a, &format!("/v1/vms/{id}")).expect(200).body;
-        assert_ne!(v["status"]["phase"], "Failed", "{v}");
-        (v["status"]["phase"] == "Running").then_some(v)
-    });
+    p.wait_running(&a, &id);
 
     // The recent output as text: the guest agent said hello on the console at boot.
     let tail = p.api(&a).console_tail(&id, 4096).unwrap();
@@ -199,7 +178,7 @@ fn a_tenant_uses_its_vms_serial_console_and_a_flood_stays_bounded() {
         "the flood reached the writer: {watched} bytes"
     );
     assert!(
-        peak.saturating_sub(before) < 48 * 1024,
+        peak.saturating_sub(before) < 16 * 1024,
         "RSS grew by {} KiB",
         peak - before
     );
@@ -226,17 +205,45 @@ fn a_tenant_uses_its_vms_serial_console_and_a_flood_stays_bounded() {
         .spawn()
         .unwrap();
     let mut stdin = cli.stdin.take().unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    stdin.write_all(b"echo cli-$((3*4))\n").unwrap();
-    std::thread::sleep(Duration::from_secs(5));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = {
+        let (mut out, seen) = (cli.stdout.take().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut out, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    // Typed again every 10 s until the shell's answer shows (a guest slowed by other
+    // tests' guests may take a while), for at most a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut typed = Instant::now() - Duration::from_secs(10);
+    let answered = loop {
+        if String::from_utf8_lossy(&seen.lock().unwrap()).contains("cli-12") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        if typed.elapsed() >= Duration::from_secs(10) {
+            stdin.write_all(b"echo cli-$((3*4))\n").unwrap();
+            typed = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     stdin.write_all(&[0x1d]).unwrap();
     let out = cli.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    reader.join().unwrap();
+    let stdout = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let end = stdout.len().saturating_sub(600);
     assert!(
-        stdout.contains("cli-12"),
+        answered,
         "stderr: {stderr}\nstdout ends: {}",
         &stdout[stdout.floor_char_boundary(end)..]
     );

@@ -2,7 +2,7 @@
 //! ended by the kernel's OOM killer and its VM is Failed with reason OOM, with nothing left
 //! behind and the node agent unharmed; a node agent that cannot jail refuses to start.
 
-use crate::host::{jail_gone, HostCleanup};
+use crate::host::jail_gone;
 use crate::support::Plane;
 use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
@@ -11,30 +11,22 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_vm_that_outgrows_its_jail_is_failed_with_reason_oom_and_leaves_nothing_behind() {
-    // An absolute parent (from each hierarchy's root), as the default `/modvisor` is.
-    let parent = format!("/modvisor-e2e-oom-{}", std::process::id());
     // The jail allows 16 MiB beyond the guest's memory, and `init_on_free=1` makes the guest
     // kernel clear (so touch) all of its memory at boot: QEMU needs more than the limit.
-    let p = Plane::start_with(&[
-        "--nodes",
-        "1",
-        "--catalog",
-        "none",
-        "--listen",
-        "127.0.0.1:0",
-        "--jail-cgroup-parent",
-        &parent,
-        "--jail-uid-base",
-        "2200000",
-        "--jail-memory-overhead-mib",
-        "16",
-        "--guest-kernel-args",
-        "init_on_free=1",
-    ]);
-    let _cleanup = HostCleanup {
-        dir: p.dir.path().to_path_buf(),
-        cgroup_parent: parent.clone(),
-    };
+    // (The cgroup parent is absolute, from each hierarchy's root, as the default is.)
+    let (p, cleanup) = Plane::with_node(
+        "oom",
+        2_200_000,
+        &[
+            "--catalog",
+            "none",
+            "--jail-memory-overhead-mib",
+            "16",
+            "--guest-kernel-args",
+            "init_on_free=1",
+        ],
+    );
+    let parent = cleanup.cgroup_parent.clone();
     let (a, admin) = (p.token("tenant-a"), p.token("admin"));
     let vm = p
         .post(

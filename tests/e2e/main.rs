@@ -17,6 +17,8 @@ mod jail;
 mod kvm_driver;
 mod modules;
 mod persistence;
+#[path = "../probes/build.rs"]
+mod probe;
 mod quota;
 mod ratelimit;
 mod support;

@@ -117,6 +117,45 @@ impl Plane {
         p
     }
 
+    /// `modvisor up` with one node agent (and `extra` arguments), jailing VMs under a
+    /// cgroup parent of this test's own (`/modvisor-e2e-<tag>-<pid>`) with per-VM uids from
+    /// `uid_base`; the cleanup removes what the node leaves behind (drop it after the VMs
+    /// are done with, as declaring it second does).
+    pub fn with_node(
+        tag: &str,
+        uid_base: u32,
+        extra: &[&str],
+    ) -> (Plane, crate::host::HostCleanup) {
+        let parent = format!("/modvisor-e2e-{tag}-{}", std::process::id());
+        let uids = uid_base.to_string();
+        let mut args = vec![
+            "--nodes",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--jail-cgroup-parent",
+            &parent,
+            "--jail-uid-base",
+            &uids,
+        ];
+        args.extend_from_slice(extra);
+        let p = Plane::start_with(&args);
+        let cleanup = crate::host::HostCleanup {
+            dir: p.dir.path().to_path_buf(),
+            cgroup_parent: parent.clone(),
+        };
+        (p, cleanup)
+    }
+
+    /// Waits (up to 240 s) until VM `id` runs; fails the test if it fails. The VM.
+    pub fn wait_running(&self, token: &str, id: &str) -> Value {
+        wait_for(&format!("VM {id} Running"), 240, || {
+            let v = self.get(token, &format!("/v1/vms/{id}")).expect(200).body;
+            assert_ne!(v["status"]["phase"], "Failed", "{v}");
+            (v["status"]["phase"] == "Running").then_some(v)
+        })
+    }
+
     /// A control plane started by other means, whose data directory is `dir/data` and
     /// whose API is at `base`; this handle does not own its process.
     pub fn attach(dir: tempfile::TempDir, base: String) -> Plane {

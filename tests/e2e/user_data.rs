@@ -2,7 +2,6 @@
 //! VM asked for (it runs after the module is Loaded) succeeds; a failing one is Failed
 //! with its exit code; a fork bomb does not stop the guest agent from serving the host.
 
-use crate::host::HostCleanup;
 use crate::support::{wait_for, Plane};
 use serde_json::{json, Value};
 
@@ -29,21 +28,7 @@ fn ended(p: &Plane, token: &str, id: &str) -> Value {
 
 #[test]
 fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
-    let parent = format!("/modvisor-e2e-userdata-{}", std::process::id());
-    let p = Plane::start_with(&[
-        "--nodes",
-        "1",
-        "--listen",
-        "127.0.0.1:0",
-        "--jail-cgroup-parent",
-        &parent,
-        "--jail-uid-base",
-        "2600000",
-    ]);
-    let _cleanup = HostCleanup {
-        dir: p.dir.path().to_path_buf(),
-        cgroup_parent: parent.clone(),
-    };
+    let (p, _cleanup) = Plane::with_node("userdata", 2_600_000, &[]);
     let a = p.token("tenant-a");
     let bbr = create(
         &p,

@@ -12,13 +12,12 @@ use super::problems::{Unauthenticated, VmNotFound};
 use super::AppState;
 use crate::auth::Caller;
 use crate::error::{Error, Problem};
-use crate::model::Vm;
 use crate::reconciler::NodeConnector;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use actix_ws::{CloseCode, CloseReason, Message};
 use futures_util::{SinkExt, StreamExt};
 use modvisor_node_api::console::{ConsoleQuery, IDLE_TIMEOUT, MAX_TAIL_BYTES, SESSION_EXPIRED};
-use modvisor_node_api::{ClientError, NodeApi, Phase};
+use modvisor_node_api::{ClientError, NodeApi};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as UpstreamCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -30,17 +29,6 @@ pub const MAX_SESSIONS_PER_TENANT: usize = 8;
 pub const IDLE: Duration = Duration::from_secs(30 * 60);
 /// No session lasts longer.
 pub const MAX_SESSION: Duration = Duration::from_secs(8 * 3600);
-
-/// The VM's node name, if the VM runs.
-fn running_on(vm: &Vm) -> Result<String, Error> {
-    match (&vm.status.node, vm.status.phase) {
-        (Some(n), Phase::Running) if !vm.deleting => Ok(n.clone()),
-        (_, phase) => Err(Error::Conflict(format!(
-            "VM {} is {phase:?}, not Running",
-            vm.id
-        ))),
-    }
-}
 
 /// The guest's serial console of one of the caller's VMs: a WebSocket (`write=true` to
 /// type; one writer at a time, a second is closed with code 4409), or with `tail_bytes`
@@ -70,8 +58,7 @@ pub async fn console(
     body: web::Payload,
 ) -> Result<HttpResponse, Error> {
     let tenant = caller.require_tenant()?.to_string();
-    let vm = state.store.get_vm(caller.scope()?, &id)?;
-    let node_name = running_on(&vm)?;
+    let (vm, node) = super::guest::running_vm(&state, &caller, &id)?;
     let query = query.0;
     if let Some(n) = query.tail_bytes {
         if !(1..=MAX_TAIL_BYTES).contains(&n) {
@@ -92,12 +79,8 @@ pub async fn console(
             "open the console as a WebSocket, or ask for tail_bytes",
         ));
     }
-    let node = state
-        .store
-        .get_node(&node_name)?
-        .ok_or_else(|| Error::Conflict(format!("VM {} has no node", vm.id)))?;
     let unavailable = |detail: String| Error::NodeUnavailable {
-        node: node_name.clone(),
+        node: node.name.clone(),
         detail,
     };
     let not_running = |detail: String| {
@@ -155,7 +138,14 @@ pub async fn console(
         );
         let store = state.store.clone();
         let recorded = super::extract::blocking(move || {
-            store.record_access(&actor, Some(&tenant), "vm.console", &resource, &detail)
+            store.record_outcome(
+                &actor,
+                Some(&tenant),
+                "vm.console",
+                &resource,
+                crate::model::Outcome::Success,
+                &detail,
+            )
         })
         .await;
         if let Err(e) = recorded {

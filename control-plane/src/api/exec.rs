@@ -10,7 +10,7 @@ use crate::error::{Error, Problem};
 use crate::reconciler::NodeConnector;
 use actix_web::{post, web};
 use modvisor_node_api::exec::{ExecRequest, ExecResult};
-use modvisor_node_api::{ClientError, NodeApi, Phase};
+use modvisor_node_api::{ClientError, NodeApi};
 use std::time::Instant;
 
 /// Runs a command in one of the caller's VMs (in the guest's tenant context: root, but
@@ -42,22 +42,9 @@ pub async fn exec_vm(
     let tenant = caller.require_tenant()?.to_string();
     let req = body.0;
     req.check().map_err(|e| Error::invalid(e.field, e.detail))?;
-    let vm = state.store.get_vm(caller.scope()?, &id)?;
-    let node_name = match (&vm.status.node, vm.status.phase) {
-        (Some(n), Phase::Running) if !vm.deleting => n.clone(),
-        (_, phase) => {
-            return Err(Error::Conflict(format!(
-                "VM {} is {phase:?}, not Running",
-                vm.id
-            )))
-        }
-    };
-    let node = state
-        .store
-        .get_node(&node_name)?
-        .ok_or_else(|| Error::Conflict(format!("VM {} has no node", vm.id)))?;
+    let (vm, node) = super::guest::running_vm(&state, &caller, &id)?;
     let unavailable = |detail: String| Error::NodeUnavailable {
-        node: node_name.clone(),
+        node: node.name.clone(),
         detail,
     };
     let client = state.nodes.connect(&node).map_err(unavailable)?;
@@ -87,7 +74,14 @@ pub async fn exec_vm(
     let store = state.store.clone();
     let (actor, resource) = (caller.sub.clone(), format!("vms/{}", vm.id));
     let recorded = super::extract::blocking(move || {
-        store.record_access(&actor, Some(&tenant), "vm.exec", &resource, &detail)
+        store.record_outcome(
+            &actor,
+            Some(&tenant),
+            "vm.exec",
+            &resource,
+            crate::model::Outcome::Success,
+            &detail,
+        )
     })
     .await;
     if let Err(e) = recorded {

@@ -4,6 +4,7 @@ mod console;
 mod dashboard;
 mod exec;
 pub mod extract;
+mod guest;
 mod modules;
 pub mod nodes;
 pub mod problems;
@@ -231,7 +232,14 @@ pub(crate) async fn audit_refusal<T>(
             e.to_string(),
         );
         let recorded = extract::blocking(move || {
-            store.record_denial(&actor, tenant.as_deref(), action, &resource, &detail)
+            store.record_outcome(
+                &actor,
+                tenant.as_deref(),
+                action,
+                &resource,
+                crate::model::Outcome::Denied,
+                &detail,
+            )
         })
         .await;
         if let Err(err) = recorded {

@@ -2,38 +2,26 @@
 //! events (all, or one tenant's).
 
 use super::keys::{self, decode, prefix};
-use super::txn::{append_access, append_denial};
+use super::txn::write_event;
 use super::{transact, Datastore, Table, VmFilter};
 use crate::error::Result;
-use crate::model::Event;
+use crate::model::{Event, Outcome};
 
 impl Datastore {
-    /// Records a refused mutation (policy, quota, precondition) in the audit trail.
-    pub fn record_denial(
+    /// Records in the audit trail what happened outside a mutation: a refusal (policy,
+    /// quota, precondition; `Denied`, with why) or an access that changed nothing stored
+    /// (an exec, a console session; `Success`, with what happened).
+    pub fn record_outcome(
         &self,
         actor: &str,
         tenant: Option<&str>,
         action: &str,
         resource: &str,
+        outcome: Outcome,
         detail: &str,
     ) -> Result<()> {
         transact(&*self.kv, |txn| {
-            append_denial(txn, actor, tenant, action, resource, detail)
-        })
-    }
-
-    /// Records an access that changed nothing in the store (an exec, a console session),
-    /// with what happened.
-    pub fn record_access(
-        &self,
-        actor: &str,
-        tenant: Option<&str>,
-        action: &str,
-        resource: &str,
-        detail: &str,
-    ) -> Result<()> {
-        transact(&*self.kv, |txn| {
-            append_access(txn, actor, tenant, action, resource, detail)
+            write_event(txn, actor, tenant, action, resource, outcome, Some(detail))
         })
     }
 

@@ -61,26 +61,6 @@ pub(super) fn append_event(
     write_event(txn, actor, tenant, action, resource, Outcome::Success, None)
 }
 
-/// Appends an access (it took place, changed nothing stored) with what happened.
-pub(super) fn append_access(
-    txn: &dyn Txn,
-    actor: &str,
-    tenant: Option<&str>,
-    action: &str,
-    resource: &str,
-    detail: &str,
-) -> Result<()> {
-    write_event(
-        txn,
-        actor,
-        tenant,
-        action,
-        resource,
-        Outcome::Success,
-        Some(detail),
-    )
-}
-
 /// Appends a refused mutation to the audit trail inside a transaction.
 pub(super) fn append_denial(
     txn: &dyn Txn,
@@ -123,7 +103,7 @@ pub(super) fn bounded(s: &str) -> String {
     out
 }
 
-fn write_event(
+pub(super) fn write_event(
     txn: &dyn Txn,
     actor: &str,
     tenant: Option<&str>,

@@ -15,6 +15,19 @@ fn mount_err(what: &str, e: nix::errno::Errno) -> String {
     format!("mounting {what}: {e}")
 }
 
+/// Makes every mount of this mount namespace private: nothing mounted in another
+/// namespace later reaches this one, nor the other way.
+fn make_mounts_private() -> Result<(), String> {
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| mount_err("/ private", e))
+}
+
 /// Mounts proc, sysfs, devtmpfs and cgroup v2 (what the agent needs at boot); a mount that
 /// is already there is kept.
 pub fn mount_pseudo_filesystems() {
@@ -45,14 +58,7 @@ pub fn mount_pseudo_filesystems() {
 /// view), then the agent's own tmpfs at [`AGENT_DIR`] with device nodes for the channel
 /// and the console. Returns (channel, console) node paths.
 pub fn make_agent_dir() -> Result<(PathBuf, PathBuf), String> {
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| mount_err("/ private", e))?;
+    make_mounts_private()?;
     std::fs::create_dir_all(AGENT_DIR).map_err(|e| format!("{AGENT_DIR}: {e}"))?;
     mount(
         Some("tmpfs"),
@@ -115,14 +121,7 @@ pub fn make_tenant_namespaces() -> Result<(), String> {
     use nix::sched::{unshare, CloneFlags};
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWCGROUP)
         .map_err(|e| format!("unshare: {e}"))?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| mount_err("/ private", e))?;
+    make_mounts_private()?;
     for target in [AGENT_DIR, CGROUP_ROOT, "/proc", "/dev"] {
         umount2(target, MntFlags::MNT_DETACH).map_err(|e| format!("unmounting {target}: {e}"))?;
     }

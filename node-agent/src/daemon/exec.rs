@@ -9,29 +9,12 @@ use modvisor_guest_protocol::exec::{self as wire, ExecEnd};
 use modvisor_guest_protocol::message::ErrorCode;
 use modvisor_node_api::budget::EXEC_SLACK;
 use modvisor_node_api::exec::{ExecRequest, ExecResult, MAX_OUTPUT_BYTES};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs `req` in VM `id`'s guest.
 pub fn exec(node: &Node, id: &str, req: &ExecRequest) -> Result<ExecResult, Error> {
     let timeout_s = req.check().map_err(|e| Error::invalid(e.field, e.detail))?;
-    let agent = {
-        let vms = node
-            .vms
-            .lock()
-            .map_err(|_| Error::Internal("the VM table is poisoned".into()))?;
-        let handle = vms.get(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let agent = handle
-            .agent
-            .lock()
-            .map_err(|_| Error::Internal("the VM's agent slot is poisoned".into()))?;
-        agent.as_ref().map(Arc::clone)
-    };
-    let agent = agent.ok_or_else(|| {
-        Error::Conflict(format!(
-            "VM {id} is not running (or its agent has not answered yet)"
-        ))
-    })?;
+    let (agent, _) = node.attached_agent(id)?;
     let wire_req = wire::ExecRequest {
         argv: req.argv.clone(),
         env: req

@@ -373,6 +373,39 @@ impl Node {
         self.vms.lock().is_ok_and(|v| v.contains_key(id))
     }
 
+    /// The agent of VM `id` while its guest runs and the agent answered (a conflict
+    /// otherwise), and what the node observes of the VM.
+    pub fn attached_agent(
+        &self,
+        id: &str,
+    ) -> Result<
+        (
+            Arc<crate::channel::AgentClient>,
+            Arc<Mutex<modvisor_node_api::ObservedVm>>,
+        ),
+        error::ApiError,
+    > {
+        let vms = self
+            .vms
+            .lock()
+            .map_err(|_| error::ApiError::Internal("the VM table is poisoned".into()))?;
+        let handle = vms
+            .get(id)
+            .ok_or_else(|| error::ApiError::NotFound(id.to_string()))?;
+        let agent = handle
+            .agent
+            .lock()
+            .map_err(|_| error::ApiError::Internal("the VM's agent slot is poisoned".into()))?
+            .as_ref()
+            .map(Arc::clone)
+            .ok_or_else(|| {
+                error::ApiError::Conflict(format!(
+                    "VM {id} is not running (or its agent has not answered yet)"
+                ))
+            })?;
+        Ok((agent, handle.observed.clone()))
+    }
+
     /// The console of VM `id` while its guest runs (and its driver serves one).
     pub fn console_of(
         &self,

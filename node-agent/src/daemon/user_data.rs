@@ -7,7 +7,6 @@ use modvisor_guest_protocol::user_data::{ScriptState, UserDataReply};
 use modvisor_node_api::user_data::{
     RunUserData, UserDataState, UserDataStatus, MAX_USER_DATA_BYTES,
 };
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The agent's report as the node API says it.
@@ -44,21 +43,7 @@ pub fn run(node: &Node, id: &str, req: &RunUserData) -> Result<UserDataStatus, E
             format!("at most {MAX_USER_DATA_BYTES} bytes"),
         ));
     }
-    let (agent, observed) = {
-        let vms = node
-            .vms
-            .lock()
-            .map_err(|_| Error::Internal("the VM table is poisoned".into()))?;
-        let handle = vms.get(id).ok_or_else(|| Error::NotFound(id.to_string()))?;
-        let agent = handle
-            .agent
-            .lock()
-            .map_err(|_| Error::Internal("the VM's agent slot is poisoned".into()))?
-            .as_ref()
-            .map(Arc::clone);
-        (agent, handle.observed.clone())
-    };
-    let agent = agent.ok_or_else(|| Error::Conflict(format!("VM {id} is not running")))?;
+    let (agent, observed) = node.attached_agent(id)?;
     let reply = agent
         .run_user_data(&req.script, Duration::from_secs(30))
         .map_err(|e| Error::Unavailable(e.to_string()))?;

@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod modprobe;
+#[path = "../../../tests/probes/build.rs"]
+mod probe;
 mod qemu_guest;
 mod support;
 mod tenant;

@@ -5,31 +5,9 @@
 
 use modvisor_guest_protocol::exec::{ExecEnd, ExecReply, ExecRequest};
 use modvisor_guest_protocol::{Frame, MsgType};
-use std::path::PathBuf;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-
-/// Builds tests/probes/tenant_probe.c (static, freestanding).
-pub fn build_probe(dir: &std::path::Path) -> Vec<u8> {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/probes/tenant_probe.c");
-    let out = dir.join("tenant_probe");
-    let status = std::process::Command::new("cc")
-        .args([
-            "-static",
-            "-no-pie",
-            "-nostdlib",
-            "-Os",
-            "-fno-stack-protector",
-        ])
-        .args(["-fno-builtin", "-s", "-Wl,--build-id=none", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("cc");
-    assert!(status.success(), "building {}", src.display());
-    std::fs::read(out).unwrap()
-}
 
 fn exec(g: &crate::support::TestGuest, argv: &[&str], stdin: &[u8]) -> ExecReply {
     let req = ExecRequest {
@@ -119,7 +97,7 @@ fn tenant_root_cannot_load_modules_or_reach_the_agent() {
     let dummy = std::fs::read(g.kernel.module_path("dummy").unwrap()).unwrap();
     let (code, _, _) = sh(&g, "cat > /tmp/dummy.ko", &dummy);
     assert_eq!(code, 0);
-    let probe_bin = build_probe(dir.path());
+    let probe_bin = crate::probe::tenant_probe(dir.path());
     let (code, _, _) = sh(
         &g,
         "cat > /tmp/tenant_probe && chmod +x /tmp/tenant_probe",
