@@ -2,94 +2,14 @@
 //! real HTTP, sled, and QEMU guests running Debian's kernel. Tenants A and B drive VMs and
 //! module loads over REST; node failure, control-plane failure, quotas and capacity.
 
+use crate::agents::NodeAgent;
 use crate::host::{jail_gone, processes_mentioning, HostCleanup, HostProcess};
-use crate::support::{modvisor, wait_for, Plane, Resp};
+use crate::support::{wait_for, Plane, Resp};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 
 /// This test's cgroup parent for its node agents' jails.
 fn cgroup_parent() -> String {
     format!("modvisor-e2e-cluster-{}", std::process::id())
-}
-
-struct Agent {
-    name: String,
-    dir: PathBuf,
-    uid_base: u32,
-    child: Option<Child>,
-}
-
-impl Agent {
-    fn start(name: &str, uid_base: u32, plane: &Plane, root: &Path) -> Agent {
-        let dir = root.join(name);
-        let mut a = Agent {
-            name: name.into(),
-            dir,
-            uid_base,
-            child: None,
-        };
-        a.spawn(plane);
-        a
-    }
-
-    fn spawn(&mut self, plane: &Plane) {
-        let token = self.dir.with_extension("bootstrap");
-        std::fs::create_dir_all(&self.dir).unwrap();
-        let out = modvisor()
-            .args([
-                "token",
-                "issue",
-                "--role",
-                "bootstrap",
-                "--ttl",
-                "600",
-                "--data-dir",
-            ])
-            .arg(plane.data_dir())
-            .output()
-            .unwrap();
-        assert!(out.status.success());
-        std::fs::write(&token, out.stdout).unwrap();
-        let child = modvisor()
-            .args([
-                "node-agent",
-                "--name",
-                &self.name,
-                "--driver",
-                "qemu",
-                "--vcpus",
-                "4",
-                "--memory-mib",
-                "2048",
-            ])
-            .args(["--control-plane", &plane.internal_base()])
-            .args(["--jail-cgroup-parent", &cgroup_parent()])
-            .args(["--jail-uid-base", &self.uid_base.to_string()])
-            .arg("--bootstrap-token-file")
-            .arg(&token)
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .env("MODVISOR_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 /// The hypervisor processes of VM `id` (QEMU is named `modvisor-<id>`).
@@ -236,8 +156,8 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
     };
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
     // Two agents on one host: disjoint per-VM uid ranges.
-    let mut n1 = Agent::start("node-1", 2_000_000, &p, &root);
-    let mut n2 = Agent::start("node-2", 2_100_000, &p, &root);
+    let mut n1 = NodeAgent::start("node-1", 2_000_000, &cgroup_parent(), &p, &root);
+    let mut n2 = NodeAgent::start("node-2", 2_100_000, &cgroup_parent(), &p, &root);
     wait_for("two Ready nodes", 120, || {
         let nodes = p.get(&admin, "/v1/nodes").expect(200).body;
         let ready = nodes

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod agents;
 mod auth;
 mod cli;
 mod cluster;
@@ -21,6 +22,7 @@ mod persistence;
 mod probe;
 mod quota;
 mod ratelimit;
+mod readopt;
 mod support;
 mod tenancy;
 mod user_data;

@@ -1,0 +1,102 @@
+//! Node agents in processes of their own (as on separate hosts), for the tests of a
+//! cluster and of an agent's restart.
+
+use crate::support::{modvisor, Plane};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+
+/// A node agent in a process of its own, registered with `plane` by a bootstrap token.
+pub struct NodeAgent {
+    /// This test's cgroup parent for its jails.
+    pub cgroup_parent: String,
+    /// Its name.
+    pub name: String,
+    /// Its data directory.
+    pub dir: PathBuf,
+    uid_base: u32,
+    child: Option<Child>,
+}
+
+impl NodeAgent {
+    /// Starts node agent `name` (per-VM uids from `uid_base`, jails under `cgroup_parent`)
+    /// with its data in `root/name`.
+    pub fn start(
+        name: &str,
+        uid_base: u32,
+        cgroup_parent: &str,
+        plane: &Plane,
+        root: &Path,
+    ) -> NodeAgent {
+        let dir = root.join(name);
+        let mut a = NodeAgent {
+            cgroup_parent: cgroup_parent.to_string(),
+            name: name.into(),
+            dir,
+            uid_base,
+            child: None,
+        };
+        a.spawn(plane);
+        a
+    }
+
+    /// Starts (again) its process.
+    pub fn spawn(&mut self, plane: &Plane) {
+        let token = self.dir.with_extension("bootstrap");
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let out = modvisor()
+            .args([
+                "token",
+                "issue",
+                "--role",
+                "bootstrap",
+                "--ttl",
+                "600",
+                "--data-dir",
+            ])
+            .arg(plane.data_dir())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        std::fs::write(&token, out.stdout).unwrap();
+        let child = modvisor()
+            .args([
+                "node-agent",
+                "--name",
+                &self.name,
+                "--driver",
+                "qemu",
+                "--vcpus",
+                "4",
+                "--memory-mib",
+                "2048",
+            ])
+            .args(["--control-plane", &plane.internal_base()])
+            .args(["--jail-cgroup-parent", &self.cgroup_parent])
+            .args(["--jail-uid-base", &self.uid_base.to_string()])
+            .arg("--bootstrap-token-file")
+            .arg(&token)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env("MODVISOR_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Kills its process (SIGKILL) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Err(e) = c.kill().and_then(|()| c.wait().map(drop)) {
+                eprintln!("killing node agent {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
