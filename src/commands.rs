@@ -169,10 +169,13 @@ pub enum TenantCommand {
         /// Module requests per VM per minute (kept unless given).
         #[arg(long)]
         module_requests_per_vm_per_min: Option<u32>,
+        /// Maximum networks (kept unless given).
+        #[arg(long)]
+        max_networks: Option<u64>,
     },
 }
 
-fn print<T: Serialize + ?Sized>(
+pub(crate) fn print<T: Serialize + ?Sized>(
     args: &ApiArgs,
     v: &T,
     table: impl FnOnce(&T) -> String,
@@ -527,6 +530,7 @@ pub fn tenant(args: &ApiArgs, cmd: TenantCommand) -> Result<()> {
             api_burst,
             max_concurrent_requests,
             module_requests_per_vm_per_min,
+            max_networks,
         } => {
             let now = api.get_tenant(&name)?.quota;
             let quota = Quota {
@@ -539,6 +543,7 @@ pub fn tenant(args: &ApiArgs, cmd: TenantCommand) -> Result<()> {
                     .unwrap_or(now.max_concurrent_requests),
                 module_requests_per_vm_per_min: module_requests_per_vm_per_min
                     .unwrap_or(now.module_requests_per_vm_per_min),
+                max_networks: max_networks.unwrap_or(now.max_networks),
             };
             api.set_quota(&name, &quota)?
         }

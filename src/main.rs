@@ -7,6 +7,7 @@ mod console_cmd;
 mod doctor;
 mod exec_cmd;
 mod guest_cmd;
+mod network_cmd;
 mod serve;
 mod table;
 mod token_cmd;
@@ -63,6 +64,13 @@ enum Command {
         api: client::ApiArgs,
         #[command(subcommand)]
         command: commands::ModuleCommand,
+    },
+    /// A tenant's private networks.
+    Network {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        command: network_cmd::NetworkCommand,
     },
     /// Manage tenants and quotas (admin).
     Tenant {
@@ -151,6 +159,7 @@ fn main() -> ExitCode {
         },
         Command::Module { api, command } => commands::module(&api, command),
         Command::Tenant { api, command } => commands::tenant(&api, command),
+        Command::Network { api, command } => network_cmd::network(&api, command),
         Command::Events { api, limit } => commands::events(&api, limit),
         Command::Guest { command } => guest_cmd::run(command),
         Command::Vmm(args) => vmm_cmd::run(args),

@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod ca;
 pub mod error;
+pub mod ipam;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;

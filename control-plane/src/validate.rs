@@ -231,6 +231,7 @@ pub fn quota(q: &Quota) -> Result<()> {
         ("max_vms", q.max_vms),
         ("max_vcpus", q.max_vcpus),
         ("max_memory_mib", q.max_memory_mib),
+        ("max_networks", q.max_networks),
     ] {
         if v > 1_000_000_000 {
             return Err(Error::invalid(field, "must be at most 1000000000"));

@@ -17,6 +17,7 @@ mod identity;
 mod jail;
 mod kvm_driver;
 mod modules;
+mod networks;
 mod persistence;
 #[path = "../probes/build.rs"]
 mod probe;

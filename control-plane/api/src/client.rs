@@ -3,9 +3,9 @@
 
 use crate::routes::{self, fill};
 use crate::types::{
-    CatalogModule, CreateTenant, Event, ExecRequest, ExecResult, IssueToken, IssuedToken,
-    ModulePolicy, ModuleRequest, ModuleRequestBody, ModuleVersion, Node, NodeDetail, Page,
-    PageParams, Quota, Tenant, TokenRecord, Vm, VmSpec,
+    CatalogModule, CreateNetwork, CreateTenant, Event, ExecRequest, ExecResult, IssueToken,
+    IssuedToken, ModulePolicy, ModuleRequest, ModuleRequestBody, ModuleVersion, Network, Node,
+    NodeDetail, Page, PageParams, Quota, Tenant, TokenRecord, Vm, VmSpec,
 };
 use modvisor_node_api::Problem;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -327,6 +327,28 @@ impl ApiClient {
     ) -> Result<ModuleRequest, ApiError> {
         let path = fill(routes::VM_MODULES, &[("id", vm)]);
         self.call(Method::POST, &path, Some(body))
+    }
+
+    /// `POST /v1/networks`.
+    pub fn create_network(&self, body: &CreateNetwork) -> Result<Network, ApiError> {
+        self.call(Method::POST, routes::NETWORKS, Some(body))
+    }
+
+    /// `GET /v1/networks`.
+    pub fn list_networks(&self) -> Result<Vec<Network>, ApiError> {
+        self.get(routes::NETWORKS)
+    }
+
+    /// `GET /v1/networks/{name}`.
+    pub fn get_network(&self, name: &str) -> Result<Network, ApiError> {
+        self.get(&fill(routes::NETWORK, &[("name", name)]))
+    }
+
+    /// `DELETE /v1/networks/{name}`.
+    pub fn delete_network(&self, name: &str) -> Result<(), ApiError> {
+        let path = fill(routes::NETWORK, &[("name", name)]);
+        let (req, url) = self.request(Method::DELETE, &path);
+        self.send(req, &url).map(drop)
     }
 
     /// `POST /v1/vms/{id}/exec`: waits for the command (up to its timeout and a minute

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod network;
 pub mod routes;
 pub mod types;
 

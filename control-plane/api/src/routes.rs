@@ -26,6 +26,10 @@ pub const VM_MODULE: &str = "/v1/vms/{id}/modules/{name}";
 pub const VM_CONSOLE: &str = "/v1/vms/{id}/console";
 /// A command in a VM's guest (`POST` run).
 pub const VM_EXEC: &str = "/v1/vms/{id}/exec";
+/// Networks (`GET` the caller's, `POST` create).
+pub const NETWORKS: &str = "/v1/networks";
+/// One network (`GET`, `DELETE`).
+pub const NETWORK: &str = "/v1/networks/{name}";
 /// The catalog as the caller may see it.
 pub const MODULES: &str = "/v1/modules";
 /// Publish a module version (`PUT`, admin).

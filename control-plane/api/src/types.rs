@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use crate::network::{CreateNetwork, Network};
 pub use modvisor_node_api::exec::{ExecRequest, ExecResult};
 pub use modvisor_node_api::internal::{Node, NodeState, Resources};
 pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
@@ -55,6 +56,13 @@ pub struct Quota {
         schema(minimum = 1, maximum = 100000, default = 30)
     )]
     pub module_requests_per_vm_per_min: u32,
+    /// Maximum number of networks.
+    #[serde(default = "defaults::max_networks")]
+    #[cfg_attr(
+        feature = "schema",
+        schema(minimum = 0, maximum = 1000000000, default = 8)
+    )]
+    pub max_networks: u64,
 }
 
 /// The defaults of [`Quota`]'s optional fields.
@@ -75,6 +83,10 @@ pub mod defaults {
     pub fn module_requests_per_vm_per_min() -> u32 {
         30
     }
+    /// `max_networks`.
+    pub fn max_networks() -> u64 {
+        8
+    }
 }
 
 impl Default for Quota {
@@ -87,6 +99,7 @@ impl Default for Quota {
             api_burst: defaults::api_burst(),
             max_concurrent_requests: defaults::max_concurrent_requests(),
             module_requests_per_vm_per_min: defaults::module_requests_per_vm_per_min(),
+            max_networks: defaults::max_networks(),
         }
     }
 }
@@ -101,6 +114,9 @@ pub struct Usage {
     pub vcpus: u64,
     /// Guest memory in MiB summed over all VMs.
     pub memory_mib: u64,
+    /// Number of networks.
+    #[serde(default)]
+    pub networks: u64,
 }
 
 /// A tenant: the unit of isolation and of quota.

@@ -6,6 +6,7 @@ mod exec;
 pub mod extract;
 mod guest;
 mod modules;
+mod networks;
 pub mod nodes;
 pub mod problems;
 mod system;
@@ -62,6 +63,10 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(vms::replace_vm)
         .service(vms::delete_vm)
         .service(exec::exec_vm)
+        .service(networks::create_network)
+        .service(networks::list_networks)
+        .service(networks::get_network)
+        .service(networks::delete_network)
         .service(console::console)
         .service(modules::list_modules)
         .service(modules::publish_module)

@@ -11,6 +11,7 @@ mod events;
 mod keys;
 mod module_requests;
 mod modules;
+mod networks;
 mod nodes;
 mod observations;
 mod placement;
@@ -22,6 +23,7 @@ mod txn;
 mod vms;
 
 pub use module_requests::MAX_REQUESTS_PER_VM;
+pub use networks::{NetworkRecord, TenantNetworks, NO_NETWORK};
 pub use nodes::Registrant;
 pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
@@ -66,11 +68,13 @@ pub enum Table {
     Tokens,
     /// `jti -> Revocation`: revoked tokens, listed or not.
     Revocations,
+    /// `tenant -> TenantNetworks`: each tenant's networks and the addresses held in them.
+    Networks,
 }
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position).
-    pub const ALL: [Table; 16] = [
+    pub const ALL: [Table; 17] = [
         Table::Meta,
         Table::Tenants,
         Table::Vms,
@@ -87,6 +91,7 @@ impl Table {
         Table::NodeReports,
         Table::Tokens,
         Table::Revocations,
+        Table::Networks,
     ];
 
     /// The table's on-disk name.
@@ -108,6 +113,7 @@ impl Table {
             Table::NodeReports => "node_reports",
             Table::Tokens => "tokens",
             Table::Revocations => "revocations",
+            Table::Networks => "networks",
         }
     }
 

@@ -14,6 +14,7 @@ pub(super) fn charge(t: &Tenant, vms: i64, vcpus: i64, memory_mib: i64) -> Resul
         vms: apply(t.usage.vms, vms),
         vcpus: apply(t.usage.vcpus, vcpus),
         memory_mib: apply(t.usage.memory_mib, memory_mib),
+        networks: t.usage.networks,
     };
     for (quota, delta, limit, requested) in [
         ("max_vms", vms, t.quota.max_vms, next.vms),

@@ -1,0 +1,235 @@
+//! Tenant networks in the store: one record per tenant holding all of its networks and
+//! the addresses its VMs hold in them, so that a name, an overlap, the quota and an
+//! address are all decided in the transaction that changes them.
+
+use super::keys::{decode, encode};
+use super::txn::{append_event, get_record};
+use super::{transact, Datastore, Table, Txn, VmFilter};
+use crate::error::{Error, Result};
+use crate::ipam::Cidr;
+use crate::model::{now, CreateNetwork, Network, Tenant};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// The name that means no network at all (no network may take it).
+pub const NO_NETWORK: &str = "none";
+
+/// One network as stored: what the API shows, its VXLAN id, and who holds which address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkRecord {
+    /// The API's view (its `addresses_in_use` is kept equal to `addresses.len()`).
+    pub network: Network,
+    /// The VXLAN network identifier, unique among all networks.
+    pub vni: u32,
+    /// Address -> VM id.
+    pub addresses: BTreeMap<Ipv4Addr, String>,
+}
+
+/// All networks of one tenant, by name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TenantNetworks {
+    /// By name.
+    pub networks: BTreeMap<String, NetworkRecord>,
+}
+
+fn tenant_networks(txn: &dyn Txn, tenant: &str) -> Result<TenantNetworks> {
+    Ok(get_record(txn, Table::Networks, tenant.as_bytes())?.unwrap_or_default())
+}
+
+fn put(txn: &dyn Txn, tenant: &str, all: &TenantNetworks) -> Result<()> {
+    txn.insert(Table::Networks, tenant.as_bytes(), &encode(all)?)
+}
+
+/// The lowest VNI handed out (those below are left for the operator's own use).
+const FIRST_VNI: u32 = 4096;
+/// VNIs are 24 bits.
+const VNI_SPACE: u64 = (1 << 24) - FIRST_VNI as u64;
+
+/// Adds network `body` to `tenant`'s (name, CIDR and quota checked), inside a transaction.
+pub(super) fn create_in(
+    txn: &dyn Txn,
+    actor: &str,
+    tenant: &str,
+    body: &CreateNetwork,
+) -> Result<Network> {
+    crate::validate::resource_name("name", &body.name)?;
+    if body.name == NO_NETWORK {
+        return Err(Error::invalid(
+            "name",
+            "`none` means no network; choose another name",
+        ));
+    }
+    let cidr: Cidr = body
+        .cidr
+        .parse()
+        .map_err(|e: crate::ipam::CidrError| Error::invalid("cidr", e.to_string()))?;
+    let mut t: Tenant = get_record(txn, Table::Tenants, tenant.as_bytes())?
+        .ok_or_else(|| Error::not_found("tenant", tenant))?;
+    let mut all = tenant_networks(txn, tenant)?;
+    if all.networks.contains_key(&body.name) {
+        return Err(Error::Conflict(format!(
+            "tenant {tenant} has a network named {} already",
+            body.name
+        )));
+    }
+    for other in all.networks.values() {
+        let theirs: Cidr = other
+            .network
+            .cidr
+            .parse()
+            .map_err(|e| Error::Storage(format!("network {}: {e}", other.network.name)))?;
+        if theirs.overlaps(&cidr) {
+            return Err(Error::Conflict(format!(
+                "{cidr} overlaps network {} ({theirs}) of tenant {tenant}",
+                other.network.name
+            )));
+        }
+    }
+    let count = all.networks.len() as u64 + 1;
+    if count > t.quota.max_networks {
+        return Err(Error::QuotaExceeded {
+            tenant: tenant.to_string(),
+            quota: "max_networks",
+            limit: t.quota.max_networks,
+            requested: count,
+        });
+    }
+    let vni = FIRST_VNI + u32::try_from(txn.next_id()? % VNI_SPACE).unwrap_or(0);
+    let network = Network {
+        name: body.name.clone(),
+        tenant: tenant.to_string(),
+        cidr: cidr.to_string(),
+        gateway: cidr.gateway().to_string(),
+        addresses_in_use: 0,
+        created_at: now(),
+    };
+    all.networks.insert(
+        body.name.clone(),
+        NetworkRecord {
+            network: network.clone(),
+            vni,
+            addresses: BTreeMap::new(),
+        },
+    );
+    t.usage.networks = count;
+    put(txn, tenant, &all)?;
+    txn.insert(Table::Tenants, tenant.as_bytes(), &encode(&t)?)?;
+    append_event(
+        txn,
+        actor,
+        Some(tenant),
+        "network.create",
+        &format!("networks/{}", body.name),
+    )?;
+    Ok(network)
+}
+
+impl Datastore {
+    /// Creates a network for `tenant`.
+    pub fn create_network(
+        &self,
+        actor: &str,
+        tenant: &str,
+        body: &CreateNetwork,
+    ) -> Result<Network> {
+        transact(&*self.kv, |txn| create_in(txn, actor, tenant, body))
+    }
+
+    /// The networks `filter` sees (a tenant's own, or all), by tenant then name.
+    pub fn list_networks(&self, filter: VmFilter) -> Result<Vec<Network>> {
+        let records: Vec<TenantNetworks> = match filter {
+            VmFilter::Tenant(t) => self
+                .kv
+                .get(Table::Networks, t.as_bytes())?
+                .map(|b| decode(&b))
+                .transpose()?
+                .into_iter()
+                .collect(),
+            VmFilter::All => self
+                .kv
+                .scan(Table::Networks, b"", None, usize::MAX)?
+                .into_iter()
+                .map(|(_, v)| decode(&v))
+                .collect::<Result<_>>()?,
+        };
+        Ok(records
+            .into_iter()
+            .flat_map(|r| r.networks.into_values().map(|n| n.network))
+            .collect())
+    }
+
+    /// Network `name` of `tenant`, with its VXLAN id and addresses.
+    pub fn network_record(&self, tenant: &str, name: &str) -> Result<NetworkRecord> {
+        let all: TenantNetworks = self
+            .kv
+            .get(Table::Networks, tenant.as_bytes())?
+            .map(|b| decode(&b))
+            .transpose()?
+            .unwrap_or_default();
+        all.networks
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::not_found("network", name))
+    }
+
+    /// Deletes network `name` of `tenant`; refused while a VM holds an address in it.
+    pub fn delete_network(&self, actor: &str, tenant: &str, name: &str) -> Result<()> {
+        transact(&*self.kv, |txn| {
+            let mut all = tenant_networks(txn, tenant)?;
+            let record = all
+                .networks
+                .get(name)
+                .ok_or_else(|| Error::not_found("network", name))?;
+            if !record.addresses.is_empty() {
+                return Err(Error::Conflict(format!(
+                    "network {name} is used by {} VM(s); delete them first",
+                    record.addresses.len()
+                )));
+            }
+            all.networks.remove(name);
+            let mut t: Tenant = get_record(txn, Table::Tenants, tenant.as_bytes())?
+                .ok_or_else(|| Error::not_found("tenant", tenant))?;
+            t.usage.networks = all.networks.len() as u64;
+            put(txn, tenant, &all)?;
+            txn.insert(Table::Tenants, tenant.as_bytes(), &encode(&t)?)?;
+            append_event(
+                txn,
+                actor,
+                Some(tenant),
+                "network.delete",
+                &format!("networks/{name}"),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CreateTenant;
+    use crate::store::SledKv;
+    use std::sync::Arc;
+
+    #[test]
+    fn equal_networks_of_two_tenants_get_distinct_vnis() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Datastore::new(Arc::new(SledKv::open(&dir.path().join("db")).unwrap()));
+        let body = CreateNetwork {
+            name: "net".into(),
+            cidr: "10.0.0.0/24".into(),
+        };
+        let mut vnis = Vec::new();
+        for t in ["a", "b"] {
+            let tenant = CreateTenant {
+                name: t.into(),
+                quota: None,
+            };
+            store.create_tenant("test", &tenant).unwrap();
+            store.create_network("test", t, &body).unwrap();
+            vnis.push(store.network_record(t, "net").unwrap().vni);
+        }
+        assert_ne!(vnis[0], vnis[1]);
+        assert!(vnis.iter().all(|v| (FIRST_VNI..1 << 24).contains(v)), "{vnis:?}");
+    }
+}
