@@ -8,6 +8,7 @@ pub mod api;
 pub mod exec;
 pub mod flood;
 pub mod isolation;
+pub mod modprobe;
 pub mod scheduler;
 pub mod up;
 pub mod vmm;
@@ -25,6 +26,8 @@ pub enum BenchCommand {
     /// One tenant floods the API; another's latency alone, under the flood held to its
     /// rate limits, and (the peer) under the same flood unlimited.
     Flood(flood::BenchFloodArgs),
+    /// A module request through the whole path next to `finit_module` in the guest.
+    Modprobe(modprobe::BenchModprobeArgs),
     /// Placements per second through the real scheduler and store; create-to-Running.
     Scheduler(scheduler::BenchSchedulerArgs),
     /// Start time and memory overhead of our VMM next to QEMU microvm, same probe guest.
@@ -40,6 +43,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(args) => api::run(args),
         BenchCommand::Exec(args) => exec::run(args),
         BenchCommand::Flood(args) => flood::run(args),
+        BenchCommand::Modprobe(args) => modprobe::run(args),
         BenchCommand::Scheduler(args) => scheduler::run(args),
         BenchCommand::Vmm(args) => vmm::run(args),
         BenchCommand::Isolation(args) => isolation::run(args),

@@ -91,6 +91,7 @@ impl ControlPlane {
             body_timeout: config.body_timeout,
             nodes,
             console_sessions: Default::default(),
+            wake: Default::default(),
         });
         Ok(ControlPlane { config, state })
     }
@@ -204,6 +205,7 @@ impl ControlPlane {
             self.state.nodes.clone(),
             self.state.metrics.clone(),
             self.config.reconciler.clone(),
+            self.state.wake.clone(),
         )?;
         // One app shape for both listeners: shared state, path errors as problems, and
         // every request counted by route pattern and status.

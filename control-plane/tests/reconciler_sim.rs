@@ -565,3 +565,37 @@ fn user_data_runs_once_after_the_modules_settle_and_never_again() {
         assert!(matches!(refused, Err(Error::Conflict(_))), "{refused:?}");
     });
 }
+
+#[test]
+fn a_woken_reconciler_acts_at_once_not_at_its_interval() {
+    use modvisor_control_plane::reconciler::Wake;
+    // An interval far longer than the test may take: only being woken moves the VM.
+    let w = world_with(
+        SimBehaviour::default(),
+        ReconcilerConfig {
+            interval: Duration::from_secs(3600),
+            ..ReconcilerConfig::default()
+        },
+    );
+    let wake = Wake::default();
+    let reconciler =
+        Reconciler::new(w.store.clone(), w.nodes.clone(), w.config.clone()).with_wake(wake.clone());
+    local(async {
+        tokio::task::spawn_local(reconciler.run());
+        // Its first pass runs at start, with nothing to do.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let id = create_vm(&w.store, &["top"]);
+        let started = Instant::now();
+        wake.now();
+        // Placement, ensure, then the module: each step wakes the next when it is done.
+        while request(&w, &id, "top").state != RequestState::Loaded {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the reconciler waited for its interval: {:?}",
+                phase(&w.store, &id)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(phase(&w.store, &id).0, Phase::Running);
+    });
+}

@@ -40,7 +40,7 @@ fn quota_exceeded_names_the_quota_and_changes_nothing() {
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(
         t.body["usage"],
-        json!({"vms": 1, "vcpus": 3, "memory_mib": 512})
+        json!({"vms": 1, "vcpus": 3, "memory_mib": 512, "networks": 0})
     );
 
     // Growing an existing VM past the quota is refused too; shrinking is fine.
@@ -65,7 +65,7 @@ fn quota_exceeded_names_the_quota_and_changes_nothing() {
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(
         t.body["usage"],
-        json!({"vms": 1, "vcpus": 1, "memory_mib": 256})
+        json!({"vms": 1, "vcpus": 1, "memory_mib": 256, "networks": 0})
     );
 
     // Deleting releases the quota.
@@ -73,7 +73,7 @@ fn quota_exceeded_names_the_quota_and_changes_nothing() {
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(
         t.body["usage"],
-        json!({"vms": 0, "vcpus": 0, "memory_mib": 0})
+        json!({"vms": 0, "vcpus": 0, "memory_mib": 0, "networks": 0})
     );
 
     // Refusals are in the audit trail.

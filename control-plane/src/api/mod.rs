@@ -45,6 +45,8 @@ pub struct AppState {
     pub nodes: crate::reconciler::HttpNodes,
     /// Console sessions held per tenant.
     pub console_sessions: console::ConsoleSessions,
+    /// Wakes the reconciler when a change it acts on is stored.
+    pub wake: crate::reconciler::Wake,
 }
 
 /// The routes of the tenant and admin API, each declared once: actix serves them and the

@@ -190,6 +190,7 @@ pub async fn request_module(
         result,
     )
     .await?;
+    state.wake.now();
     Ok(HttpResponse::Accepted().json(request))
 }
 
@@ -259,5 +260,6 @@ pub async fn unload_module(
         st.store.unload_module(&c.sub, c.scope()?, &vm_id, &name)
     })
     .await?;
+    state.wake.now();
     Ok(HttpResponse::Accepted().json(request))
 }

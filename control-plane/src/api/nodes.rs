@@ -176,6 +176,8 @@ pub async fn heartbeat(
     if renewed {
         reply.credential = renewal.map(|(token, _)| token);
     }
+    // What the node observed (a guest that booted, stopped or failed) is decided on now.
+    state.wake.now();
     Ok(web::Json(reply))
 }
 

@@ -52,6 +52,7 @@ pub async fn create_vm(
         result,
     )
     .await?;
+    state.wake.now();
     Ok(with_etag(
         HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/v1/vms/{}", vm.id)))
@@ -165,6 +166,7 @@ pub async fn replace_vm(
         result,
     )
     .await?;
+    state.wake.now();
     Ok(with_etag(HttpResponse::Ok(), &vm))
 }
 
@@ -209,6 +211,7 @@ pub async fn delete_vm(
     .await?;
     if vm.deleting {
         // On a node: it goes once the node has removed it.
+        state.wake.now();
         return Ok(HttpResponse::Accepted().json(vm));
     }
     Ok(HttpResponse::NoContent().finish())

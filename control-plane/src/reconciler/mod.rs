@@ -56,13 +56,26 @@ impl Default for ReconcilerConfig {
     }
 }
 
-/// Starts the reconciler on its own thread with `nodes` (HTTPS clients of the nodes); it
-/// runs for the life of the process.
+/// Wakes the reconciler at once (a change it should act on was stored), instead of at its
+/// next interval. Wakes given while it is busy are kept: it passes again when it is done.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<tokio::sync::Notify>);
+
+impl Wake {
+    /// Asks for a pass now.
+    pub fn now(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Starts the reconciler on its own thread with `nodes` (HTTPS clients of the nodes),
+/// woken by `wake`; it runs for the life of the process.
 pub fn spawn(
     store: Datastore,
     nodes: HttpNodes,
     metrics: Metrics,
     config: ReconcilerConfig,
+    wake: Wake,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("reconciler".into())
@@ -77,7 +90,9 @@ pub fn spawn(
                     return;
                 }
             };
-            let r = Reconciler::new(store, nodes, config).with_metrics(metrics);
+            let r = Reconciler::new(store, nodes, config)
+                .with_metrics(metrics)
+                .with_wake(wake);
             let local = tokio::task::LocalSet::new();
             local.block_on(&rt, r.run());
         })
@@ -99,6 +114,8 @@ pub struct Reconciler<C> {
     absent: Arc<Mutex<HashMap<String, u64>>>,
     /// Where each pass publishes the VMs by phase, when serving metrics.
     metrics: Option<Metrics>,
+    /// Wakes it between intervals.
+    wake: Wake,
 }
 
 impl<C: NodeConnector> Reconciler<C> {
@@ -112,6 +129,7 @@ impl<C: NodeConnector> Reconciler<C> {
             started_unix: modvisor_auth::unix_now(),
             absent: Arc::new(Mutex::new(HashMap::new())),
             metrics: None,
+            wake: Wake::default(),
         }
     }
 
@@ -121,13 +139,23 @@ impl<C: NodeConnector> Reconciler<C> {
         self
     }
 
-    /// Passes forever, `interval` apart. Must run inside a `LocalSet`.
+    /// The same reconciler, woken by `wake` between its intervals.
+    pub fn with_wake(mut self, wake: Wake) -> Self {
+        self.wake = wake;
+        self
+    }
+
+    /// Passes forever: `interval` apart, or at once when woken (a stored change, an action
+    /// that completed). Must run inside a `LocalSet`.
     pub async fn run(self) {
         loop {
             if let Err(e) = self.pass() {
                 tracing::warn!(error = %e, "reconcile pass failed");
             }
-            tokio::time::sleep(self.config.interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(self.config.interval) => {}
+                () = self.wake.0.notified() => {}
+            }
         }
     }
 
@@ -219,13 +247,18 @@ impl<C: NodeConnector> Reconciler<C> {
         if !busy.insert(vm.to_string()) {
             return;
         }
-        let (busy, id) = (self.busy.clone(), vm.to_string());
+        let (busy, id, wake) = (self.busy.clone(), vm.to_string(), self.wake.clone());
         tokio::task::spawn_local(async move {
-            if let Err(e) = f.await {
-                tracing::info!(vm = %id, error = %e, "reconcile action failed; retrying next pass");
-            }
+            let done = f.await;
             if let Ok(mut b) = busy.lock() {
                 b.remove(&id);
+            }
+            match done {
+                // What follows it (a module after a boot) need not wait for the interval.
+                Ok(()) => wake.now(),
+                Err(e) => {
+                    tracing::info!(vm = %id, error = %e, "reconcile action failed; retrying next pass")
+                }
             }
         });
     }

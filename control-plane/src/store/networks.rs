@@ -230,6 +230,9 @@ mod tests {
             vnis.push(store.network_record(t, "net").unwrap().vni);
         }
         assert_ne!(vnis[0], vnis[1]);
-        assert!(vnis.iter().all(|v| (FIRST_VNI..1 << 24).contains(v)), "{vnis:?}");
+        assert!(
+            vnis.iter().all(|v| (FIRST_VNI..1 << 24).contains(v)),
+            "{vnis:?}"
+        );
     }
 }
