@@ -73,7 +73,7 @@ pub fn run(args: BenchExecArgs) -> Result<()> {
     let channel_exec = time(args.rounds, || exec_true(&own.client))?;
     own.guest.stop(Duration::from_secs(5));
     // The whole path: `modvisor up` with a node, a VM, the API.
-    let up = crate::up::UpWithNode::start()?;
+    let up = crate::up::UpWithNode::start(false)?;
     let (id, _) = up.running_vm("bench-exec")?;
     let req = ExecRequest {
         argv: vec!["true".into()],

@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
-use modvisor_control_plane_api::types::{ModuleRequestBody, RequestState};
+use modvisor_control_plane_api::types::{ModuleRequestBody, Quota, RequestState};
 use modvisor_control_plane_api::ApiClient;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -80,7 +80,15 @@ pub fn run(args: BenchModprobeArgs) -> Result<()> {
     let mut own = own;
     own.guest.stop(Duration::from_secs(5));
     // The whole path.
-    let up = crate::up::UpWithNode::start()?;
+    let up = crate::up::UpWithNode::start(true)?;
+    // The bench polls the request's state every 2 ms: above a tenant's default limits.
+    let quota = Quota {
+        api_requests_per_sec: 100_000,
+        api_burst: 100_000,
+        module_requests_per_vm_per_min: 100_000,
+        ..up.admin.get_tenant("tenant-a")?.quota
+    };
+    up.admin.set_quota("tenant-a", &quota)?;
     let (id, _) = up.running_vm("bench-modprobe")?;
     let body = ModuleRequestBody {
         name: "tcp_bbr".into(),

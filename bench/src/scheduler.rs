@@ -158,7 +158,7 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
 
 /// Create-to-Running of one VM through `modvisor up` (control plane and one node agent).
 fn latency() -> Result<()> {
-    let up = crate::up::UpWithNode::start()?;
+    let up = crate::up::UpWithNode::start(false)?;
     let (id, secs) = up.running_vm("latency")?;
     up.remove_vm(&id);
     let accel = if modvisor_node_agent::hostcaps::hardware_virtualization() {

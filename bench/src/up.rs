@@ -15,6 +15,8 @@ pub struct UpWithNode {
     pub base: String,
     /// A client as `tenant-a`.
     pub tenant: ApiClient,
+    /// A client as the admin.
+    pub admin: ApiClient,
 }
 
 impl Drop for UpWithNode {
@@ -26,12 +28,15 @@ impl Drop for UpWithNode {
 }
 
 impl UpWithNode {
-    /// Starts it (this process's own binary) and waits until its node has registered.
-    pub fn start() -> Result<Self> {
+    /// Starts it (this process's own binary; with `catalog`, the guest kernel's modules
+    /// published and the default allow-list approved) and waits until its node has
+    /// registered.
+    pub fn start(catalog: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe().context("locating the modvisor binary")?;
         let child = std::process::Command::new(exe)
-            .args(["up", "--nodes", "1", "--catalog", "none"])
+            .args(["up", "--nodes", "1", "--catalog"])
+            .arg(if catalog { "kernel" } else { "none" })
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .env("MODVISOR_LOG", "warn")
@@ -60,8 +65,9 @@ impl UpWithNode {
             _dir: dir,
             base,
             tenant,
+            admin,
         };
-        while admin.list_nodes()?.is_empty() {
+        while up.admin.list_nodes()?.is_empty() {
             if Instant::now() > deadline {
                 bail!("no node registered");
             }
