@@ -37,8 +37,26 @@ fn tenant_networks(txn: &dyn Txn, tenant: &str) -> Result<TenantNetworks> {
     Ok(get_record(txn, Table::Networks, tenant.as_bytes())?.unwrap_or_default())
 }
 
-fn put(txn: &dyn Txn, tenant: &str, all: &TenantNetworks) -> Result<()> {
-    txn.insert(Table::Networks, tenant.as_bytes(), &encode(all)?)
+/// Writes tenant `t`'s networks `all`, its usage counting them, and the audit event of
+/// `action` on network `name`.
+fn save(
+    txn: &dyn Txn,
+    actor: &str,
+    t: &mut Tenant,
+    all: &TenantNetworks,
+    action: &str,
+    name: &str,
+) -> Result<()> {
+    t.usage.networks = all.networks.len() as u64;
+    txn.insert(Table::Networks, t.name.as_bytes(), &encode(all)?)?;
+    txn.insert(Table::Tenants, t.name.as_bytes(), &encode(&*t)?)?;
+    append_event(
+        txn,
+        actor,
+        Some(&t.name),
+        action,
+        &format!("networks/{name}"),
+    )
 }
 
 /// The lowest VNI handed out (those below are left for the operator's own use).
@@ -112,16 +130,7 @@ pub(super) fn create_in(
             addresses: BTreeMap::new(),
         },
     );
-    t.usage.networks = count;
-    put(txn, tenant, &all)?;
-    txn.insert(Table::Tenants, tenant.as_bytes(), &encode(&t)?)?;
-    append_event(
-        txn,
-        actor,
-        Some(tenant),
-        "network.create",
-        &format!("networks/{}", body.name),
-    )?;
+    save(txn, actor, &mut t, &all, "network.create", &body.name)?;
     Ok(network)
 }
 
@@ -190,16 +199,7 @@ impl Datastore {
             all.networks.remove(name);
             let mut t: Tenant = get_record(txn, Table::Tenants, tenant.as_bytes())?
                 .ok_or_else(|| Error::not_found("tenant", tenant))?;
-            t.usage.networks = all.networks.len() as u64;
-            put(txn, tenant, &all)?;
-            txn.insert(Table::Tenants, tenant.as_bytes(), &encode(&t)?)?;
-            append_event(
-                txn,
-                actor,
-                Some(tenant),
-                "network.delete",
-                &format!("networks/{name}"),
-            )
+            save(txn, actor, &mut t, &all, "network.delete", name)
         })
     }
 }
