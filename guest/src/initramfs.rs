@@ -85,7 +85,9 @@ mod tests {
         }
     }
 
-    fn fake_userland(dir: &std::path::Path) -> Userland {
+    /// A userland whose "busybox" is a few bytes of text (the archive's layout is what is
+    /// tested; real guests boot the real one in the node agent's tests).
+    fn two_applet_userland(dir: &std::path::Path) -> Userland {
         let busybox = dir.join("busybox");
         std::fs::write(&busybox, b"not really busybox").unwrap();
         Userland {
@@ -98,7 +100,7 @@ mod tests {
     #[test]
     fn initramfs_is_reproducible() {
         let dir = tempfile::tempdir().unwrap();
-        let u = fake_userland(dir.path());
+        let u = two_applet_userland(dir.path());
         let a = build_initramfs(&u, &[("etc/motd", b"hi")]).unwrap();
         let b = build_initramfs(&u, &[("etc/motd", b"hi")]).unwrap();
         assert_eq!(a, b);
@@ -110,7 +112,7 @@ mod tests {
     #[test]
     fn applets_link_to_busybox() {
         let dir = tempfile::tempdir().unwrap();
-        let u = fake_userland(dir.path());
+        let u = two_applet_userland(dir.path());
         let gz = build_initramfs(&u, &[]).unwrap();
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();

@@ -373,6 +373,21 @@ impl Node {
         self.vms.lock().is_ok_and(|v| v.contains_key(id))
     }
 
+    /// `f` of VM `id`'s handle, under the VM table's lock (not found: 404).
+    fn with_vm<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&vm::VmHandle) -> Result<T, error::ApiError>,
+    ) -> Result<T, error::ApiError> {
+        let vms = self
+            .vms
+            .lock()
+            .map_err(|_| error::ApiError::Internal("the VM table is poisoned".into()))?;
+        f(vms
+            .get(id)
+            .ok_or_else(|| error::ApiError::NotFound(id.to_string()))?)
+    }
+
     /// The agent of VM `id` while its guest runs and the agent answered (a conflict
     /// otherwise), and what the node observes of the VM.
     pub fn attached_agent(
@@ -385,25 +400,20 @@ impl Node {
         ),
         error::ApiError,
     > {
-        let vms = self
-            .vms
-            .lock()
-            .map_err(|_| error::ApiError::Internal("the VM table is poisoned".into()))?;
-        let handle = vms
-            .get(id)
-            .ok_or_else(|| error::ApiError::NotFound(id.to_string()))?;
-        let agent = handle
-            .agent
-            .lock()
-            .map_err(|_| error::ApiError::Internal("the VM's agent slot is poisoned".into()))?
-            .as_ref()
-            .map(Arc::clone)
-            .ok_or_else(|| {
-                error::ApiError::Conflict(format!(
-                    "VM {id} is not running (or its agent has not answered yet)"
-                ))
-            })?;
-        Ok((agent, handle.observed.clone()))
+        self.with_vm(id, |handle| {
+            let agent = handle
+                .agent
+                .lock()
+                .map_err(|_| error::ApiError::Internal("the VM's agent slot is poisoned".into()))?
+                .as_ref()
+                .map(Arc::clone)
+                .ok_or_else(|| {
+                    error::ApiError::Conflict(format!(
+                        "VM {id} is not running (or its agent has not answered yet)"
+                    ))
+                })?;
+            Ok((agent, handle.observed.clone()))
+        })
     }
 
     /// The console of VM `id` while its guest runs (and its driver serves one).
@@ -411,18 +421,12 @@ impl Node {
         &self,
         id: &str,
     ) -> Result<Option<Arc<crate::console::ConsoleHub>>, error::ApiError> {
-        let vms = self
-            .vms
-            .lock()
-            .map_err(|_| error::ApiError::Internal("the VM table is poisoned".into()))?;
-        let handle = vms
-            .get(id)
-            .ok_or_else(|| error::ApiError::NotFound(id.to_string()))?;
-        let console = handle
-            .console
-            .lock()
-            .map_err(|_| error::ApiError::Internal("the VM's console slot is poisoned".into()))?;
-        Ok(console.clone())
+        self.with_vm(id, |handle| {
+            let console = handle.console.lock().map_err(|_| {
+                error::ApiError::Internal("the VM's console slot is poisoned".into())
+            })?;
+            Ok(console.clone())
+        })
     }
 
     /// Stops and removes a VM, waiting until its worker is done; false if it is not here.
