@@ -32,6 +32,10 @@ pub enum VmCommand {
         /// to 32 KiB; its end shows in `vm get`).
         #[arg(long)]
         user_data_file: Option<PathBuf>,
+        /// The tenant network to join (`default` when left out, created on first use;
+        /// `none` for no network interface).
+        #[arg(long)]
+        network: Option<String>,
     },
     /// List VMs.
     List {
@@ -215,6 +219,11 @@ fn vm_rows(items: &[Vm]) -> String {
                 name_of(&vm.status.phase),
                 opt(vm.status.node.as_deref()),
                 vm.status
+                    .network
+                    .as_ref()
+                    .map(|n| format!("{} {}", n.network, n.ip))
+                    .unwrap_or_else(|| "-".into()),
+                vm.status
                     .user_data
                     .as_ref()
                     .map(|u| match u.exit_code {
@@ -234,6 +243,7 @@ fn vm_rows(items: &[Vm]) -> String {
             "MEMORY_MIB",
             "PHASE",
             "NODE",
+            "NETWORK",
             "USER_DATA",
         ],
         &rows,
@@ -262,6 +272,7 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
             memory_mib,
             modules,
             user_data_file,
+            network,
         } => {
             let user_data = user_data_file
                 .map(|f| {
@@ -285,6 +296,7 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
                 modules: refs,
                 power_state: PowerState::Running,
                 user_data,
+                network,
             };
             let vm = api.create_vm(&spec)?;
             print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;

@@ -165,6 +165,7 @@ pub fn checks(needs: &Needs) -> Vec<Check> {
         if needs.jail {
             out.extend(jail());
         }
+        out.extend(networking());
     }
     if needs.kernel || needs.tests {
         out.extend(guest_kernel(needs.tests));
@@ -208,6 +209,29 @@ fn hypervisor(driver: DriverArg, hw: bool) -> Check {
             Fix::Apt(vec![QEMU_PACKAGE.into()]),
         ),
     }
+}
+
+/// What tenant networks need on a node: iproute2 (`ip`, `bridge`) for the namespace,
+/// bridges, VXLAN and taps, and nftables for isolation.
+fn networking() -> Vec<Check> {
+    [
+        ("ip", "iproute2"),
+        ("bridge", "iproute2"),
+        ("nft", "nftables"),
+    ]
+    .into_iter()
+    .map(|(tool, package)| {
+        let what = format!("tenant networks: {tool}");
+        match which(tool) {
+            Some(p) => Check::found(&what, p.display().to_string()),
+            None => Check::missing(
+                &what,
+                format!("{tool} is not on PATH"),
+                Fix::Apt(vec![package.into()]),
+            ),
+        }
+    })
+    .collect()
 }
 
 fn jail() -> Vec<Check> {

@@ -9,6 +9,7 @@ use modvisor_control_plane::server::DEFAULT_MAX_MODULE_BYTES;
 use modvisor_control_plane::{Config, ControlPlane};
 use modvisor_node_agent::daemon::{DriverChoice, NodeConfig, NodeError};
 use modvisor_node_agent::jailing::JailOptions;
+use modvisor_node_agent::network::Underlay;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -89,6 +90,20 @@ pub struct VmProcessArgs {
     /// Kernel parameters appended to every guest's command line (e.g. `init_on_free=1`).
     #[arg(long)]
     guest_kernel_args: Option<String>,
+    /// Tenant networks (`on`, with the qemu driver): each node keeps bridges, taps,
+    /// VXLAN and nftables guards in a network namespace of its own. `off`: VMs can only
+    /// be created with network `none`.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    networking: Switch,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 /// `--jail on|off`.
@@ -203,6 +218,14 @@ pub struct NodeAgentArgs {
     /// Memory offered to guests, MiB (default: the host's memory less 1 GiB).
     #[arg(long)]
     memory_mib: Option<u64>,
+    /// This node's address on the underlay network (`A.B.C.D/N`), where other nodes'
+    /// VXLAN tunnels end; without it, the node's tenant networks reach no other node.
+    #[arg(long)]
+    underlay_address: Option<String>,
+    /// The network namespace holding the underlay bridge (created if absent) that this
+    /// node's underlay link joins.
+    #[arg(long, default_value = "modvisor-underlay")]
+    underlay_netns: String,
     #[command(flatten)]
     vm_process: VmProcessArgs,
 }
@@ -348,14 +371,19 @@ pub fn up(args: UpArgs) -> Result<()> {
                     guest_kernel_args: args.vm_process.guest_kernel_args.clone(),
                     // The bootstrap token pins the CA.
                     control_plane_ca: None,
+                    networking: args.vm_process.networking == Switch::On,
+                    underlay: up_underlay(&args.data_dir, i)?,
                 };
                 runs.push(modvisor_node_agent::daemon::run(config));
             }
             futures_util::future::try_join_all(runs).await.map(drop)
         };
-        let (s, a) = futures_util::future::join(server, agents).await;
-        a.map_err(|e| anyhow::anyhow!("node agent: {e}"))?;
-        s.map_err(anyhow::Error::from)
+        // A node agent that fails ends `up` at once, saying why (not at Ctrl-C).
+        let agents = async move { agents.await.map_err(|e| anyhow::anyhow!("node agent: {e}")) };
+        let server = async move { server.await.map_err(anyhow::Error::from) };
+        futures_util::future::try_join(server, agents)
+            .await
+            .map(drop)
     })?;
     Ok(())
 }
@@ -391,6 +419,23 @@ fn print_up(
     println!("Stop with Ctrl-C.");
 }
 
+/// The underlay of `up`'s `i`-th node (1-based): a namespace of this `up`'s own (named
+/// for its data directory) holding the bridge, and the node's address 198.18.0.i/24
+/// (RFC 2544's benchmarking range, which nothing routes).
+fn up_underlay(data_dir: &std::path::Path, i: usize) -> Result<Option<Underlay>, NodeError> {
+    let netns = format!(
+        "modvisor-underlay-{}",
+        modvisor_node_agent::network::names::short_hash(data_dir.as_os_str().as_encoded_bytes())
+    );
+    let host = u8::try_from(i)
+        .ok()
+        .filter(|h| (1..=254).contains(h))
+        .ok_or_else(|| NodeError::Setup(format!("up runs at most 254 nodes, not {i}")))?;
+    Underlay::parse(&netns, &format!("198.18.0.{host}/24"))
+        .map(Some)
+        .map_err(NodeError::Setup)
+}
+
 /// `modvisor node-agent`.
 pub fn node_agent(args: NodeAgentArgs) -> Result<()> {
     crate::doctor::preflight(
@@ -424,6 +469,13 @@ pub fn node_agent(args: NodeAgentArgs) -> Result<()> {
         jail: args.vm_process.jail(0)?,
         guest_kernel_args: args.vm_process.guest_kernel_args,
         control_plane_ca: args.control_plane_ca,
+        networking: args.vm_process.networking == Switch::On,
+        underlay: args
+            .underlay_address
+            .as_deref()
+            .map(|a| Underlay::parse(&args.underlay_netns, a))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--underlay-address: {e}"))?,
     };
     runtime()?
         .block_on(modvisor_node_agent::daemon::run(config))

@@ -222,6 +222,7 @@ pub(crate) fn vm_spec(name: &str) -> VmSpec {
         modules: Vec::new(),
         power_state: PowerState::Running,
         user_data: None,
+        network: Some("none".into()),
     }
 }
 

@@ -160,6 +160,7 @@ pub fn run(args: BenchIsolationArgs) -> Result<()> {
         initrd: initrd.clone(),
         cmdline: "console=ttyS0".into(),
         run_dir: dir.path().join("run").join(format!("{kind}-{i}")),
+        nic: None,
     };
     let (mut c, mut v, mut q) = (Vec::new(), Vec::new(), Vec::new());
     let result = (|| -> Result<()> {

@@ -46,6 +46,8 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
         let name = format!("node-{i:05}");
         let (_, credential) = keys.node_credential(&name, 3600)?;
         let reg = RegisterNode {
+            features: vec![modvisor_control_plane::model::NodeFeature::Networking],
+            underlay_address: None,
             name,
             address: format!("http://127.0.0.1:{}", 10_000 + i % 50_000),
             capacity: Resources {
@@ -84,6 +86,7 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
             modules: vec![],
             power_state: Default::default(),
             user_data: None,
+            network: Some("none".into()),
         };
         ids.push(
             store

@@ -87,6 +87,7 @@ impl UpWithNode {
             modules: Vec::new(),
             power_state: PowerState::Running,
             user_data: None,
+            network: None,
         };
         let id = self.tenant.create_vm(&spec)?.id;
         loop {

@@ -213,6 +213,11 @@ pub fn vm_spec(spec: &VmSpec) -> Result<()> {
             ));
         }
     }
+    if let Some(network) = &spec.network {
+        if network != crate::store::NO_NETWORK {
+            resource_name("network", network)?;
+        }
+    }
     if let Some(script) = &spec.user_data {
         let max = modvisor_node_api::user_data::MAX_USER_DATA_BYTES;
         if script.len() > max {

@@ -6,7 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use modvisor_control_plane::auth::TokenKeys;
-use modvisor_control_plane::model::{CreateTenant, Phase, Quota, RegisterNode, Resources, VmSpec};
+use modvisor_control_plane::model::{
+    CreateTenant, NodeFeature, Phase, Quota, RegisterNode, Resources, VmSpec,
+};
 use modvisor_control_plane::store::{Datastore, Placement, Registrant, SledKv, Strategy};
 use std::sync::Arc;
 
@@ -23,6 +25,8 @@ fn node(store: &Datastore, name: &str, vcpus: u64, memory_mib: u64) {
         hardware_virtualization: false,
         kernel_release: "6.1.0-56-cloud-amd64".into(),
         csr_pem: String::new(), // the store signs nothing
+        features: vec![NodeFeature::Networking],
+        underlay_address: None,
     };
     let (_, credential) = TokenKeys::ephemeral()
         .unwrap()
@@ -59,6 +63,8 @@ fn vm(store: &Datastore, tenant: &str, name: &str, vcpus: u32, memory_mib: u32) 
         modules: vec![],
         power_state: Default::default(),
         user_data: None,
+        // Placement by capacity: no tenant network (its /24 would cap a tenant at 253).
+        network: Some("none".into()),
     };
     store.create_vm("test", tenant, &spec).unwrap().id
 }

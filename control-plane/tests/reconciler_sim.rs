@@ -7,6 +7,7 @@
 
 use modvisor_control_plane::auth::TokenKeys;
 use modvisor_control_plane::model::{
+    NodeFeature,
     CreateTenant, Heartbeat, ModulePolicy, ModuleRef, ModuleRequest, Node, NodeState, Outcome,
     Phase, PowerState, Quota, RegisterNode, RequestState, Resources, UserDataState, VmSpec,
 };
@@ -72,6 +73,8 @@ fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
         hardware_virtualization: false,
         kernel_release: RELEASE.into(),
         csr_pem: String::new(), // the store signs nothing
+        features: vec![NodeFeature::Networking],
+        underlay_address: None,
     };
     let (_, credential) = TokenKeys::ephemeral()
         .unwrap()
@@ -138,6 +141,7 @@ fn create_vm(store: &Datastore, modules: &[&str]) -> String {
             .collect(),
         power_state: Default::default(),
         user_data: None,
+        network: None,
     };
     store.create_vm("test", "tenant-a", &spec).unwrap().id
 }
@@ -518,6 +522,7 @@ fn user_data_runs_once_after_the_modules_settle_and_never_again() {
             }],
             power_state: PowerState::Running,
             user_data: Some("sysctl -w net.ipv4.tcp_congestion_control=bbr".into()),
+            network: None,
         };
         let id = w.store.create_vm("test", "tenant-a", &spec).unwrap().id;
         let user_data = |w: &World| {

@@ -48,11 +48,14 @@ pub fn build_initramfs(userland: &Userland, extra: &[(&str, &[u8])]) -> std::io:
         }
     }
     for (path, bytes) in extra {
-        entries.push(Entry::file(
-            path.trim_start_matches('/'),
-            0o644,
-            bytes.to_vec(),
-        ));
+        let path = path.trim_start_matches('/');
+        // Its directories first: the kernel unpacks no file into a missing directory.
+        let mut dir = std::path::Path::new(path).parent();
+        while let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) {
+            entries.push(Entry::dir(&d.to_string_lossy(), 0o755));
+            dir = d.parent();
+        }
+        entries.push(Entry::file(path, 0o644, bytes.to_vec()));
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     entries.dedup_by(|a, b| a.name == b.name);
@@ -117,6 +120,16 @@ mod tests {
         let mut raw = Vec::new();
         std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut raw).unwrap();
         let pos = raw.windows(7).position(|w| w == b"sbin/ip").unwrap();
+        let gz = build_initramfs(&u, &[("lib/x/y.ko", b"ko")]).unwrap();
+        let mut with_extra = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut with_extra)
+            .unwrap();
+        let at = |name: &[u8]| with_extra.windows(name.len()).position(|w| w == name);
+        let (lib, x, ko) = (at(b"lib\0"), at(b"lib/x\0"), at(b"lib/x/y.ko\0"));
+        assert!(
+            lib < x && x < ko && lib.is_some(),
+            "directories come before the file"
+        );
         // mode field of that entry's header: a symbolic link.
         assert_eq!(&raw[pos - 110 + 14..pos - 110 + 22], b"0000a1ff");
         assert!(raw.windows(12).any(|w| w == b"/bin/busybox"));

@@ -19,6 +19,7 @@
 
 pub mod cgroup;
 mod child;
+pub mod handoff;
 mod jail;
 pub mod seccomp;
 mod uid;

@@ -22,7 +22,27 @@ pub struct GuestSpec {
     /// A directory the driver owns for this guest (root's): the hypervisor's log, and
     /// [`GuestSpec::guest_dir`].
     pub run_dir: PathBuf,
+    /// Its network interface, if it has one (drivers without networking refuse it).
+    pub nic: Option<GuestNic>,
 }
+
+/// A guest's network interface: a tap already on its tenant network's bridge, handed to
+/// the hypervisor as a descriptor.
+#[derive(Debug, Clone)]
+pub struct GuestNic {
+    /// The interface's MAC in the guest.
+    pub mac: String,
+    /// The tap's descriptor.
+    pub tap: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+impl PartialEq for GuestNic {
+    fn eq(&self, other: &Self) -> bool {
+        self.mac == other.mac && std::sync::Arc::ptr_eq(&self.tap, &other.tap)
+    }
+}
+
+impl Eq for GuestNic {}
 
 impl GuestSpec {
     /// The part of the run directory the hypervisor writes (its jail's `/run/vm`): console
@@ -111,6 +131,10 @@ pub trait HypervisorDriver: Send + Sync {
     fn name(&self) -> &'static str;
     /// How it accelerates guests on this host, for logs (e.g. `kvm`, `tcg`).
     fn acceleration(&self) -> String;
+    /// Whether its guests can have a network interface ([`GuestSpec::nic`]).
+    fn networking(&self) -> bool {
+        false
+    }
     /// Starts a guest.
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError>;
     /// Takes over guest `id`, whose hypervisor (process `pid`, run directory `run_dir`) an

@@ -16,6 +16,8 @@ pub mod hostcaps;
 pub mod jailing;
 pub mod kvm;
 pub mod modprobe;
+pub mod network;
+pub mod platform;
 mod process;
 pub mod qemu;
 pub mod standalone;

@@ -119,13 +119,33 @@ impl QemuDriver {
                 "unix:{},server=on,wait=off",
                 path(&files.socket).display()
             ));
+        if let Some(nic) = &spec.nic {
+            // The tap is already on its bridge in the node's namespace: QEMU gets its
+            // descriptor, not a name (its jail has an empty network namespace). No
+            // option ROM: the kernel is booted directly.
+            cmd.arg("-netdev")
+                .arg(format!("tap,id=net0,fd={TAP_FD}"))
+                .arg("-device")
+                .arg(format!(
+                    "virtio-net-pci,netdev=net0,mac={},romfile=",
+                    nic.mac
+                ));
+            modvisor_jailer::handoff::inherit_fd(&mut cmd, nic.tap.clone(), TAP_FD);
+        }
         cmd
     }
 }
 
+/// The descriptor number a guest's tap has in QEMU.
+const TAP_FD: std::os::fd::RawFd = 3;
+
 impl HypervisorDriver for QemuDriver {
     fn name(&self) -> &'static str {
         "qemu"
+    }
+
+    fn networking(&self) -> bool {
+        true
     }
 
     fn acceleration(&self) -> String {

@@ -86,6 +86,7 @@ pub fn boot(
         initrd,
         cmdline: modvisor_guest::cmdline::default_cmdline(),
         run_dir: dir,
+        nic: None,
     };
     let started = Instant::now();
     let guest = driver.start(&spec)?;

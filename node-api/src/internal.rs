@@ -28,6 +28,17 @@ pub enum NodeState {
     NotReady,
 }
 
+/// Something a node can do for its guests beyond running them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NodeFeature {
+    /// VMs on tenant networks: a virtio-net interface on the tenant network's bridge,
+    /// VXLAN to the other nodes, isolation rules. A VM with a network is placed only on
+    /// a node with this feature.
+    Networking,
+}
+
 /// A node agent, as the control plane knows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
@@ -46,6 +57,13 @@ pub struct Node {
     pub hardware_virtualization: bool,
     /// Release of the guest kernel it boots.
     pub kernel_release: String,
+    /// What its driver and host offer beyond running guests.
+    #[serde(default)]
+    pub features: Vec<NodeFeature>,
+    /// Its address on the underlay network, where the VXLAN tunnels of other nodes end
+    /// (absent: it reaches no other node's tenant networks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_address: Option<String>,
     /// Ready or not.
     pub state: NodeState,
     /// Cordoned nodes take no new VMs.
@@ -72,6 +90,11 @@ impl Node {
     pub fn holds_credential(&self, jti: &str) -> bool {
         self.credential_jti.as_deref() == Some(jti)
             || self.previous_credential_jti.as_deref() == Some(jti)
+    }
+
+    /// Whether it offers `feature`.
+    pub fn has(&self, feature: NodeFeature) -> bool {
+        self.features.contains(&feature)
     }
 
     /// What is still free.
@@ -104,6 +127,12 @@ pub struct RegisterNode {
     pub hardware_virtualization: bool,
     /// Release of the guest kernel it boots.
     pub kernel_release: String,
+    /// What its driver and host offer beyond running guests.
+    #[serde(default)]
+    pub features: Vec<NodeFeature>,
+    /// Its IPv4 address on the underlay network (VXLAN endpoint), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay_address: Option<String>,
     /// A PKCS#10 certificate request (PEM) for the key the node's API will serve TLS
     /// with; the certificate names the node (and nothing the request asks for).
     pub csr_pem: String,
@@ -145,4 +174,9 @@ pub struct HeartbeatReply {
     /// it from now on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// The underlay addresses of every other Ready node with one: the node sends its
+    /// tenant networks' broadcast and unknown-destination frames to each (VXLAN head-end
+    /// replication) and learns where each VM's MAC is from what comes back.
+    #[serde(default)]
+    pub underlay_peers: Vec<String>,
 }

@@ -32,8 +32,8 @@ pub use client::{ClientError, ControlPlaneClient, NodeClient};
 pub use exec::{ExecRequest, ExecResult};
 pub use problem::Problem;
 pub use types::{
-    EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PinnedModule, PowerState,
-    RequestState,
+    EnsureVm, NetworkAttachment, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PinnedModule,
+    PowerState, RequestState,
 };
 pub use user_data::{RunUserData, UserDataState, UserDataStatus};
 

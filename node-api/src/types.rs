@@ -125,6 +125,53 @@ pub struct EnsureVm {
     pub memory_mib: u32,
     /// Run or stop.
     pub power_state: PowerState,
+    /// Its interface on a tenant network, if it has one (fixed for the VM's life).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkAttachment>,
+}
+
+/// A VM's interface on a tenant network, as its node builds it: a tap on the network's
+/// bridge, its frames allowed out only with this MAC and address.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NetworkAttachment {
+    /// The tenant network's VXLAN network identifier (24 bits): its bridge and tunnel
+    /// on every node.
+    pub vni: u32,
+    /// The VM's IPv4 address.
+    #[cfg_attr(feature = "schema", schema(value_type = String, format = "ipv4"))]
+    pub ip: std::net::Ipv4Addr,
+    /// The network's prefix length.
+    pub prefix: u8,
+    /// The MAC of the VM's interface (`02:...`, locally administered).
+    pub mac: String,
+}
+
+impl NetworkAttachment {
+    /// Whether the fields are in range: a 24-bit VNI, a /16 to /30 prefix, a unicast,
+    /// locally administered MAC.
+    pub fn check(&self) -> Result<(), String> {
+        if self.vni == 0 || self.vni >= 1 << 24 {
+            return Err(format!("vni {} is not a 24-bit VXLAN id", self.vni));
+        }
+        if !(16..=30).contains(&self.prefix) {
+            return Err(format!("prefix /{} is outside /16 to /30", self.prefix));
+        }
+        let octets: Vec<u8> = self
+            .mac
+            .split(':')
+            .map(|o| u8::from_str_radix(o, 16))
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("{:?} is not a MAC", self.mac))?;
+        if octets.len() != 6 || self.mac.len() != 17 || octets[0] & 0x03 != 0x02 {
+            return Err(format!(
+                "{:?} is not a unicast, locally administered MAC",
+                self.mac
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One module of a load request's dependency closure, pinned to the sha256 of the file the

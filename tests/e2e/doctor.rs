@@ -191,6 +191,7 @@ fn the_readme_run_command_gives_a_running_vm_with_tcp_bbr_loaded() {
         }],
         power_state: PowerState::Running,
         user_data: None,
+        network: None,
     };
     let id = a.create_vm(&spec).unwrap().id;
     let deadline = Instant::now() + Duration::from_secs(300);

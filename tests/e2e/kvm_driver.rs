@@ -43,6 +43,7 @@ fn spec(dir: &std::path::Path, probe: Probe) -> GuestSpec {
         initrd,
         cmdline: "console=ttyS0".into(),
         run_dir: dir.join("run"),
+        nic: None,
     }
 }
 

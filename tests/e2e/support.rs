@@ -413,6 +413,7 @@ impl Plane {
             modules: Vec::new(),
             power_state: PowerState::Running,
             user_data: None,
+            network: None,
         };
         self.api(token).create_vm(&spec).expect("create a VM").id
     }

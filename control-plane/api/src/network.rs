@@ -34,3 +34,17 @@ pub struct Network {
     /// When it was created.
     pub created_at: Timestamp,
 }
+
+/// A VM's place on its network, decided when the VM is created and kept for its life.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct VmNetwork {
+    /// The network's name.
+    pub network: String,
+    /// The VM's address in it.
+    pub ip: String,
+    /// The prefix length of the network.
+    pub prefix: u8,
+    /// The MAC of the VM's interface.
+    pub mac: String,
+}

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use crate::network::{CreateNetwork, Network};
+pub use crate::network::{CreateNetwork, Network, VmNetwork};
 pub use modvisor_node_api::exec::{ExecRequest, ExecResult};
 pub use modvisor_node_api::internal::{Node, NodeState, Resources};
 pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
@@ -188,6 +188,11 @@ pub struct VmSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schema(max_length = 32768))]
     pub user_data: Option<String>,
+    /// The tenant network the VM joins: `default` when absent (created on first use),
+    /// `none` for a VM without a network interface. Fixed at creation: a replace may
+    /// repeat it or leave it out, not change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
 }
 
 /// The observed state of a VM.
@@ -206,6 +211,9 @@ pub struct VmStatus {
     /// What became of the VM's first-boot script, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<UserDataStatus>,
+    /// The VM's address on its network (absent for a VM without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<VmNetwork>,
 }
 
 /// A virtual machine owned by a tenant.

@@ -76,6 +76,16 @@ pub async fn register_node(
     if reg.csr_pem.len() > 16 * 1024 {
         return Err(Error::invalid("csr_pem", "at most 16 KiB"));
     }
+    if let Some(a) = &reg.underlay_address {
+        if a.parse::<std::net::Ipv4Addr>().map_or(true, |ip| {
+            ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast()
+        }) {
+            return Err(Error::invalid(
+                "underlay_address",
+                "must be a unicast IPv4 address",
+            ));
+        }
+    }
     if !["qemu", "kvm"].contains(&reg.driver.as_str()) {
         return Err(Error::invalid("driver", "must be qemu or kvm"));
     }
@@ -171,8 +181,16 @@ pub async fn heartbeat(
     };
     let store = state.store.clone();
     let record = renewal.as_ref().map(|(_, record)| record.clone());
-    let (mut reply, renewed) =
-        blocking(move || store.heartbeat(&name, &caller.jti, &hb, record.as_ref())).await?;
+    let with_underlay = node.underlay_address.is_some();
+    let (mut reply, renewed) = blocking(move || {
+        let (mut reply, renewed) = store.heartbeat(&name, &caller.jti, &hb, record.as_ref())?;
+        // Only a node that has an underlay can reach peers (and needs the node list).
+        if with_underlay {
+            reply.underlay_peers = store.underlay_peers(&name)?;
+        }
+        Ok::<_, Error>((reply, renewed))
+    })
+    .await?;
     if renewed {
         reply.credential = renewal.map(|(token, _)| token);
     }

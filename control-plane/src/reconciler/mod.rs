@@ -401,11 +401,20 @@ impl<C: NodeConnector> Reconciler<C> {
                 .set_vm_phase(&vm.id, Phase::Starting, None)
                 .map_err(|e| e.to_string())?;
         }
+        let network = match &vm.status.network {
+            Some(n) => Some(
+                self.store
+                    .network_attachment(&vm.tenant, n)
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
         let body = EnsureVm {
             tenant: vm.tenant.clone(),
             vcpus: vm.spec.vcpus,
             memory_mib: vm.spec.memory_mib,
             power_state: vm.spec.power_state,
+            network,
         };
         let observed = self
             .nodes

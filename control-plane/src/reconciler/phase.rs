@@ -75,6 +75,7 @@ mod tests {
                 modules: Vec::new(),
                 power_state: PowerState::Running,
                 user_data: None,
+                network: None,
             },
             status: VmStatus {
                 phase,
@@ -82,6 +83,7 @@ mod tests {
                 reason: None,
                 guest_modules: Vec::new(),
                 user_data: None,
+                network: None,
             },
             generation: 1,
             deleting: false,

@@ -23,7 +23,7 @@ mod txn;
 mod vms;
 
 pub use module_requests::MAX_REQUESTS_PER_VM;
-pub use networks::{NetworkRecord, TenantNetworks, NO_NETWORK};
+pub use networks::{NetworkRecord, TenantNetworks, DEFAULT_CIDR, DEFAULT_NETWORK, NO_NETWORK};
 pub use nodes::Registrant;
 pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
@@ -187,11 +187,22 @@ impl VmFilter<'_> {
 #[derive(Clone)]
 pub struct Datastore {
     kv: Arc<dyn KvStore>,
+    default_network_cidr: Arc<str>,
 }
 
 impl Datastore {
     /// Wraps a store.
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
-        Datastore { kv }
+        Datastore {
+            kv,
+            default_network_cidr: Arc::from(networks::DEFAULT_CIDR),
+        }
+    }
+
+    /// The same store, creating each tenant's `default` network with `cidr` (checked by
+    /// the caller with [`crate::ipam::Cidr`]) instead of [`networks::DEFAULT_CIDR`].
+    pub fn with_default_network_cidr(mut self, cidr: &str) -> Self {
+        self.default_network_cidr = Arc::from(cidr);
+        self
     }
 }

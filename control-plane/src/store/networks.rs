@@ -7,13 +7,17 @@ use super::txn::{append_event, get_record};
 use super::{transact, Datastore, Table, Txn, VmFilter};
 use crate::error::{Error, Result};
 use crate::ipam::Cidr;
-use crate::model::{now, CreateNetwork, Network, Tenant};
+use crate::model::{now, CreateNetwork, Network, Tenant, VmNetwork};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// The name that means no network at all (no network may take it).
 pub const NO_NETWORK: &str = "none";
+/// The network a VM joins when its spec names none; created on first use.
+pub const DEFAULT_NETWORK: &str = "default";
+/// The CIDR of each tenant's `default` network unless the operator configures another.
+pub const DEFAULT_CIDR: &str = "10.0.0.0/24";
 
 /// One network as stored: what the API shows, its VXLAN id, and who holds which address.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -92,11 +96,7 @@ pub(super) fn create_in(
         )));
     }
     for other in all.networks.values() {
-        let theirs: Cidr = other
-            .network
-            .cidr
-            .parse()
-            .map_err(|e| Error::Storage(format!("network {}: {e}", other.network.name)))?;
+        let theirs = record_cidr(other)?;
         if theirs.overlaps(&cidr) {
             return Err(Error::Conflict(format!(
                 "{cidr} overlaps network {} ({theirs}) of tenant {tenant}",
@@ -132,6 +132,87 @@ pub(super) fn create_in(
     );
     save(txn, actor, &mut t, &all, "network.create", &body.name)?;
     Ok(network)
+}
+
+/// Gives VM `vm_id` of `tenant` the lowest free address of network `name` (creating the
+/// tenant's `default` network with `default_cidr` on first use), inside the transaction
+/// that creates the VM. `None` for [`NO_NETWORK`].
+pub(super) fn attach(
+    txn: &dyn Txn,
+    actor: &str,
+    tenant: &str,
+    name: &str,
+    default_cidr: &str,
+    vm_id: &str,
+) -> Result<Option<VmNetwork>> {
+    if name == NO_NETWORK {
+        return Ok(None);
+    }
+    let mut all = tenant_networks(txn, tenant)?;
+    if !all.networks.contains_key(name) {
+        if name != DEFAULT_NETWORK {
+            return Err(Error::not_found("network", name));
+        }
+        let body = CreateNetwork {
+            name: DEFAULT_NETWORK.into(),
+            cidr: default_cidr.into(),
+        };
+        create_in(txn, actor, tenant, &body)?;
+        all = tenant_networks(txn, tenant)?;
+    }
+    let record = all
+        .networks
+        .get_mut(name)
+        .ok_or_else(|| Error::not_found("network", name))?;
+    let cidr = record_cidr(record)?;
+    let used = record.addresses.keys().copied().collect();
+    let ip = cidr.free_address(&used).ok_or_else(|| {
+        Error::Conflict(format!(
+            "network {name} ({cidr}) is full: all {} addresses for VMs are in use",
+            cidr.vm_addresses()
+        ))
+    })?;
+    record.addresses.insert(ip, vm_id.to_string());
+    record.network.addresses_in_use = record.addresses.len() as u32;
+    txn.insert(Table::Networks, tenant.as_bytes(), &encode(&all)?)?;
+    Ok(Some(VmNetwork {
+        network: name.to_string(),
+        ip: ip.to_string(),
+        prefix: cidr.prefix(),
+        mac: crate::ipam::mac_for(ip),
+    }))
+}
+
+/// Gives back the address VM `vm_id` held (if its network still lists it for that VM),
+/// inside the transaction that removes the VM.
+pub(super) fn release_address(
+    txn: &dyn Txn,
+    tenant: &str,
+    held: &VmNetwork,
+    vm_id: &str,
+) -> Result<()> {
+    let mut all = tenant_networks(txn, tenant)?;
+    let Some(record) = all.networks.get_mut(&held.network) else {
+        return Ok(());
+    };
+    let ip: Ipv4Addr = held
+        .ip
+        .parse()
+        .map_err(|e| Error::Storage(format!("address {} of vm {vm_id}: {e}", held.ip)))?;
+    if record.addresses.get(&ip).map(String::as_str) == Some(vm_id) {
+        record.addresses.remove(&ip);
+        record.network.addresses_in_use = record.addresses.len() as u32;
+        txn.insert(Table::Networks, tenant.as_bytes(), &encode(&all)?)?;
+    }
+    Ok(())
+}
+
+fn record_cidr(record: &NetworkRecord) -> Result<Cidr> {
+    record
+        .network
+        .cidr
+        .parse()
+        .map_err(|e| Error::Storage(format!("network {}: {e}", record.network.name)))
 }
 
 impl Datastore {
@@ -180,6 +261,25 @@ impl Datastore {
             .get(name)
             .cloned()
             .ok_or_else(|| Error::not_found("network", name))
+    }
+
+    /// What a node needs to build the interface `held` of a VM of `tenant`.
+    pub fn network_attachment(
+        &self,
+        tenant: &str,
+        held: &VmNetwork,
+    ) -> Result<modvisor_node_api::NetworkAttachment> {
+        let record = self.network_record(tenant, &held.network)?;
+        let ip = held
+            .ip
+            .parse()
+            .map_err(|e| Error::Storage(format!("address {}: {e}", held.ip)))?;
+        Ok(modvisor_node_api::NetworkAttachment {
+            vni: record.vni,
+            ip,
+            prefix: held.prefix,
+            mac: held.mac.clone(),
+        })
     }
 
     /// Deletes network `name` of `tenant`; refused while a VM holds an address in it.

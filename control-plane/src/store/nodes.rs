@@ -127,6 +127,17 @@ fn renew_credential(
 }
 
 impl Datastore {
+    /// The underlay addresses of every Ready node but `name` that has one: where `name`
+    /// sends its tenant networks' flooded frames.
+    pub fn underlay_peers(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list_nodes()?
+            .into_iter()
+            .filter(|n| n.name != name && n.state == NodeState::Ready)
+            .filter_map(|n| n.underlay_address)
+            .collect())
+    }
+
     /// What the VMs placed on `node` hold by their specs (those being deleted included,
     /// until their node has removed them): a node's `allocated` must equal it.
     pub fn placed_on(&self, node: &str) -> Result<crate::model::Resources> {
@@ -332,6 +343,8 @@ impl Datastore {
                 driver: reg.driver.clone(),
                 hardware_virtualization: reg.hardware_virtualization,
                 kernel_release: reg.kernel_release.clone(),
+                features: reg.features.clone(),
+                underlay_address: reg.underlay_address.clone(),
                 state: NodeState::Ready,
                 cordoned: prev.as_ref().is_some_and(|p| p.cordoned),
                 last_heartbeat: time.clone(),

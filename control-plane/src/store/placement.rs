@@ -4,7 +4,7 @@
 use super::keys::decode;
 use super::module_requests::reset_requests;
 use super::nodes::{put_node, release};
-use super::scheduler::{choose_node, LoadOrder, Placement, Strategy};
+use super::scheduler::{choose_node, LoadOrder, Need, Placement, Strategy};
 use super::txn::{append_event, get_record, update_vm, visible_vm, write_vm};
 use super::{transact, Datastore, Table, VmFilter};
 use crate::error::{Error, Result};
@@ -52,6 +52,8 @@ impl Datastore {
         #[derive(serde::Deserialize)]
         struct CandidateStatus {
             phase: Phase,
+            #[serde(default)]
+            network: Option<serde::de::IgnoredAny>,
         }
         for id in ids {
             let Ok(vm) = self.get_vm_as::<Candidate>(VmFilter::All, id) else {
@@ -66,9 +68,12 @@ impl Datastore {
             let counts = per_tenant
                 .get_mut(&vm.tenant)
                 .ok_or_else(|| Error::Storage("tenant counts".into()))?;
-            let need = Resources {
-                vcpus: u64::from(vm.spec.vcpus),
-                memory_mib: u64::from(vm.spec.memory_mib),
+            let need = Need {
+                resources: Resources {
+                    vcpus: u64::from(vm.spec.vcpus),
+                    memory_mib: u64::from(vm.spec.memory_mib),
+                },
+                networking: vm.status.network.is_some(),
             };
             // Nothing fits: `choose_node` says why (or, should it disagree, where).
             let pick = order
@@ -87,8 +92,8 @@ impl Datastore {
             match pick {
                 Ok(i) if i < nodes.len() => {
                     order.remove(&nodes[i], i);
-                    nodes[i].allocated.vcpus += need.vcpus;
-                    nodes[i].allocated.memory_mib += need.memory_mib;
+                    nodes[i].allocated.vcpus += need.resources.vcpus;
+                    nodes[i].allocated.memory_mib += need.resources.memory_mib;
                     order.insert(&nodes[i], i);
                     let name = nodes[i].name.clone();
                     *counts.entry(name.clone()).or_default() += 1;
@@ -126,8 +131,13 @@ impl Datastore {
                             ),
                         };
                         let free = node.free();
+                        let need = Need {
+                            resources: Resources::default(),
+                            networking: vm.status.network.is_some(),
+                        };
                         let fits = node.state == NodeState::Ready
                             && !node.cordoned
+                            && need.featured(node)
                             && free.vcpus >= u64::from(vm.spec.vcpus)
                             && free.memory_mib >= u64::from(vm.spec.memory_mib);
                         if !fits {

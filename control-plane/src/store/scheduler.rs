@@ -2,7 +2,7 @@
 //! best for the strategy, and the load order that lets a batch of placements look at the
 //! least (or most) loaded nodes first. Pure: the store commits what it decides.
 
-use crate::model::{Node, NodeState, Resources};
+use crate::model::{Node, NodeFeature, NodeState, Resources};
 use std::collections::HashMap;
 
 /// How the scheduler scores the nodes that fit.
@@ -24,16 +24,35 @@ pub enum Placement {
     Unschedulable(String),
 }
 
+/// What a VM needs of its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// vCPUs and memory.
+    pub resources: Resources,
+    /// Whether it is on a tenant network (only nodes with [`NodeFeature::Networking`]).
+    pub networking: bool,
+}
+
+impl Need {
+    /// Whether `n` offers what the VM needs beyond capacity.
+    pub fn featured(&self, n: &Node) -> bool {
+        !self.networking || n.has(NodeFeature::Networking)
+    }
+}
+
 /// Picks a node for a VM needing `need` among `nodes`. `tenant_vms` counts the tenant's
 /// VMs per node (for spreading them).
 pub fn choose_node<'a>(
     nodes: &'a [Node],
-    need: Resources,
+    need: Need,
     tenant_vms: &HashMap<String, u64>,
     strategy: Strategy,
 ) -> std::result::Result<&'a Node, String> {
-    let (mut not_ready, mut cordoned, mut too_small) = (0, 0, 0);
+    let (mut not_ready, mut cordoned, mut unfeatured, mut too_small) = (0, 0, 0, 0);
     let mut best: Option<(&Node, (u64, u64, u64))> = None;
+    let networking = need.networking;
+    let featured = |n: &Node| need.featured(n);
+    let need = need.resources;
     for n in nodes {
         if n.state != NodeState::Ready {
             not_ready += 1;
@@ -41,6 +60,10 @@ pub fn choose_node<'a>(
         }
         if n.cordoned {
             cordoned += 1;
+            continue;
+        }
+        if !featured(n) {
+            unfeatured += 1;
             continue;
         }
         let free = n.free();
@@ -70,8 +93,14 @@ pub fn choose_node<'a>(
         if nodes.is_empty() {
             super::vms::NO_NODES_REASON.to_string()
         } else {
+            let network = match networking {
+                true => format!(
+                    ", {unfeatured} without networking (the VM is on a tenant network; only a node whose driver offers networking can host it, or create it with network \"none\")"
+                ),
+                false => String::new(),
+            };
             format!(
-                "no node fits {} vCPUs and {} MiB: {} nodes, {not_ready} not ready, {cordoned} cordoned, {too_small} without enough free capacity",
+                "no node fits {} vCPUs and {} MiB: {} nodes, {not_ready} not ready, {cordoned} cordoned{network}, {too_small} without enough free capacity",
                 need.vcpus,
                 need.memory_mib,
                 nodes.len()
@@ -115,13 +144,15 @@ impl LoadOrder {
     pub(super) fn pick(
         &self,
         nodes: &[Node],
-        need: Resources,
+        need: Need,
         mine: &HashMap<String, u64>,
         strategy: Strategy,
     ) -> Option<usize> {
         let fits = |n: &Node| {
             let f = n.free();
-            f.vcpus >= need.vcpus && f.memory_mib >= need.memory_mib
+            need.featured(n)
+                && f.vcpus >= need.resources.vcpus
+                && f.memory_mib >= need.resources.memory_mib
         };
         match strategy {
             Strategy::Spread => {

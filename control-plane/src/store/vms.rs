@@ -24,6 +24,9 @@ pub(super) fn remove_vm(txn: &dyn Txn, actor: &str, vm: &Vm) -> Result<()> {
         -i64::from(vm.spec.memory_mib),
     )?;
     txn.insert(Table::Tenants, vm.tenant.as_bytes(), &encode(&t)?)?;
+    if let Some(held) = &vm.status.network {
+        super::networks::release_address(txn, &vm.tenant, held, &vm.id)?;
+    }
     txn.remove(Table::Vms, &pair(&vm.tenant, vm.id.as_bytes()))?;
     txn.remove(Table::VmOwners, vm.id.as_bytes())?;
     txn.remove(Table::VmNames, &pair(&vm.tenant, vm.spec.name.as_bytes()))?;
@@ -61,6 +64,21 @@ fn check_if_match(vm: &Vm, if_match: Option<&str>) -> Result<()> {
     }
 }
 
+/// A field fixed at creation, in a replacement spec: left out, it keeps `stored`;
+/// given, it must equal it.
+fn keep_fixed(given: &mut Option<String>, stored: &Option<String>, field: &str) -> Result<()> {
+    match (&*given, stored) {
+        (None, kept) => *given = kept.clone(),
+        (Some(new), Some(old)) if new == old => {}
+        (Some(_), _) => {
+            return Err(Error::Conflict(format!(
+                "{field} is fixed at creation: repeat it or leave it out"
+            )))
+        }
+    }
+    Ok(())
+}
+
 /// Reserves `name` for VM `id` within `tenant`.
 fn claim_name(txn: &dyn Txn, tenant: &str, name: &str, id: &str) -> Result<()> {
     let key = pair(tenant, name.as_bytes());
@@ -78,6 +96,12 @@ impl Datastore {
     pub fn create_vm(&self, actor: &str, tenant: &str, spec: &VmSpec) -> Result<Vm> {
         let id = uuid::Uuid::new_v4().to_string();
         let time = now();
+        let mut spec = spec.clone();
+        let network = spec
+            .network
+            .get_or_insert_with(|| super::networks::DEFAULT_NETWORK.to_string())
+            .clone();
+        let spec = &spec;
         let vm = Vm {
             id: id.clone(),
             tenant: tenant.to_string(),
@@ -88,6 +112,7 @@ impl Datastore {
                 reason: Some(NO_NODES_REASON.to_string()),
                 guest_modules: Vec::new(),
                 user_data: spec.user_data.as_ref().map(|_| UserDataStatus::pending()),
+                network: None,
             },
             generation: 1,
             created_at: time.clone(),
@@ -95,6 +120,16 @@ impl Datastore {
             deleting: false,
         };
         transact(&*self.kv, |txn| {
+            // The network first: creating the default network rewrites the tenant.
+            let mut vm = vm.clone();
+            vm.status.network = super::networks::attach(
+                txn,
+                actor,
+                tenant,
+                &network,
+                &self.default_network_cidr,
+                &id,
+            )?;
             let mut t: Tenant = get_record(txn, Table::Tenants, tenant.as_bytes())?
                 .ok_or_else(|| Error::not_found("tenant", tenant))?;
             t.usage = charge(&t, 1, i64::from(spec.vcpus), i64::from(spec.memory_mib))?;
@@ -105,7 +140,7 @@ impl Datastore {
             txn.insert(Table::VmOwners, id.as_bytes(), tenant.as_bytes())?;
             txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
             append_event(txn, actor, Some(tenant), "vm.create", &format!("vms/{id}"))?;
-            Ok(vm.clone())
+            Ok(vm)
         })
     }
 
@@ -168,15 +203,8 @@ impl Datastore {
             check_if_match(&vm, if_match)?;
             refuse_if_deleting(&vm)?;
             let mut spec = spec.clone();
-            match (&spec.user_data, &vm.spec.user_data) {
-                (None, kept) => spec.user_data = kept.clone(),
-                (Some(new), Some(old)) if new == old => {}
-                (Some(_), _) => {
-                    return Err(Error::Conflict(
-                        "user_data is fixed at creation: repeat it or leave it out".into(),
-                    ))
-                }
-            }
+            keep_fixed(&mut spec.user_data, &vm.spec.user_data, "user_data")?;
+            keep_fixed(&mut spec.network, &vm.spec.network, "network")?;
             let spec = &spec;
             if let Some(node) = &vm.status.node {
                 resize_reservation(txn, node, &vm.spec, spec)?;

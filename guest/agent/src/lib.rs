@@ -16,6 +16,7 @@ pub mod confine;
 pub mod exec;
 pub mod kmod;
 pub mod namespace;
+pub mod platform;
 pub mod procfs;
 pub mod tenant;
 pub mod user_data;

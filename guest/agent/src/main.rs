@@ -7,7 +7,8 @@
 #![deny(unsafe_code)]
 
 use modvisor_guest_agent::tenant::{self, Confined, TenantContext, Unconfined};
-use modvisor_guest_agent::{confine, namespace, Agent, Next, ReplySink};
+use modvisor_guest_agent::{confine, namespace, platform, Agent, Next, ReplySink};
+use modvisor_guest_protocol::net::NetConfig;
 use nix::sys::stat::{major, minor};
 use nix::sys::termios;
 use std::fs::OpenOptions;
@@ -91,6 +92,17 @@ fn prepare_guest() -> Option<(PathBuf, PathBuf)> {
         confine::restrict_usermode_helpers().map_err(|e| e.to_string()),
     );
     say("tenant cgroup", namespace::make_tenant_cgroup());
+    // Before any tenant process: the devices, then the network the host described.
+    for failure in platform::load_platform_modules(Path::new(platform::PLATFORM_DIR)) {
+        println!("modvisor-guest-agent: platform module {failure}");
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if let Some(config) = NetConfig::from_cmdline(&cmdline) {
+        match platform::configure_network(&config) {
+            Ok(done) => println!("modvisor-guest-agent: network {done}"),
+            Err(e) => println!("modvisor-guest-agent: network: {e}"),
+        }
+    }
     let nodes = match namespace::make_agent_dir() {
         Ok(n) => Some(n),
         Err(e) => {

@@ -26,6 +26,7 @@
 pub mod exec;
 pub mod frame;
 pub mod message;
+pub mod net;
 pub mod seal;
 pub mod user_data;
 

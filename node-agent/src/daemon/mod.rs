@@ -17,7 +17,9 @@ use crate::jailing::{JailOptions, NodeJails};
 use crate::kvm::KvmDriver;
 use crate::qemu::QemuDriver;
 use modvisor_auth::TokenVerifier;
-use modvisor_node_api::internal::{Heartbeat, NodeCredential, RegisterNode, Resources};
+use modvisor_node_api::internal::{
+    Heartbeat, NodeCredential, NodeFeature, RegisterNode, Resources,
+};
 use modvisor_node_api::{ClientError, ControlPlaneClient};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -62,6 +64,10 @@ pub struct NodeConfig {
     /// The control plane's CA certificate (PEM file), if given; else the CA the bootstrap
     /// token pins, else the one saved at the last registration.
     pub control_plane_ca: Option<PathBuf>,
+    /// Whether to offer tenant networks (when the driver can).
+    pub networking: bool,
+    /// Where the node's tenant networks meet other nodes', if anywhere.
+    pub underlay: Option<crate::network::Underlay>,
 }
 
 /// Errors that keep a node agent from starting.
@@ -152,18 +158,50 @@ fn prepare(config: NodeConfig) -> Result<Prepared, NodeError> {
     };
     let driver = pick_driver(config.driver, jails)?;
     tracing::info!(driver = driver.name(), accel = %driver.acceleration(), "hypervisor driver");
+    let network = match (config.networking, driver.networking()) {
+        (true, true) => {
+            let n = crate::network::NodeNetwork::open(
+                &config.name,
+                &config.data_dir,
+                config.underlay.clone(),
+            )
+            .map_err(setup(
+                "tenant networks (iproute2 and nftables; --networking off to run without)",
+            ))?;
+            let keep: Vec<String> = saved.iter().map(|r| r.id.clone()).collect();
+            for removed in n.sweep(&keep).map_err(setup("tenant networks: sweep"))? {
+                tracing::info!(%removed, "removed what an earlier run left in the node's namespace");
+            }
+            tracing::info!(netns = %n.netns().0, underlay = ?n.underlay_address(), "tenant networks");
+            Some(Arc::new(n))
+        }
+        (true, false) => {
+            tracing::warn!(
+                driver = driver.name(),
+                "this driver offers no networking: VMs on tenant networks are not placed here"
+            );
+            None
+        }
+        (false, _) => None,
+    };
     let kernel = modvisor_guest::kernel::resolve(|m| tracing::info!("{m}"))
         .map_err(setup("guest kernel"))?;
     std::fs::create_dir_all(&config.data_dir).map_err(setup("data dir"))?;
     let initrd = config.data_dir.join("initramfs.gz");
     let userland = modvisor_guest::userland::resolve(|m| tracing::info!("{m}"))
         .map_err(setup("guest userland"))?;
-    let image = modvisor_guest::build_initramfs(&userland, &[]).map_err(setup("initramfs"))?;
-    std::fs::write(&initrd, image).map_err(setup("initramfs"))?;
     let trust = modvisor_modules::TrustStore::from_kernel_image(
         &std::fs::read(&kernel.vmlinuz).map_err(setup("guest kernel"))?,
     )
     .map_err(setup("keys of the guest kernel"))?;
+    let platform = crate::platform::platform_modules(&kernel, &trust)
+        .map_err(setup("the guest kernel's platform modules"))?;
+    let extra: Vec<(&str, &[u8])> = platform
+        .iter()
+        .map(|m| (m.path.as_str(), m.bytes.as_slice()))
+        .collect();
+    let image = modvisor_guest::build_initramfs(&userland, &extra).map_err(setup("initramfs"))?;
+    std::fs::write(&initrd, image).map_err(setup("initramfs"))?;
     let listener =
         std::net::TcpListener::bind(config.listen).map_err(setup("node API listener"))?;
     let addr = listener.local_addr().map_err(setup("node API listener"))?;
@@ -181,6 +219,14 @@ fn prepare(config: NodeConfig) -> Result<Prepared, NodeError> {
         driver: driver.name().to_string(),
         hardware_virtualization: hostcaps::hardware_virtualization(),
         kernel_release: kernel.release.clone(),
+        features: match network {
+            Some(_) => vec![NodeFeature::Networking],
+            None => Vec::new(),
+        },
+        underlay_address: network
+            .as_ref()
+            .and_then(|n| n.underlay_address())
+            .map(|a| a.to_string()),
         csr_pem,
     };
     let own = credential::load(&config.data_dir, &config.name).map_err(setup("credential"))?;
@@ -217,6 +263,8 @@ fn prepare(config: NodeConfig) -> Result<Prepared, NodeError> {
         run_root: config.data_dir.join("run"),
         records: records.clone(),
         trust: Arc::new(trust),
+        network,
+        platform_modules: platform.iter().map(|m| m.name.clone()).collect(),
     };
     let node = Arc::new(Node {
         name: config.name.clone(),
@@ -331,6 +379,11 @@ fn spawn_heartbeats(
                     match credential.renew(renewed) {
                         Ok(()) => tracing::info!("node credential renewed"),
                         Err(e) => tracing::warn!(error = %e, "cannot keep the renewed credential"),
+                    }
+                }
+                if let Some(network) = &node.host.network {
+                    if let Err(e) = network.set_peers(&reply.underlay_peers) {
+                        tracing::warn!(error = %e, "updating the tenant networks' peers");
                     }
                 }
                 for id in reply.remove {

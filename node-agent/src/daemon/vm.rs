@@ -3,8 +3,9 @@
 
 use crate::channel::AgentClient;
 use crate::console::ConsoleHub;
-use crate::driver::{Guest, GuestSpec, GuestState, HypervisorDriver};
+use crate::driver::{Guest, GuestNic, GuestSpec, GuestState, HypervisorDriver};
 use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
+use crate::network::{NodeNetwork, TENANT_MTU};
 use modvisor_guest_protocol::seal::ChannelKey;
 use modvisor_modules::{TrustStore, VettingPolicy};
 use modvisor_node_api::types::{
@@ -108,6 +109,11 @@ pub struct Host {
     pub records: PathBuf,
     /// Keys the guest kernel trusts.
     pub trust: Arc<TrustStore>,
+    /// The node's tenant networks, if it offers them.
+    pub network: Option<Arc<NodeNetwork>>,
+    /// The platform modules every guest loads at boot (not the tenant's: left out of
+    /// what the VM reports).
+    pub platform_modules: Arc<[String]>,
 }
 
 /// The channel to a VM's guest agent while it is attached (shared with the node API for
@@ -262,6 +268,11 @@ impl Worker {
                 .and_then(|pid| self.host.driver.adopt(&self.id, pid, &rec.run_dir))
             {
                 tracing::info!(vm = %self.id, "re-adopted a running guest");
+                if let (Some(a), Some(net)) = (&self.spec.network, &self.host.network) {
+                    if let Err(e) = net.readopt(&self.id, a) {
+                        tracing::warn!(vm = %self.id, error = %e, "restoring the guest's network guard");
+                    }
+                }
                 self.guest = Some(g);
                 self.open_console();
                 self.connect();
@@ -346,14 +357,23 @@ impl Worker {
         if let Ok(mut o) = self.observed.lock() {
             o.user_data = None;
         }
+        let (nic, cmdline) = match self.nic() {
+            Ok(Some((nic, arg))) => (Some(nic), format!("{} {arg}", self.host.cmdline)),
+            Ok(None) => (None, self.host.cmdline.clone()),
+            Err(reason) => {
+                self.set(Phase::Failed, Some(reason));
+                return;
+            }
+        };
         let spec = GuestSpec {
             id: self.id.clone(),
             vcpus: self.spec.vcpus,
             memory_mib: self.spec.memory_mib,
             kernel: self.host.kernel.clone(),
             initrd: self.host.initrd.clone(),
-            cmdline: self.host.cmdline.clone(),
+            cmdline,
             run_dir: self.run_dir(),
+            nic,
         };
         // A new key for every boot, kept (0600) beside the jail, never inside it: the
         // hypervisor needs no key, and an agent restarted later must find it.
@@ -426,6 +446,42 @@ impl Worker {
         if let Some(mut g) = self.guest.take() {
             g.stop(Duration::from_secs(5));
         }
+        self.release_nic();
+    }
+
+    /// The guest's interface for a boot: a fresh tap on its tenant network, and the
+    /// kernel parameter that tells the guest its address (none without a network).
+    fn nic(&self) -> Result<Option<(GuestNic, String)>, String> {
+        let Some(a) = &self.spec.network else {
+            return Ok(None);
+        };
+        let net = self.host.network.as_ref().ok_or(
+            "this node offers no tenant networks (its driver has no networking, or it runs with --networking off)",
+        )?;
+        let tap = net
+            .attach(&self.id, a)
+            .map_err(|e| format!("tenant network: {e}"))?;
+        let config = modvisor_guest_protocol::net::NetConfig {
+            mac: a.mac.clone(),
+            ip: a.ip,
+            prefix: a.prefix,
+            mtu: TENANT_MTU,
+        };
+        let nic = GuestNic {
+            mac: a.mac.clone(),
+            tap: Arc::new(tap),
+        };
+        Ok(Some((nic, config.to_kernel_arg())))
+    }
+
+    /// Removes the guest's tap and guard (and its network's bridge when it was the last
+    /// VM here on it).
+    fn release_nic(&self) {
+        if let (Some(a), Some(net)) = (&self.spec.network, &self.host.network) {
+            if let Err(e) = net.detach(&self.id, a.vni) {
+                tracing::warn!(vm = %self.id, error = %e, "removing the guest's network interface");
+            }
+        }
     }
 
     /// Notices a guest that ended on its own.
@@ -436,12 +492,14 @@ impl Worker {
             GuestState::Exited => {
                 self.guest = None;
                 self.set_client(None);
+                self.release_nic();
                 self.set(Phase::Stopped, Some("the guest powered off".into()));
                 self.save();
             }
             GuestState::Crashed { reason } => {
                 self.guest = None;
                 self.set_client(None);
+                self.release_nic();
                 self.set(Phase::Failed, Some(reason));
                 self.save();
             }
@@ -458,7 +516,7 @@ impl Worker {
             let names: Vec<String> = list
                 .into_iter()
                 .map(|m| m.name)
-                .filter(|n| is_module_name(n))
+                .filter(|n| is_module_name(n) && !self.host.platform_modules.contains(n))
                 .take(MAX_GUEST_MODULES)
                 .collect();
             if let Ok(mut o) = self.observed.lock() {
