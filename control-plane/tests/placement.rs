@@ -17,6 +17,22 @@ fn store(dir: &std::path::Path) -> Datastore {
 }
 
 fn node(store: &Datastore, name: &str, vcpus: u64, memory_mib: u64) {
+    node_with(
+        store,
+        name,
+        vcpus,
+        memory_mib,
+        vec![NodeFeature::Networking],
+    );
+}
+
+fn node_with(
+    store: &Datastore,
+    name: &str,
+    vcpus: u64,
+    memory_mib: u64,
+    features: Vec<NodeFeature>,
+) {
     let reg = RegisterNode {
         name: name.into(),
         address: "http://127.0.0.1:9".into(),
@@ -25,7 +41,7 @@ fn node(store: &Datastore, name: &str, vcpus: u64, memory_mib: u64) {
         hardware_virtualization: false,
         kernel_release: "6.1.0-56-cloud-amd64".into(),
         csr_pem: String::new(), // the store signs nothing
-        features: vec![NodeFeature::Networking],
+        features,
         underlay_address: None,
     };
     let (_, credential) = TokenKeys::ephemeral()
@@ -173,4 +189,43 @@ fn binpack_fills_one_node_before_the_next() {
     assert!(placed
         .iter()
         .all(|(_, p)| *p == Placement::Placed(first.clone())));
+}
+
+#[test]
+fn a_vm_on_a_tenant_network_goes_only_to_a_node_with_networking() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    node_with(&s, "plain", 8, 8192, Vec::new());
+    tenant(&s, "t");
+    let spec = |name: &str, network: Option<&str>| VmSpec {
+        name: name.into(),
+        vcpus: 1,
+        memory_mib: 256,
+        modules: vec![],
+        power_state: Default::default(),
+        user_data: None,
+        network: network.map(str::to_string),
+    };
+    let networked = s.create_vm("test", "t", &spec("net", None)).unwrap().id;
+    let bare = s
+        .create_vm("test", "t", &spec("bare", Some("none")))
+        .unwrap()
+        .id;
+    match s.place_vm(&networked, Strategy::Spread).unwrap() {
+        Placement::Unschedulable(reason) => {
+            assert!(reason.contains("1 without networking"), "{reason}");
+            assert!(reason.contains("network \"none\""), "{reason}");
+        }
+        other => panic!("placed on a node without networking: {other:?}"),
+    }
+    assert_eq!(
+        s.place_vm(&bare, Strategy::Spread).unwrap(),
+        Placement::Placed("plain".into())
+    );
+    // A node with networking joins: the networked VM goes there.
+    node(&s, "netted", 8, 8192);
+    assert_eq!(
+        s.place_vm(&networked, Strategy::Spread).unwrap(),
+        Placement::Placed("netted".into())
+    );
 }

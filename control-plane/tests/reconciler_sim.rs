@@ -7,9 +7,9 @@
 
 use modvisor_control_plane::auth::TokenKeys;
 use modvisor_control_plane::model::{
-    NodeFeature,
-    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, ModuleRequest, Node, NodeState, Outcome,
-    Phase, PowerState, Quota, RegisterNode, RequestState, Resources, UserDataState, VmSpec,
+    CreateTenant, Heartbeat, ModulePolicy, ModuleRef, ModuleRequest, Node, NodeFeature, NodeState,
+    Outcome, Phase, PowerState, Quota, RegisterNode, RequestState, Resources, UserDataState,
+    VmSpec,
 };
 use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig};
 use modvisor_control_plane::store::{Datastore, Registrant, SledKv, VmFilter};

@@ -73,6 +73,8 @@ impl NodeAgent {
             .args(["--control-plane", &plane.internal_base()])
             .args(["--jail-cgroup-parent", &self.cgroup_parent])
             .args(["--jail-uid-base", &self.uid_base.to_string()])
+            .args(["--underlay-netns", &self.underlay_netns()])
+            .args(["--underlay-address", &self.underlay_address()])
             .arg("--bootstrap-token-file")
             .arg(&token)
             .arg("--data-dir")
@@ -83,6 +85,27 @@ impl NodeAgent {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// The underlay namespace of this test's agents (named for their common root, so
+    /// that the test's cleanup finds it).
+    pub fn underlay_netns(&self) -> String {
+        let root = self.dir.parent().unwrap_or(&self.dir);
+        format!(
+            "mvul-{}",
+            modvisor_node_agent::network::names::short_hash(root.as_os_str().as_encoded_bytes())
+        )
+    }
+
+    /// Its underlay address: 198.18.0.N/24 with N from its uid range (distinct among the
+    /// agents of one test, whose ranges are disjoint).
+    pub fn underlay_address(&self) -> String {
+        format!("198.18.0.{}/24", (self.uid_base / 100_000) % 200 + 1)
+    }
+
+    /// Its network namespace (bridges, taps, guards).
+    pub fn netns(&self) -> String {
+        modvisor_node_agent::network::namespace_of(&self.name, &self.dir)
     }
 
     /// Kills its process (SIGKILL) and reaps it.

@@ -262,6 +262,9 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         "each VM has its own kernel"
     );
 
+    // Their networks: A's VMs talk across nodes (with tcp_bbr), B's reach none of A's.
+    crate::dataplane::across_nodes(&p, &a, &b, &a1, &a2, &b1);
+
     // B can neither see nor touch A's VMs or module requests, and the reverse.
     for (me, other) in [(&b, &a1), (&a, &b1)] {
         p.get(me, &format!("/v1/vms/{other}")).expect(404);
@@ -348,6 +351,10 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         (v["status"]["node"] == alive && v["status"]["phase"] == "Running").then_some(v)
     });
     assert_eq!(moved["status"]["node"], alive);
+    // Recreated elsewhere, a1 keeps its address, and a2 reaches it there.
+    assert_eq!(moved["status"]["network"], va1["status"]["network"]);
+    let ip1 = crate::dataplane::ip_of(&p, &a, &a1);
+    assert!(crate::dataplane::pings(&p, &a, &a2, &ip1));
     assert_eq!(
         request_state(&p, &a, &a1, "tcp_bbr", 240)["state"],
         "Loaded"

@@ -131,6 +131,7 @@ impl Drop for HostCleanup {
             remove_tree(dir);
         }
         cgroups.remove_parent(&self.cgroup_parent);
+        remove_namespaces(&self.dir);
         // The host-wide uid claims of the jails that were in `dir`.
         let registry = modvisor_jailer::JailConfig::new(&self.dir).uid_registry;
         let dir = std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone());
@@ -138,6 +139,40 @@ impl Drop for HostCleanup {
             let owner = std::fs::read_to_string(e.path()).unwrap_or_default();
             if Path::new(owner.trim()).starts_with(&dir) {
                 let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Removes the network namespaces of the node agents (and underlays) whose data lived in
+/// `dir` or up to two levels below it: their names end with a hash of that directory.
+fn remove_namespaces(dir: &Path) {
+    use modvisor_node_agent::network::names::short_hash;
+    let mut hashes = Vec::new();
+    let mut dirs = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = dirs.pop() {
+        hashes.push(short_hash(d.as_os_str().as_encoded_bytes()));
+        if depth < 2 {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    dirs.push((e.path(), depth + 1));
+                }
+            }
+        }
+    }
+    for e in std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with("modvisor-") || name.starts_with("mvul-");
+        if ours && hashes.iter().any(|h| name.ends_with(&format!("-{h}"))) {
+            let status = std::process::Command::new("ip")
+                .args(["netns", "delete", &name])
+                .status();
+            if !status.is_ok_and(|s| s.success()) {
+                eprintln!("cannot remove network namespace {name}");
             }
         }
     }

@@ -110,6 +110,16 @@ fn acknowledged_creates_survive_kill_9() {
     );
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(t.body["usage"]["vms"], n, "usage must match what exists");
+    // Each VM's address was allocated in its create's transaction: every VM that exists
+    // holds one, no two hold the same, and the network counts exactly those.
+    let items = listed.body["items"].as_array().unwrap();
+    let ips: std::collections::BTreeSet<&str> = items
+        .iter()
+        .map(|v| v["status"]["network"]["ip"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips.len(), n, "distinct addresses");
+    let net = p.get(&a, "/v1/networks/default").expect(200).body;
+    assert_eq!(net["addresses_in_use"], n, "{net}");
 }
 
 #[test]

@@ -40,7 +40,8 @@ fn quota_exceeded_names_the_quota_and_changes_nothing() {
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(
         t.body["usage"],
-        json!({"vms": 1, "vcpus": 3, "memory_mib": 512, "networks": 0})
+        // The VM's `default` network was created with it.
+        json!({"vms": 1, "vcpus": 3, "memory_mib": 512, "networks": 1})
     );
 
     // Growing an existing VM past the quota is refused too; shrinking is fine.
@@ -65,7 +66,7 @@ fn quota_exceeded_names_the_quota_and_changes_nothing() {
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(
         t.body["usage"],
-        json!({"vms": 1, "vcpus": 1, "memory_mib": 256, "networks": 0})
+        json!({"vms": 1, "vcpus": 1, "memory_mib": 256, "networks": 1})
     );
 
     // Deleting releases the quota.
@@ -73,7 +74,7 @@ fn quota_exceeded_names_the_quota_and_changes_nothing() {
     let t = p.get(&admin, "/v1/tenants/tenant-a").expect(200);
     assert_eq!(
         t.body["usage"],
-        json!({"vms": 0, "vcpus": 0, "memory_mib": 0, "networks": 0})
+        json!({"vms": 0, "vcpus": 0, "memory_mib": 0, "networks": 1})
     );
 
     // Refusals are in the audit trail.

@@ -58,4 +58,40 @@ fn a_restarted_node_agent_keeps_its_guests_and_their_channels() {
     assert!(tail.contains("modvisor-guest-agent"), "{tail}");
     let vm = p.get(&a, &format!("/v1/vms/{id}")).expect(200).body;
     assert_eq!(vm["status"]["phase"], "Running", "{vm}");
+    // Its network too: the tap (held by the same QEMU) is still on its bridge, the
+    // restarted agent put its guard back, and the guest keeps its address.
+    let tap = modvisor_node_agent::network::names::tap(&id);
+    let netns = agent.netns();
+    let guards = std::process::Command::new("ip")
+        .args([
+            "netns", "exec", &netns, "nft", "list", "map", "bridge", "modvisor", "guards",
+        ])
+        .output()
+        .unwrap();
+    let guards = String::from_utf8_lossy(&guards.stdout);
+    assert!(guards.contains(&tap), "{tap} not guarded: {guards}");
+    let link = std::process::Command::new("ip")
+        .args(["-n", &netns, "-o", "link", "show", &tap])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("master mvbr"),
+        "{link:?}"
+    );
+    let ip = vm["status"]["network"]["ip"].as_str().unwrap();
+    let shown = p
+        .post(
+            &a,
+            &format!("/v1/vms/{id}/exec"),
+            &json!({"argv": ["ip", "-o", "-4", "addr", "show"]}),
+        )
+        .expect(200)
+        .body;
+    assert!(
+        shown["stdout"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{ip}/")),
+        "{shown}"
+    );
 }

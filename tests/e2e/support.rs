@@ -301,7 +301,7 @@ impl Plane {
             "name": name, "address": address,
             "capacity": {"vcpus": 2, "memory_mib": 2048},
             "driver": "qemu", "hardware_virtualization": false, "kernel_release": "6.1.0-test",
-            "csr_pem": csr
+            "features": ["networking"], "csr_pem": csr
         });
         self.internal_call(Method::POST, token, "/v1/nodes/register", Some(&reg))
     }
