@@ -423,10 +423,7 @@ fn print_up(
 /// for its data directory) holding the bridge, and the node's address 198.18.0.i/24
 /// (RFC 2544's benchmarking range, which nothing routes).
 fn up_underlay(data_dir: &std::path::Path, i: usize) -> Result<Option<Underlay>, NodeError> {
-    let netns = format!(
-        "modvisor-underlay-{}",
-        modvisor_node_agent::network::names::short_hash(data_dir.as_os_str().as_encoded_bytes())
-    );
+    let netns = modvisor_node_agent::network::up_underlay_namespace(data_dir);
     let host = u8::try_from(i)
         .ok()
         .filter(|h| (1..=254).contains(h))

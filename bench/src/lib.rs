@@ -9,6 +9,7 @@ pub mod exec;
 pub mod flood;
 pub mod isolation;
 pub mod modprobe;
+pub mod network;
 pub mod scheduler;
 pub mod up;
 pub mod vmm;
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     Flood(flood::BenchFloodArgs),
     /// A module request through the whole path next to `finit_module` in the guest.
     Modprobe(modprobe::BenchModprobeArgs),
+    /// TCP throughput and RTT between two VMs of a tenant on one node and on two, next to
+    /// two plain namespaces on the host.
+    Network(network::BenchNetworkArgs),
     /// Placements per second through the real scheduler and store; create-to-Running.
     Scheduler(scheduler::BenchSchedulerArgs),
     /// Start time and memory overhead of our VMM next to QEMU microvm, same probe guest.
@@ -44,6 +48,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Exec(args) => exec::run(args),
         BenchCommand::Flood(args) => flood::run(args),
         BenchCommand::Modprobe(args) => modprobe::run(args),
+        BenchCommand::Network(args) => network::run(args),
         BenchCommand::Scheduler(args) => scheduler::run(args),
         BenchCommand::Vmm(args) => vmm::run(args),
         BenchCommand::Isolation(args) => isolation::run(args),

@@ -7,10 +7,12 @@ use modvisor_control_plane_api::ApiClient;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-/// A running `modvisor up --nodes 1`; killed when dropped.
+/// A running `modvisor up --nodes N`; killed when dropped, its nodes' network namespaces
+/// removed.
 pub struct UpWithNode {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    nodes: usize,
     /// Its API's base URL.
     pub base: String,
     /// A client as `tenant-a`.
@@ -24,6 +26,18 @@ impl Drop for UpWithNode {
         if let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop)) {
             eprintln!("stopping the bench's modvisor up: {e}");
         }
+        use modvisor_node_agent::network;
+        for i in 1..=self.nodes {
+            let name = format!("node-{i}");
+            let data = self.dir.path().join("nodes").join(&name);
+            if let Err(e) = network::remove_namespace(&name, &data) {
+                eprintln!("removing {name}'s network namespace: {e}");
+            }
+        }
+        let underlay = network::up_underlay_namespace(self.dir.path());
+        if let Err(e) = network::cmd::Netns(underlay).remove() {
+            eprintln!("removing the underlay namespace: {e}");
+        }
     }
 }
 
@@ -32,10 +46,15 @@ impl UpWithNode {
     /// published and the default allow-list approved) and waits until its node has
     /// registered.
     pub fn start(catalog: bool) -> Result<Self> {
+        Self::start_nodes(catalog, 1)
+    }
+
+    /// [`UpWithNode::start`] with `nodes` node agents, waiting until all have registered.
+    pub fn start_nodes(catalog: bool, nodes: usize) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe().context("locating the modvisor binary")?;
         let child = std::process::Command::new(exe)
-            .args(["up", "--nodes", "1", "--catalog"])
+            .args(["up", "--nodes", &nodes.to_string(), "--catalog"])
             .arg(if catalog { "kernel" } else { "none" })
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
@@ -62,12 +81,13 @@ impl UpWithNode {
         let admin = ApiClient::new(&base, &admin, timeout)?;
         let up = UpWithNode {
             child,
-            _dir: dir,
+            dir,
+            nodes,
             base,
             tenant,
             admin,
         };
-        while up.admin.list_nodes()?.is_empty() {
+        while up.admin.list_nodes()?.len() < nodes {
             if Instant::now() > deadline {
                 bail!("no node registered");
             }

@@ -127,3 +127,34 @@ pub fn across_nodes(p: &Plane, a: &str, b: &str, a1: &str, a2: &str, b1: &str) {
     );
     assert_eq!(out["stdout"], "done\n", "{out}");
 }
+
+#[test]
+fn bench_network_prints_the_peer_and_both_paths() {
+    let out = crate::support::modvisor()
+        .args(["bench", "network", "--megabytes", "2", "--pings", "3"])
+        .env("MODVISOR_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in [
+        "peer: two namespaces",
+        "on one node",
+        "on two nodes (VXLAN)",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(row))
+            .unwrap_or_else(|| panic!("{row}: {text}"));
+        let figures = line
+            .split_whitespace()
+            .filter(|w| w.parse::<f64>().is_ok_and(|v| v > 0.0))
+            .count();
+        assert!(figures >= 2, "throughput and RTT: {line}");
+    }
+    assert!(text.contains("ratios to the peer"), "{text}");
+}

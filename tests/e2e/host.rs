@@ -146,7 +146,7 @@ impl Drop for HostCleanup {
 
 /// Removes the network namespaces of the node agents (and underlays) whose data lived in
 /// `dir` or up to two levels below it: their names end with a hash of that directory.
-fn remove_namespaces(dir: &Path) {
+pub fn remove_namespaces(dir: &Path) {
     use modvisor_node_agent::network::names::short_hash;
     let mut hashes = Vec::new();
     let mut dirs = vec![(dir.to_path_buf(), 0)];

@@ -448,6 +448,8 @@ impl Drop for Plane {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // What node agents under its directory kept (they keep them across restarts).
+        crate::host::remove_namespaces(self.dir.path());
     }
 }
 

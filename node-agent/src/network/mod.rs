@@ -103,6 +103,15 @@ pub fn namespace_of(node: &str, data_dir: &std::path::Path) -> String {
     )
 }
 
+/// The underlay namespace of a `modvisor up` whose data directory is `data_dir` (its
+/// nodes' underlay links meet there).
+pub fn up_underlay_namespace(data_dir: &std::path::Path) -> String {
+    format!(
+        "modvisor-underlay-{}",
+        names::short_hash(data_dir.as_os_str().as_encoded_bytes())
+    )
+}
+
 /// Removes node `node`'s namespace (and everything in it: bridges, VXLAN devices, taps
 /// of stopped guests), for an operator retiring the node or a test cleaning up.
 pub fn remove_namespace(node: &str, data_dir: &std::path::Path) -> Result<(), NetworkError> {
