@@ -25,8 +25,8 @@ fn with_etag(mut resp: actix_web::HttpResponseBuilder, vm: &Vm) -> HttpResponse 
         InvalidBody,
         Unauthenticated,
         (status = 403, description = "Not a tenant token, or a module is not approved", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "A listed module is not in the catalog", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Quota exceeded or name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "A listed module is not in the catalog, or the tenant has no network of that name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Quota exceeded, name taken, or the network has no address left", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -133,7 +133,7 @@ pub async fn get_vm(
         Unauthenticated,
         (status = 403, description = "An added module is not approved", body = Problem, content_type = "application/problem+json"),
         VmNotFound,
-        (status = 409, description = "Quota exceeded or name taken", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Quota exceeded, name taken, or a field fixed at creation (user_data, network) changed", body = Problem, content_type = "application/problem+json"),
         StaleIfMatch,
     )
 )]
