@@ -93,11 +93,7 @@ pub fn run(args: BenchExecArgs) -> Result<()> {
     let (h50, h99) = percentiles(health);
     let (c50, c99) = percentiles(channel_exec);
     let (a50, a99) = percentiles(api_exec);
-    let accel = if modvisor_node_agent::hostcaps::hardware_virtualization() {
-        "kvm"
-    } else {
-        "tcg"
-    };
+    let accel = crate::up::qemu_accel();
     println!(
         "exec round trips, {} each, guest under QEMU ({accel})",
         args.rounds

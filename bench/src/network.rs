@@ -236,11 +236,7 @@ pub fn run(args: BenchNetworkArgs) -> Result<()> {
         up.remove_vm(id);
     }
     let (same, across) = result?;
-    let accel = if modvisor_node_agent::hostcaps::hardware_virtualization() {
-        "kvm"
-    } else {
-        "tcg"
-    };
+    let accel = crate::up::qemu_accel();
     println!(
         "TCP download of {} MiB (busybox httpd -> wget) and ICMP RTT ({} pings), guests under QEMU ({accel})",
         args.megabytes, args.pings

@@ -164,11 +164,7 @@ fn latency() -> Result<()> {
     let up = crate::up::UpWithNode::start(false)?;
     let (id, secs) = up.running_vm("latency")?;
     up.remove_vm(&id);
-    let accel = if modvisor_node_agent::hostcaps::hardware_virtualization() {
-        "kvm"
-    } else {
-        "tcg"
-    };
+    let accel = crate::up::qemu_accel();
     println!("create-to-Running, qemu driver ({accel}): {secs:.2} s");
     if modvisor_node_agent::hostcaps::hardware_virtualization() {
         println!(

@@ -142,3 +142,12 @@ impl UpWithNode {
         eprintln!("the bench VM {id} was not gone after a minute");
     }
 }
+
+/// How the node's QEMU runs guests on this host: `kvm` or `tcg`.
+pub fn qemu_accel() -> &'static str {
+    if modvisor_node_agent::hostcaps::hardware_virtualization() {
+        "kvm"
+    } else {
+        "tcg"
+    }
+}

@@ -130,17 +130,7 @@ pub fn across_nodes(p: &Plane, a: &str, b: &str, a1: &str, a2: &str, b1: &str) {
 
 #[test]
 fn bench_network_prints_the_peer_and_both_paths() {
-    let out = crate::support::modvisor()
-        .args(["bench", "network", "--megabytes", "2", "--pings", "3"])
-        .env("MODVISOR_LOG", "warn")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::support::bench_output(&["network", "--megabytes", "2", "--pings", "3"]);
     for row in [
         "peer: two namespaces",
         "on one node",

@@ -93,17 +93,7 @@ fn a_node_agent_that_cannot_jail_refuses_to_start_and_says_why() {
 
 #[test]
 fn bench_isolation_prints_its_table_for_the_three_ways() {
-    let out = crate::support::modvisor()
-        .args(["bench", "isolation", "--runs", "1"])
-        .env("MODVISOR_LOG", "warn")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::support::bench_output(&["isolation", "--runs", "1"]);
     for want in ["container", "microVM (our vmm)", "QEMU ("] {
         assert!(text.contains(want), "{want}: {text}");
     }

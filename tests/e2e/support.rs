@@ -453,6 +453,23 @@ impl Drop for Plane {
     }
 }
 
+/// The stdout of `modvisor bench ARGS`, which must succeed.
+pub fn bench_output(args: &[&str]) -> String {
+    let out = modvisor()
+        .arg("bench")
+        .args(args)
+        .env("MODVISOR_LOG", "warn")
+        .output()
+        .expect("running modvisor bench");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 /// A real module of the guest kernel (Debian's signed .ko), by name.
 pub fn real_module(name: &str) -> Vec<u8> {
     let kernel = modvisor_guest::kernel::resolve(|m| eprintln!("{m}"))
