@@ -161,6 +161,7 @@ pub fn run(args: BenchIsolationArgs) -> Result<()> {
         cmdline: "console=ttyS0".into(),
         run_dir: dir.path().join("run").join(format!("{kind}-{i}")),
         nic: None,
+        virtio_channel: false,
     };
     let (mut c, mut v, mut q) = (Vec::new(), Vec::new(), Vec::new());
     let result = (|| -> Result<()> {

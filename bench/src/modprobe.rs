@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use modvisor_control_plane_api::types::{ModuleRequestBody, Quota, RequestState};
 use modvisor_control_plane_api::ApiClient;
+use modvisor_node_agent::standalone::ChannelPort;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -52,33 +53,11 @@ pub fn run(args: BenchModprobeArgs) -> Result<()> {
     if args.rounds == 0 {
         bail!("--rounds must be positive");
     }
-    let t = Duration::from_secs(60);
-    // The peer: finit_module in a guest of our own, the image sent by its agent.
+    // The peer: finit_module in a guest of our own, the image sent by its agent, with
+    // the channel on the emulated 16550 and on virtio-serial.
     let dir = tempfile::tempdir()?;
-    let own = modvisor_node_agent::standalone::boot(dir.path(), "bench-modprobe", 1, 256, |m| {
-        eprintln!("{m}")
-    })?;
-    let bbr = std::fs::read(
-        own.kernel
-            .module_path("tcp_bbr")
-            .ok_or_else(|| anyhow::anyhow!("no tcp_bbr.ko in the guest kernel"))?,
-    )?;
-    let (mut finit, mut channel) = (Vec::new(), Vec::new());
-    for _ in 0..args.rounds {
-        let start = Instant::now();
-        let kernel_us = own.client.load("tcp_bbr", "", &bbr, t)?;
-        channel.push(start.elapsed().as_secs_f64() * 1000.0);
-        finit.push(kernel_us as f64 / 1000.0);
-        own.client.unload("tcp_bbr", t)?;
-    }
-    let throughput = {
-        // The channel's raw rate: a large payload (the agent's own health answer is tiny,
-        // so the load's transfer less the guest kernel's time stands for it).
-        let (load, kernel) = (p50(channel.clone()), p50(finit.clone()));
-        bbr.len() as f64 / 1e6 / ((load - kernel).max(0.001) / 1000.0)
-    };
-    let mut own = own;
-    own.guest.stop(Duration::from_secs(5));
+    let serial = own_guest_loads(dir.path(), ChannelPort::Serial, args.rounds)?;
+    let virtio = own_guest_loads(dir.path(), ChannelPort::Virtio, args.rounds)?;
     // The whole path.
     let up = crate::up::UpWithNode::start(true)?;
     // The bench polls the request's state every 2 ms: above a tenant's default limits.
@@ -108,11 +87,10 @@ pub fn run(args: BenchModprobeArgs) -> Result<()> {
     })();
     up.remove_vm(&id);
     measured?;
-    let (f, c, w) = (p50(finit), p50(channel), p50(whole));
+    let (f, w) = (p50(virtio.finit.clone()), p50(whole));
     println!(
-        "tcp_bbr ({} bytes), {} loads each, p50; guest under QEMU, agent channel on the emulated 16550",
-        bbr.len(),
-        args.rounds
+        "tcp_bbr ({} bytes), {} loads each, p50; guests under QEMU",
+        serial.module_bytes, args.rounds
     );
     println!("{:<64} {:>10}", "path", "ms");
     println!(
@@ -120,16 +98,74 @@ pub fn run(args: BenchModprobeArgs) -> Result<()> {
         "peer: finit_module in the guest (the kernel's own time)"
     );
     println!(
-        "{:<64} {c:>10.2}",
-        "the agent's load over the channel (transfer + finit_module)"
+        "{:<64} {:>10.2}",
+        "the agent's load over the 16550 (transfer + finit_module)",
+        p50(serial.channel.clone())
+    );
+    println!(
+        "{:<64} {:>10.2}",
+        "the agent's load over virtio-serial (transfer + finit_module)",
+        p50(virtio.channel.clone())
     );
     println!(
         "{:<64} {w:>10.2}",
         "request -> Loaded through the API (store, reconciler, node, vetting)"
     );
     println!(
-        "ratio: whole path = {:.1} x finit_module; channel ~ {throughput:.2} MB/s (16550)",
-        w / f
+        "ratio: whole path = {:.2} x finit_module; channel ~ {:.2} MB/s on the 16550, ~ {:.2} MB/s on virtio-serial",
+        w / f,
+        serial.throughput(),
+        virtio.throughput()
     );
     Ok(())
+}
+
+/// Loads of tcp_bbr by the agent of a guest of our own (channel on `port`).
+struct OwnLoads {
+    module_bytes: usize,
+    /// The guest kernel's own time of each load, ms.
+    finit: Vec<f64>,
+    /// Each load as the host sees it (transfer + finit_module), ms.
+    channel: Vec<f64>,
+}
+
+impl OwnLoads {
+    /// The channel's raw rate, MB/s: the module's bytes over the load's time less the
+    /// kernel's (the agent's own health answer is too small to time a transfer).
+    fn throughput(&self) -> f64 {
+        let (load, kernel) = (p50(self.channel.clone()), p50(self.finit.clone()));
+        self.module_bytes as f64 / 1e6 / ((load - kernel).max(0.001) / 1000.0)
+    }
+}
+
+fn own_guest_loads(dir: &std::path::Path, port: ChannelPort, rounds: usize) -> Result<OwnLoads> {
+    let t = Duration::from_secs(60);
+    let id = match port {
+        ChannelPort::Serial => "bench-modprobe-serial",
+        ChannelPort::Virtio => "bench-modprobe-virtio",
+    };
+    let mut own =
+        modvisor_node_agent::standalone::boot_on(dir, id, 1, 256, port, |m| eprintln!("{m}"))?;
+    let bbr = std::fs::read(
+        own.kernel
+            .module_path("tcp_bbr")
+            .ok_or_else(|| anyhow::anyhow!("no tcp_bbr.ko in the guest kernel"))?,
+    )?;
+    let measured = (|| -> Result<OwnLoads> {
+        let mut loads = OwnLoads {
+            module_bytes: bbr.len(),
+            finit: Vec::new(),
+            channel: Vec::new(),
+        };
+        for _ in 0..rounds {
+            let start = Instant::now();
+            let kernel_us = own.client.load("tcp_bbr", "", &bbr, t)?;
+            loads.channel.push(start.elapsed().as_secs_f64() * 1000.0);
+            loads.finit.push(kernel_us as f64 / 1000.0);
+            own.client.unload("tcp_bbr", t)?;
+        }
+        Ok(loads)
+    })();
+    own.guest.stop(Duration::from_secs(5));
+    measured
 }

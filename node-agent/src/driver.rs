@@ -24,6 +24,10 @@ pub struct GuestSpec {
     pub run_dir: PathBuf,
     /// Its network interface, if it has one (drivers without networking refuse it).
     pub nic: Option<GuestNic>,
+    /// Whether the agent's channel should be a virtio-serial port (the guest has the
+    /// virtio_console driver): drivers that can then serve the agent socket from it and
+    /// the second serial port on [`Guest::agent_fallback_socket`]; others ignore it.
+    pub virtio_channel: bool,
 }
 
 /// A guest's network interface: a tap already on its tenant network's bridge, handed to
@@ -116,8 +120,14 @@ pub trait Guest: Send {
     fn stop(&mut self, grace: Duration) -> GuestState;
     /// The file the guest's console (first serial port) is written to.
     fn console_path(&self) -> &Path;
-    /// The Unix socket bridged to the guest agent's channel (second serial port).
+    /// The Unix socket bridged to the guest agent's channel: its virtio-serial port when
+    /// the driver serves one, else the second serial port.
     fn agent_socket(&self) -> &Path;
+    /// The second serial port's socket when [`Guest::agent_socket`] is a virtio-serial
+    /// port: where an agent without the virtio driver answers.
+    fn agent_fallback_socket(&self) -> Option<PathBuf> {
+        None
+    }
     /// The Unix socket of the guest's console, both ways (first serial port), when the
     /// driver serves one (the console log has the same output either way).
     fn console_socket(&self) -> Option<PathBuf> {
@@ -234,6 +244,9 @@ pub struct RunFiles {
     pub console: PathBuf,
     /// The agent socket.
     pub socket: PathBuf,
+    /// The second serial port's socket, when the driver puts the agent socket on a
+    /// virtio-serial port (the driver sets it).
+    pub agent_fallback: Option<PathBuf>,
     /// The hypervisor's log.
     pub log: PathBuf,
     /// The log, for stdout.
@@ -264,6 +277,7 @@ impl RunFiles {
         Ok(RunFiles {
             console,
             socket,
+            agent_fallback: None,
             log,
             stdout,
             stderr,

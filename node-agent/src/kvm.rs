@@ -142,6 +142,7 @@ impl HypervisorDriver for KvmDriver {
             GuestPaths {
                 console,
                 socket: guest_files.join("agent.sock"),
+                agent_fallback: None,
                 log: run_dir.join("vmm.log"),
             },
             Vmm {

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod channel;
+pub mod channel_choice;
 pub mod console;
 pub mod daemon;
 pub mod driver;

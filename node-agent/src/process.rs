@@ -144,8 +144,10 @@ impl Drop for HypervisorProcess {
 pub struct GuestPaths {
     /// The console log (first serial port).
     pub console: PathBuf,
-    /// The agent socket (second serial port).
+    /// The agent socket (a virtio-serial port, or the second serial port).
     pub socket: PathBuf,
+    /// The second serial port's socket when `socket` is a virtio-serial port.
+    pub agent_fallback: Option<PathBuf>,
     /// The hypervisor's own log.
     pub log: PathBuf,
 }
@@ -190,6 +192,7 @@ pub fn start_guest<K: HypervisorKind + 'static>(
         GuestPaths {
             console: files.console,
             socket: files.socket,
+            agent_fallback: files.agent_fallback,
             log: files.log,
         },
         kind,
@@ -260,5 +263,9 @@ impl<K: HypervisorKind> Guest for HypervisorGuest<K> {
 
     fn agent_socket(&self) -> &Path {
         &self.paths.socket
+    }
+
+    fn agent_fallback_socket(&self) -> Option<PathBuf> {
+        self.paths.agent_fallback.clone()
     }
 }

@@ -113,12 +113,32 @@ impl QemuDriver {
                 path(&console_socket_of(&files.console)).display(),
                 path(&files.console).display()
             ))
-            .args(["-serial", "chardev:console"])
-            .arg("-serial")
-            .arg(format!(
+            .args(["-serial", "chardev:console"]);
+        if spec.virtio_channel {
+            // The agent's channel on a virtio-serial port it finds by name; COM2 beside
+            // it for an agent without the virtio driver.
+            cmd.args(["-device", "virtio-serial-pci,id=vser0"])
+                .arg("-chardev")
+                .arg(format!(
+                    "socket,id=agent,path={},server=on,wait=off",
+                    path(&files.socket).display()
+                ))
+                .arg("-device")
+                .arg(format!(
+                    "virtserialport,bus=vser0.0,chardev=agent,name={}",
+                    modvisor_guest_protocol::AGENT_PORT
+                ))
+                .arg("-serial")
+                .arg(format!(
+                    "unix:{},server=on,wait=off",
+                    path(&serial_socket_of(&files.socket)).display()
+                ));
+        } else {
+            cmd.arg("-serial").arg(format!(
                 "unix:{},server=on,wait=off",
                 path(&files.socket).display()
             ));
+        }
         if let Some(nic) = &spec.nic {
             // The tap is already on its bridge in the node's namespace: QEMU gets its
             // descriptor, not a name (its jail has an empty network namespace). No
@@ -156,7 +176,7 @@ impl HypervisorDriver for QemuDriver {
     }
 
     fn start(&self, spec: &GuestSpec) -> Result<Box<dyn Guest>, DriverError> {
-        let files = RunFiles::prepare(spec, "qemu.log")?;
+        let mut files = RunFiles::prepare(spec, "qemu.log")?;
         let jail = match &self.jails {
             Some(jails) => {
                 let devices: &[&str] = match self.accel {
@@ -167,6 +187,9 @@ impl HypervisorDriver for QemuDriver {
             }
             None => GuestJail::none(&self.binary),
         };
+        if spec.virtio_channel {
+            files.agent_fallback = Some(serial_socket_of(&files.socket));
+        }
         let mut cmd = self.command(spec, &jail, &files);
         start_guest(spec, jail, &mut cmd, files, Qemu, "qemu")
     }
@@ -202,11 +225,19 @@ pub fn adopt_qemu(id: &str, pid: u32, run_dir: &Path, jail: GuestJail) -> Option
             GuestPaths {
                 console: guest_dir(run_dir).join("console.log"),
                 socket: guest_dir(run_dir).join("agent.sock"),
+                // Long started: its sockets are all there.
+                agent_fallback: Some(serial_socket_of(&guest_dir(run_dir).join("agent.sock")))
+                    .filter(|p| p.exists()),
                 log: run_dir.join("qemu.log"),
             },
             Qemu,
         )
     })
+}
+
+/// COM2's socket beside the agent socket, when that is a virtio-serial port.
+fn serial_socket_of(agent_socket: &Path) -> PathBuf {
+    agent_socket.with_file_name("agent-serial.sock")
 }
 
 /// The console socket beside the console log.

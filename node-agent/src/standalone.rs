@@ -29,6 +29,12 @@ pub enum StandaloneError {
         /// Why.
         source: std::io::Error,
     },
+    /// The guest kernel's keys could not be read (to check its platform modules).
+    #[error("keys of the guest kernel: {0}")]
+    KernelKeys(#[from] modvisor_modules::TrustError),
+    /// Its platform modules (for a virtio channel) could not be had.
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
     /// Its agent did not answer.
     #[error("the guest agent did not answer ({source}); console: {console}")]
     Agent {
@@ -53,12 +59,41 @@ pub struct StandaloneGuest {
     pub boot_secs: f64,
 }
 
-/// Boots guest `id` with its files in `run_dir/id`; `progress` hears each step.
+/// Which port the agent's channel is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelPort {
+    /// The emulated 16550 (COM2), as under the `kvm` driver.
+    Serial,
+    /// A virtio-serial port (the platform modules go into the initramfs), as on a node.
+    Virtio,
+}
+
+/// Boots guest `id` with its files in `run_dir/id` and its channel on COM2; `progress`
+/// hears each step.
 pub fn boot(
     run_dir: &Path,
     id: &str,
     vcpus: u32,
     memory_mib: u32,
+    progress: impl FnMut(&str),
+) -> Result<StandaloneGuest, StandaloneError> {
+    boot_on(
+        run_dir,
+        id,
+        vcpus,
+        memory_mib,
+        ChannelPort::Serial,
+        progress,
+    )
+}
+
+/// [`boot`] with the channel on `port`.
+pub fn boot_on(
+    run_dir: &Path,
+    id: &str,
+    vcpus: u32,
+    memory_mib: u32,
+    port: ChannelPort,
     mut progress: impl FnMut(&str),
 ) -> Result<StandaloneGuest, StandaloneError> {
     let kernel = modvisor_guest::kernel::resolve(&mut progress)?;
@@ -76,7 +111,19 @@ pub fn boot(
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     let initrd = dir.join("initramfs.gz");
-    let image = modvisor_guest::build_initramfs(&userland, &[]).map_err(io(&initrd))?;
+    let platform = match port {
+        ChannelPort::Serial => Vec::new(),
+        ChannelPort::Virtio => {
+            let image = std::fs::read(&kernel.vmlinuz).map_err(io(&kernel.vmlinuz))?;
+            let trust = modvisor_modules::TrustStore::from_kernel_image(&image)?;
+            crate::platform::platform_modules(&kernel, &trust)?
+        }
+    };
+    let extra: Vec<(&str, &[u8])> = platform
+        .iter()
+        .map(|m| (m.path.as_str(), m.bytes.as_slice()))
+        .collect();
+    let image = modvisor_guest::build_initramfs(&userland, &extra).map_err(io(&initrd))?;
     std::fs::write(&initrd, image).map_err(io(&initrd))?;
     let spec = GuestSpec {
         id: id.to_string(),
@@ -87,6 +134,7 @@ pub fn boot(
         cmdline: modvisor_guest::cmdline::default_cmdline(),
         run_dir: dir,
         nic: None,
+        virtio_channel: port == ChannelPort::Virtio,
     };
     let started = Instant::now();
     let guest = driver.start(&spec)?;

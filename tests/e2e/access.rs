@@ -70,6 +70,25 @@ fn a_tenant_runs_commands_in_its_vm_and_its_root_cannot_load_modules() {
         "{r}"
     );
 
+    // The agent's channel is its virtio-serial port, held open by the agent: tenant root
+    // can find it and make a node for it, but not open it.
+    let r = sh(
+        &p,
+        &a,
+        &id,
+        "for d in /sys/class/virtio-ports/*; do \
+           [ \"$(cat $d/name)\" = org.modvisor.agent ] && dev=$(cat $d/dev); done; \
+         [ -n \"$dev\" ] || { echo no-port; exit 1; }; \
+         mknod /tmp/agent-port c ${dev%:*} ${dev#*:} && \
+         if echo x > /tmp/agent-port; then echo opened; fi",
+    );
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert_eq!(r["stdout"], "", "{r}");
+    assert!(
+        r["stderr"].as_str().unwrap().contains("busy"),
+        "the port is the agent's: {r}"
+    );
+
     // Output over 1 MiB is cut and says so.
     let r = sh(&p, &a, &id, "head -c 1200000 /dev/zero | tr '\\0' x");
     assert_eq!(r["stdout"].as_str().unwrap().len(), 1 << 20);

@@ -44,6 +44,7 @@ fn spec(dir: &std::path::Path, probe: Probe) -> GuestSpec {
         cmdline: "console=ttyS0".into(),
         run_dir: dir.join("run"),
         nic: None,
+        virtio_channel: false,
     }
 }
 

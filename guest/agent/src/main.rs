@@ -76,7 +76,7 @@ fn power_off() -> ! {
 /// What PID 1 does before serving: mounts, its own protection, the helpers' restriction,
 /// its private device nodes and the tenant cgroup.
 /// A step that fails is said on the console; the agent serves anyway.
-fn prepare_guest() -> Option<(PathBuf, PathBuf)> {
+fn prepare_guest() -> Option<(PathBuf, PathBuf, (u64, u64))> {
     namespace::mount_pseudo_filesystems();
     let say = |what: &str, r: Result<(), String>| {
         if let Err(e) = r {
@@ -103,14 +103,17 @@ fn prepare_guest() -> Option<(PathBuf, PathBuf)> {
             Err(e) => println!("modvisor-guest-agent: network: {e}"),
         }
     }
-    let nodes = match namespace::make_agent_dir() {
-        Ok(n) => Some(n),
+    // The virtio-serial port when the host gave one (and its driver loaded), else COM2.
+    let channel_dev =
+        namespace::virtio_port(modvisor_guest_protocol::AGENT_PORT, Duration::from_secs(3))
+            .unwrap_or(namespace::CHANNEL_DEV);
+    match namespace::make_agent_dir(channel_dev) {
+        Ok((channel, console)) => Some((channel, console, channel_dev)),
         Err(e) => {
             println!("modvisor-guest-agent: agent directory: {e}");
             None
         }
-    };
-    nodes
+    }
 }
 
 fn main() {
@@ -139,11 +142,7 @@ fn main() {
     let pid1 = std::process::id() == 1;
     let (channel, rdev, context): (PathBuf, _, Arc<dyn TenantContext>) = if pid1 {
         match prepare_guest() {
-            Some((channel, console)) => (
-                channel,
-                Some(namespace::CHANNEL_DEV),
-                Arc::new(Confined::new(console)),
-            ),
+            Some((channel, console, dev)) => (channel, Some(dev), Arc::new(Confined::new(console))),
             // Without its own nodes the agent still serves the host, and runs nothing of
             // the tenant's (no context could keep the channel from it).
             None => (
@@ -167,10 +166,17 @@ fn main() {
     );
     let mut agent = Agent::new(context);
     loop {
+        // Held open across the host's absences (a virtio port reads end-of-file while
+        // nobody is connected on the host): the agent keeps the port to itself.
         let served = open_channel(&channel, rdev).and_then(|f| {
             let sink = ReplySink::new(f.try_clone()?);
             let mut input = f;
-            agent.serve(&mut input, &sink)
+            loop {
+                match agent.serve(&mut input, &sink)? {
+                    Next::Continue if pid1 => std::thread::sleep(Duration::from_millis(200)),
+                    next => return Ok(next),
+                }
+            }
         });
         match served {
             Ok(Next::PowerOff) => {

@@ -6,8 +6,32 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use std::path::{Path, PathBuf};
 
-/// The serial port the host channel is on (COM2: `ttyS1`, char 4:65).
+/// The serial port the host channel is on without virtio (COM2: `ttyS1`, char 4:65).
 pub const CHANNEL_DEV: (u64, u64) = (4, 65);
+/// Where the kernel lists virtio-serial ports (`vportNpM/name`, `vportNpM/dev`).
+const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
+
+/// The device number of the virtio-serial port named `name`, waiting up to `within` for
+/// it to appear (its driver probes as it loads); `None` at once without virtio ports.
+pub fn virtio_port(name: &str, within: std::time::Duration) -> Option<(u64, u64)> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let entries = std::fs::read_dir(VIRTIO_PORTS).ok()?;
+        for e in entries.flatten() {
+            let named = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+            if named.trim() != name {
+                continue;
+            }
+            let dev = std::fs::read_to_string(e.path().join("dev")).unwrap_or_default();
+            let (major, minor) = dev.trim().split_once(':')?;
+            return Some((major.parse().ok()?, minor.parse().ok()?));
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
 /// The console (COM1: `ttyS0`, char 4:64).
 pub const CONSOLE_DEV: (u64, u64) = (4, 64);
 
@@ -56,8 +80,9 @@ pub fn mount_pseudo_filesystems() {
 
 /// Makes every mount private (so nothing the tenant mounts later reaches the agent's
 /// view), then the agent's own tmpfs at [`AGENT_DIR`] with device nodes for the channel
-/// and the console. Returns (channel, console) node paths.
-pub fn make_agent_dir() -> Result<(PathBuf, PathBuf), String> {
+/// (character device `channel_dev`) and the console. Returns (channel, console) node
+/// paths.
+pub fn make_agent_dir(channel_dev: (u64, u64)) -> Result<(PathBuf, PathBuf), String> {
     make_mounts_private()?;
     std::fs::create_dir_all(AGENT_DIR).map_err(|e| format!("{AGENT_DIR}: {e}"))?;
     mount(
@@ -71,7 +96,7 @@ pub fn make_agent_dir() -> Result<(PathBuf, PathBuf), String> {
     let dir = Path::new(AGENT_DIR);
     let channel = dir.join("channel");
     let console = dir.join("console");
-    for (path, (major, minor)) in [(&channel, CHANNEL_DEV), (&console, CONSOLE_DEV)] {
+    for (path, (major, minor)) in [(&channel, channel_dev), (&console, CONSOLE_DEV)] {
         mknod(
             path.as_path(),
             SFlag::S_IFCHR,

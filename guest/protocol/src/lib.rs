@@ -23,6 +23,10 @@
 
 #![forbid(unsafe_code)]
 
+/// The name of the agent's virtio-serial port (`virtserialport,name=...` on the host,
+/// `/sys/class/virtio-ports/*/name` in the guest).
+pub const AGENT_PORT: &str = "org.modvisor.agent";
+
 pub mod exec;
 pub mod frame;
 pub mod message;

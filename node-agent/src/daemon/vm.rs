@@ -374,10 +374,15 @@ impl Worker {
             cmdline,
             run_dir: self.run_dir(),
             nic,
+            // The node's initramfs carries virtio_console.
+            virtio_channel: true,
         };
         // A new key for every boot, kept (0600) beside the jail, never inside it: the
         // hypervisor needs no key, and an agent restarted later must find it.
-        if let Err(e) = crate::channel::new_key().and_then(|k| save_key(&self.run_dir(), &k)) {
+        let fresh = crate::channel::new_key()
+            .and_then(|k| save_key(&self.run_dir(), &k))
+            .and_then(|()| crate::channel_choice::forget_choice(&self.run_dir()));
+        if let Err(e) = fresh {
             self.set(
                 Phase::Failed,
                 Some(format!("no channel key for the guest: {e}")),
@@ -400,9 +405,12 @@ impl Worker {
         let result = load_key(&self.run_dir())
             .map_err(crate::channel::ChannelError::Io)
             .and_then(|key| {
-                let c = AgentClient::connect(g.agent_socket(), Duration::from_secs(10))?;
-                let hello = c.attach(&key, HELLO_TIMEOUT)?;
-                Ok((c, hello))
+                crate::channel_choice::attach_agent(
+                    &self.run_dir(),
+                    g.as_ref(),
+                    &key,
+                    HELLO_TIMEOUT,
+                )
             });
         match result {
             Ok((c, hello)) => {

@@ -4,6 +4,7 @@
 // A test fails by panicking: unwrap and expect say where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod channel;
 mod modprobe;
 #[path = "../../../tests/probes/build.rs"]
 mod probe;

@@ -57,6 +57,7 @@ pub fn boot(id: &str) -> TestGuest {
         cmdline: modvisor_guest::cmdline::default_cmdline(),
         run_dir: dir.path().join("run"),
         nic: None,
+        virtio_channel: false,
     };
     // The node agent's jail, with a cgroup parent and uid range of this test's own.
     let parent = format!("modvisor-guest-tests-{}", std::process::id());
