@@ -122,10 +122,9 @@ pub fn remove_namespace(node: &str, data_dir: &std::path::Path) -> Result<(), Ne
 pub struct NodeNetwork {
     netns: Netns,
     underlay: Option<Underlay>,
-    /// The other nodes' underlay addresses, as the control plane last sent them.
+    /// The other nodes' underlay addresses, as the control plane last sent them. Its lock
+    /// also serialises every change to bridges, VXLAN devices, taps and guards.
     peers: Mutex<BTreeSet<Ipv4Addr>>,
-    /// Serialises changes to bridges, VXLAN devices and their forwarding entries.
-    changes: Mutex<()>,
 }
 
 impl NodeNetwork {
@@ -171,8 +170,15 @@ impl NodeNetwork {
             netns,
             underlay,
             peers: Mutex::new(BTreeSet::new()),
-            changes: Mutex::new(()),
         })
+    }
+
+    /// The peers, and with them the right to change the namespace. A panic in another
+    /// change leaves the set as it was (it is written only after the change succeeded).
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Ipv4Addr>> {
+        self.peers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The node's namespace.
@@ -190,8 +196,8 @@ impl NodeNetwork {
     /// the tap's descriptor for the hypervisor.
     pub fn attach(&self, id: &str, a: &NetworkAttachment) -> Result<OwnedFd, NetworkError> {
         a.check().map_err(NetworkError::Attachment)?;
-        let _guard = self.changes.lock();
-        self.ensure_bridge(a.vni)?;
+        let peers = self.lock();
+        self.ensure_bridge(a.vni, &peers)?;
         let tap = names::tap(id);
         if self.netns.links()?.contains(&tap) {
             // A tap left by an earlier boot whose hypervisor still holds it would take
@@ -224,8 +230,8 @@ impl NodeNetwork {
     /// and tap run on).
     pub fn readopt(&self, id: &str, a: &NetworkAttachment) -> Result<(), NetworkError> {
         a.check().map_err(NetworkError::Attachment)?;
-        let _guard = self.changes.lock();
-        self.ensure_bridge(a.vni)?;
+        let peers = self.lock();
+        self.ensure_bridge(a.vni, &peers)?;
         self.netns
             .nft(&rules::add_guard(&names::tap(id), &a.mac, a.ip))
             .map(drop)
@@ -234,7 +240,7 @@ impl NodeNetwork {
     /// Removes VM `id`'s guard and tap, and the network's bridge and VXLAN device when no
     /// other VM here is on it.
     pub fn detach(&self, id: &str, vni: u32) -> Result<(), NetworkError> {
-        let _guard = self.changes.lock();
+        let _changing = self.lock();
         let tap = names::tap(id);
         let guarded = rules::guarded_taps(&self.list_guards()?);
         if guarded.contains(&tap) {
@@ -252,7 +258,7 @@ impl NodeNetwork {
             .nft_args(&["list", "map", "bridge", rules::TABLE, "guards"])
     }
 
-    fn ensure_bridge(&self, vni: u32) -> Result<(), NetworkError> {
+    fn ensure_bridge(&self, vni: u32, peers: &BTreeSet<Ipv4Addr>) -> Result<(), NetworkError> {
         let links = self.netns.links()?;
         let bridge = names::bridge(vni);
         let mtu = TENANT_MTU.to_string();
@@ -296,13 +302,8 @@ impl NodeNetwork {
             ])?;
             self.netns
                 .ip(&["link", "set", &vxlan, "master", &bridge, "up"])?;
-            let peers: Vec<Ipv4Addr> = self
-                .peers
-                .lock()
-                .map(|p| p.iter().copied().collect())
-                .unwrap_or_default();
             for peer in peers {
-                self.flood_to(&vxlan, peer)?;
+                self.flood_to(&vxlan, *peer)?;
             }
         }
         Ok(())
@@ -349,16 +350,15 @@ impl NodeNetwork {
             .filter_map(|p| p.parse().ok())
             .filter(|p| Some(*p) != self.underlay_address())
             .collect();
-        let _guard = self.changes.lock();
-        let unchanged = self.peers.lock().map(|p| *p == wanted).unwrap_or(false);
-        if unchanged || self.underlay.is_none() {
+        let mut peers = self.lock();
+        if *peers == wanted || self.underlay.is_none() {
             return Ok(());
         }
         for vxlan in self
             .netns
             .links()?
             .into_iter()
-            .filter(|l| l.starts_with("mvvx"))
+            .filter(|l| l.starts_with(names::VXLAN_PREFIX))
         {
             let fdb = self.netns.bridge(&["fdb", "show", "dev", &vxlan])?;
             let present: BTreeSet<Ipv4Addr> = fdb
@@ -383,9 +383,7 @@ impl NodeNetwork {
                 self.flood_to(&vxlan, *new)?;
             }
         }
-        if let Ok(mut p) = self.peers.lock() {
-            *p = wanted;
-        }
+        *peers = wanted;
         Ok(())
     }
 
@@ -394,7 +392,7 @@ impl NodeNetwork {
     pub fn sweep(&self, keep: &[String]) -> Result<Vec<String>, NetworkError> {
         let keep: Vec<String> = keep.iter().map(|id| names::tap(id)).collect();
         let mut removed = Vec::new();
-        let _guard = self.changes.lock();
+        let _changing = self.lock();
         for tap in rules::guarded_taps(&self.list_guards()?) {
             if !keep.contains(&tap) {
                 self.netns.nft(&rules::remove_guard(&tap))?;

@@ -3,18 +3,20 @@
 
 /// The bridge of the tenant network with VXLAN id `vni` (24 bits: 6 hex digits).
 pub fn bridge(vni: u32) -> String {
-    format!("mvbr{vni:06x}")
+    format!("{BRIDGE_PREFIX}{vni:06x}")
 }
 
 /// The VXLAN device of the tenant network `vni`.
 pub fn vxlan(vni: u32) -> String {
-    format!("mvvx{vni:06x}")
+    format!("{VXLAN_PREFIX}{vni:06x}")
 }
 
 /// The prefix of every VM's tap.
 pub const TAP_PREFIX: &str = "mvtp";
 /// The prefix of every bridge.
 pub const BRIDGE_PREFIX: &str = "mvbr";
+/// The prefix of every VXLAN device.
+pub const VXLAN_PREFIX: &str = "mvvx";
 
 /// The tap of VM `id`: its first 11 hex digits (a UUID's, dashes left out).
 pub fn tap(id: &str) -> String {
@@ -31,7 +33,7 @@ pub fn tap(id: &str) -> String {
 pub fn vni_of(name: &str) -> Option<u32> {
     let hex = name
         .strip_prefix(BRIDGE_PREFIX)
-        .or_else(|| name.strip_prefix("mvvx"))?;
+        .or_else(|| name.strip_prefix(VXLAN_PREFIX))?;
     (hex.len() == 6)
         .then(|| u32::from_str_radix(hex, 16).ok())
         .flatten()
