@@ -401,18 +401,27 @@ pub fn render(checks: &[Check]) -> String {
     crate::table::render(&["WHAT", "STATE", "VERSION / DETAIL", "HOW TO FIX"], &rows)
 }
 
-/// Installs with apt-get what the missing checks name (`apt-get update` once first),
-/// printing what and why, with apt's own progress. Needs root on Debian/Ubuntu.
-pub fn install_missing(checks: &[Check]) -> Result<()> {
+/// What the missing checks among `found` ask apt for: packages (with why), and whether
+/// apt's index needs an update.
+fn apt_fixes(found: &[Check]) -> (Vec<(String, String)>, bool) {
     let mut packages: Vec<(String, String)> = Vec::new();
     let mut update = false;
-    for c in checks.iter().filter(|c| c.is_missing()) {
+    for c in found.iter().filter(|c| c.is_missing()) {
         match &c.fix {
             Some(Fix::Apt(p)) => packages.extend(p.iter().map(|p| (p.clone(), c.what.clone()))),
             Some(Fix::AptUpdate) => update = true,
             _ => {}
         }
     }
+    (packages, update)
+}
+
+/// Installs with apt-get what the missing checks of `needs` name (`apt-get update` once
+/// first, then the checks again: a stale index can name packages that are gone, such as
+/// the headers of a guest kernel Debian has moved past), printing what and why, with
+/// apt's own progress. Needs root on Debian/Ubuntu.
+pub fn install_missing(needs: &Needs) -> Result<()> {
+    let (packages, update) = apt_fixes(&checks(needs));
     if packages.is_empty() && !update {
         return Ok(());
     }
@@ -424,6 +433,7 @@ pub fn install_missing(checks: &[Check]) -> Result<()> {
     }
     eprintln!("== apt-get update (once, before installing)");
     apt(&["update"])?;
+    let (packages, _) = apt_fixes(&checks(needs));
     if packages.is_empty() {
         return Ok(());
     }
@@ -452,7 +462,7 @@ fn apt(args: &[&str]) -> Result<()> {
 pub fn preflight(needs: &Needs, install: bool) -> Result<Vec<Check>> {
     let mut found = checks(needs);
     if install && found.iter().any(Check::is_missing) {
-        install_missing(&found)?;
+        install_missing(needs)?;
         found = checks(needs);
     }
     let missing: Vec<&Check> = found.iter().filter(|c| c.is_missing()).collect();
@@ -486,7 +496,7 @@ pub fn doctor(args: DoctorArgs) -> Result<bool> {
     };
     let mut found = checks(&needs);
     if args.install_missing {
-        install_missing(&found)?;
+        install_missing(&needs)?;
         found = checks(&needs);
         if let Some(Check {
             fix: Some(Fix::FetchGuest(_)),

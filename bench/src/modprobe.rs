@@ -1,7 +1,9 @@
 //! `modvisor bench modprobe`: a module request through the whole path (API, store,
 //! reconciler, node: fetch, vetting, channel, `finit_module` in the guest) until the API
 //! says `Loaded`, next to its peer, the same module's `finit_module` inside a guest of the
-//! same kind (the time the guest kernel spends, as the agent measures it), in one run.
+//! same kind (the time the guest kernel spends, as the agent measures it), in one run:
+//! for tcp_bbr (one module) and for wireguard's closure (wireguard and the modules it
+//! needs, each loaded in dependency order, on a fresh VM each round).
 
 use anyhow::{bail, Result};
 use clap::Args;
@@ -17,7 +19,14 @@ pub struct BenchModprobeArgs {
     /// Loads (and unloads) of tcp_bbr measured on each path.
     #[arg(long, default_value_t = 10)]
     pub rounds: usize,
+    /// Loads of wireguard's closure measured on each path (each on a fresh VM through
+    /// the API, since a tenant cannot unload the dependencies; 0 leaves it out).
+    #[arg(long, default_value_t = 3)]
+    pub closure_rounds: usize,
 }
+
+/// The module whose closure is measured.
+const CLOSURE_ROOT: &str = "wireguard";
 
 fn p50(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -56,8 +65,13 @@ pub fn run(args: BenchModprobeArgs) -> Result<()> {
     // The peer: finit_module in a guest of our own, the image sent by its agent, with
     // the channel on the emulated 16550 and on virtio-serial.
     let dir = tempfile::tempdir()?;
-    let serial = own_guest_loads(dir.path(), ChannelPort::Serial, args.rounds)?;
-    let virtio = own_guest_loads(dir.path(), ChannelPort::Virtio, args.rounds)?;
+    let (serial, _) = own_guest_loads(dir.path(), ChannelPort::Serial, args.rounds, 0)?;
+    let (virtio, closure) = own_guest_loads(
+        dir.path(),
+        ChannelPort::Virtio,
+        args.rounds,
+        args.closure_rounds,
+    )?;
     // The whole path.
     let up = crate::up::UpWithNode::start(true)?;
     // The bench polls the request's state every 2 ms: above a tenant's default limits.
@@ -87,6 +101,26 @@ pub fn run(args: BenchModprobeArgs) -> Result<()> {
     })();
     up.remove_vm(&id);
     measured?;
+    // wireguard's closure, on a fresh VM each round.
+    let mut closure_whole = Vec::new();
+    for round in 0..args.closure_rounds {
+        let (id, _) = up.running_vm(&format!("bench-closure-{round}"))?;
+        let start = Instant::now();
+        let loaded = up
+            .tenant
+            .request_module(
+                &id,
+                &ModuleRequestBody {
+                    name: CLOSURE_ROOT.into(),
+                    params: BTreeMap::new(),
+                },
+            )
+            .map_err(anyhow::Error::from)
+            .and_then(|_| wait_state(&up.tenant, &id, CLOSURE_ROOT, RequestState::Loaded));
+        closure_whole.push(start.elapsed().as_secs_f64() * 1000.0);
+        up.remove_vm(&id);
+        loaded?;
+    }
     let (f, w) = (p50(virtio.finit.clone()), p50(whole));
     println!(
         "tcp_bbr ({} bytes), {} loads each, p50; guests under QEMU",
@@ -117,6 +151,32 @@ pub fn run(args: BenchModprobeArgs) -> Result<()> {
         serial.throughput(),
         virtio.throughput()
     );
+    if let Some(c) = closure {
+        let (f, w) = (p50(c.loads.finit.clone()), p50(closure_whole));
+        println!();
+        println!(
+            "{CLOSURE_ROOT}'s closure ({} modules, {} bytes: {}), {} loads each, p50",
+            c.names.len(),
+            c.loads.module_bytes,
+            c.names.join(" "),
+            args.closure_rounds
+        );
+        println!("{:<64} {:>10}", "path", "ms");
+        println!(
+            "{:<64} {f:>10.2}",
+            "peer: finit_module of each in the guest (the kernel's own time)"
+        );
+        println!(
+            "{:<64} {:>10.2}",
+            "the agent's loads over virtio-serial (transfer + finit_module)",
+            p50(c.loads.channel.clone())
+        );
+        println!(
+            "{:<64} {w:>10.2}",
+            "request -> Loaded through the API (store, reconciler, node, vetting)"
+        );
+        println!("ratio: whole path = {:.2} x finit_module", w / f);
+    }
     Ok(())
 }
 
@@ -138,7 +198,23 @@ impl OwnLoads {
     }
 }
 
-fn own_guest_loads(dir: &std::path::Path, port: ChannelPort, rounds: usize) -> Result<OwnLoads> {
+/// Loads of a module's closure by the agent of a guest of our own: each round loads
+/// every module in dependency order and unloads them in reverse.
+struct ClosureLoads {
+    /// The modules, in load order.
+    names: Vec<String>,
+    /// Per round: the kernel's time summed over the closure, and the host's.
+    loads: OwnLoads,
+}
+
+/// Loads of tcp_bbr (`rounds`) and of [`CLOSURE_ROOT`]'s closure (`closure_rounds`, when
+/// not 0) by the agent of a guest of our own (channel on `port`).
+fn own_guest_loads(
+    dir: &std::path::Path,
+    port: ChannelPort,
+    rounds: usize,
+    closure_rounds: usize,
+) -> Result<(OwnLoads, Option<ClosureLoads>)> {
     let t = Duration::from_secs(60);
     let id = match port {
         ChannelPort::Serial => "bench-modprobe-serial",
@@ -146,12 +222,12 @@ fn own_guest_loads(dir: &std::path::Path, port: ChannelPort, rounds: usize) -> R
     };
     let mut own =
         modvisor_node_agent::standalone::boot_on(dir, id, 1, 256, port, |m| eprintln!("{m}"))?;
-    let bbr = std::fs::read(
-        own.kernel
-            .module_path("tcp_bbr")
-            .ok_or_else(|| anyhow::anyhow!("no tcp_bbr.ko in the guest kernel"))?,
-    )?;
-    let measured = (|| -> Result<OwnLoads> {
+    let measured = (|| -> Result<(OwnLoads, Option<ClosureLoads>)> {
+        let bbr = std::fs::read(
+            own.kernel
+                .module_path("tcp_bbr")
+                .ok_or_else(|| anyhow::anyhow!("no tcp_bbr.ko in the guest kernel"))?,
+        )?;
         let mut loads = OwnLoads {
             module_bytes: bbr.len(),
             finit: Vec::new(),
@@ -164,7 +240,36 @@ fn own_guest_loads(dir: &std::path::Path, port: ChannelPort, rounds: usize) -> R
             loads.finit.push(kernel_us as f64 / 1000.0);
             own.client.unload("tcp_bbr", t)?;
         }
-        Ok(loads)
+        if closure_rounds == 0 {
+            return Ok((loads, None));
+        }
+        let trust =
+            modvisor_modules::TrustStore::from_kernel_image(&std::fs::read(&own.kernel.vmlinuz)?)?;
+        let modules =
+            modvisor_node_agent::platform::signed_closure(&own.kernel, &trust, &[CLOSURE_ROOT])?;
+        let mut closure = ClosureLoads {
+            names: modules.iter().map(|(n, _)| n.clone()).collect(),
+            loads: OwnLoads {
+                module_bytes: modules.iter().map(|(_, b)| b.len()).sum(),
+                finit: Vec::new(),
+                channel: Vec::new(),
+            },
+        };
+        for _ in 0..closure_rounds {
+            let (mut kernel_us, start) = (0, Instant::now());
+            for (name, image) in &modules {
+                kernel_us += own.client.load(name, "", image, t)?;
+            }
+            closure
+                .loads
+                .channel
+                .push(start.elapsed().as_secs_f64() * 1000.0);
+            closure.loads.finit.push(kernel_us as f64 / 1000.0);
+            for (name, _) in modules.iter().rev() {
+                own.client.unload(name, t)?;
+            }
+        }
+        Ok((loads, Some(closure)))
     })();
     own.guest.stop(Duration::from_secs(5));
     measured

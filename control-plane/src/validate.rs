@@ -70,10 +70,11 @@ pub fn canonical_module_names(modules: &mut [crate::model::ModuleRef]) {
     }
 }
 
-pub use modvisor_node_api::types::{MAX_GUEST_MODULES, MAX_OBSERVED_REASON};
-/// What one VM's entry in a heartbeat may take at most, in bytes (id, phase, reason and
-/// a full module list, JSON-encoded, rounded up).
-const HEARTBEAT_BYTES_PER_VM: usize = 40 * 1024;
+use modvisor_node_api::interfaces::MAX_GUEST_INTERFACES;
+pub use modvisor_node_api::types::{MAX_GUEST_MODULES, MAX_OBSERVED_REASON, MAX_PLATFORM_MODULES};
+/// What one VM's entry in a heartbeat may take at most, in bytes (id, phase, reason, full
+/// module lists and interfaces, JSON-encoded, rounded up).
+const HEARTBEAT_BYTES_PER_VM: usize = 48 * 1024;
 
 /// The body limit of a heartbeat from a node whose placed VMs hold `placed_vcpus` vCPUs
 /// (so at most that many VMs), with room for VMs it holds that are not placed there any
@@ -119,6 +120,26 @@ pub fn heartbeat(hb: &crate::model::Heartbeat, placed_vcpus: u64) -> Result<()> 
         }
         for (j, m) in vm.guest_modules.iter().enumerate() {
             module_name(&format!("vms[{i}].guest_modules[{j}]"), m)?;
+        }
+        if vm.platform_modules.len() > MAX_PLATFORM_MODULES {
+            return Err(Error::invalid(
+                format!("vms[{i}].platform_modules"),
+                format!("at most {MAX_PLATFORM_MODULES} modules"),
+            ));
+        }
+        for (j, m) in vm.platform_modules.iter().enumerate() {
+            module_name(&format!("vms[{i}].platform_modules[{j}]"), m)?;
+        }
+        if vm.interfaces.len() > MAX_GUEST_INTERFACES {
+            return Err(Error::invalid(
+                format!("vms[{i}].interfaces"),
+                format!("at most {MAX_GUEST_INTERFACES} interfaces"),
+            ));
+        }
+        for (j, interface) in vm.interfaces.iter().enumerate() {
+            interface
+                .check()
+                .map_err(|e| Error::invalid(format!("vms[{i}].interfaces[{j}]"), e.to_string()))?;
         }
     }
     Ok(())

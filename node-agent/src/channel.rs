@@ -9,6 +9,7 @@
 //! frame reader, and every wait has a deadline.
 
 use modvisor_guest_protocol::exec::{ExecReply, ExecRequest};
+use modvisor_guest_protocol::interfaces::InterfacesReply;
 use modvisor_guest_protocol::message::{
     BindRequest, DecodeError, ErrorReply, HealthReply, HelloReply, ListReply, LoadReply,
     LoadRequest, LoadedModule, UnloadRequest,
@@ -362,6 +363,12 @@ impl AgentClient {
     pub fn list(&self, timeout: Duration) -> Result<Vec<LoadedModule>, ChannelError> {
         let f = self.request(MsgType::List, Vec::new(), "list", timeout)?;
         Ok(ListReply::decode(&f.payload)?.modules)
+    }
+
+    /// The guest's network interfaces, from its own kernel.
+    pub fn interfaces(&self, timeout: Duration) -> Result<InterfacesReply, ChannelError> {
+        let f = self.request(MsgType::Interfaces, Vec::new(), "interfaces", timeout)?;
+        Ok(InterfacesReply::decode(&f.payload)?)
     }
 
     /// The agent's health report.

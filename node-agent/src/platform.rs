@@ -56,6 +56,25 @@ pub fn platform_modules(
     kernel: &GuestKernel,
     trust: &TrustStore,
 ) -> Result<Vec<PlatformModule>, PlatformError> {
+    Ok(signed_closure(kernel, trust, &PLATFORM_MODULES)?
+        .into_iter()
+        .enumerate()
+        .map(|(n, (name, bytes))| PlatformModule {
+            path: format!("{INITRAMFS_DIR}/{n:02}-{name}.ko"),
+            name,
+            bytes,
+        })
+        .collect())
+}
+
+/// `roots` and everything they depend on from `kernel`'s tree, as (name, file), in load
+/// order (each after what it depends on; what is built in is left out), each parsed and
+/// its signature verified against `trust`.
+pub fn signed_closure(
+    kernel: &GuestKernel,
+    trust: &TrustStore,
+    roots: &[&str],
+) -> Result<Vec<(String, Vec<u8>)>, PlatformError> {
     let builtin =
         std::fs::read_to_string(kernel.modules_dir.join("modules.builtin")).unwrap_or_default();
     let is_builtin = |name: &str| {
@@ -66,17 +85,17 @@ pub fn platform_modules(
                 .is_some_and(|f| f.replace('-', "_") == name)
         })
     };
-    let mut ordered: Vec<PlatformModule> = Vec::new();
+    let mut ordered: Vec<(String, Vec<u8>)> = Vec::new();
     // Depth-first: a module goes after everything it depends on.
     fn visit(
         name: &str,
         kernel: &GuestKernel,
         trust: &TrustStore,
         is_builtin: &dyn Fn(&str) -> bool,
-        ordered: &mut Vec<PlatformModule>,
+        ordered: &mut Vec<(String, Vec<u8>)>,
         path: &mut Vec<String>,
     ) -> Result<(), PlatformError> {
-        if ordered.iter().any(|m| m.name == name) || is_builtin(name) {
+        if ordered.iter().any(|(m, _)| m == name) || is_builtin(name) {
             return Ok(());
         }
         if path.iter().any(|p| p == name) || path.len() > 16 {
@@ -107,15 +126,10 @@ pub fn platform_modules(
             visit(&dep, kernel, trust, is_builtin, ordered, path)?;
         }
         path.pop();
-        let n = ordered.len();
-        ordered.push(PlatformModule {
-            name: name.into(),
-            path: format!("{INITRAMFS_DIR}/{n:02}-{name}.ko"),
-            bytes,
-        });
+        ordered.push((name.into(), bytes));
         Ok(())
     }
-    for name in PLATFORM_MODULES {
+    for name in roots {
         visit(
             name,
             kernel,

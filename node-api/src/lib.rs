@@ -16,6 +16,7 @@ pub mod budget;
 pub mod client;
 pub mod console;
 pub mod exec;
+pub mod interfaces;
 pub mod internal;
 #[cfg(feature = "schema")]
 pub mod openapi;
@@ -30,6 +31,7 @@ pub mod user_data;
 pub use budget::Budgets;
 pub use client::{ClientError, ControlPlaneClient, NodeClient};
 pub use exec::{ExecRequest, ExecResult};
+pub use interfaces::GuestInterface;
 pub use problem::Problem;
 pub use types::{
     EnsureVm, NetworkAttachment, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PinnedModule,

@@ -119,13 +119,10 @@ impl NodeApi for SimulatedNode {
         let boot = {
             let mut s = self.lock();
             s.stats.ensures += 1;
-            let vm = s.vms.entry(id.to_string()).or_insert_with(|| ObservedVm {
-                id: id.to_string(),
-                phase: Phase::Stopped,
-                reason: None,
-                guest_modules: Vec::new(),
-                user_data: None,
-            });
+            let vm = s
+                .vms
+                .entry(id.to_string())
+                .or_insert_with(|| ObservedVm::bare(id, Phase::Stopped, None));
             spec.power_state == PowerState::Running && vm.phase != Phase::Running
         };
         if boot {

@@ -83,6 +83,8 @@ impl RequestState {
 
 /// Most modules a node reports for one guest (a guest listing more is cut to this).
 pub const MAX_GUEST_MODULES: usize = 512;
+/// Most platform modules a node reports for one guest.
+pub const MAX_PLATFORM_MODULES: usize = 32;
 /// Longest reason a node gives for one VM, in bytes.
 pub const MAX_OBSERVED_REASON: usize = 1024;
 
@@ -105,11 +107,34 @@ pub struct ObservedVm {
     pub phase: Phase,
     /// Why, for failures.
     pub reason: Option<String>,
-    /// Modules in the guest's own `/proc/modules`.
+    /// Modules in the guest's own `/proc/modules`, less the platform modules.
     pub guest_modules: Vec<String>,
+    /// The platform modules (the guest kernel's own virtio drivers, loaded by its agent at
+    /// boot) in the guest's `/proc/modules`: listed apart from what the tenant asked for.
+    #[serde(default)]
+    pub platform_modules: Vec<String>,
+    /// The guest's network interfaces as its kernel reports them (at most
+    /// [`crate::interfaces::MAX_GUEST_INTERFACES`]).
+    #[serde(default)]
+    pub interfaces: Vec<crate::interfaces::GuestInterface>,
     /// The first-boot script in this boot of the guest, once the node has asked for it.
     #[serde(default)]
     pub user_data: Option<crate::user_data::UserDataStatus>,
+}
+
+impl ObservedVm {
+    /// A VM in `phase` of which nothing else is known (nothing listed from its guest yet).
+    pub fn bare(id: &str, phase: Phase, reason: Option<String>) -> Self {
+        ObservedVm {
+            id: id.to_string(),
+            phase,
+            reason,
+            guest_modules: Vec::new(),
+            platform_modules: Vec::new(),
+            interfaces: Vec::new(),
+            user_data: None,
+        }
+    }
 }
 
 /// Body of the node API's `PUT /v1/vms/{id}`: the full desired state (idempotent).

@@ -332,11 +332,16 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         .as_str()
         .unwrap()
         .to_string();
-    let (dead, alive) = if a1_node == "node-1" {
-        (&mut n1, "node-2")
+    let (dead, alive, alive_netns) = if a1_node == "node-1" {
+        (&mut n1, "node-2", n2.netns())
     } else {
-        (&mut n2, "node-1")
+        (&mut n2, "node-1", n1.netns())
     };
+    let dead_underlay = dead.underlay_address().replace("/24", "");
+    assert!(
+        crate::dataplane::tunnel_destinations(&alive_netns).contains(&dead_underlay),
+        "{alive} floods to {dead_underlay}"
+    );
     dead.kill9();
     wait_for("the dead node NotReady", 60, || {
         let nodes = p.get(&admin, "/v1/nodes").expect(200).body;
@@ -345,6 +350,11 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
             .iter()
             .find(|n| n["name"] == a1_node && n["state"] == "NotReady")
             .cloned()
+    });
+    // A node that left is no peer any more: the other's tunnels send nothing its way.
+    wait_for("the dead node's tunnel entries gone", 30, || {
+        let left = crate::dataplane::tunnel_destinations(&alive_netns);
+        (!left.contains(&dead_underlay)).then_some(Value::Null)
     });
     let moved = wait_for("a1 recreated on the other node", 300, || {
         let v = vm(&p, &a, &a1);

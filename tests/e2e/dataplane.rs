@@ -2,7 +2,8 @@
 //! already booted: A's two VMs on two nodes, B's one): A's VMs reach each other across
 //! nodes over VXLAN (ping, HTTP, a TCP transfer with tcp_bbr); B's VM, on a network with
 //! the same CIDR, reaches none of A's; a guest that changes its address or MAC gets
-//! nothing through; no guest reaches its node.
+//! nothing through; no guest reaches its node. Also: what VMs report of their interfaces
+//! and platform modules, and a node that leaves taking its tunnel entries along.
 
 use crate::support::Plane;
 use serde_json::{json, Value};
@@ -27,6 +28,39 @@ pub fn ip_of(p: &Plane, token: &str, id: &str) -> String {
         .to_string()
 }
 
+/// The underlay addresses that node namespace `netns`'s tunnels send to (every
+/// forwarding entry with a `dst`: floods and learned MACs).
+pub fn tunnel_destinations(netns: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "bridge", "fdb", "show"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" dev mvvx"))
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "dst").nth(1))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What `status` says of VM `id` once it lists eth0 with `ip`: the guest's own view of
+/// its interfaces (with lo) and the platform modules its agent loaded at boot.
+fn reported_interfaces(p: &Plane, token: &str, id: &str, ip: &str) -> Value {
+    crate::support::wait_for("the guest's interfaces in its status", 60, || {
+        let vm = p.get(token, &format!("/v1/vms/{id}")).expect(200).body;
+        let eth0 = vm["status"]["interfaces"]
+            .as_array()?
+            .iter()
+            .find(|i| i["name"] == "eth0")?
+            .clone();
+        eth0["addresses"]
+            .as_array()?
+            .contains(&json!(format!("{ip}/24")))
+            .then_some(vm)
+    })
+}
+
 /// Whether `from` gets an answer to a ping of `to` (two tries).
 pub fn pings(p: &Plane, token: &str, from: &str, to: &str) -> bool {
     sh(p, token, from, &format!("ping -c 2 -W 2 {to}"))["exit_code"] == 0
@@ -44,6 +78,46 @@ pub fn across_nodes(p: &Plane, a: &str, b: &str, a1: &str, a2: &str, b1: &str) {
             .contains(&format!("{ip1}/24")),
         "{shown}"
     );
+    // Its status shows what the guest's kernel has: eth0 with that address, the MAC
+    // and MTU the node gave it, lo; the virtio drivers as platform modules, apart from
+    // the tenant's.
+    let vm = reported_interfaces(p, a, a1, &ip1);
+    let status = &vm["status"];
+    let eth0 = status["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "eth0")
+        .unwrap();
+    assert_eq!(eth0["mac"], status["network"]["mac"], "{vm}");
+    assert_eq!(eth0["up"], true, "{vm}");
+    assert_eq!(eth0["mtu"], 1450, "{vm}");
+    assert!(
+        status["interfaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["name"] == "lo" && i["addresses"] == json!(["127.0.0.1/8"])),
+        "{vm}"
+    );
+    let platform = status["platform_modules"].as_array().unwrap();
+    for m in ["virtio_net", "virtio_pci", "virtio_console"] {
+        assert!(platform.contains(&json!(m)), "{m}: {vm}");
+        assert!(
+            !status["guest_modules"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(m)),
+            "{m}: {vm}"
+        );
+    }
+    // An address the tenant adds inside shows there too, and goes when removed.
+    let added = sh(p, a, a2, "ip addr add 10.0.0.200/24 dev eth0");
+    assert_eq!(added["exit_code"], 0, "{added}");
+    reported_interfaces(p, a, a2, "10.0.0.200");
+    let removed = sh(p, a, a2, "ip addr del 10.0.0.200/24 dev eth0");
+    assert_eq!(removed["exit_code"], 0, "{removed}");
+
     assert!(pings(p, a, a1, &ip2), "a1 -> a2 across nodes");
     assert!(pings(p, a, a2, &ip1), "a2 -> a1 across nodes");
     // A page served by a2, fetched by a1.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 pub use crate::network::{CreateNetwork, Network, VmNetwork};
 pub use modvisor_node_api::exec::{ExecRequest, ExecResult};
+pub use modvisor_node_api::interfaces::GuestInterface;
 pub use modvisor_node_api::internal::{Node, NodeState, Resources};
 pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
 pub use modvisor_node_api::user_data::{UserDataState, UserDataStatus};
@@ -208,6 +209,14 @@ pub struct VmStatus {
     /// Modules in the guest's own `/proc/modules`, as its node last reported.
     #[serde(default)]
     pub guest_modules: Vec<String>,
+    /// The platform modules in the guest's `/proc/modules`: its kernel's own signed
+    /// virtio drivers, which its agent loads at boot (not the tenant's requests).
+    #[serde(default)]
+    pub platform_modules: Vec<String>,
+    /// The guest's network interfaces and IPv4 addresses as its own kernel reports them,
+    /// as its node last reported (what the tenant configured inside shows here too).
+    #[serde(default)]
+    pub interfaces: Vec<GuestInterface>,
     /// What became of the VM's first-boot script, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data: Option<UserDataStatus>,

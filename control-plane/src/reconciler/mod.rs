@@ -209,16 +209,14 @@ impl<C: NodeConnector> Reconciler<C> {
                 &format!("node {} came back without it; recreating it", node.name),
             )?;
         } else {
-            let gone = ObservedVm {
-                id: vm.id.clone(),
-                phase: Phase::Failed,
-                reason: Some(format!(
+            let gone = ObservedVm::bare(
+                &vm.id,
+                Phase::Failed,
+                Some(format!(
                     "node {} no longer reports this VM (its agent lost it)",
                     node.name
                 )),
-                guest_modules: Vec::new(),
-                user_data: None,
-            };
+            );
             self.store.record_observation(&node.name, &gone)?;
             self.decide(&vm.id)?;
         }

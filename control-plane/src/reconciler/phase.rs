@@ -82,6 +82,8 @@ mod tests {
                 node: node.map(str::to_string),
                 reason: None,
                 guest_modules: Vec::new(),
+                platform_modules: Vec::new(),
+                interfaces: Vec::new(),
                 user_data: None,
                 network: None,
             },

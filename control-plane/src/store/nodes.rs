@@ -216,9 +216,14 @@ impl Datastore {
                     (Some(now), Some(seen)) => now.advanced_by(seen),
                     _ => None,
                 };
-                if vm.status.guest_modules != o.guest_modules || script.is_some() {
+                let listed = vm.status.guest_modules != o.guest_modules
+                    || vm.status.platform_modules != o.platform_modules
+                    || vm.status.interfaces != o.interfaces;
+                if listed || script.is_some() {
                     update_vm(txn, &o.id, |vm| {
                         vm.status.guest_modules = o.guest_modules.clone();
+                        vm.status.platform_modules = o.platform_modules.clone();
+                        vm.status.interfaces = o.interfaces.clone();
                         if let Some(s) = &script {
                             vm.status.user_data = Some(s.clone());
                         }

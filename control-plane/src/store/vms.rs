@@ -111,6 +111,8 @@ impl Datastore {
                 node: None,
                 reason: Some(NO_NODES_REASON.to_string()),
                 guest_modules: Vec::new(),
+                platform_modules: Vec::new(),
+                interfaces: Vec::new(),
                 user_data: spec.user_data.as_ref().map(|_| UserDataStatus::pending()),
                 network: None,
             },

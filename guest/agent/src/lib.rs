@@ -1,7 +1,9 @@
-//! The guest agent: serves the host's requests on a byte stream (the guest's `/dev/ttyS1`).
+//! The guest agent: serves the host's requests on a byte stream (the guest's virtio-serial
+//! port `org.modvisor.agent`, or `/dev/ttyS1` where there is none).
 //!
 //! It loads modules with `finit_module` (from a memfd; `init_module` where that is not
-//! available), unloads them with `delete_module`, lists `/proc/modules`, reports health,
+//! available), unloads them with `delete_module`, lists `/proc/modules` and the network
+//! interfaces, reports health,
 //! runs the tenant's commands in the tenant context, and powers the guest off. Any frame
 //! it cannot use is answered with an error reply and it goes on serving: nothing the host
 //! (or anyone else writing to the port) sends can stop it.
@@ -14,6 +16,7 @@
 
 pub mod confine;
 pub mod exec;
+pub mod interfaces;
 pub mod kmod;
 pub mod namespace;
 pub mod platform;
@@ -295,6 +298,7 @@ impl Agent {
                 .map_err(bad_payload)
                 .map(|r| self.first_boot.run(r.script, self.tenant.clone()).encode()),
             MsgType::UserData => Ok(self.first_boot.status().encode()),
+            MsgType::Interfaces => Ok(interfaces::interfaces().encode()),
             MsgType::Poweroff => {
                 return (
                     Some(self.reply_frame(to, t.reply(), Vec::new())),

@@ -29,6 +29,7 @@ pub const AGENT_PORT: &str = "org.modvisor.agent";
 
 pub mod exec;
 pub mod frame;
+pub mod interfaces;
 pub mod message;
 pub mod net;
 pub mod seal;

@@ -31,6 +31,8 @@ pub enum MsgType {
     RunUserData = 0x09,
     /// Where the first-boot script is -> [`crate::user_data::UserDataReply`].
     UserData = 0x0a,
+    /// The guest's network interfaces -> [`crate::interfaces::InterfacesReply`].
+    Interfaces = 0x0b,
     /// Reply to Hello.
     HelloReply = 0x81,
     /// Reply to Load.
@@ -51,6 +53,8 @@ pub enum MsgType {
     RunUserDataReply = 0x89,
     /// Reply to UserData.
     UserDataReply = 0x8a,
+    /// Reply to Interfaces.
+    InterfacesReply = 0x8b,
     /// A request failed, or could not be read.
     Error = 0xff,
 }
@@ -70,6 +74,7 @@ impl MsgType {
             0x08 => Exec,
             0x09 => RunUserData,
             0x0a => UserData,
+            0x0b => Interfaces,
             0x81 => HelloReply,
             0x82 => LoadReply,
             0x83 => UnloadReply,
@@ -80,6 +85,7 @@ impl MsgType {
             0x88 => ExecReply,
             0x89 => RunUserDataReply,
             0x8a => UserDataReply,
+            0x8b => InterfacesReply,
             0xff => Error,
             _ => return None,
         })

@@ -7,6 +7,7 @@ mod credential;
 mod error;
 mod exec;
 mod fetch;
+mod interfaces;
 mod trust;
 mod user_data;
 mod vm;

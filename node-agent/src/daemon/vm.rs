@@ -9,7 +9,8 @@ use crate::network::{NodeNetwork, TENANT_MTU};
 use modvisor_guest_protocol::seal::ChannelKey;
 use modvisor_modules::{TrustStore, VettingPolicy};
 use modvisor_node_api::types::{
-    is_module_name, EnsureVm, ObservedVm, Phase, PowerState, MAX_GUEST_MODULES, MAX_OBSERVED_REASON,
+    is_module_name, EnsureVm, ObservedVm, Phase, PowerState, MAX_GUEST_MODULES,
+    MAX_OBSERVED_REASON, MAX_PLATFORM_MODULES,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -150,13 +151,7 @@ fn bounded_reason(reason: &str) -> String {
 /// Starts the worker of VM `id`; `adopt` is a record left by an earlier run.
 pub fn spawn(host: Host, id: String, spec: EnsureVm, adopt: Option<VmRecord>) -> VmHandle {
     let (tx, rx) = channel();
-    let observed = Arc::new(Mutex::new(ObservedVm {
-        id: id.clone(),
-        phase: Phase::Starting,
-        reason: None,
-        guest_modules: Vec::new(),
-        user_data: None,
-    }));
+    let observed = Arc::new(Mutex::new(ObservedVm::bare(&id, Phase::Starting, None)));
     let obs = observed.clone();
     let agent = SharedAgent::default();
     let console = SharedConsole::default();
@@ -220,6 +215,12 @@ impl Worker {
         *self.shared.0.lock().unwrap_or_else(|p| p.into_inner()) = client.clone();
         if client.is_none() {
             *self.shared.1.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            // No guest kernel, so nothing loaded in it and no interfaces.
+            if let Ok(mut o) = self.observed.lock() {
+                o.guest_modules.clear();
+                o.platform_modules.clear();
+                o.interfaces.clear();
+            }
         }
         self.client = client;
     }
@@ -308,7 +309,7 @@ impl Worker {
                     if reply.send(out).is_err() {
                         tracing::warn!(vm = %self.id, "a load ended after its caller stopped waiting");
                     }
-                    self.refresh_modules();
+                    self.refresh_guest();
                 }
                 Ok(Command::Unload { name, reply }) => {
                     let r = match self.client.as_deref() {
@@ -316,7 +317,7 @@ impl Worker {
                         None => Err("the guest is not running".into()),
                     };
                     let _ = reply.send(r);
-                    self.refresh_modules();
+                    self.refresh_guest();
                 }
                 Ok(Command::Delete(done)) => {
                     self.stop_guest();
@@ -328,7 +329,7 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {
                     self.watch();
                     if last_list.elapsed() > Duration::from_secs(5) {
-                        self.refresh_modules();
+                        self.refresh_guest();
                         last_list = Instant::now();
                     }
                 }
@@ -417,7 +418,7 @@ impl Worker {
                 tracing::info!(vm = %self.id, kernel = %hello.kernel_release, "guest agent answered");
                 self.set_client(Some(Arc::new(c)));
                 self.set(Phase::Running, None);
-                self.refresh_modules();
+                self.refresh_guest();
             }
             Err(e) => {
                 let reason = self
@@ -514,22 +515,32 @@ impl Worker {
         }
     }
 
-    fn refresh_modules(&mut self) {
+    /// Asks the guest what it has loaded and which interfaces it has (both bounded
+    /// before they reach a heartbeat: a hostile guest must not make its node's heartbeats,
+    /// every tenant's liveness, refused).
+    fn refresh_guest(&mut self) {
         let Some(c) = self.client.as_deref() else {
             return;
         };
         if let Ok(list) = c.list(CHANNEL_TIMEOUT) {
-            // What a guest says is bounded before it reaches a heartbeat: a hostile guest
-            // must not make its node's heartbeats (every tenant's liveness) refused.
-            let names: Vec<String> = list
+            let (platform, requested): (Vec<String>, Vec<String>) = list
                 .into_iter()
                 .map(|m| m.name)
-                .filter(|n| is_module_name(n) && !self.host.platform_modules.contains(n))
-                .take(MAX_GUEST_MODULES)
-                .collect();
+                .filter(|n| is_module_name(n))
+                .partition(|n| self.host.platform_modules.contains(n));
             if let Ok(mut o) = self.observed.lock() {
-                o.guest_modules = names;
+                o.guest_modules = requested.into_iter().take(MAX_GUEST_MODULES).collect();
+                o.platform_modules = platform.into_iter().take(MAX_PLATFORM_MODULES).collect();
             }
+        }
+        match c.interfaces(CHANNEL_TIMEOUT) {
+            Ok(reply) => {
+                let shown = super::interfaces::shown(reply);
+                if let Ok(mut o) = self.observed.lock() {
+                    o.interfaces = shown;
+                }
+            }
+            Err(e) => tracing::debug!(vm = %self.id, error = %e, "listing the guest's interfaces"),
         }
         // A first-boot script that runs is followed until it ends.
         let running = self.observed.lock().is_ok_and(|o| {

@@ -361,23 +361,35 @@ impl NodeNetwork {
             .filter(|l| l.starts_with(names::VXLAN_PREFIX))
         {
             let fdb = self.netns.bridge(&["fdb", "show", "dev", &vxlan])?;
-            let present: BTreeSet<Ipv4Addr> = fdb
+            // Every entry towards a node: the flood entry we put there and the MACs the
+            // tunnel learned behind it.
+            let entries: Vec<(&str, Ipv4Addr)> = fdb
                 .lines()
-                .filter(|l| l.starts_with("00:00:00:00:00:00"))
-                .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "dst").nth(1))
-                .filter_map(|a| a.parse().ok())
+                .filter_map(|l| {
+                    let mac = l.split_whitespace().next()?;
+                    let dst = l.split_whitespace().skip_while(|w| *w != "dst").nth(1)?;
+                    Some((mac, dst.parse().ok()?))
+                })
                 .collect();
-            for gone in present.difference(&wanted) {
+            let present: BTreeSet<Ipv4Addr> = entries
+                .iter()
+                .filter(|(mac, _)| *mac == "00:00:00:00:00:00")
+                .map(|(_, dst)| *dst)
+                .collect();
+            // A node that left takes its flood entry and what was learned behind it.
+            for (mac, gone) in entries.iter().filter(|(_, d)| !wanted.contains(d)) {
                 let dst = gone.to_string();
-                self.netns.bridge(&[
-                    "fdb",
-                    "del",
-                    "00:00:00:00:00:00",
-                    "dev",
-                    &vxlan,
-                    "dst",
-                    &dst,
-                ])?;
+                let deleted = self
+                    .netns
+                    .bridge(&["fdb", "del", mac, "dev", &vxlan, "dst", &dst]);
+                match deleted {
+                    Ok(_) => {}
+                    // A learned entry may age out between the listing and here.
+                    Err(e) if *mac != "00:00:00:00:00:00" => {
+                        tracing::debug!(%vxlan, %mac, error = %e, "a learned entry was gone already")
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             for new in wanted.difference(&present) {
                 self.flood_to(&vxlan, *new)?;
