@@ -226,7 +226,8 @@ pub struct NodeLoadModule {
     /// pinned. The node fetches missing blobs by hash, parses and vets each once, and
     /// loads them in dependency order.
     pub closure: Vec<PinnedModule>,
-    /// Every module the VM's tenant may have loaded (dependencies must be in it too).
+    /// The modules the VM's tenant may have loaded, at least those of `closure` that it
+    /// may (every module of the closure must be in it, dependencies too).
     pub approved: Vec<String>,
     /// How long the node may take for the whole request, in milliseconds (see
     /// [`crate::budget::load`]); the control plane waits this plus a margin.

@@ -353,11 +353,13 @@ impl<C: NodeConnector> Reconciler<C> {
                 .join(" ");
             let closure = self.store.module_closure(&r.name, &node.kernel_release)?;
             let budget = self.config.budgets.load(closure.len());
+            let names: Vec<&str> = closure.iter().map(|m| m.name.as_str()).collect();
+            let approved = self.store.approved_among(&vm.tenant, &names)?;
             let body = NodeLoadModule {
                 name: r.name.clone(),
                 params,
                 closure,
-                approved: self.store.approved_modules(&vm.tenant)?,
+                approved,
                 budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
             };
             self.act(&vm.id, self.clone().load(node, vm.id.clone(), body));
@@ -456,6 +458,7 @@ impl<C: NodeConnector> Reconciler<C> {
             Ok(api) => api.load_module(&id, &body).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
+
         let results = match results {
             Ok(r) => r,
             Err(e) => {

@@ -130,13 +130,14 @@ impl Datastore {
         self.kv.get(Table::Blobs, sha256.as_bytes())
     }
 
-    /// The modules `tenant` may have loaded (approved for it), by name.
-    pub fn approved_modules(&self, tenant: &str) -> Result<Vec<String>> {
+    /// Which of `names` are approved for `tenant` (one lookup each).
+    pub fn approved_among(&self, tenant: &str, names: &[&str]) -> Result<Vec<String>> {
         let mut out = Vec::new();
-        for (k, v) in self.kv.scan(Table::Policies, b"", None, usize::MAX)? {
-            let policy: ModulePolicy = decode(&v)?;
-            if policy.allows(tenant) {
-                out.push(String::from_utf8_lossy(&k).into_owned());
+        for name in names {
+            if let Some(v) = self.kv.get(Table::Policies, name.as_bytes())? {
+                if decode::<ModulePolicy>(&v)?.allows(tenant) {
+                    out.push(name.to_string());
+                }
             }
         }
         Ok(out)
@@ -163,13 +164,8 @@ impl Datastore {
         kernel_release: &str,
     ) -> Result<Vec<crate::model::PinnedModule>> {
         use modvisor_modules::normalize_name;
-        let mut versions: BTreeMap<String, ModuleVersion> = BTreeMap::new();
-        for (_, v) in self.kv.scan(Table::Modules, b"", None, usize::MAX)? {
-            let m: ModuleVersion = decode(&v)?;
-            if m.kernel_release == kernel_release {
-                versions.insert(normalize_name(&m.name), m);
-            }
-        }
+        // Modules are published under their normalized names: one lookup per module of
+        // the closure, not a pass over the catalog (a kernel's is a thousand modules).
         let mut out = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         let mut todo = std::collections::VecDeque::from([normalize_name(root)]);
@@ -177,7 +173,13 @@ impl Datastore {
             if !seen.insert(name.clone()) {
                 continue;
             }
-            let Some(m) = versions.get(&name) else {
+            let key = pair(&name, kernel_release.as_bytes());
+            let Some(m) = self
+                .kv
+                .get(Table::Modules, &key)?
+                .map(|v| decode::<ModuleVersion>(&v))
+                .transpose()?
+            else {
                 continue;
             };
             if let Some(deps) = m.modinfo.get("depends") {

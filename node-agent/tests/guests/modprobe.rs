@@ -70,6 +70,13 @@ fn loads_vetted_modules_with_dependencies_in_order() {
             .all(|o| matches!(o, ModuleOutcome::AlreadyLoaded { .. })),
         "{again:?}"
     );
+    // A module without dependencies is sent without asking first: the kernel's EEXIST
+    // says it is there.
+    let bbr_again = service.modprobe(&g.client, "tcp_bbr", "", &policy);
+    assert!(
+        matches!(bbr_again.as_slice(), [ModuleOutcome::AlreadyLoaded { name }] if name == "tcp_bbr"),
+        "{bbr_again:?}"
+    );
 
     // Unload works, and a module in use refuses to go.
     assert!(
