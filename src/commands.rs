@@ -45,12 +45,12 @@ pub enum VmCommand {
     },
     /// Show one VM.
     Get {
-        /// VM id.
+        /// VM name or id.
         id: String,
     },
     /// Ask for a VM to run or stop (a conditional PUT of its spec).
     Power {
-        /// VM id.
+        /// VM name or id.
         id: String,
         /// `running` or `stopped`.
         #[arg(value_parser = ["running", "stopped"])]
@@ -58,7 +58,7 @@ pub enum VmCommand {
     },
     /// Delete a VM.
     Delete {
-        /// VM id.
+        /// VM name or id.
         id: String,
     },
     /// Run a command in a VM's guest (as tenant root, without module loading); prints its
@@ -120,14 +120,31 @@ pub enum ModuleCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Set who may request a module (admin).
-    Policy {
+    /// Read or set who may request a module (admin).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `modvisor module policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Show who may request a module.
+    Get {
         /// Module name.
         name: String,
-        /// Approve (omit to revoke).
+    },
+    /// Approve a module for tenants, or revoke it: one of `--approve` or `--revoke`.
+    #[command(group(clap::ArgGroup::new("verdict").required(true).args(["approve", "revoke"])))]
+    Set {
+        /// Module name.
+        name: String,
+        /// Approve it for `--tenant` (all tenants when none is named).
         #[arg(long)]
         approve: bool,
-        /// Tenants it is approved for; `*` for all (repeatable).
+        /// Revoke it: no tenant may request it.
+        #[arg(long)]
+        revoke: bool,
+        /// A tenant it is approved for; `*` for all (repeatable; each must exist).
         #[arg(long = "tenant", default_value = "*")]
         tenants: Vec<String>,
     },
@@ -309,10 +326,11 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
             print(args, &items[..], vm_rows)?;
         }
         VmCommand::Get { id } => {
-            let vm = api.get_vm(&id)?.value;
+            let vm = crate::exec_cmd::find_vm(&api, &id)?;
             print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;
         }
         VmCommand::Power { id, state } => {
+            let id = crate::exec_cmd::find_vm(&api, &id)?.id;
             let current = api.get_vm(&id)?;
             let mut spec = current.value.spec;
             spec.power_state = match state.as_str() {
@@ -323,6 +341,7 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
             print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;
         }
         VmCommand::Delete { id } => {
+            let id = crate::exec_cmd::find_vm(&api, &id)?.id;
             api.delete_vm(&id)?;
             if !args.json {
                 println!("deleted {id}");
@@ -485,23 +504,23 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                 )
             })?;
         }
-        ModuleCommand::Policy {
+        ModuleCommand::Policy(PolicyCommand::Get { name }) => {
+            let v = api.get_policy(&name)?;
+            print(args, &v, |v| policy_line(&name, v))?;
+        }
+        ModuleCommand::Policy(PolicyCommand::Set {
             name,
             approve,
+            revoke,
             tenants,
-        } => {
+        }) => {
+            // clap takes exactly one of --approve and --revoke.
             let policy = ModulePolicy {
-                approved: approve,
-                tenants,
+                approved: approve && !revoke,
+                tenants: if revoke { Vec::new() } else { tenants },
             };
             let v = api.set_policy(&name, &policy)?;
-            print(args, &v, |v| {
-                format!(
-                    "{name}: approved={} tenants={}",
-                    v.approved,
-                    v.tenants.join(",")
-                )
-            })?;
+            print(args, &v, |v| policy_line(&name, v))?;
         }
     }
     Ok(())
@@ -591,4 +610,12 @@ pub fn events(args: &ApiArgs, limit: u32) -> Result<()> {
             &rows,
         )
     })
+}
+
+/// A module's policy in one line.
+fn policy_line(name: &str, p: &ModulePolicy) -> String {
+    match (p.approved, p.tenants.as_slice()) {
+        (false, _) | (true, []) => format!("{name}: not approved"),
+        (true, tenants) => format!("{name}: approved for {}", tenants.join(", ")),
+    }
 }

@@ -28,16 +28,30 @@ pub struct ExecArgs {
     pub argv: Vec<String>,
 }
 
-/// The VM named `name_or_id` among the caller's (by name first, then by id).
+/// The VM named `name_or_id` among the caller's (by name first, then by id). An admin
+/// naming a name several tenants use is told to give the id.
 pub fn find_vm(api: &ApiClient, name_or_id: &str) -> Result<Vm> {
-    let vms = api.list_vms(100)?;
-    if let Some(vm) = vms.iter().find(|v| v.spec.name == name_or_id) {
-        return Ok(vm.clone());
+    // A name the API would refuse (an id has upper-case hex or is too long) is an id.
+    let named = match api.vms_named(name_or_id) {
+        Ok(vms) => vms,
+        Err(e) if e.status() == Some(400) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    match named.as_slice() {
+        [vm] => return Ok(vm.clone()),
+        [] => {}
+        several => bail!(
+            "{} VMs are named {name_or_id:?} (tenants {}): give the id",
+            several.len(),
+            several
+                .iter()
+                .map(|v| v.tenant.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
-    Ok(api
-        .get_vm(name_or_id)
-        .with_context(|| format!("no VM named {name_or_id:?}, nor with that id"))?
-        .value)
+    // Not a name: an id, or the API's own 404 (one line, as every error).
+    Ok(api.get_vm(name_or_id)?.value)
 }
 
 /// Runs the command; the exit status to end with (its code, 128 + its signal).

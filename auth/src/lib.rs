@@ -123,6 +123,28 @@ pub enum AuthError {
     InvalidToken(String),
 }
 
+/// Why the JWT library refused a token, in words for the caller (its own error names,
+/// such as `ExpiredSignature`, are not an API).
+fn why_refused(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "the token has expired".into(),
+        K::ImmatureSignature => "the token is not valid yet".into(),
+        K::InvalidAudience => "the token is meant for another audience".into(),
+        K::InvalidIssuer => "the token is from another issuer".into(),
+        K::InvalidSubject => "the token's subject is not accepted".into(),
+        K::InvalidSignature => "the token's signature does not verify".into(),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName | K::MissingAlgorithm => {
+            "the token is not signed with EdDSA".into()
+        }
+        K::MissingRequiredClaim(claim) => format!("the token lacks the {claim:?} claim"),
+        K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => {
+            "the token is not a well-formed JWT".into()
+        }
+        _ => "the token is not valid".into(),
+    }
+}
+
 /// Seconds since the epoch (0 if the clock is before it).
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
@@ -203,7 +225,7 @@ impl TokenVerifier {
 
     fn verify_uncached(&self, token: &str, validation: &Validation) -> Result<Caller, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, validation)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+            .map_err(|e| AuthError::InvalidToken(why_refused(&e)))?;
         if data.header.crit.is_some() {
             // No extension is understood here, so none may be critical.
             return Err(AuthError::InvalidToken(
@@ -298,7 +320,11 @@ mod tests {
         let mut expired = claims(Role::Node, None, unix_now() - 3600);
         expired.exp = unix_now() - 600;
         let t = sign(&key, &Header::new(Algorithm::EdDSA), &expired);
-        assert!(verifier.verify(&t).is_err());
+        // Said in words, not in the JWT library's error names.
+        match verifier.verify(&t) {
+            Err(AuthError::InvalidToken(why)) => assert_eq!(why, "the token has expired"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             verifier.verify_ignoring_expiry(&t).unwrap().role,
             Role::Node

@@ -63,6 +63,14 @@ pub enum Error {
         /// The identifier that was asked for.
         id: String,
     },
+    /// The path exists but does not take this method.
+    #[error("{method} is not allowed here; allowed: {}", allowed.join(", "))]
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The methods the path takes.
+        allowed: Vec<&'static str>,
+    },
     /// The resource already exists or the request conflicts with its state.
     #[error("{0}")]
     Conflict(String),
@@ -182,6 +190,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::ModuleNotApproved { .. } => "module-not-approved",
             Error::NotFound { .. } => "not-found",
+            Error::MethodNotAllowed { .. } => "method-not-allowed",
             Error::Conflict(_) => "conflict",
             Error::QuotaExceeded { .. } => "quota-exceeded",
             Error::RateLimited { .. } => "rate-limited",
@@ -212,6 +221,7 @@ impl Error {
             Error::Forbidden(_) => "Forbidden",
             Error::ModuleNotApproved { .. } => "Module not approved",
             Error::NotFound { .. } => "Not found",
+            Error::MethodNotAllowed { .. } => "Method not allowed",
             Error::Conflict(_) => "Conflict",
             Error::QuotaExceeded { .. } => "Quota exceeded",
             Error::RateLimited { .. } => "Too many requests",
@@ -279,6 +289,7 @@ impl ResponseError for Error {
             Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) | Error::ModuleNotApproved { .. } => StatusCode::FORBIDDEN,
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::Conflict(_) | Error::QuotaExceeded { .. } => StatusCode::CONFLICT,
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Error::RateLimited { .. } | Error::GuestBusy(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -309,6 +320,9 @@ impl ResponseError for Error {
         } = self
         {
             resp.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+        }
+        if let Error::MethodNotAllowed { allowed, .. } = self {
+            resp.insert_header((header::ALLOW, allowed.join(", ")));
         }
         if matches!(self, Error::GuestBusy(_)) {
             resp.insert_header((header::RETRY_AFTER, "1"));

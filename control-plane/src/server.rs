@@ -210,8 +210,9 @@ impl ControlPlane {
         // One app shape for both listeners: shared state, path errors as problems, and
         // every request counted by route pattern and status.
         macro_rules! instrumented_app {
-            ($state:expr, $routes:path) => {{
+            ($state:expr, $routes:path, $methods:expr) => {{
                 let state = $state.clone();
+                let methods = $methods.clone();
                 let metrics = state.metrics.clone();
                 let app = App::new()
                     .app_data(state)
@@ -236,7 +237,10 @@ impl ControlPlane {
                             Ok(res)
                         }
                     });
-                $routes(app).default_service(web::to(no_route))
+                $routes(app).default_service(web::to(move |req: HttpRequest| {
+                    let methods = methods.clone();
+                    async move { no_route(req, &methods) }
+                }))
             }};
         }
         let listening = |listen: SocketAddr| {
@@ -245,13 +249,16 @@ impl ControlPlane {
             }
         };
         let state = self.state.clone();
-        let mut server = HttpServer::new(move || instrumented_app!(state, api::configure_public))
-            .backlog(4096)
-            // Headers must arrive within 5 s and a closing client is given 1 s.
-            .client_request_timeout(std::time::Duration::from_secs(5))
-            .client_disconnect_timeout(std::time::Duration::from_secs(1))
-            .bind(self.config.listen)
-            .map_err(listening(self.config.listen))?;
+        let public_methods = std::sync::Arc::new(api::public_methods());
+        let mut server = HttpServer::new(move || {
+            instrumented_app!(state, api::configure_public, public_methods)
+        })
+        .backlog(4096)
+        // Headers must arrive within 5 s and a closing client is given 1 s.
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .bind(self.config.listen)
+        .map_err(listening(self.config.listen))?;
         if let Some(w) = self.config.workers {
             server = server.workers(w);
         }
@@ -271,13 +278,16 @@ impl ControlPlane {
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let state = self.state.clone();
         let internal_listen = self.config.internal_listen;
-        let internal = HttpServer::new(move || instrumented_app!(state, api::configure_internal))
-            // Nodes' calls are few: two workers, whatever the public API has.
-            .workers(2)
-            .client_request_timeout(std::time::Duration::from_secs(5))
-            .client_disconnect_timeout(std::time::Duration::from_secs(1))
-            .bind_rustls_0_23(internal_listen, tls)
-            .map_err(listening(internal_listen))?;
+        let internal_methods = std::sync::Arc::new(api::internal_methods());
+        let internal = HttpServer::new(move || {
+            instrumented_app!(state, api::configure_internal, internal_methods)
+        })
+        // Nodes' calls are few: two workers, whatever the public API has.
+        .workers(2)
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .client_disconnect_timeout(std::time::Duration::from_secs(1))
+        .bind_rustls_0_23(internal_listen, tls)
+        .map_err(listening(internal_listen))?;
         let internal_addr = internal.addrs().first().copied().unwrap_or(internal_listen);
         write_atomically(
             &self.config.data_dir.join(INTERNAL_ADDR_FILE),
@@ -307,7 +317,9 @@ impl ControlPlane {
             App::new()
                 .app_data(state.clone())
                 .service(api::metrics_endpoint())
-                .default_service(web::to(no_route))
+                .default_service(web::to(|req: HttpRequest| async move {
+                    no_route(req, &api::methods::MethodTable::only("/metrics", "GET"))
+                }))
         })
         .workers(1)
         .client_request_timeout(std::time::Duration::from_secs(5))
@@ -323,11 +335,18 @@ impl ControlPlane {
     }
 }
 
-async fn no_route(req: HttpRequest) -> HttpResponse {
-    actix_web::ResponseError::error_response(&Error::not_found(
-        "route",
-        req.path().chars().take(200).collect::<String>(),
-    ))
+/// What a request no route takes gets: 405 with the methods its path takes, or 404.
+fn no_route(req: HttpRequest, methods: &api::methods::MethodTable) -> HttpResponse {
+    let allowed = methods.allowed(req.path());
+    let error = if allowed.is_empty() || allowed.contains(&req.method().as_str()) {
+        Error::not_found("route", req.path().chars().take(200).collect::<String>())
+    } else {
+        Error::MethodNotAllowed {
+            method: req.method().as_str().chars().take(20).collect(),
+            allowed,
+        }
+    };
+    actix_web::ResponseError::error_response(&error)
 }
 
 /// Writes a secret file with mode 0600, replacing any earlier one atomically.

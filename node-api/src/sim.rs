@@ -109,6 +109,7 @@ impl SimulatedNode {
         if let Some(vm) = self.lock().vms.get_mut(id) {
             vm.phase = Phase::Failed;
             vm.reason = Some(reason.to_string());
+            vm.boot = None;
             vm.guest_modules.clear();
         }
     }
@@ -129,15 +130,21 @@ impl NodeApi for SimulatedNode {
             tokio::time::sleep(self.behaviour.boot).await;
         }
         let mut s = self.lock();
+        let ensures = s.stats.ensures;
         let vm = s.vms.get_mut(id).ok_or_else(|| not_found(id))?;
         match spec.power_state {
             PowerState::Running => {
+                if vm.phase != Phase::Running {
+                    // A fresh kernel.
+                    vm.boot = Some(format!("sim-boot-{ensures}"));
+                }
                 vm.phase = Phase::Running;
                 vm.reason = None;
             }
             PowerState::Stopped => {
                 vm.phase = Phase::Stopped;
                 vm.reason = None;
+                vm.boot = None;
                 vm.guest_modules.clear();
                 // The next boot's agent has run nothing.
                 vm.user_data = None;

@@ -107,6 +107,11 @@ pub struct ObservedVm {
     pub phase: Phase,
     /// Why, for failures.
     pub reason: Option<String>,
+    /// The id of the guest's current boot (new each time its hypervisor starts; absent
+    /// while no guest runs): a change means a fresh kernel, with none of the modules
+    /// loaded into the one before.
+    #[serde(default)]
+    pub boot: Option<String>,
     /// Modules in the guest's own `/proc/modules`, less the platform modules.
     pub guest_modules: Vec<String>,
     /// The platform modules (the guest kernel's own virtio drivers, loaded by its agent at
@@ -129,6 +134,7 @@ impl ObservedVm {
             id: id.to_string(),
             phase,
             reason,
+            boot: None,
             guest_modules: Vec::new(),
             platform_modules: Vec::new(),
             interfaces: Vec::new(),

@@ -36,6 +36,23 @@ fn assert_401(p: &Plane, token: Option<&str>, why: &str) {
     assert_eq!(r.content_type(), "application/problem+json", "{why}");
     assert_eq!(r.problem_slug(), "unauthenticated", "{why}");
     assert!(r.headers.get("www-authenticate").is_some(), "{why}");
+    // The problem says why in words; no library's error names (`ExpiredSignature`,
+    // `InvalidToken`, ...) reach the caller.
+    let detail = r.body["detail"].as_str().unwrap_or_default();
+    for name in [
+        "ExpiredSignature",
+        "ImmatureSignature",
+        "InvalidToken",
+        "InvalidSignature",
+        "InvalidAudience",
+        "InvalidAlgorithm",
+        "MissingRequiredClaim",
+        "Base64",
+        "Json(",
+        "Utf8",
+    ] {
+        assert!(!detail.contains(name), "{why}: {detail}");
+    }
 }
 
 #[test]
@@ -75,6 +92,21 @@ fn every_bad_token_is_401() {
     expired["iat"] = json!(now() - 7200);
     expired["exp"] = json!(now() - 3600);
     assert_401(&p, Some(&sign(&pem, &expired)), "expired");
+    let r = p.call(
+        reqwest::Method::GET,
+        Some(&sign(&pem, &expired)),
+        "/v1/vms",
+        None,
+        &[],
+    );
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the token has expired"),
+        "{}",
+        r.body
+    );
 
     let mut aud = claims("tenant", Some("tenant-a"));
     aud["aud"] = json!("someone-else");

@@ -50,13 +50,23 @@ fn cli_round_trip() {
     );
     assert!(!ok(run(&p, "tenant-b", &["vm", "list"])).contains("web-1"));
 
+    // By name as well as by id.
     let stopped: serde_json::Value = serde_json::from_str(&ok(run(
         &p,
         "tenant-a",
-        &["vm", "power", &id, "stopped", "--json"],
+        &["vm", "power", "web-1", "stopped", "--json"],
     )))
     .unwrap();
     assert_eq!(stopped["spec"]["power_state"], "stopped");
+    assert_eq!(stopped["id"], id.as_str());
+    let by_name = ok(run(&p, "tenant-a", &["vm", "get", "web-1"]));
+    assert!(by_name.contains(&id), "{by_name}");
+    // Another tenant's VM name is nobody's to B.
+    let out = run(&p, "tenant-b", &["vm", "get", "web-1"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: 404 not-found"),
+        "{out:?}"
+    );
 
     // Errors are one line on stderr with a non-zero exit.
     let out = run(&p, "tenant-b", &["vm", "get", &id]);
@@ -95,6 +105,33 @@ fn cli_round_trip() {
         events.contains("vm.create") && events.contains("vm.delete"),
         "{events}"
     );
+
+    // A module's policy: set says approve or revoke (never revokes by omission), names
+    // only tenants that exist, and get reads it back.
+    p.publish("dummy", "6.1.0-test", &crate::support::real_module("dummy"))
+        .expect(201);
+    let out = run(&p, "admin", &["module", "policy", "set", "dummy"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--approve"),
+        "{out:?}"
+    );
+    let set = ["module", "policy", "set", "dummy", "--approve", "--tenant"];
+    ok(run(&p, "admin", &[&set[..], &["tenant-a"]].concat()));
+    let get = ["module", "policy", "get", "dummy"];
+    assert_eq!(ok(run(&p, "admin", &get)), "dummy: approved for tenant-a\n");
+    let out = run(&p, "admin", &[&set[..], &["nobody"]].concat());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("400 invalid-field"),
+        "{out:?}"
+    );
+    assert_eq!(ok(run(&p, "admin", &get)), "dummy: approved for tenant-a\n");
+    ok(run(
+        &p,
+        "admin",
+        &["module", "policy", "set", "dummy", "--revoke"],
+    ));
+    assert_eq!(ok(run(&p, "admin", &get)), "dummy: not approved\n");
 }
 
 #[test]

@@ -171,10 +171,14 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
 
     // A: two VMs, B: one. A's two land on different nodes.
     let small = |name: &str| json!({"name": name, "vcpus": 1, "memory_mib": 256});
-    let a1 = create(&p, &a, small("a1")).expect(201).body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let created = create(&p, &a, small("a1")).expect(201).body;
+    // With Ready nodes, a new VM's reason is the truth: not placed yet (it used to say
+    // that no node agent had registered).
+    assert_eq!(
+        created["status"]["reason"], "waiting for the scheduler to place it",
+        "{created}"
+    );
+    let a1 = created["id"].as_str().unwrap().to_string();
     let a2 = create(&p, &a, small("a2")).expect(201).body["id"]
         .as_str()
         .unwrap()

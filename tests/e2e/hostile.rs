@@ -57,6 +57,26 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
             );
         }
     }
+    // A path that exists, with a method it does not take: 405 naming the methods it
+    // takes; a path that does not exist: 404.
+    for (m, path, allowed) in [
+        (Method::PATCH, "/v1/vms/some-vm", "GET, PUT, DELETE"),
+        (Method::DELETE, "/v1/vms", "GET, POST"),
+        (Method::POST, "/v1/vms/some-vm/modules/tcp_bbr", "DELETE"),
+    ] {
+        let r = p.call(m.clone(), Some(&a), path, None, &[]);
+        assert_eq!(r.status, 405, "{m} {path}: {}", r.body);
+        assert_eq!(r.content_type(), "application/problem+json");
+        assert_eq!(r.problem_slug(), "method-not-allowed");
+        assert_eq!(
+            r.headers.get("allow").and_then(|v| v.to_str().ok()),
+            Some(allowed),
+            "{m} {path}"
+        );
+    }
+    let r = p.call(Method::GET, Some(&a), "/v1/nothing-here", None, &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(r.problem_slug(), "not-found");
     // Deeply nested and odd JSON.
     let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
     let r = p

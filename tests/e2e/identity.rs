@@ -356,9 +356,12 @@ fn a_node_trusts_the_control_plane_only_through_the_ca_its_bootstrap_token_pins(
         .unwrap()
         .to_string();
     assert_eq!(pin.len(), 64, "a bootstrap token pins the CA by sha256");
-    // The node-facing API is on its own listener, TLS only.
-    p.post(&bootstrap, "/v1/nodes/register", &json!({}))
-        .expect(404);
+    // The node-facing API is on its own listener, TLS only: on the public one this path
+    // is only a node's name (`/v1/nodes/{name}`: GET, DELETE).
+    let r = p
+        .post(&bootstrap, "/v1/nodes/register", &json!({}))
+        .expect(405);
+    assert_eq!(r.headers["allow"], "GET, DELETE");
     let plain = p.internal_base().replace("https://", "http://").to_string();
     assert!(
         p.http.get(format!("{plain}/v1/ca.pem")).send().is_err(),

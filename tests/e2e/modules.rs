@@ -98,6 +98,24 @@ fn requests_follow_the_policy_of_each_tenant() {
         &json!({"approved": true, "tenants": ["Bad Name"]}),
     )
     .expect(400);
+    // A tenant that does not exist is refused, and the policy in force stays as it was;
+    // the admin reads it back; a tenant may not.
+    let r = p
+        .put(
+            &admin,
+            "/v1/admin/modules/dummy/policy",
+            &json!({"approved": true, "tenants": ["tenant-a", "tenant-zz"]}),
+        )
+        .expect(400);
+    assert_eq!(r.body["field"], "tenants[1]", "{}", r.body);
+    assert_eq!(
+        p.get(&admin, "/v1/admin/modules/dummy/policy")
+            .expect(200)
+            .body,
+        json!({"approved": true, "tenants": ["tenant-a"]})
+    );
+    p.get(&a, "/v1/admin/modules/dummy/policy").expect(403);
+    p.get(&admin, "/v1/admin/modules/nosuch/policy").expect(404);
 
     // Tenants see only what they may request; tenants never see policies.
     let ca = p.get(&a, "/v1/modules").expect(200);

@@ -60,26 +60,66 @@ fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
         "{u}"
     );
 
-    // A power cycle does not run a script again.
-    let v = vm(&p, &a, &fails);
+    // A power cycle does not run a script again, and the modules the VM asked for are in
+    // the new boot's kernel again: while stopped, the request says it waits for a boot
+    // and the guest lists nothing; running again, tcp_bbr is loaded again.
+    let u = vm(&p, &a, &bbr)["status"]["user_data"].clone();
+    let v = vm(&p, &a, &bbr);
+    let requests = || {
+        p.get(&a, &format!("/v1/vms/{bbr}/modules"))
+            .expect(200)
+            .body
+    };
     let mut spec = v["spec"].clone();
     spec["power_state"] = json!("stopped");
-    p.put(&a, &format!("/v1/vms/{fails}"), &spec).expect(200);
-    wait_for("stopped", 120, || {
-        (vm(&p, &a, &fails)["status"]["phase"] == "Stopped").then_some(json!(1))
-    });
+    p.put(&a, &format!("/v1/vms/{bbr}"), &spec).expect(200);
+    let stopped = wait_for(
+        "stopped, its request Pending, nothing in its kernel",
+        120,
+        || {
+            let (v, reqs) = (vm(&p, &a, &bbr), requests());
+            (v["status"]["phase"] == "Stopped"
+                && reqs[0]["state"] == "Pending"
+                && v["status"]["guest_modules"] == json!([]))
+            .then(|| json!([v, reqs]))
+        },
+    );
+    assert!(
+        stopped[1][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("restarted"),
+        "{stopped}"
+    );
     spec["power_state"] = json!("running");
-    p.put(&a, &format!("/v1/vms/{fails}"), &spec).expect(200);
-    wait_for("running again", 240, || {
-        (vm(&p, &a, &fails)["status"]["phase"] == "Running").then_some(json!(1))
-    });
+    p.put(&a, &format!("/v1/vms/{bbr}"), &spec).expect(200);
+    wait_for(
+        "running again, with tcp_bbr loaded into the new boot",
+        240,
+        || {
+            let (v, reqs) = (vm(&p, &a, &bbr), requests());
+            assert_ne!(reqs[0]["state"], "Failed", "{reqs}");
+            (v["status"]["phase"] == "Running"
+                && reqs[0]["state"] == "Loaded"
+                && v["status"]["guest_modules"]
+                    .as_array()?
+                    .contains(&json!("tcp_bbr")))
+            .then_some(v)
+        },
+    );
+    let in_guest = p.post(
+        &a,
+        &format!("/v1/vms/{bbr}/exec"),
+        &json!({"argv": ["grep", "-c", "^tcp_bbr ", "/proc/modules"], "timeout_s": 30}),
+    );
+    assert_eq!(in_guest.expect(200).body["stdout"], "1\n");
     std::thread::sleep(std::time::Duration::from_secs(8));
-    let after = vm(&p, &a, &fails);
+    let after = vm(&p, &a, &bbr);
     assert_eq!(
         after["status"]["user_data"], u,
         "unchanged after a power cycle"
     );
-    let tail = p.api(&a).console_tail(&fails, 65536).unwrap();
+    let tail = p.api(&a).console_tail(&bbr, 65536).unwrap();
     assert!(
         !tail.contains("user_data started"),
         "run again after the power cycle: {tail}"
@@ -87,7 +127,7 @@ fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
 
     // user_data is fixed at creation; oversized scripts are refused.
     spec["user_data"] = json!("echo changed");
-    let r = p.put(&a, &format!("/v1/vms/{fails}"), &spec);
+    let r = p.put(&a, &format!("/v1/vms/{bbr}"), &spec);
     assert_eq!(r.status, 409, "{:?}", r.body);
     let big = json!({"name": "big", "vcpus": 1, "memory_mib": 128, "user_data": "x".repeat(32 * 1024 + 1)});
     let r = p.post(&a, "/v1/vms", &big);

@@ -248,6 +248,25 @@ fn lists_paginate_in_a_stable_order() {
     }
     assert_eq!(seen, ids);
     assert_eq!(pages, 3);
+
+    // By name: the tenant's one VM of that name; B has none of A's; the admin sees each
+    // tenant's VM of that name; a bad name is 400 naming the field.
+    let b = p.token("tenant-b");
+    let b_vm = p.create_vm(&b, "vm-3");
+    let named = p.get(&a, "/v1/vms?name=vm-3").expect(200).body;
+    assert_eq!(named["items"].as_array().unwrap().len(), 1, "{named}");
+    assert_eq!(named["items"][0]["spec"]["name"], "vm-3");
+    assert_eq!(named["next_page_token"], serde_json::Value::Null);
+    let none = p.get(&a, "/v1/vms?name=vm-99").expect(200).body;
+    assert_eq!(none["items"], serde_json::json!([]));
+    let b_named = p.get(&b, "/v1/vms?name=vm-3").expect(200).body;
+    assert_eq!(b_named["items"][0]["id"], b_vm.as_str());
+    assert_eq!(b_named["items"].as_array().unwrap().len(), 1);
+    let admin = p.token("admin");
+    let all = p.get(&admin, "/v1/vms?name=vm-3").expect(200).body;
+    assert_eq!(all["items"].as_array().unwrap().len(), 2, "{all}");
+    let bad = p.get(&a, "/v1/vms?name=Bad%20Name").expect(400).body;
+    assert_eq!(bad["field"], "name");
 }
 
 #[test]

@@ -250,6 +250,13 @@ impl ApiClient {
         self.all_pages(routes::VMS, limit)
     }
 
+    /// `GET /v1/vms?name=`: the caller's VM of that name (an admin: each tenant's).
+    pub fn vms_named(&self, name: &str) -> Result<Vec<Vm>, ApiError> {
+        let (req, url) = self.request(Method::GET, routes::VMS);
+        let resp = self.send(req.query(&[("name", name)]), &url)?;
+        Ok(Self::read::<Page<Vm>>(resp, &url)?.items)
+    }
+
     /// `GET /v1/vms/{id}` with its ETag.
     pub fn get_vm(&self, id: &str) -> Result<Versioned<Vm>, ApiError> {
         let (req, url) = self.request(Method::GET, &fill(routes::VM, &[("id", id)]));
@@ -311,6 +318,12 @@ impl ApiClient {
             .body(bytes);
         let resp = self.send(req, &url)?;
         Self::read(resp, &url)
+    }
+
+    /// `GET /v1/admin/modules/{name}/policy` (admin).
+    pub fn get_policy(&self, name: &str) -> Result<ModulePolicy, ApiError> {
+        let path = fill(routes::ADMIN_MODULE_POLICY, &[("name", name)]);
+        self.call(Method::GET, &path, None::<&()>)
     }
 
     /// `PUT /v1/admin/modules/{name}/policy` (admin).

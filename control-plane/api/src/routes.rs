@@ -53,7 +53,7 @@ pub const TOKEN: &str = "/v1/tokens/{jti}";
 pub const MY_TOKENS: &str = "/v1/me/tokens";
 
 /// Every route above with its method, as the OpenAPI document names them.
-pub const ALL: [(&str, &str); 27] = [
+pub const ALL: [(&str, &str); 28] = [
     ("get", HEALTHZ),
     ("get", TENANTS),
     ("post", TENANTS),
@@ -69,6 +69,7 @@ pub const ALL: [(&str, &str); 27] = [
     ("delete", VM_MODULE),
     ("get", MODULES),
     ("put", ADMIN_MODULE),
+    ("get", ADMIN_MODULE_POLICY),
     ("put", ADMIN_MODULE_POLICY),
     ("get", EVENTS),
     ("get", NODES),

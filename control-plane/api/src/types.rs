@@ -276,6 +276,20 @@ pub struct PageParams {
     pub page_token: Option<String>,
 }
 
+/// Query parameters of `GET /v1/vms`: a page, or the VMs of one name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct VmListParams {
+    /// Maximum items per page, 1..=1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// Only the VM of this name (a tenant's names are unique; an admin sees each
+    /// tenant's VM of that name). One page, without `page_token`.
+    pub name: Option<String>,
+}
+
 /// One published version of a kernel module: content-addressed bytes plus metadata.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]

@@ -5,6 +5,7 @@ mod dashboard;
 mod exec;
 pub mod extract;
 mod guest;
+pub mod methods;
 mod modules;
 mod networks;
 pub mod nodes;
@@ -72,6 +73,7 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(console::console)
         .service(modules::list_modules)
         .service(modules::publish_module)
+        .service(modules::get_policy)
         .service(modules::set_policy)
         .service(modules::request_module)
         .service(modules::list_module_requests)
@@ -183,6 +185,24 @@ fn pretty(doc: utoipa::openapi::OpenApi) -> String {
         .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
     s.push('\n');
     s
+}
+
+/// The public listener's routes and their methods (the dashboard's files beside the
+/// documented API).
+pub fn public_methods() -> methods::MethodTable {
+    methods::MethodTable::new(
+        &collect(ApiDoc::openapi(), public_routes),
+        &[
+            ("/", "GET"),
+            ("/dashboard/app.js", "GET"),
+            ("/dashboard/style.css", "GET"),
+        ],
+    )
+}
+
+/// The internal listener's routes and their methods.
+pub fn internal_methods() -> methods::MethodTable {
+    methods::MethodTable::new(&collect(InternalApiDoc::openapi(), internal_routes), &[])
 }
 
 /// The tenants' and admins' OpenAPI document as pretty JSON, exactly as committed in

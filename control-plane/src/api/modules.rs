@@ -100,7 +100,32 @@ pub async fn publish_module(
     Ok(HttpResponse::Created().json(version))
 }
 
-/// Sets who may request a published module (admin).
+/// Who may request a published module (admin).
+#[utoipa::path(
+    tag = "modules",
+    params(("name" = String, Path, description = "Module name")),
+    responses(
+        (status = 200, description = "The policy in force", body = ModulePolicy),
+        Unauthenticated,
+        AdminOnly,
+        (status = 404, description = "Module never published", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/admin/modules/{name}/policy")]
+pub async fn get_policy(
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<web::Json<ModulePolicy>, Error> {
+    caller.require_admin()?;
+    let name = name.into_inner();
+    validate::module_name("name", &name)?;
+    let store = state.store.clone();
+    Ok(web::Json(blocking(move || store.policy(&name)).await?))
+}
+
+/// Sets who may request a published module (admin): every tenant it names must exist
+/// (`*` is every tenant).
 #[utoipa::path(
     tag = "modules",
     params(("name" = String, Path, description = "Module name")),

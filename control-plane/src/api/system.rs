@@ -57,7 +57,12 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
 
 /// Clamps a page size to 1..=1000, default 100.
 pub(crate) fn page_limit(p: &PageParams) -> Result<usize, Error> {
-    match p.limit {
+    limit_of(p.limit)
+}
+
+/// A page size given as `limit`, clamped as [`page_limit`] says.
+pub(crate) fn limit_of(limit: Option<u32>) -> Result<usize, Error> {
+    match limit {
         None => Ok(100),
         Some(n @ 1..=1000) => Ok(n as usize),
         Some(_) => Err(Error::invalid("limit", "must be between 1 and 1000")),

@@ -2,11 +2,10 @@
 
 use super::extract::{blocking, if_match, StrictJson, StrictQuery};
 use super::problems::{InvalidBody, StaleIfMatch, Unauthenticated, VmNotFound};
-use super::system::page_limit;
 use super::{audit_refusal, AppState};
 use crate::auth::Caller;
 use crate::error::{Error, Problem};
-use crate::model::{Page, PageParams, Vm, VmSpec};
+use crate::model::{Page, Vm, VmListParams, VmSpec};
 use crate::validate;
 use actix_web::http::header;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
@@ -61,10 +60,11 @@ pub async fn create_vm(
     ))
 }
 
-/// Lists the VMs the caller may see (its own; all for admins), ordered by id.
+/// Lists the VMs the caller may see (its own; all for admins), ordered by id; with
+/// `name`, only the VM(s) of that name.
 #[utoipa::path(
     tag = "vms",
-    params(PageParams),
+    params(VmListParams),
     responses(
         (status = 200, description = "A page of VMs", body = Page<Vm>),
         (status = 400, description = "Invalid limit or page token", body = Problem, content_type = "application/problem+json"),
@@ -75,13 +75,24 @@ pub async fn create_vm(
 pub async fn list_vms(
     caller: Caller,
     state: web::Data<AppState>,
-    query: StrictQuery<PageParams>,
+    query: StrictQuery<VmListParams>,
 ) -> Result<HttpResponse, Error> {
-    let limit = page_limit(&query.0)?;
-    let (items, next) =
-        state
+    let limit = super::system::limit_of(query.0.limit)?;
+    let (items, next) = match &query.0.name {
+        Some(name) => {
+            validate::resource_name("name", name)?;
+            if query.0.page_token.is_some() {
+                return Err(Error::invalid(
+                    "page_token",
+                    "a list by name is one page; leave page_token out",
+                ));
+            }
+            (state.store.vms_named_json(caller.scope()?, name)?, None)
+        }
+        None => state
             .store
-            .list_vms_json(caller.scope()?, query.0.page_token.as_deref(), limit)?;
+            .list_vms_json(caller.scope()?, query.0.page_token.as_deref(), limit)?,
+    };
     // The stored records are the API form: splice them into the page without re-encoding.
     let mut body = Vec::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 64);
     body.extend_from_slice(b"{\"items\":[");

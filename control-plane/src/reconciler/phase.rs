@@ -99,6 +99,7 @@ mod tests {
             node: node.into(),
             phase,
             reason: reason.map(str::to_string),
+            boot: None,
         }
     }
 

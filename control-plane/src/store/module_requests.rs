@@ -93,8 +93,9 @@ fn find(all: &[ModuleRequest], name: &str) -> Result<ModuleRequest> {
         .ok_or_else(|| Error::Storage(format!("request for {name} vanished")))
 }
 
-/// Module requests of a VM that must be delivered again (after a move to a new node).
-pub(super) fn reset_requests(txn: &dyn Txn, vm_id: &str) -> Result<()> {
+/// Module requests of a VM that must be delivered again (after a move to a new node, or a
+/// new boot of its guest), with `reason`.
+pub(super) fn reset_requests(txn: &dyn Txn, vm_id: &str, reason: &str) -> Result<()> {
     let mut reqs: Vec<ModuleRequest> =
         get_record(txn, Table::ModuleRequests, vm_id.as_bytes())?.unwrap_or_default();
     for r in reqs.iter_mut().filter(|r| r.want_loaded) {
@@ -103,7 +104,7 @@ pub(super) fn reset_requests(txn: &dyn Txn, vm_id: &str) -> Result<()> {
             RequestState::Loaded | RequestState::Loading | RequestState::Vetting
         ) {
             r.state = RequestState::Pending;
-            r.reason = Some("the VM moved to another node; loading again".into());
+            r.reason = Some(reason.to_string());
             r.updated_at = now();
         }
     }

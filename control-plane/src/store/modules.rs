@@ -27,6 +27,16 @@ fn write_policy(
     if txn.get(Table::Policies, name.as_bytes())?.is_none() {
         return Err(Error::not_found("module", name));
     }
+    // A policy for a tenant that does not exist approves nothing anyone asked for; it is
+    // refused rather than kept for a tenant created later.
+    for (i, t) in policy.tenants.iter().enumerate() {
+        if t != "*" && txn.get(Table::Tenants, t.as_bytes())?.is_none() {
+            return Err(Error::invalid(
+                format!("tenants[{i}]"),
+                format!("no tenant {t}"),
+            ));
+        }
+    }
     txn.insert(Table::Policies, name.as_bytes(), &encode(policy)?)?;
     append_event(
         txn,
@@ -81,6 +91,15 @@ impl Datastore {
         policy: &ModulePolicy,
     ) -> Result<ModulePolicy> {
         transact(&*self.kv, |txn| write_policy(txn, actor, name, policy))
+    }
+
+    /// The policy of module `name`.
+    pub fn policy(&self, name: &str) -> Result<ModulePolicy> {
+        self.kv
+            .get(Table::Policies, name.as_bytes())?
+            .map(|v| decode(&v))
+            .transpose()?
+            .ok_or_else(|| Error::not_found("module", name))
     }
 
     /// Sets `policy` for `name` as a default, once per store: a later start never seeds

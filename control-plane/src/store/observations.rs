@@ -3,7 +3,7 @@
 //! observation (see control-plane/README.md, "A VM's phase").
 
 use super::keys::{decode, encode};
-use super::txn::get_record;
+use super::txn::{get_record, update_vm};
 use super::{transact, Datastore, Table, Txn};
 use crate::error::Result;
 use crate::model::{ObservedVm, Phase};
@@ -19,6 +19,9 @@ pub struct Observation {
     pub phase: Phase,
     /// Why, for failures and stops.
     pub reason: Option<String>,
+    /// The guest's boot the node saw (absent while none runs).
+    #[serde(default)]
+    pub boot: Option<String>,
 }
 
 /// Which VMs one heartbeat of a node listed, numbered: a VM placed on the node and
@@ -43,17 +46,37 @@ pub(super) fn record_report(txn: &dyn Txn, node: &str, vms: &[ObservedVm]) -> Re
     txn.insert(Table::NodeReports, node.as_bytes(), &encode(&report)?)
 }
 
-/// Records what `node` observes of one VM, inside a transaction.
+/// Records what `node` observes of one VM, inside a transaction. A boot that ended (the
+/// guest stopped, failed, or another boot runs) took its loaded modules with it: the VM's
+/// module requests go back to Pending, to be loaded again once it runs.
 pub(super) fn record(txn: &dyn Txn, node: &str, o: &ObservedVm) -> Result<()> {
     let observation = Observation {
         node: node.to_string(),
         phase: o.phase,
         reason: o.reason.clone(),
+        boot: o.boot.clone(),
     };
-    let unchanged = get_record::<Observation>(txn, Table::Observations, o.id.as_bytes())?
-        .is_some_and(|old| old == observation);
-    if unchanged {
+    let old = get_record::<Observation>(txn, Table::Observations, o.id.as_bytes())?;
+    if old.as_ref() == Some(&observation) {
         return Ok(());
+    }
+    let ended = old
+        .as_ref()
+        .is_some_and(|old| old.boot.is_some() && old.boot != observation.boot);
+    if ended {
+        super::module_requests::reset_requests(
+            txn,
+            &o.id,
+            "the guest's kernel restarted without it; loading again once the VM runs",
+        )?;
+        // The ended boot's lists go with it; a new boot's come with its node's next
+        // heartbeat (checked there).
+        update_vm(txn, &o.id, |vm| {
+            vm.status.guest_modules.clear();
+            vm.status.platform_modules.clear();
+            vm.status.interfaces.clear();
+            Ok(())
+        })?;
     }
     txn.insert(Table::Observations, o.id.as_bytes(), &encode(&observation)?)
 }

@@ -213,7 +213,7 @@ impl Datastore {
                 Ok(())
             })?;
             super::observations::forget(txn, id)?;
-            reset_requests(txn, id)?;
+            reset_requests(txn, id, "the VM moved to another node; loading again")?;
             append_event(
                 txn,
                 "system:reconciler",

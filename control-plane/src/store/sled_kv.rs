@@ -14,6 +14,14 @@ use std::path::Path;
 /// The schema version this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// The next id [`Txn::next_id`] gives (big endian).
+const NEXT_ID_KEY: &[u8] = b"next_id";
+
+fn decode_id(v: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(v)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Storage("unreadable id counter".into()))
+}
 
 /// A sled database holding every table.
 pub struct SledKv {
@@ -34,11 +42,28 @@ impl SledKv {
             .collect::<sled::Result<Vec<_>>>()?;
         let kv = SledKv { db, trees };
         kv.check_schema()?;
+        kv.seed_id_counter()?;
         Ok(kv)
     }
 
     fn tree(&self, table: Table) -> &sled::Tree {
         &self.trees[table.index()]
+    }
+
+    /// A store written before the id counter existed starts it after its last event
+    /// (whose sequence numbers came from sled's generator), so ids keep rising.
+    fn seed_id_counter(&self) -> Result<()> {
+        let meta = self.tree(Table::Meta);
+        if meta.get(NEXT_ID_KEY)?.is_some() {
+            return Ok(());
+        }
+        let after_last = match self.tree(Table::Events).last()? {
+            Some((k, _)) => decode_id(&k)?.saturating_add(1),
+            None => 1,
+        };
+        meta.insert(NEXT_ID_KEY, &after_last.to_be_bytes())?;
+        self.db.flush()?;
+        Ok(())
     }
 
     fn check_schema(&self) -> Result<()> {
@@ -99,9 +124,15 @@ impl Txn for SledTxn<'_> {
     }
 
     fn next_id(&self) -> Result<u64> {
-        self.trees[0]
-            .generate_id()
-            .map_err(|e| Error::Storage(e.to_string()))
+        // A counter in the meta table, moved in the transaction that uses it: ids follow
+        // each other across restarts (sled's own generator skips a million after one).
+        let meta = &self.trees[Table::Meta.index()];
+        let next = match self.lift(meta.get(NEXT_ID_KEY))? {
+            Some(v) => decode_id(&v)?,
+            None => 1,
+        };
+        self.lift(meta.insert(NEXT_ID_KEY, &next.saturating_add(1).to_be_bytes()))?;
+        Ok(next)
     }
 }
 
@@ -159,5 +190,64 @@ impl KvStore for SledKv {
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(kv: &SledKv, n: usize) -> Vec<u64> {
+        let out = std::sync::Mutex::new(Vec::new());
+        for _ in 0..n {
+            kv.transact(&|txn: &dyn Txn| {
+                let id = txn.next_id()?;
+                txn.insert(Table::Events, &id.to_be_bytes(), b"e")?;
+                out.lock().unwrap().push(id);
+                Ok(())
+            })
+            .unwrap();
+        }
+        out.into_inner().unwrap()
+    }
+
+    #[test]
+    fn ids_follow_each_other_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ids(&SledKv::open(dir.path()).unwrap(), 3);
+        assert_eq!(first, [1, 2, 3]);
+        // sled's own generator would jump by a million here.
+        let again = ids(&SledKv::open(dir.path()).unwrap(), 2);
+        assert_eq!(again, [4, 5]);
+    }
+
+    #[test]
+    fn several_ids_in_one_transaction_differ() {
+        let dir = tempfile::tempdir().unwrap();
+        let kv = SledKv::open(dir.path()).unwrap();
+        let got = std::sync::Mutex::new(Vec::new());
+        kv.transact(&|txn: &dyn Txn| {
+            let mut g = got.lock().unwrap();
+            g.clear();
+            g.extend([txn.next_id()?, txn.next_id()?, txn.next_id()?]);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got.into_inner().unwrap(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_store_from_before_the_counter_continues_after_its_last_event() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let kv = SledKv::open(dir.path()).unwrap();
+            kv.tree(Table::Events)
+                .insert(2_000_017u64.to_be_bytes(), b"e".as_slice())
+                .unwrap();
+            kv.tree(Table::Meta).remove(NEXT_ID_KEY).unwrap();
+            kv.db.flush().unwrap();
+        }
+        let kv = SledKv::open(dir.path()).unwrap();
+        assert_eq!(ids(&kv, 1), [2_000_018]);
     }
 }

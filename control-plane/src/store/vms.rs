@@ -12,6 +12,9 @@ use crate::model::{now, Phase, Tenant, UserDataState, UserDataStatus, Vm, VmSpec
 /// Reason given for a VM that no node can take yet.
 pub const NO_NODES_REASON: &str =
     "no node agent has registered yet; the VM will be placed when one does";
+/// Reason given for a VM just created while nodes are registered: the scheduler's next
+/// pass places it or says why it cannot.
+pub const NOT_YET_PLACED_REASON: &str = "waiting for the scheduler to place it";
 
 /// Removes a VM's records and releases its tenant's quota, inside a transaction.
 pub(super) fn remove_vm(txn: &dyn Txn, actor: &str, vm: &Vm) -> Result<()> {
@@ -102,6 +105,12 @@ impl Datastore {
             .get_or_insert_with(|| super::networks::DEFAULT_NETWORK.to_string())
             .clone();
         let spec = &spec;
+        // What is true now: no node at all, or a scheduler that has not looked yet.
+        let reason = if self.kv.scan(Table::Nodes, b"", None, 1)?.is_empty() {
+            NO_NODES_REASON
+        } else {
+            NOT_YET_PLACED_REASON
+        };
         let vm = Vm {
             id: id.clone(),
             tenant: tenant.to_string(),
@@ -109,7 +118,7 @@ impl Datastore {
             status: VmStatus {
                 phase: Phase::Pending,
                 node: None,
-                reason: Some(NO_NODES_REASON.to_string()),
+                reason: Some(reason.to_string()),
                 guest_modules: Vec::new(),
                 platform_modules: Vec::new(),
                 interfaces: Vec::new(),
@@ -189,6 +198,36 @@ impl Datastore {
             .then(|| entries.last().map(|(k, _)| keys::page_token(&k[p.len()..])))
             .flatten();
         Ok((entries.into_iter().map(|(_, v)| v).collect(), next))
+    }
+
+    /// The stored JSON of the VMs named `name` that `filter` shows: a tenant's one (names
+    /// are unique within a tenant), or every tenant's for an admin, ordered by tenant.
+    pub fn vms_named_json(&self, filter: VmFilter, name: &str) -> Result<Vec<Vec<u8>>> {
+        let owners: Vec<(String, Vec<u8>)> = match filter {
+            VmFilter::Tenant(t) => self
+                .kv
+                .get(Table::VmNames, &pair(t, name.as_bytes()))?
+                .map(|id| (t.to_string(), id))
+                .into_iter()
+                .collect(),
+            VmFilter::All => self
+                .kv
+                .scan(Table::VmNames, b"", None, usize::MAX)?
+                .into_iter()
+                .filter_map(|(k, id)| {
+                    let split = k.iter().position(|b| *b == 0)?;
+                    (&k[split + 1..] == name.as_bytes())
+                        .then(|| (String::from_utf8_lossy(&k[..split]).into_owned(), id))
+                })
+                .collect(),
+        };
+        let mut out = Vec::new();
+        for (tenant, id) in owners {
+            if let Some(vm) = self.kv.get(Table::Vms, &pair(&tenant, &id))? {
+                out.push(vm);
+            }
+        }
+        Ok(out)
     }
 
     /// Replaces a VM's spec. `if_match`, when given, must equal the current ETag (or `*`).

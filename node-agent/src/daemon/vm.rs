@@ -215,8 +215,9 @@ impl Worker {
         *self.shared.0.lock().unwrap_or_else(|p| p.into_inner()) = client.clone();
         if client.is_none() {
             *self.shared.1.lock().unwrap_or_else(|p| p.into_inner()) = None;
-            // No guest kernel, so nothing loaded in it and no interfaces.
+            // No guest kernel, so no boot, nothing loaded in it and no interfaces.
             if let Ok(mut o) = self.observed.lock() {
+                o.boot = None;
                 o.guest_modules.clear();
                 o.platform_modules.clear();
                 o.interfaces.clear();
@@ -412,11 +413,15 @@ impl Worker {
                     &key,
                     HELLO_TIMEOUT,
                 )
+                .map(|attached| (attached, boot_id(&key)))
             });
         match result {
-            Ok((c, hello)) => {
+            Ok(((c, hello), boot)) => {
                 tracing::info!(vm = %self.id, kernel = %hello.kernel_release, "guest agent answered");
                 self.set_client(Some(Arc::new(c)));
+                if let Ok(mut o) = self.observed.lock() {
+                    o.boot = Some(boot);
+                }
                 self.set(Phase::Running, None);
                 self.refresh_guest();
             }
@@ -578,6 +583,18 @@ fn save_key(run_dir: &Path, key: &ChannelKey) -> std::io::Result<()> {
 }
 
 /// The channel key of the guest booted in `run_dir`.
+/// This boot's id: a digest of its channel key (new at every boot, kept in the run
+/// directory, so an agent restarted later finds the same id; the digest tells nothing of
+/// the key).
+fn boot_id(key: &ChannelKey) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"modvisor boot id\0")
+        .chain_update(key.as_bytes())
+        .finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn load_key(run_dir: &Path) -> std::io::Result<ChannelKey> {
     let path = run_dir.join(KEY_FILE);
     let bytes = std::fs::read(&path)?;
