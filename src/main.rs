@@ -8,6 +8,7 @@ mod doctor;
 mod exec_cmd;
 mod guest_cmd;
 mod network_cmd;
+mod node_cmd;
 mod serve;
 mod table;
 mod token_cmd;
@@ -22,8 +23,21 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "modvisor", version, about)]
 struct Cli {
+    /// How log lines on stderr look: `text` (colours only on a terminal) or `json` (one
+    /// object a line, for a log collector).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The form of log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,12 +86,24 @@ enum Command {
         #[command(subcommand)]
         command: network_cmd::NetworkCommand,
     },
+    /// The nodes (admin): list, get, cordon, uncordon, drain.
+    Node {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        command: node_cmd::NodeCommand,
+    },
     /// Manage tenants and quotas (admin).
     Tenant {
         #[command(flatten)]
         api: client::ApiArgs,
         #[command(subcommand)]
         command: commands::TenantCommand,
+    },
+    /// Who the token file says you are, and whether the control plane takes it.
+    Whoami {
+        #[command(flatten)]
+        api: client::ApiArgs,
     },
     /// Show the audit trail.
     Events {
@@ -123,13 +149,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any HTTP client or TLS server is built.
     modvisor_node_api::tls::install_provider();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MODVISOR_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .init();
+        // Colour codes are for a person at a terminal, never for a file or a pipe.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let result = match cli.command {
         Command::Up(args) => serve::up(args),
         Command::Doctor(args) => match doctor::doctor(args) {
@@ -160,6 +191,8 @@ fn main() -> ExitCode {
         Command::Module { api, command } => commands::module(&api, command),
         Command::Tenant { api, command } => commands::tenant(&api, command),
         Command::Network { api, command } => network_cmd::network(&api, command),
+        Command::Node { api, command } => node_cmd::node(&api, command),
+        Command::Whoami { api } => token_cmd::whoami(&api),
         Command::Events { api, limit } => commands::events(&api, limit),
         Command::Guest { command } => guest_cmd::run(command),
         Command::Vmm(args) => vmm_cmd::run(args),

@@ -190,3 +190,73 @@ fn issue_offline(data_dir: PathBuf, spec: TokenSpec) -> Result<()> {
     println!("{}", issued.token);
     Ok(())
 }
+
+/// What a token says of its holder (its claims, read without checking the signature:
+/// the control plane's answer below is the check).
+#[derive(Debug, serde::Deserialize, serde::Serialize)]
+struct Claims {
+    sub: String,
+    role: Option<String>,
+    tenant: Option<String>,
+    aud: Option<serde_json::Value>,
+    exp: Option<u64>,
+    jti: Option<String>,
+}
+
+fn claims_of(token: &str) -> Result<Claims> {
+    use base64::Engine;
+    let payload = token
+        .split('.')
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("the token file does not hold a JWT"))?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| anyhow::anyhow!("the token's claims are not base64url: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("the token's claims: {e}"))
+}
+
+/// `modvisor whoami`: who the token file says the caller is, and whether the control
+/// plane takes it (a token it refuses is the one-line error, and a non-zero exit).
+pub fn whoami(args: &ApiArgs) -> Result<()> {
+    let claims = claims_of(&args.token()?)?;
+    // The control plane's word: any authenticated caller may list its own tokens.
+    args.client()?.my_tokens()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&claims)?);
+        return Ok(());
+    }
+    let left = claims
+        .exp
+        .map(|e| e.saturating_sub(modvisor_control_plane::auth::unix_now()));
+    println!(
+        "{} (role {}{}), token {}, expires in {}; {} takes it",
+        claims.sub,
+        claims.role.as_deref().unwrap_or("-"),
+        claims
+            .tenant
+            .as_deref()
+            .map(|t| format!(", tenant {t}"))
+            .unwrap_or_default(),
+        claims.jti.as_deref().unwrap_or("-"),
+        left.map(|s| format!("{s} s"))
+            .unwrap_or_else(|| "never".into()),
+        args.api
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_read_from_the_middle_part() {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"sub":"tenant-a","role":"tenant","tenant":"tenant-a","exp":5,"jti":"j"}"#);
+        let c = claims_of(&format!("h.{body}.s")).unwrap();
+        assert_eq!((c.sub.as_str(), c.exp), ("tenant-a", Some(5)));
+        assert!(claims_of("garbage").is_err());
+        assert!(claims_of("a.!!!.c").is_err());
+    }
+}

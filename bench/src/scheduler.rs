@@ -127,7 +127,11 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
     // Peer: bare durable transactions on the same store (one write, one flush each).
     let t = Instant::now();
     for i in 0..args.placements {
-        store.set_cordoned("bench", &format!("node-{:05}", i % args.nodes), false)?;
+        store.set_cordoned(
+            "bench",
+            &format!("node-{:05}", i % args.nodes),
+            modvisor_control_plane::store::Cordon::Uncordon,
+        )?;
     }
     let floor_rate = args.placements as f64 / t.elapsed().as_secs_f64();
 

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::store::{Datastore, SledKv};
 use actix_web::dev::Service;
+use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use std::fs;
 use std::io::Write;
@@ -224,9 +225,14 @@ impl ControlPlane {
                         let start = Instant::now();
                         let method = req.method().to_string();
                         let metrics = metrics.clone();
-                        let fut = srv.call(req);
+                        let request_id = request_id_of(req.headers());
+                        let span = tracing::info_span!("request", request_id = %request_id);
+                        let fut = tracing::Instrument::instrument(srv.call(req), span);
                         async move {
-                            let res = fut.await?;
+                            let mut res = fut.await?;
+                            if let Ok(v) = header::HeaderValue::from_str(&request_id) {
+                                res.headers_mut().insert(REQUEST_ID.clone(), v);
+                            }
                             let route = res
                                 .request()
                                 .match_pattern()
@@ -333,6 +339,25 @@ impl ControlPlane {
         tracing::info!(%addr, "metrics listening");
         Ok(server.run())
     }
+}
+
+/// The header a request's id travels in, both ways.
+static REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
+
+/// The caller's `X-Request-Id` when it is a sane one (1-64 characters of
+/// `[A-Za-z0-9._:-]`), else a new one: the id that ties a request's log lines to the
+/// answer the caller got.
+fn request_id_of(headers: &header::HeaderMap) -> String {
+    headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// What a request no route takes gets: 405 with the methods its path takes, or 404.

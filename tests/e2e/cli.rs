@@ -362,3 +362,104 @@ fn tokens_are_created_listed_and_revoked_from_the_cli() {
     assert!(ok(run(&p, "tenant-b", &["token", "revoke", &jti])).contains(&jti));
     p.get(&token, "/v1/vms").expect(401);
 }
+
+#[test]
+fn whoami_says_who_and_whether_the_control_plane_takes_it() {
+    let p = Plane::start();
+    let out = ok(run(&p, "tenant-a", &["whoami"]));
+    assert!(
+        out.starts_with("tenant-a (role tenant, tenant tenant-a), token "),
+        "{out}"
+    );
+    assert!(
+        out.trim_end().ends_with(&format!("{} takes it", p.base)),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let forged = dir.path().join("forged.jwt");
+    std::fs::write(&forged, "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJ4In0.c2ln").unwrap();
+    let out = modvisor()
+        .args(["whoami"])
+        .env("MODVISOR_API", &p.base)
+        .env("MODVISOR_TOKEN_FILE", &forged)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.starts_with("error: 401 unauthenticated"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// The stderr lines `up` writes (at info) until one mentions `until`, or 60 s pass.
+fn up_log_lines(format: &str, until: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = modvisor()
+        .args([
+            "up",
+            "--nodes",
+            "0",
+            "--catalog",
+            "none",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--log-format", format])
+        .env("MODVISOR_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut lines = Vec::new();
+    while let Ok(line) =
+        rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+    {
+        let done = line.contains(until);
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lines
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_or_json_lines_when_asked() {
+    let text = up_log_lines("text", "listening");
+    assert!(text.iter().any(|l| l.contains("listening")), "{text:?}");
+    assert!(
+        !text.iter().any(|l| l.contains('\u{1b}')),
+        "colour codes: {text:?}"
+    );
+    let json = up_log_lines("json", "listening");
+    let line = json
+        .iter()
+        .find(|l| l.contains("listening"))
+        .unwrap_or_else(|| panic!("{json:?}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert!(
+        v["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("listening"),
+        "{v}"
+    );
+}

@@ -77,6 +77,17 @@ fn hostile_requests_get_4xx_and_the_server_survives() {
     let r = p.call(Method::GET, Some(&a), "/v1/nothing-here", None, &[]);
     assert_eq!(r.status, 404);
     assert_eq!(r.problem_slug(), "not-found");
+    // Every answer carries its request's id: the caller's when sane, else a new one.
+    let id_of = |headers: &[(&str, &str)]| {
+        let r = p.call(Method::GET, Some(&a), "/v1/vms", None, headers);
+        r.headers["x-request-id"].to_str().unwrap().to_string()
+    };
+    assert_eq!(id_of(&[("x-request-id", "trace-42.a:b")]), "trace-42.a:b");
+    let fresh = id_of(&[]);
+    assert_eq!(fresh.len(), 36, "{fresh}");
+    assert_ne!(fresh, id_of(&[]));
+    let odd = id_of(&[("x-request-id", "no spaces please")]);
+    assert_eq!(odd.len(), 36, "{odd}");
     // Deeply nested and odd JSON.
     let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
     let r = p

@@ -235,9 +235,57 @@ fn a_node_name_is_bound_to_its_credential() {
         r.body
     );
     p.get(&admin, &format!("/v1/nodes/{holder}")).expect(200);
+    // The CLI's drain says what it would stop and, without --yes and without a terminal
+    // to ask on, changes nothing; with --yes it drains, audited as a drain.
+    let cli = |args: &[&str]| {
+        crate::support::modvisor()
+            .args(args)
+            .env("MODVISOR_API", &p.base)
+            .env("MODVISOR_TOKEN_FILE", p.token_file("admin"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let refused = cli(&["node", "drain", &holder]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("stops 1 VM(s)") && said.contains(&vm),
+        "{said}"
+    );
+    assert!(said.contains("pass --yes"), "{said}");
+    let still = p
+        .get(&admin, &format!("/v1/nodes/{holder}"))
+        .expect(200)
+        .body;
+    assert_eq!(still["cordoned"], false, "{still}");
+    let listed = cli(&["node", "list"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(&holder),
+        "{listed:?}"
+    );
     // Drained (both, so that the VM waits unplaced), n1 holds nothing.
-    p.post(&admin, "/v1/nodes/n1/drain", &json!({})).expect(200);
-    p.post(&admin, "/v1/nodes/n2/drain", &json!({})).expect(200);
+    let drained = cli(&["node", "drain", &holder, "--yes"]);
+    assert!(drained.status.success(), "{drained:?}");
+    let other_node = if holder == "n1" { "n2" } else { "n1" };
+    p.post(&admin, &format!("/v1/nodes/{other_node}/drain"), &json!({}))
+        .expect(200);
+    let events = p.get(&admin, "/v1/events?limit=1000").expect(200).body;
+    let drains: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "node.drain")
+        .collect();
+    assert_eq!(drains.len(), 2, "{events}");
+    assert!(
+        !events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "node.cordon"),
+        "a drain is audited as one"
+    );
     crate::support::wait_until("n1 and n2 hold nothing", 30, || {
         ["n1", "n2"].iter().all(|n| {
             p.get(&admin, &format!("/v1/nodes/{n}")).expect(200).body["allocated"]["vcpus"] == 0

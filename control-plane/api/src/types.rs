@@ -225,6 +225,22 @@ pub struct VmStatus {
     pub network: Option<VmNetwork>,
 }
 
+impl VmStatus {
+    /// A VM in `phase` on `node`, of whose guest nothing is known yet.
+    pub fn new(phase: Phase, node: Option<String>, reason: Option<String>) -> Self {
+        VmStatus {
+            phase,
+            node,
+            reason,
+            guest_modules: Vec::new(),
+            platform_modules: Vec::new(),
+            interfaces: Vec::new(),
+            user_data: None,
+            network: None,
+        }
+    }
+}
+
 /// A virtual machine owned by a tenant.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]

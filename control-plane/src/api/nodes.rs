@@ -8,7 +8,7 @@ use super::AppState;
 use crate::auth::{unix_now, Caller, Role};
 use crate::error::{Error, Problem};
 use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCredential, NodeDetail, RegisterNode};
-use crate::store::{Datastore, Registrant};
+use crate::store::{Cordon, Datastore, Registrant};
 use crate::validate;
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 
@@ -329,8 +329,13 @@ pub async fn node_action(
     let (name, action) = path.into_inner();
     let store = state.store.clone();
     let node = blocking(move || {
-        let node = store.set_cordoned(&caller.sub, &name, action != "uncordon")?;
-        if action == "drain" {
+        let how = match action.as_str() {
+            "cordon" => Cordon::Cordon,
+            "uncordon" => Cordon::Uncordon,
+            _ => Cordon::Drain,
+        };
+        let node = store.set_cordoned(&caller.sub, &name, how)?;
+        if how == Cordon::Drain {
             for vm in store.all_vms()? {
                 if vm.status.node.as_deref() == Some(name.as_str()) && !vm.deleting {
                     store.unplace_vm(

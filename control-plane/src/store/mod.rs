@@ -24,7 +24,7 @@ mod vms;
 
 pub use module_requests::MAX_REQUESTS_PER_VM;
 pub use networks::{NetworkRecord, TenantNetworks, DEFAULT_CIDR, DEFAULT_NETWORK, NO_NETWORK};
-pub use nodes::Registrant;
+pub use nodes::{Cordon, Registrant};
 pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;

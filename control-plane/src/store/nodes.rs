@@ -126,6 +126,17 @@ fn renew_credential(
     Ok(renewal.is_some())
 }
 
+/// What an admin does to a node's schedulability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cordon {
+    /// No new VMs.
+    Cordon,
+    /// New VMs again.
+    Uncordon,
+    /// No new VMs, and its VMs go elsewhere.
+    Drain,
+}
+
 impl Datastore {
     /// The underlay addresses of every Ready node but `name` that has one: where `name`
     /// sends its tenant networks' flooded frames.
@@ -287,17 +298,18 @@ impl Datastore {
         Ok(out)
     }
 
-    /// Cordons or uncordons a node.
-    pub fn set_cordoned(&self, actor: &str, name: &str, cordoned: bool) -> Result<Node> {
+    /// Cordons, uncordons or (the cordon half of) drains a node, audited as what it is:
+    /// `node.cordon`, `node.uncordon` or `node.drain`.
+    pub fn set_cordoned(&self, actor: &str, name: &str, how: Cordon) -> Result<Node> {
         transact(&*self.kv, |txn| {
             let mut n: Node = get_record(txn, Table::Nodes, name.as_bytes())?
                 .ok_or_else(|| Error::not_found("node", name))?;
-            n.cordoned = cordoned;
+            n.cordoned = how != Cordon::Uncordon;
             put_node(txn, &n)?;
-            let action = if cordoned {
-                "node.cordon"
-            } else {
-                "node.uncordon"
+            let action = match how {
+                Cordon::Cordon => "node.cordon",
+                Cordon::Uncordon => "node.uncordon",
+                Cordon::Drain => "node.drain",
             };
             append_event(txn, actor, None, action, &format!("nodes/{name}"))?;
             Ok(n)

@@ -116,14 +116,8 @@ impl Datastore {
             tenant: tenant.to_string(),
             spec: spec.clone(),
             status: VmStatus {
-                phase: Phase::Pending,
-                node: None,
-                reason: Some(reason.to_string()),
-                guest_modules: Vec::new(),
-                platform_modules: Vec::new(),
-                interfaces: Vec::new(),
                 user_data: spec.user_data.as_ref().map(|_| UserDataStatus::pending()),
-                network: None,
+                ..VmStatus::new(Phase::Pending, None, Some(reason.to_string()))
             },
             generation: 1,
             created_at: time.clone(),
