@@ -31,6 +31,10 @@ pub struct UpArgs {
     /// writes anything, naming each missing piece and the command that provides it.
     #[arg(long)]
     install_missing: bool,
+    /// Leave the guests running when `up` ends (Ctrl-C, SIGTERM); the next `up` on the
+    /// same data directory adopts them. Without it, `up` stops the guests it started.
+    #[arg(long)]
+    keep_vms: bool,
     /// Lifetime of the tokens written to DATA_DIR/tokens, in seconds.
     #[arg(long, default_value_t = 24 * 3600)]
     token_ttl: u64,
@@ -373,6 +377,7 @@ pub fn up(args: UpArgs) -> Result<()> {
                     control_plane_ca: None,
                     networking: args.vm_process.networking == Switch::On,
                     underlay: up_underlay(&args.data_dir, i)?,
+                    stop_vms_on_exit: !args.keep_vms,
                 };
                 runs.push(modvisor_node_agent::daemon::run(config));
             }
@@ -416,7 +421,7 @@ fn print_up(
         "  curl -s -H \"Authorization: Bearer $(cat {a})\" -H 'Content-Type: application/json' \\\n       -d '{{\"name\":\"web-1\",\"vcpus\":1,\"memory_mib\":256,\"modules\":[{{\"name\":\"tcp_bbr\"}}]}}' {api}/v1/vms"
     );
     println!("  MODVISOR_API={api} MODVISOR_TOKEN_FILE={a} modvisor vm list");
-    println!("Stop with Ctrl-C.");
+    println!("Stop with Ctrl-C (it stops the guests too, unless `up` ran with --keep-vms).");
 }
 
 /// The underlay of `up`'s `i`-th node (1-based): a namespace of this `up`'s own (named
@@ -473,6 +478,8 @@ pub fn node_agent(args: NodeAgentArgs) -> Result<()> {
             .map(|a| Underlay::parse(&args.underlay_netns, a))
             .transpose()
             .map_err(|e| anyhow::anyhow!("--underlay-address: {e}"))?,
+        // A node agent service's guests outlive it, for its next start to adopt.
+        stop_vms_on_exit: false,
     };
     runtime()?
         .block_on(modvisor_node_agent::daemon::run(config))

@@ -19,12 +19,27 @@ pub struct UpWithNode {
     pub tenant: ApiClient,
     /// A client as the admin.
     pub admin: ApiClient,
+    /// The cgroup parent of its jails.
+    cgroup_parent: String,
 }
 
 impl Drop for UpWithNode {
     fn drop(&mut self) {
-        if let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop)) {
-            eprintln!("stopping the bench's modvisor up: {e}");
+        // Ctrl-C, as a person would: `up` stops the guests it started (within its 30 s
+        // bound); only one that does not end is killed.
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT) {
+            eprintln!("interrupting the bench's modvisor up: {e}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if matches!(self.child.try_wait(), Ok(None)) {
+            eprintln!("the bench's modvisor up did not end within 60 s of SIGINT; killing it");
+            if let Err(e) = self.child.kill().and_then(|()| self.child.wait().map(drop)) {
+                eprintln!("stopping the bench's modvisor up: {e}");
+            }
         }
         use modvisor_node_agent::network;
         for i in 1..=self.nodes {
@@ -37,6 +52,15 @@ impl Drop for UpWithNode {
         let underlay = network::up_underlay_namespace(self.dir.path());
         if let Err(e) = network::cmd::Netns(underlay).remove() {
             eprintln!("removing the underlay namespace: {e}");
+        }
+        // The bench's cgroup parents, as far as they are empty.
+        match modvisor_jailer::Cgroups::detect() {
+            Ok(cgroups) => {
+                for i in 1..=self.nodes {
+                    cgroups.remove_parent(&format!("{}/node-{i}", self.cgroup_parent));
+                }
+            }
+            Err(e) => eprintln!("finding cgroups to tidy: {e}"),
         }
     }
 }
@@ -53,14 +77,22 @@ impl UpWithNode {
     pub fn start_nodes(catalog: bool, nodes: usize) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe().context("locating the modvisor binary")?;
+        // Jails of the bench's own (cgroups and per-VM uids), never those of an `up` that
+        // runs on this host beside it: its node agents sweep what is not theirs.
+        let me = std::process::id();
+        let cgroup_parent = format!("/modvisor-bench-{me}");
+        let uid_base = 10_000_000 + (me % 1000) * 8 * 65_536;
+        let log = std::fs::File::create(dir.path().join("up.log"))?;
         let child = std::process::Command::new(exe)
             .args(["up", "--nodes", &nodes.to_string(), "--catalog"])
             .arg(if catalog { "kernel" } else { "none" })
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
+            .args(["--jail-cgroup-parent", &cgroup_parent])
+            .args(["--jail-uid-base", &uid_base.to_string()])
             .env("MODVISOR_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .spawn()
             .context("starting modvisor up")?;
         let addr_file = dir.path().join("control-plane.addr");
@@ -79,21 +111,38 @@ impl UpWithNode {
         let tenant = ApiClient::new(&base, &token, timeout)?;
         let admin = std::fs::read_to_string(dir.path().join("tokens/admin.jwt"))?;
         let admin = ApiClient::new(&base, &admin, timeout)?;
-        let up = UpWithNode {
+        let mut up = UpWithNode {
             child,
             dir,
             nodes,
             base,
             tenant,
             admin,
+            cgroup_parent,
         };
-        while up.admin.list_nodes()?.len() < nodes {
-            if Instant::now() > deadline {
-                bail!("no node registered");
+        loop {
+            match up.admin.list_nodes() {
+                Ok(listed) if listed.len() >= nodes => return Ok(up),
+                Ok(_) if Instant::now() > deadline => bail!("no node registered"),
+                Ok(_) => std::thread::sleep(Duration::from_millis(100)),
+                // An `up` that ended says why in its log.
+                Err(e) => match up.ended() {
+                    Some(why) => bail!("{why}"),
+                    None => return Err(e.into()),
+                },
             }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(up)
+    }
+
+    /// Why `up` ended, if it has: its exit status and the end of its log.
+    fn ended(&mut self) -> Option<String> {
+        let status = self.child.try_wait().ok().flatten()?;
+        let log = std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(5).collect();
+        Some(format!(
+            "the bench's modvisor up ended ({status}): {}",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ))
     }
 
     /// Creates a one-vCPU, 256 MiB VM named `name` and waits until it runs; its id and the

@@ -28,5 +28,6 @@ mod ratelimit;
 mod readopt;
 mod support;
 mod tenancy;
+mod up_stop;
 mod user_data;
 mod vms;

@@ -236,6 +236,30 @@ impl Plane {
         }
     }
 
+    /// Sends SIGINT (Ctrl-C) and waits up to `within` for the process to end; its status.
+    pub fn interrupt(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("a process this handle started");
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("SIGINT");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = c.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                c.kill().expect("kill -9");
+                c.wait().expect("wait");
+                panic!("modvisor up did not end within {within:?} of SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Leaves `arg` out of the next starts.
+    pub fn drop_arg(&mut self, arg: &str) {
+        self.up_args.retain(|a| a != arg);
+    }
+
     /// Starts the process again on the same data directory.
     pub fn restart(&mut self) {
         self.stop();

@@ -69,6 +69,9 @@ pub struct NodeConfig {
     pub networking: bool,
     /// Where the node's tenant networks meet other nodes', if anywhere.
     pub underlay: Option<crate::network::Underlay>,
+    /// Stop the guests when the agent stops (`up`, which started them). A node agent
+    /// service leaves them running for the next start to adopt.
+    pub stop_vms_on_exit: bool,
 }
 
 /// Errors that keep a node agent from starting.
@@ -127,13 +130,22 @@ pub fn pick_driver(
 /// serves the node API until the process ends.
 pub async fn run(config: NodeConfig) -> Result<(), NodeError> {
     // Setup blocks (files, processes, a blocking HTTP client): keep it off the runtime.
+    let stop_vms = config.stop_vms_on_exit;
     let (node, listener, tls) = actix_web::web::block(move || prepare(config))
         .await
         .map_err(setup("node agent setup"))??;
-    api::serve(node, listener, tls)
-        .await
-        .map_err(setup("node API"))
+    let served = api::serve(node.clone(), listener, tls).await;
+    if stop_vms {
+        let halted = actix_web::web::block(move || node.halt_all(HALT_WITHIN))
+            .await
+            .map_err(setup("stopping the guests"))?;
+        tracing::info!(halted, "guests stopped with the node agent");
+    }
+    served.map_err(setup("node API"))
 }
+
+/// How long an agent that stops waits for its guests to stop.
+const HALT_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a started node serves: its state, its listener and its TLS identity.
 type Prepared = (Arc<Node>, std::net::TcpListener, rustls::ServerConfig);
@@ -511,5 +523,32 @@ impl Node {
             vms.remove(id);
         }
         true
+    }
+
+    /// Stops every guest (records and desired states kept), waiting up to `within` in
+    /// all; how many stopped in time.
+    pub fn halt_all(&self, within: std::time::Duration) -> usize {
+        let waiting: Vec<(String, std::sync::mpsc::Receiver<()>)> = match self.vms.lock() {
+            Ok(vms) => vms
+                .iter()
+                .filter_map(|(id, h)| {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    h.tx.send(Command::Halt(tx)).ok().map(|()| (id.clone(), rx))
+                })
+                .collect(),
+            Err(_) => {
+                tracing::error!("the VM table is poisoned; guests left running");
+                return 0;
+            }
+        };
+        let deadline = std::time::Instant::now() + within;
+        let mut halted = 0;
+        for (id, rx) in waiting {
+            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(()) => halted += 1,
+                Err(e) => tracing::warn!(vm = %id, error = %e, "a guest did not stop in time"),
+            }
+        }
+        halted
     }
 }

@@ -91,6 +91,9 @@ pub enum Command {
     },
     /// Stop the guest, remove everything, end the worker.
     Delete(Sender<()>),
+    /// Stop the guest and end the worker, keeping the VM's record and desired state: the
+    /// node's next start boots it again (what `up` does when it ends).
+    Halt(Sender<()>),
 }
 
 /// Everything a worker needs from its node.
@@ -319,6 +322,18 @@ impl Worker {
                     };
                     let _ = reply.send(r);
                     self.refresh_guest();
+                }
+                Ok(Command::Halt(done)) => {
+                    self.stop_guest();
+                    self.set(
+                        Phase::Stopped,
+                        Some("its node agent stopped, and its guests with it".into()),
+                    );
+                    self.save();
+                    if done.send(()).is_err() {
+                        tracing::debug!(vm = %self.id, "halted after its caller stopped waiting");
+                    }
+                    return;
                 }
                 Ok(Command::Delete(done)) => {
                     self.stop_guest();
