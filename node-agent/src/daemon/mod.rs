@@ -517,8 +517,10 @@ impl Node {
             rx
         };
         // The worker may be waiting for a guest's first hello (minutes under TCG); it
-        // answers, or drops the sender when it ends.
-        let _ = rx.recv();
+        // answers, or drops the sender when it ends (either way it is done).
+        if rx.recv().is_err() {
+            tracing::debug!(vm = %id, "its worker ended without answering the delete");
+        }
         if let Ok(mut vms) = self.vms.lock() {
             vms.remove(id);
         }

@@ -59,7 +59,11 @@ impl VmRecord {
 
     /// Removes the record from `dir`.
     pub fn remove(dir: &Path, id: &str) {
-        let _ = std::fs::remove_file(Self::path(dir, id));
+        match std::fs::remove_file(Self::path(dir, id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(vm = %id, error = %e, "removing the VM's record"),
+        }
     }
 }
 
@@ -320,7 +324,9 @@ impl Worker {
                         Some(c) => c.unload(&name, CHANNEL_TIMEOUT).map_err(|e| e.to_string()),
                         None => Err("the guest is not running".into()),
                     };
-                    let _ = reply.send(r);
+                    if reply.send(r).is_err() {
+                        tracing::warn!(vm = %self.id, "an unload ended after its caller stopped waiting");
+                    }
                     self.refresh_guest();
                 }
                 Ok(Command::Halt(done)) => {
@@ -337,9 +343,17 @@ impl Worker {
                 }
                 Ok(Command::Delete(done)) => {
                     self.stop_guest();
-                    let _ = std::fs::remove_dir_all(self.run_dir());
+                    match std::fs::remove_dir_all(self.run_dir()) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            tracing::warn!(vm = %self.id, error = %e, "removing the VM's run directory")
+                        }
+                    }
                     VmRecord::remove(&self.host.records, &self.id);
-                    let _ = done.send(());
+                    if done.send(()).is_err() {
+                        tracing::debug!(vm = %self.id, "deleted after its caller stopped waiting");
+                    }
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {
@@ -469,7 +483,10 @@ impl Worker {
 
     fn stop_guest(&mut self) {
         if let (Some(c), Some(_)) = (self.client.as_deref(), self.guest.as_ref()) {
-            let _ = c.poweroff(Duration::from_secs(5));
+            // A guest that does not answer is stopped from outside below.
+            if let Err(e) = c.poweroff(Duration::from_secs(5)) {
+                tracing::info!(vm = %self.id, error = %e, "the guest did not take a poweroff; stopping its hypervisor");
+            }
         }
         self.set_client(None);
         if let Some(mut g) = self.guest.take() {
