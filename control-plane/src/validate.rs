@@ -112,24 +112,16 @@ pub fn heartbeat(hb: &crate::model::Heartbeat, placed_vcpus: u64) -> Result<()> 
                 format!("at most {MAX_OBSERVED_REASON} bytes"),
             ));
         }
-        if vm.guest_modules.len() > MAX_GUEST_MODULES {
-            return Err(Error::invalid(
-                format!("vms[{i}].guest_modules"),
-                format!("at most {MAX_GUEST_MODULES} modules"),
-            ));
-        }
-        for (j, m) in vm.guest_modules.iter().enumerate() {
-            module_name(&format!("vms[{i}].guest_modules[{j}]"), m)?;
-        }
-        if vm.platform_modules.len() > MAX_PLATFORM_MODULES {
-            return Err(Error::invalid(
-                format!("vms[{i}].platform_modules"),
-                format!("at most {MAX_PLATFORM_MODULES} modules"),
-            ));
-        }
-        for (j, m) in vm.platform_modules.iter().enumerate() {
-            module_name(&format!("vms[{i}].platform_modules[{j}]"), m)?;
-        }
+        module_list(
+            &format!("vms[{i}].guest_modules"),
+            &vm.guest_modules,
+            MAX_GUEST_MODULES,
+        )?;
+        module_list(
+            &format!("vms[{i}].platform_modules"),
+            &vm.platform_modules,
+            MAX_PLATFORM_MODULES,
+        )?;
         if vm.interfaces.len() > MAX_GUEST_INTERFACES {
             return Err(Error::invalid(
                 format!("vms[{i}].interfaces"),
@@ -141,6 +133,17 @@ pub fn heartbeat(hb: &crate::model::Heartbeat, placed_vcpus: u64) -> Result<()> 
                 .check()
                 .map_err(|e| Error::invalid(format!("vms[{i}].interfaces[{j}]"), e.to_string()))?;
         }
+    }
+    Ok(())
+}
+
+/// A list of at most `max` module names, each one a module's name.
+fn module_list(field: &str, names: &[String], max: usize) -> Result<()> {
+    if names.len() > max {
+        return Err(Error::invalid(field, format!("at most {max} modules")));
+    }
+    for (j, m) in names.iter().enumerate() {
+        module_name(&format!("{field}[{j}]"), m)?;
     }
     Ok(())
 }
