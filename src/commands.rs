@@ -113,12 +113,16 @@ pub enum ModuleCommand {
     Publish {
         /// The .ko file.
         file: PathBuf,
-        /// The kernel release it was built for.
+        /// The guest kernel release it was built for (default: the release its vermagic
+        /// names); a registered node must run it.
         #[arg(long)]
-        kernel_release: String,
+        kernel_release: Option<String>,
         /// Module name (default: the file name without .ko).
         #[arg(long)]
         name: Option<String>,
+        /// Publish even though no registered node runs that release (audited).
+        #[arg(long)]
+        force: bool,
     },
     /// Read or set who may request a module (admin).
     #[command(subcommand)]
@@ -477,6 +481,7 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             file,
             kernel_release,
             name,
+            force,
         } => {
             let name = match name {
                 Some(n) => n,
@@ -491,7 +496,19 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             };
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let v = api.publish_module(&name, &kernel_release, bytes)?;
+            let kernel_release = match kernel_release {
+                Some(r) => r,
+                None => modvisor_modules::KernelModule::parse(&bytes)
+                    .ok()
+                    .and_then(|m| m.modinfo().vermagic_release().map(str::to_string))
+                    .with_context(|| {
+                        format!(
+                            "{}: no vermagic to take the kernel release from; pass --kernel-release",
+                            file.display()
+                        )
+                    })?,
+            };
+            let v = api.publish_module(&name, &kernel_release, force, bytes)?;
             print(args, &v, |v| {
                 render(
                     &["MODULE", "KERNEL_RELEASE", "SHA256", "SIZE"],

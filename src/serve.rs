@@ -291,6 +291,9 @@ pub struct ControlPlaneArgs {
     /// Lifetime of node credentials in seconds; heartbeats renew them in their last quarter.
     #[arg(long, default_value_t = DEFAULT_NODE_CREDENTIAL_TTL_SECS, value_parser = clap::value_parser!(u64).range(8..))]
     node_credential_ttl_secs: u64,
+    /// A node agent /readyz waits for (registered and Ready); repeat for several.
+    #[arg(long)]
+    expect_node: Vec<String>,
 }
 
 fn runtime() -> Result<actix_web::rt::SystemRunner> {
@@ -327,6 +330,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         metrics_listen: args.metrics_listen,
         internal_listen: internal_listen(args.listen, args.internal_listen),
         node_credential_ttl_secs: args.node_credential_ttl_secs,
+        expect_nodes: up_node_names(args.nodes),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     let tokens = cp.bootstrap(args.token_ttl)?;
@@ -347,14 +351,17 @@ pub fn up(args: UpArgs) -> Result<()> {
         .map(|i| args.vm_process.jail(i))
         .collect::<Result<Vec<_>>>()?;
     let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let store = cp.store().clone();
     let system = runtime()?;
     system.block_on(async move {
         let server = cp.serve(move |addr| {
-            let _ = tx.send(addr);
-            print_up(addr, &data_dir, &tokens, nodes);
+            if tx.send(addr).is_err() {
+                tracing::error!("nothing waits for the control plane's address");
+            }
         });
         let agents = async move {
-            let Ok(_) = rx.recv() else { return Ok(()) };
+            let Ok(addr) = rx.recv() else { return Ok(()) };
+            eprintln!("control plane listening on http://{addr}; starting {nodes} node agent(s)");
             // Written before the public address was: the TLS API nodes call.
             let internal = std::fs::read_to_string(
                 args.data_dir
@@ -381,7 +388,16 @@ pub fn up(args: UpArgs) -> Result<()> {
                 };
                 runs.push(modvisor_node_agent::daemon::run(config));
             }
-            futures_util::future::try_join_all(runs).await.map(drop)
+            // Up is said only once the control plane and every node agent are ready.
+            let announce = async move {
+                wait_until_ready(&store, &up_node_names(nodes)).await;
+                print_up(addr, &data_dir, &tokens, nodes);
+                std::future::pending::<()>().await;
+            };
+            tokio::select! {
+                ended = futures_util::future::try_join_all(runs) => ended.map(drop),
+                () = announce => Ok(()),
+            }
         };
         // A node agent that fails ends `up` at once, saying why (not at Ctrl-C).
         let agents = async move { agents.await.map_err(|e| anyhow::anyhow!("node agent: {e}")) };
@@ -391,6 +407,34 @@ pub fn up(args: UpArgs) -> Result<()> {
             .map(drop)
     })?;
     Ok(())
+}
+
+/// The names of the node agents `up` starts.
+fn up_node_names(nodes: usize) -> Vec<String> {
+    (1..=nodes).map(|i| format!("node-{i}")).collect()
+}
+
+/// Waits until [`modvisor_control_plane::readiness::check`] holds for `expected`, saying
+/// every 30 s what it still waits for.
+async fn wait_until_ready(store: &modvisor_control_plane::store::Datastore, expected: &[String]) {
+    let started = std::time::Instant::now();
+    let mut said = std::time::Duration::ZERO;
+    loop {
+        let readiness = modvisor_control_plane::readiness::check(store, expected);
+        if readiness.ready {
+            return;
+        }
+        let waited = started.elapsed();
+        if waited >= said + std::time::Duration::from_secs(30) {
+            said = waited;
+            eprintln!(
+                "still waiting after {} s: {}",
+                waited.as_secs(),
+                readiness.waiting_for.join("; ")
+            );
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 fn print_up(
@@ -513,6 +557,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         metrics_listen: args.metrics_listen,
         internal_listen: internal_listen(args.listen, args.internal_listen),
         node_credential_ttl_secs: args.node_credential_ttl_secs,
+        expect_nodes: args.expect_node.clone(),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     runtime()?.block_on(cp.serve(|addr| {

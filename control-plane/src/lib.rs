@@ -14,6 +14,7 @@ pub mod ipam;
 pub mod metrics;
 pub mod model;
 pub mod ratelimit;
+pub mod readiness;
 pub mod reconciler;
 pub mod server;
 pub mod store;

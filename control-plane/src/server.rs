@@ -52,6 +52,8 @@ pub struct Config {
     /// Lifetime of node credentials, in seconds (heartbeats renew them in their last
     /// quarter).
     pub node_credential_ttl_secs: u64,
+    /// The node agents `/readyz` waits for: those started with this control plane.
+    pub expect_nodes: Vec<String>,
 }
 
 /// An opened control plane, ready to serve.
@@ -93,6 +95,7 @@ impl ControlPlane {
             nodes,
             console_sessions: Default::default(),
             wake: Default::default(),
+            expect_nodes: config.expect_nodes.clone(),
         });
         Ok(ControlPlane { config, state })
     }
@@ -179,7 +182,7 @@ impl ControlPlane {
             if !published.contains_key(&name) {
                 let info = crate::api::modinfo_map(&module);
                 self.store()
-                    .publish_module("system:seed", &name, release, &bytes, info)?;
+                    .publish_module("system:seed", &name, release, &bytes, info, None)?;
                 n += 1;
             }
             catalog.insert(module, None);

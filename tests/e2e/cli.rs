@@ -108,7 +108,7 @@ fn cli_round_trip() {
 
     // A module's policy: set says approve or revoke (never revokes by omission), names
     // only tenants that exist, and get reads it back.
-    p.publish("dummy", "6.1.0-test", &crate::support::real_module("dummy"))
+    p.publish("dummy", &crate::support::real_module("dummy"))
         .expect(201);
     let out = run(&p, "admin", &["module", "policy", "set", "dummy"]);
     assert!(!out.status.success());

@@ -1,7 +1,7 @@
 //! The module catalog and module requests: publishing, policies, approval per tenant.
 
-use crate::support::{real_module, Plane};
-use serde_json::json;
+use crate::support::{guest_release, real_module, Plane};
+use serde_json::{json, Value};
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
@@ -11,29 +11,67 @@ fn sha256_hex(bytes: &[u8]) -> String {
 #[test]
 fn publish_is_content_addressed_and_validated() {
     let p = Plane::start();
+    let admin = p.token("admin");
+    let release = guest_release();
     let bytes = real_module("tcp_bbr");
+    // No node runs any kernel yet: a publish is refused unless forced, and says why.
     let r = p
-        .publish("tcp_bbr", "6.1.0-test-cloud-amd64", &bytes)
-        .expect(201);
+        .publish_for("tcp_bbr", &release, false, &bytes)
+        .expect(409);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no node is registered"),
+        "{}",
+        r.body
+    );
+    // The vermagic must name the release, forced or not.
+    let r = p
+        .publish_for("tcp_bbr", "6.1.0-0-cloud-amd64", true, &bytes)
+        .expect(400);
+    assert_eq!(r.body["field"], "kernel_release");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains(&release),
+        "{}",
+        r.body
+    );
+    let r = p.publish("tcp_bbr", &bytes).expect(201);
     assert_eq!(r.body["sha256"], sha256_hex(&bytes));
     assert_eq!(r.body["size"], bytes.len());
+    let events = p.get(&admin, "/v1/events").expect(200).body;
+    let forced: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "module.publish_forced")
+        .collect();
+    assert_eq!(forced.len(), 1, "{events}");
+    assert!(forced[0]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("no registered node runs"));
+    // Once a node that runs the release has registered, no force is needed.
+    let bootstrap = p.offline_bootstrap_token();
+    p.register_node(&bootstrap, "n1", "https://127.0.0.1:9")
+        .expect(200);
+    p.publish_for("dummy", &release, false, &real_module("dummy"))
+        .expect(201);
     assert_eq!(
-        p.publish("tcp_bbr", "6.1.0-test", b"not an elf")
-            .expect(400)
-            .body["field"],
+        p.publish("tcp_bbr", b"not an elf").expect(400).body["field"],
         "body"
     );
     assert_eq!(
-        p.publish("../etc", "6.1.0-test", &bytes).status,
+        p.publish("../etc", &bytes).status,
         404,
         "path traversal never routes"
     );
     assert_eq!(
-        p.publish("bad name", "6.1.0-test", &bytes).expect(400).body["field"],
+        p.publish("bad name", &bytes).expect(400).body["field"],
         "name"
     );
     assert_eq!(
-        p.publish("ok", "6.1 0", &bytes).expect(400).body["field"],
+        p.publish_for("ok", "6.1 0", true, &bytes).expect(400).body["field"],
         "kernel_release"
     );
     let big = {
@@ -42,9 +80,7 @@ fn publish_is_content_addressed_and_validated() {
         b
     };
     assert_eq!(
-        p.publish("big", "6.1.0-test", &big)
-            .expect(413)
-            .problem_slug(),
+        p.publish("big", &big).expect(413).problem_slug(),
         "payload-too-large"
     );
     let r = p
@@ -59,8 +95,8 @@ fn publish_is_content_addressed_and_validated() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 415);
-    // Only tcp_bbr made it into the catalog, unapproved.
-    let cat = p.get(&p.token("admin"), "/v1/modules").expect(200);
+    // Only tcp_bbr and dummy made it into the catalog, unapproved.
+    let cat = p.get(&admin, "/v1/modules").expect(200);
     let names: Vec<&str> = cat
         .body
         .as_array()
@@ -68,18 +104,16 @@ fn publish_is_content_addressed_and_validated() {
         .iter()
         .map(|m| m["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["tcp_bbr"]);
-    assert_eq!(cat.body[0]["policy"]["approved"], false);
+    assert_eq!(names, vec!["dummy", "tcp_bbr"]);
+    assert_eq!(cat.body[1]["policy"]["approved"], false);
 }
 
 #[test]
 fn requests_follow_the_policy_of_each_tenant() {
     let p = Plane::start();
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
-    p.publish("dummy", "6.1.0-test", &real_module("dummy"))
-        .expect(201);
-    p.publish("zram", "6.1.0-test", &real_module("zram"))
-        .expect(201);
+    p.publish("dummy", &real_module("dummy")).expect(201);
+    p.publish("zram", &real_module("zram")).expect(201);
     p.put(
         &admin,
         "/v1/admin/modules/nosuch/policy",
@@ -229,8 +263,7 @@ fn requests_follow_the_policy_of_each_tenant() {
 fn module_names_resolve_as_the_kernel_does_and_the_catalog_refuses_unknown_parameters() {
     let p = Plane::start();
     let (a, admin) = (p.token("tenant-a"), p.token("admin"));
-    p.publish("tcp_bbr", "6.1.0-test", &real_module("tcp_bbr"))
-        .expect(201);
+    p.publish("tcp_bbr", &real_module("tcp_bbr")).expect(201);
     p.put(
         &admin,
         "/v1/admin/modules/tcp_bbr/policy",

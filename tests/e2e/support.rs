@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -23,6 +24,8 @@ pub struct Plane {
     child: Option<Child>,
     pub base: String,
     pub http: Client,
+    /// The lines the current process printed on stdout so far.
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 /// A response: status, headers and JSON body (`Null` when empty or not JSON).
@@ -106,6 +109,7 @@ impl Plane {
             dir,
             up_args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
+            stdout: Default::default(),
             base: String::new(),
             http: Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -164,6 +168,7 @@ impl Plane {
             dir,
             up_args: Vec::new(),
             child: None,
+            stdout: Default::default(),
             base,
             http: Client::builder()
                 .timeout(Duration::from_secs(30))
@@ -180,16 +185,25 @@ impl Plane {
     fn spawn(&mut self) {
         let addr_file = self.data_dir().join("control-plane.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let child = modvisor()
+        let mut child = modvisor()
             .arg("up")
             .args(&self.up_args)
             .arg("--data-dir")
             .arg(self.data_dir())
             .env("MODVISOR_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn modvisor up");
+        let out = child.stdout.take().expect("up's stdout");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        self.stdout = lines.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                lines.lock().expect("stdout lines").push(line);
+            }
+        });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -215,6 +229,22 @@ impl Plane {
             .is_err()
         {
             assert!(Instant::now() < deadline, "modvisor up did not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `secs` for the current `up` to print a line starting with `start`.
+    pub fn wait_stdout_line(&self, start: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let printed = self.stdout.lock().expect("stdout lines").clone();
+            if let Some(line) = printed.iter().find(|l| l.starts_with(start)) {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "up never printed {start:?}; it printed {printed:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -324,7 +354,7 @@ impl Plane {
         let reg = serde_json::json!({
             "name": name, "address": address,
             "capacity": {"vcpus": 2, "memory_mib": 2048},
-            "driver": "qemu", "hardware_virtualization": false, "kernel_release": "6.1.0-test",
+            "driver": "qemu", "hardware_virtualization": false, "kernel_release": guest_release(),
             "features": ["networking"], "csr_pem": csr
         });
         self.internal_call(Method::POST, token, "/v1/nodes/register", Some(&reg))
@@ -442,12 +472,18 @@ impl Plane {
         self.api(token).create_vm(&spec).expect("create a VM").id
     }
 
-    /// Publishes `bytes` as a module for a kernel release (as admin).
-    pub fn publish(&self, name: &str, release: &str, bytes: &[u8]) -> Resp {
+    /// Publishes `bytes` as module `name` for the guest kernel's release (as admin), with
+    /// `force`: a plane without node agents has no node that runs it.
+    pub fn publish(&self, name: &str, bytes: &[u8]) -> Resp {
+        self.publish_for(name, &guest_release(), true, bytes)
+    }
+
+    /// Publishes `bytes` as module `name` for `release` (as admin), forced or not.
+    pub fn publish_for(&self, name: &str, release: &str, force: bool, bytes: &[u8]) -> Resp {
         let resp = self
             .http
             .put(format!(
-                "{}/v1/admin/modules/{name}?kernel_release={release}",
+                "{}/v1/admin/modules/{name}?kernel_release={release}&force={force}",
                 self.base
             ))
             .bearer_auth(self.token("admin"))
@@ -492,6 +528,13 @@ pub fn bench_output(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     text
+}
+
+/// The guest kernel's release (what `modvisor guest fetch` cached).
+pub fn guest_release() -> String {
+    modvisor_guest::kernel::resolve(|m| eprintln!("{m}"))
+        .expect("guest kernel (run `modvisor guest fetch`)")
+        .release
 }
 
 /// A real module of the guest kernel (Debian's signed .ko), by name.

@@ -9,8 +9,7 @@ use serde_json::json;
 fn tenants_never_see_each_other() {
     let p = Plane::start();
     let (a, b, admin) = (p.token("tenant-a"), p.token("tenant-b"), p.token("admin"));
-    p.publish("dummy", "6.1.0-test", &real_module("dummy"))
-        .expect(201);
+    p.publish("dummy", &real_module("dummy")).expect(201);
     p.put(
         &admin,
         "/v1/admin/modules/dummy/policy",
@@ -120,7 +119,7 @@ fn tenants_never_see_each_other() {
     for want in [
         "tenant.create",
         "vm.create",
-        "module.publish",
+        "module.publish_forced",
         "module.set_policy",
         "module.request",
     ] {

@@ -32,6 +32,17 @@ fn boot_id(p: &Plane, token: &str, id: &str) -> Value {
 #[test]
 fn ctrl_c_stops_ups_guests_unless_kept_and_a_kept_guest_is_adopted() {
     let (mut p, _cleanup) = Plane::with_node("upstop", 2_800_000, &["--keep-vms"]);
+    // `up` says it is up only once its node agent is: by then /readyz answers 200 and the
+    // node is Ready.
+    p.wait_stdout_line("modvisor is up", 120);
+    let ready = p.call(reqwest::Method::GET, None, "/readyz", None, &[]);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(ready.body, json!({"ready": true, "waiting_for": []}));
+    let node = p
+        .get(&p.token("admin"), "/v1/nodes/node-1")
+        .expect(200)
+        .body;
+    assert_eq!(node["state"], "Ready", "{node}");
     let a = p.token("tenant-a");
     let id = p.create_vm(&a, "kept");
     p.wait_running(&a, &id);

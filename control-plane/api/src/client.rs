@@ -308,12 +308,14 @@ impl ApiClient {
         &self,
         name: &str,
         kernel_release: &str,
+        force: bool,
         bytes: Vec<u8>,
     ) -> Result<ModuleVersion, ApiError> {
         let path = fill(routes::ADMIN_MODULE, &[("name", name)]);
         let (req, url) = self.request(Method::PUT, &path);
         let req = req
             .query(&[("kernel_release", kernel_release)])
+            .query(&[("force", force)])
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(bytes);
         let resp = self.send(req, &url)?;

@@ -120,6 +120,21 @@ pub struct Usage {
     pub networks: u64,
 }
 
+/// Whether the control plane can serve: its store answers and every node agent it was
+/// started to expect (`modvisor up`'s own) is registered and Ready.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schema(example = json!({"ready": false, "waiting_for": ["node node-1 has not registered yet"]}))
+)]
+pub struct Readiness {
+    /// Everything below holds.
+    pub ready: bool,
+    /// What is not ready yet, in words (empty when ready).
+    pub waiting_for: Vec<String>,
+}
+
 /// A tenant: the unit of isolation and of quota.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]

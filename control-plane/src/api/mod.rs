@@ -48,12 +48,15 @@ pub struct AppState {
     pub console_sessions: console::ConsoleSessions,
     /// Wakes the reconciler when a change it acts on is stored.
     pub wake: crate::reconciler::Wake,
+    /// The node agents `/readyz` waits for (those `modvisor up` starts).
+    pub expect_nodes: Vec<String>,
 }
 
 /// The routes of the tenant and admin API, each declared once: actix serves them and the
 /// OpenAPI document (`openapi/control-plane.json`) is collected from the same calls.
 pub fn public_routes(cfg: &mut ServiceConfig) {
     cfg.service(system::healthz)
+        .service(system::readyz)
         .service(system::openapi_json)
         .service(system::metrics)
         .service(tenants::create_tenant)

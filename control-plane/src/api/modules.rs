@@ -23,8 +23,13 @@ pub struct NoQuery {}
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PublishParams {
-    /// The kernel release the module was built for.
+    /// The guest kernel release the module was built for: its vermagic must name it, and
+    /// a registered node must run it.
     pub kernel_release: String,
+    /// Publish even though no registered node runs `kernel_release` (for a node yet to
+    /// come); audited as `module.publish_forced`. The vermagic check still holds.
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// The modules the caller may request (admins: all, with their policies).
@@ -56,9 +61,10 @@ pub async fn list_modules(
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The .ko file"),
     responses(
         (status = 201, description = "Published", body = ModuleVersion),
-        (status = 400, description = "Invalid name, release or file", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid name, release or file (its vermagic names another release)", body = Problem, content_type = "application/problem+json"),
         Unauthenticated,
         AdminOnly,
+        (status = 409, description = "No registered node runs that kernel release (and force is not set)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than the upload limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not application/octet-stream", body = Problem, content_type = "application/problem+json"),
     )
@@ -91,13 +97,51 @@ pub async fn publish_module(
             format!("the file is module {inside}, not {name}"),
         ));
     }
+    let PublishParams {
+        kernel_release: release,
+        force,
+    } = query.0;
+    match module.modinfo().vermagic_release() {
+        Some(built) if built == release => {}
+        Some(built) => {
+            return Err(Error::invalid(
+                "kernel_release",
+                format!("the module was built for kernel {built} (its vermagic), not {release}"),
+            ))
+        }
+        None => return Err(Error::invalid("body", "the module has no vermagic")),
+    }
     let info = super::modinfo_map(&module);
     let store = state.store.clone();
-    let release = query.0.kernel_release;
-    let version =
-        blocking(move || store.publish_module(&caller.sub, &inside, &release, &bytes, info))
-            .await?;
+    let version = blocking(move || {
+        let run = store.node_kernel_releases()?;
+        let forced = match (run.contains(&release), force) {
+            (true, _) => None,
+            (false, true) => {
+                let why = format!("no registered node runs guest kernel {release} ({})", running(&run));
+                tracing::warn!(module = %inside, %release, "publish forced: {why}");
+                Some(why)
+            }
+            (false, false) => {
+                return Err(Error::Conflict(format!(
+                    "no registered node runs guest kernel {release} ({}): publish for a release a node runs, or with force=true for a node yet to come",
+                    running(&run)
+                )))
+            }
+        };
+        store.publish_module(&caller.sub, &inside, &release, &bytes, info, forced.as_deref())
+    })
+    .await?;
     Ok(HttpResponse::Created().json(version))
+}
+
+/// The releases nodes run, in words.
+fn running(releases: &std::collections::BTreeSet<String>) -> String {
+    if releases.is_empty() {
+        return "no node is registered".to_string();
+    }
+    let list: Vec<&str> = releases.iter().map(String::as_str).collect();
+    format!("nodes run {}", list.join(", "))
 }
 
 /// Who may request a published module (admin).

@@ -5,7 +5,7 @@ use super::problems::Unauthenticated;
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::Error;
-use crate::model::{Event, Page, PageParams};
+use crate::model::{Event, Page, PageParams, Readiness};
 use actix_web::{get, web, HttpResponse};
 
 /// Liveness: answers when the server and its store are up.
@@ -16,6 +16,28 @@ use actix_web::{get, web, HttpResponse};
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: 200 when the store answers and every node agent this control plane was
+/// started to expect is registered and Ready; 503 with what it waits for otherwise.
+#[utoipa::path(
+    tag = "system", security(()),
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready: what it waits for", body = Readiness),
+    )
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, Error> {
+    let store = state.store.clone();
+    let expected = state.expect_nodes.clone();
+    let readiness =
+        super::extract::blocking(move || Ok(crate::readiness::check(&store, &expected))).await?;
+    Ok(if readiness.ready {
+        HttpResponse::Ok().json(readiness)
+    } else {
+        HttpResponse::ServiceUnavailable().json(readiness)
+    })
 }
 
 /// This document.

@@ -2,10 +2,10 @@
 //! policies, and the pinned dependency closure a load needs.
 
 use super::keys::{decode, encode, pair, prefix};
-use super::txn::append_event;
+use super::txn::{append_event, write_event};
 use super::{transact, Datastore, Table, Txn};
 use crate::error::{Error, Result};
-use crate::model::{now, CatalogModule, ModulePolicy, ModuleVersion};
+use crate::model::{now, CatalogModule, ModulePolicy, ModuleVersion, Outcome};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
@@ -50,7 +50,9 @@ fn write_policy(
 
 impl Datastore {
     /// Publishes `bytes` as module `name` for `kernel_release`, stored by sha256. A module
-    /// published for the first time is not approved for anyone.
+    /// published for the first time is not approved for anyone. `forced` says why the
+    /// publish went ahead against a check (it is then audited as `module.publish_forced`
+    /// with that detail).
     pub fn publish_module(
         &self,
         actor: &str,
@@ -58,6 +60,7 @@ impl Datastore {
         kernel_release: &str,
         bytes: &[u8],
         modinfo: BTreeMap<String, String>,
+        forced: Option<&str>,
     ) -> Result<ModuleVersion> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let version = ModuleVersion {
@@ -78,7 +81,18 @@ impl Datastore {
                 txn.insert(Table::Policies, name.as_bytes(), &encode(&unapproved())?)?;
             }
             let resource = format!("modules/{name}/{kernel_release}");
-            append_event(txn, actor, None, "module.publish", &resource)?;
+            match forced {
+                None => append_event(txn, actor, None, "module.publish", &resource)?,
+                Some(why) => write_event(
+                    txn,
+                    actor,
+                    None,
+                    "module.publish_forced",
+                    &resource,
+                    Outcome::Success,
+                    Some(why),
+                )?,
+            }
             Ok(version.clone())
         })
     }

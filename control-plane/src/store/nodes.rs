@@ -179,6 +179,16 @@ impl Datastore {
             .collect()
     }
 
+    /// The guest kernel releases the registered nodes run (whatever their state: a node
+    /// down for a moment still runs its kernel when it comes back).
+    pub fn node_kernel_releases(&self) -> Result<std::collections::BTreeSet<String>> {
+        Ok(self
+            .list_nodes()?
+            .into_iter()
+            .map(|n| n.kernel_release)
+            .collect())
+    }
+
     /// Records a heartbeat from a node presenting credential `presented`: the node is
     /// Ready, and what it observes of its VMs is recorded (their phases are the
     /// reconciler's to decide) with the guest's own module list. VMs it reports but no

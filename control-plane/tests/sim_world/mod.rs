@@ -99,7 +99,7 @@ pub fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
     for (name, depends) in [("base", ""), ("top", "base")] {
         let modinfo = BTreeMap::from([("depends".to_string(), depends.to_string())]);
         store
-            .publish_module("test", name, RELEASE, name.as_bytes(), modinfo)
+            .publish_module("test", name, RELEASE, name.as_bytes(), modinfo, None)
             .unwrap();
         store
             .set_policy(
