@@ -1,72 +1,17 @@
-//! Client subcommands: `vm`, `module`, `tenant`, `events`.
+//! Client subcommands: `module`, `tenant`, `events` (`vm` is [`crate::vm_cmd`]).
 
-use crate::client::ApiArgs;
-use crate::table::render;
+use crate::client::{print, ApiArgs, Output};
+use crate::exec_cmd::find_vm;
+use crate::table::{key_values, name_of, opt, render};
+use crate::vm_cmd::{request_rows, request_words};
+use crate::wait::{until, Progress, WaitArgs};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use modvisor_control_plane_api::types::{
-    CatalogModule, CreateTenant, Event, ModulePolicy, ModuleRef, ModuleRequest, ModuleRequestBody,
-    PowerState, Quota, Tenant, Vm, VmSpec,
+    CatalogModule, CreateTenant, Event, EventListParams, ModulePolicy, ModuleRequestBody, Quota,
+    RequestState, Tenant,
 };
-use serde::Serialize;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-
-/// `modvisor vm ...`
-#[derive(Debug, Subcommand)]
-pub enum VmCommand {
-    /// Create a VM.
-    Create {
-        /// VM name.
-        name: String,
-        /// vCPUs.
-        #[arg(long, default_value_t = 1)]
-        vcpus: u32,
-        /// Memory in MiB.
-        #[arg(long, default_value_t = 256)]
-        memory_mib: u32,
-        /// A module to load: NAME or NAME:key=value,key=value (repeatable).
-        #[arg(long = "module")]
-        modules: Vec<String>,
-        /// A script the guest runs once at first boot, after its modules are loaded (up
-        /// to 32 KiB; its end shows in `vm get`).
-        #[arg(long)]
-        user_data_file: Option<PathBuf>,
-        /// The tenant network to join (`default` when left out, created on first use;
-        /// `none` for no network interface).
-        #[arg(long)]
-        network: Option<String>,
-    },
-    /// List VMs.
-    List {
-        /// Page size.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
-    /// Show one VM.
-    Get {
-        /// VM name or id.
-        id: String,
-    },
-    /// Ask for a VM to run or stop (a conditional PUT of its spec).
-    Power {
-        /// VM name or id.
-        id: String,
-        /// `running` or `stopped`.
-        #[arg(value_parser = ["running", "stopped"])]
-        state: String,
-    },
-    /// Delete a VM.
-    Delete {
-        /// VM name or id.
-        id: String,
-    },
-    /// Run a command in a VM's guest (as tenant root, without module loading); prints its
-    /// output and exits with its code: `modvisor vm exec NAME -- uname -r`.
-    Exec(crate::exec_cmd::ExecArgs),
-    /// Attach this terminal to a VM's serial console (raw mode; Ctrl-] detaches).
-    Console(crate::console_cmd::ConsoleArgs),
-}
 
 /// `modvisor module ...`
 #[derive(Debug, Subcommand)]
@@ -89,22 +34,25 @@ pub enum ModuleCommand {
     List,
     /// Ask for a module to be loaded into a VM.
     Request {
-        /// VM id.
+        /// VM name or id.
         vm: String,
         /// Module name.
         name: String,
         /// A module parameter KEY=VALUE (repeatable).
         #[arg(long = "param")]
         params: Vec<String>,
+        /// With --wait: until it is Loaded.
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Show the module requests of a VM.
     Status {
-        /// VM id.
+        /// VM name or id.
         vm: String,
     },
     /// Ask for a module to be unloaded from a VM.
     Unload {
-        /// VM id.
+        /// VM name or id.
         vm: String,
         /// Module name.
         name: String,
@@ -200,171 +148,6 @@ pub enum TenantCommand {
     },
 }
 
-pub(crate) fn print<T: Serialize + ?Sized>(
-    args: &ApiArgs,
-    v: &T,
-    table: impl FnOnce(&T) -> String,
-) -> Result<()> {
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(v)?);
-    } else {
-        println!("{}", table(v));
-    }
-    Ok(())
-}
-
-/// An optional value as a table cell (`-` when absent).
-fn opt(v: Option<&str>) -> String {
-    v.unwrap_or("-").to_string()
-}
-
-/// A serde name (`Running`, `stopped`, ...) as a table cell.
-pub(crate) fn name_of<T: Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(e) => format!("({e})"),
-    }
-}
-
-fn vm_rows(items: &[Vm]) -> String {
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|vm| {
-            vec![
-                vm.id.clone(),
-                vm.tenant.clone(),
-                vm.spec.name.clone(),
-                vm.spec.vcpus.to_string(),
-                vm.spec.memory_mib.to_string(),
-                name_of(&vm.status.phase),
-                opt(vm.status.node.as_deref()),
-                vm.status
-                    .network
-                    .as_ref()
-                    .map(|n| format!("{} {}", n.network, n.ip))
-                    .unwrap_or_else(|| "-".into()),
-                vm.status
-                    .user_data
-                    .as_ref()
-                    .map(|u| match u.exit_code {
-                        Some(c) => format!("{} ({c})", name_of(&u.state)),
-                        None => name_of(&u.state),
-                    })
-                    .unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    render(
-        &[
-            "ID",
-            "TENANT",
-            "NAME",
-            "VCPUS",
-            "MEMORY_MIB",
-            "PHASE",
-            "NODE",
-            "NETWORK",
-            "USER_DATA",
-        ],
-        &rows,
-    )
-}
-
-fn key_values(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
-    let mut map = BTreeMap::new();
-    for kv in list.iter().filter(|s| !s.is_empty()) {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("{what} {kv:?} is not KEY=VALUE"))?;
-        map.insert(k.to_string(), v.to_string());
-    }
-    Ok(map)
-}
-
-/// Runs a `vm` subcommand.
-/// `modvisor vm ...`; the exit status (a command's own, for `exec`).
-pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
-    let api = args.client()?;
-    match cmd {
-        VmCommand::Create {
-            name,
-            vcpus,
-            memory_mib,
-            modules,
-            user_data_file,
-            network,
-        } => {
-            let user_data = user_data_file
-                .map(|f| {
-                    std::fs::read_to_string(&f)
-                        .with_context(|| format!("reading {} (UTF-8 text)", f.display()))
-                })
-                .transpose()?;
-            let mut refs = Vec::new();
-            for m in &modules {
-                let (name, params) = m.split_once(':').unwrap_or((m, ""));
-                let params: Vec<String> = params.split(',').map(str::to_string).collect();
-                refs.push(ModuleRef {
-                    name: name.to_string(),
-                    params: key_values(&params, "module parameter")?,
-                });
-            }
-            let spec = VmSpec {
-                name,
-                vcpus,
-                memory_mib,
-                modules: refs,
-                power_state: PowerState::Running,
-                user_data,
-                network,
-            };
-            let vm = api.create_vm(&spec)?;
-            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;
-        }
-        VmCommand::List { limit } => {
-            if limit == 0 {
-                bail!("--limit must be positive");
-            }
-            let items = api.list_vms(limit)?;
-            print(args, &items[..], vm_rows)?;
-        }
-        VmCommand::Get { id } => {
-            let vm = crate::exec_cmd::find_vm(&api, &id)?;
-            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;
-        }
-        VmCommand::Power { id, state } => {
-            let id = crate::exec_cmd::find_vm(&api, &id)?.id;
-            let current = api.get_vm(&id)?;
-            let mut spec = current.value.spec;
-            spec.power_state = match state.as_str() {
-                "stopped" => PowerState::Stopped,
-                _ => PowerState::Running,
-            };
-            let vm = api.replace_vm(&id, &spec, current.etag.as_deref())?;
-            print(args, &vm, |v| vm_rows(std::slice::from_ref(v)))?;
-        }
-        VmCommand::Delete { id } => {
-            let id = crate::exec_cmd::find_vm(&api, &id)?.id;
-            api.delete_vm(&id)?;
-            if !args.json {
-                println!("deleted {id}");
-            }
-        }
-        VmCommand::Exec(exec) => return crate::exec_cmd::exec(&api, args.json, exec),
-        VmCommand::Console(console) => crate::console_cmd::console(args, console)?,
-    }
-    Ok(0)
-}
-
-fn request_rows(items: &[ModuleRequest]) -> String {
-    let rows: Vec<Vec<String>> = items
-        .iter()
-        .map(|r| vec![r.name.clone(), name_of(&r.state), opt(r.reason.as_deref())])
-        .collect();
-    render(&["MODULE", "STATE", "REASON"], &rows)
-}
-
 /// `modvisor module inspect`: prints the report; exits 1 when the module is rejected.
 fn inspect(
     args: &ApiArgs,
@@ -414,7 +197,7 @@ fn inspect(
         Some(&catalog)
     };
     let report = modvisor_modules::inspect(&name, &bytes, &policy, &trust, None, cat);
-    if args.json {
+    if args.json() {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!("{report}");
@@ -439,7 +222,7 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
         ModuleCommand::Inspect { .. } => {}
         ModuleCommand::List => {
             let list = api.list_modules()?;
-            print(args, &list[..], |list: &[CatalogModule]| {
+            print(args, &list[..], |list: &[CatalogModule], _| {
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|m| {
@@ -461,21 +244,41 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                 render(&["MODULE", "KERNEL_RELEASES", "APPROVED"], &rows)
             })?;
         }
-        ModuleCommand::Request { vm, name, params } => {
+        ModuleCommand::Request {
+            vm,
+            name,
+            params,
+            wait,
+        } => {
+            let vm = find_vm(&api, &vm)?.id;
             let body = ModuleRequestBody {
                 name,
                 params: key_values(&params, "--param")?,
             };
-            let r = api.request_module(&vm, &body)?;
-            print(args, &r, |v| request_rows(std::slice::from_ref(v)))?;
+            let mut r = api.request_module(&vm, &body)?;
+            if wait.wait {
+                r = until(wait, &format!("module {} is Loaded", r.name), || {
+                    let now = api
+                        .module_requests(&vm)?
+                        .into_iter()
+                        .find(|x| x.name == r.name)
+                        .with_context(|| format!("the request for {} is gone", r.name))?;
+                    Ok(match now.state {
+                        RequestState::Loaded => Progress::Done(now),
+                        s if s.is_terminal() => Progress::Failed(request_words(&now)),
+                        _ => Progress::Pending(request_words(&now)),
+                    })
+                })?;
+            }
+            print(args, &r, |v, _| request_rows(std::slice::from_ref(v)))?;
         }
         ModuleCommand::Status { vm } => {
-            let list = api.module_requests(&vm)?;
-            print(args, &list[..], request_rows)?;
+            let list = api.module_requests(&find_vm(&api, &vm)?.id)?;
+            print(args, &list[..], |l, _| request_rows(l))?;
         }
         ModuleCommand::Unload { vm, name } => {
-            let r = api.unload_module(&vm, &name)?;
-            print(args, &r, |v| request_rows(std::slice::from_ref(v)))?;
+            let r = api.unload_module(&find_vm(&api, &vm)?.id, &name)?;
+            print(args, &r, |v, _| request_rows(std::slice::from_ref(v)))?;
         }
         ModuleCommand::Publish {
             file,
@@ -509,7 +312,7 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                     })?,
             };
             let v = api.publish_module(&name, &kernel_release, force, bytes)?;
-            print(args, &v, |v| {
+            print(args, &v, |v, _| {
                 render(
                     &["MODULE", "KERNEL_RELEASE", "SHA256", "SIZE"],
                     &[vec![
@@ -523,7 +326,7 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
         }
         ModuleCommand::Policy(PolicyCommand::Get { name }) => {
             let v = api.get_policy(&name)?;
-            print(args, &v, |v| policy_line(&name, v))?;
+            print(args, &v, |v, _| policy_line(&name, v))?;
         }
         ModuleCommand::Policy(PolicyCommand::Set {
             name,
@@ -537,7 +340,7 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                 tenants: if revoke { Vec::new() } else { tenants },
             };
             let v = api.set_policy(&name, &policy)?;
-            print(args, &v, |v| policy_line(&name, v))?;
+            print(args, &v, |v, _| policy_line(&name, v))?;
         }
     }
     Ok(())
@@ -565,7 +368,7 @@ pub fn tenant(args: &ApiArgs, cmd: TenantCommand) -> Result<()> {
     let one = match cmd {
         TenantCommand::List => {
             let all = api.list_tenants()?;
-            return print(args, &all[..], tenant_rows);
+            return print(args, &all[..], |t, _| tenant_rows(t));
         }
         TenantCommand::Create { name } => api.create_tenant(&CreateTenant { name, quota: None })?,
         TenantCommand::Get { name } => api.get_tenant(&name)?,
@@ -596,37 +399,65 @@ pub fn tenant(args: &ApiArgs, cmd: TenantCommand) -> Result<()> {
             api.set_quota(&name, &quota)?
         }
     };
-    print(args, &one, |t| tenant_rows(std::slice::from_ref(t)))
+    print(args, &one, |t, _| tenant_rows(std::slice::from_ref(t)))
 }
 
-/// Prints the audit trail (all pages).
-pub fn events(args: &ApiArgs, limit: u32) -> Result<()> {
+/// The audit trail as a table.
+pub fn event_rows(items: &[Event]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                e.time.clone(),
+                e.actor.clone(),
+                e.action.clone(),
+                e.resource.clone(),
+                name_of(&e.outcome),
+                opt(e.detail.as_deref()),
+            ]
+        })
+        .collect();
+    render(
+        &[
+            "SEQ", "TIME", "ACTOR", "ACTION", "RESOURCE", "OUTCOME", "DETAIL",
+        ],
+        &rows,
+    )
+}
+
+/// Prints the audit trail (all pages); with `follow`, then each new event as it comes
+/// (polled every second, until interrupted).
+pub fn events(args: &ApiArgs, limit: u32, follow: bool) -> Result<()> {
     if limit == 0 {
         bail!("--limit must be positive");
     }
-    let items = args.client()?.events(limit)?;
-    print(args, &items[..], |items: &[Event]| {
-        let rows: Vec<Vec<String>> = items
-            .iter()
-            .map(|e| {
-                vec![
-                    e.seq.to_string(),
-                    e.time.clone(),
-                    e.actor.clone(),
-                    e.action.clone(),
-                    e.resource.clone(),
-                    name_of(&e.outcome),
-                    opt(e.detail.as_deref()),
-                ]
-            })
-            .collect();
-        render(
-            &[
-                "SEQ", "TIME", "ACTOR", "ACTION", "RESOURCE", "OUTCOME", "DETAIL",
-            ],
-            &rows,
-        )
-    })
+    let api = args.client()?;
+    let items = api.events(limit)?;
+    print(args, &items[..], |items: &[Event], _| event_rows(items))?;
+    if !follow {
+        return Ok(());
+    }
+    let mut last = items.last().map(|e| e.seq);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let page = api.events_page(&EventListParams {
+            limit: Some(limit),
+            after_seq: last,
+            ..EventListParams::default()
+        })?;
+        for e in &page.items {
+            match args.output() {
+                Output::Json => println!("{}", serde_json::to_string(e)?),
+                Output::Yaml => print!("---\n{}", serde_norway::to_string(e)?),
+                _ => {
+                    let table = event_rows(std::slice::from_ref(e));
+                    println!("{}", table.lines().nth(1).unwrap_or_default());
+                }
+            }
+            last = Some(e.seq);
+        }
+    }
 }
 
 /// A module's policy in one line.

@@ -50,7 +50,8 @@ impl Drop for RawTerminal {
 pub fn console(args: &ApiArgs, cmd: ConsoleArgs) -> Result<()> {
     let api = args.client()?;
     let vm = crate::exec_cmd::find_vm(&api, &cmd.vm)?;
-    let base = args.api.trim_end_matches('/');
+    let api_url = args.api_url()?;
+    let base = api_url.trim_end_matches('/');
     let ws_base = if let Some(rest) = base.strip_prefix("http://") {
         format!("ws://{rest}")
     } else if let Some(rest) = base.strip_prefix("https://") {

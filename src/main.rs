@@ -9,10 +9,13 @@ mod exec_cmd;
 mod guest_cmd;
 mod network_cmd;
 mod node_cmd;
+mod profile;
 mod serve;
 mod table;
 mod token_cmd;
+mod vm_cmd;
 mod vmm_cmd;
+mod wait;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -27,6 +30,9 @@ struct Cli {
     /// object a line, for a log collector).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Where the API is, who calls it and how answers are printed (client commands).
+    #[command(flatten)]
+    api: client::ApiArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,56 +73,49 @@ enum Command {
     },
     /// Manage VMs.
     Vm {
-        #[command(flatten)]
-        api: client::ApiArgs,
         #[command(subcommand)]
-        command: commands::VmCommand,
+        command: vm_cmd::VmCommand,
     },
     /// Browse the module catalog and request modules for VMs.
     Module {
-        #[command(flatten)]
-        api: client::ApiArgs,
         #[command(subcommand)]
         command: commands::ModuleCommand,
     },
     /// A tenant's private networks.
     Network {
-        #[command(flatten)]
-        api: client::ApiArgs,
         #[command(subcommand)]
         command: network_cmd::NetworkCommand,
     },
     /// The nodes (admin): list, get, cordon, uncordon, drain.
     Node {
-        #[command(flatten)]
-        api: client::ApiArgs,
         #[command(subcommand)]
         command: node_cmd::NodeCommand,
     },
     /// Manage tenants and quotas (admin).
     Tenant {
-        #[command(flatten)]
-        api: client::ApiArgs,
         #[command(subcommand)]
         command: commands::TenantCommand,
     },
     /// Who the token file says you are, and whether the control plane takes it.
-    Whoami {
-        #[command(flatten)]
-        api: client::ApiArgs,
-    },
+    Whoami,
     /// Show the audit trail.
     Events {
-        #[command(flatten)]
-        api: client::ApiArgs,
         /// Page size.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Then print each new event as it comes (until interrupted).
+        #[arg(long, short = 'f')]
+        follow: bool,
     },
     /// Real guests on this machine: fetch the guest kernel, boot a guest, load modules.
     Guest {
         #[command(subcommand)]
         command: guest_cmd::GuestCommand,
+    },
+    /// Print a completion script for a shell: `source <(modvisor completion bash)`.
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Run one VM in this process with our KVM VMM until it halts, shuts down or crashes.
     Vmm(vmm_cmd::VmmArgs),
@@ -170,7 +169,7 @@ fn main() -> ExitCode {
         },
         Command::ControlPlane(args) => serve::control_plane(args),
         Command::NodeAgent(args) => serve::node_agent(args),
-        Command::Token { command } => token_cmd::token(command),
+        Command::Token { command } => token_cmd::token(&cli.api, command),
         Command::Openapi { document } => {
             print!(
                 "{}",
@@ -184,16 +183,25 @@ fn main() -> ExitCode {
             );
             Ok(())
         }
-        Command::Vm { api, command } => match commands::vm(&api, command) {
+        Command::Vm { command } => match vm_cmd::vm(&cli.api, command) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },
-        Command::Module { api, command } => commands::module(&api, command),
-        Command::Tenant { api, command } => commands::tenant(&api, command),
-        Command::Network { api, command } => network_cmd::network(&api, command),
-        Command::Node { api, command } => node_cmd::node(&api, command),
-        Command::Whoami { api } => token_cmd::whoami(&api),
-        Command::Events { api, limit } => commands::events(&api, limit),
+        Command::Module { command } => commands::module(&cli.api, command),
+        Command::Tenant { command } => commands::tenant(&cli.api, command),
+        Command::Network { command } => network_cmd::network(&cli.api, command),
+        Command::Node { command } => node_cmd::node(&cli.api, command),
+        Command::Whoami => token_cmd::whoami(&cli.api),
+        Command::Events { limit, follow } => commands::events(&cli.api, limit, follow),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "modvisor",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Guest { command } => guest_cmd::run(command),
         Command::Vmm(args) => vmm_cmd::run(args),
         Command::Bench { command } => modvisor_bench::run(command),
@@ -210,4 +218,24 @@ fn main() -> ExitCode {
 /// Folds an error chain onto one line.
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn client_options_come_before_or_after_the_subcommand() {
+        let before = Cli::try_parse_from(["modvisor", "-o", "yaml", "vm", "list"]).unwrap();
+        let after = Cli::try_parse_from(["modvisor", "vm", "list", "-o", "yaml"]).unwrap();
+        assert_eq!(before.api.output(), client::Output::Yaml);
+        assert_eq!(after.api.output(), client::Output::Yaml);
+        let json = Cli::try_parse_from(["modvisor", "vm", "list", "--json"]).unwrap();
+        assert!(json.api.json());
+    }
 }

@@ -57,15 +57,15 @@ pub fn network(args: &ApiArgs, cmd: NetworkCommand) -> Result<()> {
         NetworkCommand::Get { name } => api.get_network(&name)?,
         NetworkCommand::List => {
             let all = api.list_networks()?;
-            return crate::commands::print(args, &all[..], rows);
+            return crate::client::print(args, &all[..], |n, _| rows(n));
         }
         NetworkCommand::Delete { name } => {
             api.delete_network(&name)?;
-            if !args.json {
+            if !args.json() {
                 println!("deleted {name}");
             }
             return Ok(());
         }
     };
-    crate::commands::print(args, &shown, |n| rows(std::slice::from_ref(n)))
+    crate::client::print(args, &shown, |n, _| rows(std::slice::from_ref(n)))
 }

@@ -96,11 +96,11 @@ pub fn node(args: &ApiArgs, cmd: NodeCommand) -> Result<()> {
     let shown = match cmd {
         NodeCommand::List => {
             let all = api.list_nodes()?;
-            return crate::commands::print(args, &all[..], rows);
+            return crate::client::print(args, &all[..], |n, _| rows(n));
         }
         NodeCommand::Get { name } => {
             let detail = api.get_node(&name)?;
-            return crate::commands::print(args, &detail, |d| rows(std::slice::from_ref(&d.node)));
+            return crate::client::print(args, &detail, |d, _| rows(std::slice::from_ref(&d.node)));
         }
         NodeCommand::Cordon { name } => api.node_action(&name, "cordon")?,
         NodeCommand::Uncordon { name } => api.node_action(&name, "uncordon")?,
@@ -132,7 +132,7 @@ pub fn node(args: &ApiArgs, cmd: NodeCommand) -> Result<()> {
             api.node_action(&name, "drain")?
         }
     };
-    crate::commands::print(args, &shown, |n| rows(std::slice::from_ref(n)))
+    crate::client::print(args, &shown, |n, _| rows(std::slice::from_ref(n)))
 }
 
 #[cfg(test)]

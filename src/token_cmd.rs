@@ -25,22 +25,16 @@ pub enum TokenCommand {
     /// Issue a listed, revocable token through the API (admin) and print it.
     Create {
         #[command(flatten)]
-        api: ApiArgs,
-        #[command(flatten)]
         spec: TokenSpec,
     },
     /// List the caller's own tokens (`--all`: every token, admin).
     List {
-        #[command(flatten)]
-        api: ApiArgs,
         /// Every listed token (admin).
         #[arg(long)]
         all: bool,
     },
     /// Revoke a token by its id (admins any, tenants their own).
     Revoke {
-        #[command(flatten)]
-        api: ApiArgs,
         /// The token's id (jti).
         jti: String,
     },
@@ -96,7 +90,7 @@ fn token_rows(items: &[TokenRecord]) -> String {
         .map(|t| {
             vec![
                 t.jti.clone(),
-                crate::commands::name_of(&t.role),
+                crate::table::name_of(&t.role),
                 t.sub.clone(),
                 t.tenant.clone().unwrap_or_else(|| "-".into()),
                 t.expires_at.clone(),
@@ -111,10 +105,10 @@ fn token_rows(items: &[TokenRecord]) -> String {
 }
 
 /// Runs a `token` subcommand.
-pub fn token(cmd: TokenCommand) -> Result<()> {
+pub fn token(api: &ApiArgs, cmd: TokenCommand) -> Result<()> {
     match cmd {
         TokenCommand::Issue { data_dir, spec } => issue_offline(data_dir, spec),
-        TokenCommand::Create { api, spec } => {
+        TokenCommand::Create { spec } => {
             let issued = api.client()?.issue_token(&IssueToken {
                 role: spec.role.listed(),
                 tenant: spec.tenant,
@@ -125,21 +119,21 @@ pub fn token(cmd: TokenCommand) -> Result<()> {
             println!("{}", issued.token);
             Ok(())
         }
-        TokenCommand::List { api, all } => {
+        TokenCommand::List { all } => {
             let client = api.client()?;
             let items = if all {
                 client.list_tokens()?
             } else {
                 client.my_tokens()?
             };
-            if api.json {
+            if api.json() {
                 println!("{}", serde_json::to_string_pretty(&items)?);
             } else {
                 println!("{}", token_rows(&items));
             }
             Ok(())
         }
-        TokenCommand::Revoke { api, jti } => {
+        TokenCommand::Revoke { jti } => {
             api.client()?.revoke_token(&jti)?;
             println!("revoked {jti}");
             Ok(())
@@ -221,7 +215,7 @@ pub fn whoami(args: &ApiArgs) -> Result<()> {
     let claims = claims_of(&args.token()?)?;
     // The control plane's word: any authenticated caller may list its own tokens.
     args.client()?.my_tokens()?;
-    if args.json {
+    if args.json() {
         println!("{}", serde_json::to_string_pretty(&claims)?);
         return Ok(());
     }
@@ -240,7 +234,7 @@ pub fn whoami(args: &ApiArgs) -> Result<()> {
         claims.jti.as_deref().unwrap_or("-"),
         left.map(|s| format!("{s} s"))
             .unwrap_or_else(|| "never".into()),
-        args.api
+        args.api_url()?
     );
     Ok(())
 }

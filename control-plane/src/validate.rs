@@ -49,6 +49,23 @@ pub fn subject(field: &str, sub: &str) -> Result<()> {
     }
 }
 
+/// A resource path as events name them (`vms/<id>`, `modules/<name>/<release>`): 1-512
+/// characters of `[A-Za-z0-9._:@/-]`.
+pub fn event_resource(field: &str, resource: &str) -> Result<()> {
+    let ok = (1..=512).contains(&resource.len())
+        && resource
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:@/-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "must be 1-512 characters of [A-Za-z0-9._:@/-] (a resource path such as vms/<id>)",
+        ))
+    }
+}
+
 /// A token id: 1-64 characters of `[A-Za-z0-9-]` (the control plane issues UUIDs).
 pub fn token_id(field: &str, jti: &str) -> Result<()> {
     if (1..=64).contains(&jti.len()) && jti.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')

@@ -118,7 +118,7 @@ fn a_refusal_by_the_nodes_vetting_is_rejected_and_audited_once() {
         }
         let (events, _) = w
             .store
-            .list_events(VmFilter::Tenant("tenant-a"), None, 1000)
+            .list_events(VmFilter::Tenant("tenant-a"), None, 1000, None)
             .unwrap();
         let denials: Vec<_> = events
             .iter()

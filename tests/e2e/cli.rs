@@ -4,12 +4,7 @@ use crate::support::{modvisor, Plane};
 use std::process::Output;
 
 fn run(p: &Plane, who: &str, args: &[&str]) -> Output {
-    modvisor()
-        .args(args)
-        .env("MODVISOR_API", &p.base)
-        .env("MODVISOR_TOKEN_FILE", p.token_file(who))
-        .output()
-        .expect("run modvisor")
+    p.cli(who, args)
 }
 
 fn ok(out: Output) -> String {
@@ -43,7 +38,7 @@ fn cli_round_trip() {
     assert_eq!(created["spec"]["vcpus"], 2);
 
     let table = ok(run(&p, "tenant-a", &["vm", "list"]));
-    assert!(table.lines().next().unwrap().starts_with("ID"));
+    assert!(table.lines().next().unwrap().starts_with("NAME"));
     assert!(
         table.contains("web-1") && table.contains("Pending"),
         "{table}"
@@ -462,4 +457,119 @@ fn logs_are_plain_text_off_a_terminal_or_json_lines_when_asked() {
             .contains("listening"),
         "{v}"
     );
+}
+
+#[test]
+fn output_forms_profiles_waits_watches_and_completion() {
+    let p = Plane::start();
+    ok(run(&p, "tenant-a", &["vm", "create", "w1"]));
+
+    // -o yaml and -o wide, before or after the subcommand.
+    let y = ok(run(&p, "tenant-a", &["-o", "yaml", "vm", "get", "w1"]));
+    assert!(
+        y.contains("name: w1") && y.contains("phase: Pending"),
+        "{y}"
+    );
+    let wide = ok(run(&p, "tenant-a", &["vm", "list", "-o", "wide"]));
+    let header: Vec<&str> = wide.lines().next().unwrap().split_whitespace().collect();
+    assert!(
+        header.contains(&"REASON") && header.contains(&"TENANT"),
+        "{wide}"
+    );
+    let narrow = ok(run(&p, "tenant-a", &["vm", "list"]));
+    assert!(
+        !narrow.lines().next().unwrap().contains("REASON"),
+        "{narrow}"
+    );
+
+    // --wait: no node runs anything here, so the wait ends at its timeout, non-zero,
+    // saying where the VM stands.
+    let out = run(
+        &p,
+        "tenant-a",
+        &["vm", "create", "w2", "--wait", "--timeout", "2"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("VM w2 is Running: not within 2 s; now Pending"),
+        "{err}"
+    );
+
+    // A profile of the config file stands in for the environment; flags win over it.
+    let config = p.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "current_profile = \"b\"\n[profiles.b]\napi = \"{}\"\ntoken_file = \"{b}\"\n[profiles.nowhere]\napi = \"http://127.0.0.1:9\"\ntoken_file = \"{b}\"\n",
+            p.base,
+            b = p.token_file("tenant-b").display()
+        ),
+    )
+    .unwrap();
+    let with_config = |args: &[&str]| {
+        crate::support::modvisor()
+            .args(args)
+            .env_remove("MODVISOR_API")
+            .env_remove("MODVISOR_TOKEN_FILE")
+            .env("MODVISOR_CONFIG", &config)
+            .output()
+            .unwrap()
+    };
+    let who = ok(with_config(&["whoami"]));
+    assert!(who.starts_with("tenant-b "), "{who}");
+    let out = with_config(&["--profile", "nowhere", "vm", "list"]);
+    assert!(!out.status.success(), "{out:?}");
+    let out = with_config(&["--profile", "nowhere", "--api", &p.base, "vm", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = with_config(&["--profile", "c", "vm", "list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no profile c"), "{err}");
+
+    // events --follow prints what happens after it started.
+    let mut follow = crate::support::modvisor()
+        .args(["events", "--follow", "-o", "json"])
+        .env("MODVISOR_API", &p.base)
+        .env("MODVISOR_TOKEN_FILE", p.token_file("tenant-a"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    ok(run(&p, "tenant-a", &["vm", "create", "w3"]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let seen = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("\"vm.create\"") && line.starts_with('{') => break line,
+            Ok(_) => {}
+            Err(e) => panic!("events --follow never printed w3's creation: {e}"),
+        }
+    };
+    let e: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(e["action"], "vm.create");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    // Completion scripts for the usual shells.
+    let bash = ok(run(&p, "tenant-a", &["completion", "bash"]));
+    assert!(
+        bash.contains("_modvisor") && bash.contains("describe"),
+        "{bash}"
+    );
+    for shell in ["zsh", "fish"] {
+        assert!(!ok(run(&p, "tenant-a", &["completion", shell])).is_empty());
+    }
 }

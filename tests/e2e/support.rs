@@ -233,6 +233,30 @@ impl Plane {
         }
     }
 
+    /// Runs the CLI against this plane as `who` (a token file of `up`'s); its output.
+    pub fn cli(&self, who: &str, args: &[&str]) -> std::process::Output {
+        modvisor()
+            .args(args)
+            .env("MODVISOR_API", &self.base)
+            .env("MODVISOR_TOKEN_FILE", self.token_file(who))
+            .env("MODVISOR_CONFIG", self.dir.path().join("no-config.toml"))
+            .output()
+            .expect("run modvisor")
+    }
+
+    /// [`Plane::cli`] that must succeed; its stdout.
+    #[track_caller]
+    pub fn cli_ok(&self, who: &str, args: &[&str]) -> String {
+        let out = self.cli(who, args);
+        assert!(
+            out.status.success(),
+            "modvisor {args:?}: {}\nstdout: {}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
     /// Waits up to `secs` for the current `up` to print a line starting with `start`.
     pub fn wait_stdout_line(&self, start: &str, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);

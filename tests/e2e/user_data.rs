@@ -91,8 +91,21 @@ fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
             .contains("restarted"),
         "{stopped}"
     );
+    // The CLI's --wait returns once it runs again.
+    let out = p.cli_ok(
+        "tenant-a",
+        &[
+            "vm",
+            "power",
+            "bbr",
+            "running",
+            "--wait",
+            "--timeout",
+            "240",
+        ],
+    );
+    assert!(out.contains("Running"), "{out}");
     spec["power_state"] = json!("running");
-    p.put(&a, &format!("/v1/vms/{bbr}"), &spec).expect(200);
     wait_for(
         "running again, with tcp_bbr loaded into the new boot",
         240,
@@ -137,7 +150,11 @@ fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
     );
 
     // The node has room for two such VMs (its host's CPUs): make room for the third.
-    p.delete(&a, &format!("/v1/vms/{bbr}")).expect(202);
+    p.cli_ok(
+        "tenant-a",
+        &["vm", "delete", "bbr", "--wait", "--timeout", "120"],
+    );
+    p.get(&a, &format!("/v1/vms/{bbr}")).expect(404);
     let bomb = create(&p, &a, "bomb", json!([]), "f() { f | f & }; f");
     // The fork bomb runs (its tenant cgroup holds it); the agent still serves the host: a
     // module is vetted and loaded into that guest, and the guest's own list shows it.
@@ -146,28 +163,20 @@ fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
         assert_ne!(v["status"]["phase"], "Failed", "{v}");
         (v["status"]["user_data"]["state"] == "Running").then_some(v)
     });
-    p.post(
-        &a,
-        &format!("/v1/vms/{bomb}/modules"),
-        &json!({"name": "tcp_bbr"}),
-    )
-    .expect(202);
-    wait_for("tcp_bbr Loaded beside the fork bomb", 240, || {
-        let reqs = p
-            .get(&a, &format!("/v1/vms/{bomb}/modules"))
-            .expect(200)
-            .body;
-        let r = reqs
-            .as_array()?
-            .iter()
-            .find(|r| r["name"] == "tcp_bbr")?
-            .clone();
-        assert!(
-            !matches!(r["state"].as_str(), Some("Rejected" | "Failed")),
-            "{r}"
-        );
-        (r["state"] == "Loaded").then_some(r)
-    });
+    // Through the CLI, by the VM's name: --wait returns once it is Loaded.
+    let out = p.cli_ok(
+        "tenant-a",
+        &[
+            "module",
+            "request",
+            "bomb",
+            "tcp_bbr",
+            "--wait",
+            "--timeout",
+            "240",
+        ],
+    );
+    assert!(out.contains("Loaded"), "{out}");
     wait_for("the guest's own list to show it", 120, || {
         let v = vm(&p, &a, &bomb);
         let listed = v["status"]["guest_modules"]
@@ -176,4 +185,27 @@ fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
             .any(|m| m == "tcp_bbr");
         listed.then_some(v)
     });
+    // describe: the VM, its request and why, the guest's modules, its events.
+    let d = p.cli_ok("tenant-a", &["vm", "describe", "bomb"]);
+    let words: Vec<Vec<&str>> = d.lines().map(|l| l.split_whitespace().collect()).collect();
+    for want in [
+        &["Name:", "bomb"][..],
+        &["Phase:", "Running"],
+        &["Guest", "modules:", "tcp_bbr"],
+        &["Module", "requests:"],
+        &["tcp_bbr", "Loaded", "-"],
+    ] {
+        assert!(words.iter().any(|l| l == want), "no {want:?} in:\n{d}");
+    }
+    for action in ["vm.create", "module.request"] {
+        assert!(
+            words.iter().any(|l| l.contains(&action)),
+            "no {action} in:\n{d}"
+        );
+    }
+    let y = p.cli_ok("tenant-a", &["vm", "describe", "bomb", "-o", "yaml"]);
+    assert!(
+        y.contains("module_requests:") && y.contains("state: Loaded"),
+        "{y}"
+    );
 }

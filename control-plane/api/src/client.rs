@@ -3,9 +3,9 @@
 
 use crate::routes::{self, fill};
 use crate::types::{
-    CatalogModule, CreateNetwork, CreateTenant, Event, ExecRequest, ExecResult, IssueToken,
-    IssuedToken, ModulePolicy, ModuleRequest, ModuleRequestBody, ModuleVersion, Network, Node,
-    NodeDetail, Page, PageParams, Quota, Tenant, TokenRecord, Vm, VmSpec,
+    CatalogModule, CreateNetwork, CreateTenant, Event, EventListParams, ExecRequest, ExecResult,
+    IssueToken, IssuedToken, ModulePolicy, ModuleRequest, ModuleRequestBody, ModuleVersion,
+    Network, Node, NodeDetail, Page, PageParams, Quota, Tenant, TokenRecord, Vm, VmSpec,
 };
 use modvisor_node_api::Problem;
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -409,6 +409,13 @@ impl ApiClient {
     /// Every event of the audit trail the caller sees, `limit` a page.
     pub fn events(&self, limit: u32) -> Result<Vec<Event>, ApiError> {
         self.all_pages(routes::EVENTS, limit)
+    }
+
+    /// One page of `GET /v1/events` (filtered by resource, or after a sequence number).
+    pub fn events_page(&self, params: &EventListParams) -> Result<Page<Event>, ApiError> {
+        let (req, url) = self.request(Method::GET, routes::EVENTS);
+        let resp = self.send(req.query(params), &url)?;
+        Self::read(resp, &url)
     }
 
     /// `GET /v1/nodes` (admin).

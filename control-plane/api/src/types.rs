@@ -307,6 +307,23 @@ pub struct PageParams {
     pub page_token: Option<String>,
 }
 
+/// Query parameters of `GET /v1/events`: a page of the audit trail, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct EventListParams {
+    /// Maximum items per page, 1..=1000 (default 100).
+    pub limit: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// Only events after this sequence number (to follow the trail: pass the last `seq`
+    /// seen). Not with `page_token`.
+    pub after_seq: Option<u64>,
+    /// Only events about this resource or what lies under it: `vms/<id>` also gives
+    /// `vms/<id>/modules/<name>`.
+    pub resource: Option<String>,
+}
+
 /// Query parameters of `GET /v1/vms`: a page, or the VMs of one name.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::IntoParams), into_params(parameter_in = Query))]

@@ -5,7 +5,7 @@ use super::problems::Unauthenticated;
 use super::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::Error;
-use crate::model::{Event, Page, PageParams, Readiness};
+use crate::model::{Event, EventListParams, Page, Readiness};
 use actix_web::{get, web, HttpResponse};
 
 /// Liveness: answers when the server and its store are up.
@@ -77,12 +77,7 @@ pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpR
         .body(body))
 }
 
-/// Clamps a page size to 1..=1000, default 100.
-pub(crate) fn page_limit(p: &PageParams) -> Result<usize, Error> {
-    limit_of(p.limit)
-}
-
-/// A page size given as `limit`, clamped as [`page_limit`] says.
+/// A page size given as `limit`: 1..=1000, default 100.
 pub(crate) fn limit_of(limit: Option<u32>) -> Result<usize, Error> {
     match limit {
         None => Ok(100),
@@ -94,9 +89,10 @@ pub(crate) fn limit_of(limit: Option<u32>) -> Result<usize, Error> {
 /// The audit trail of every mutation: a tenant sees its own, an admin all; oldest first.
 #[utoipa::path(
     tag = "events",
-    params(PageParams),
+    params(EventListParams),
     responses(
         (status = 200, description = "A page of events", body = Page<Event>),
+        (status = 400, description = "Invalid parameters", body = crate::error::Problem, content_type = "application/problem+json"),
         Unauthenticated,
     )
 )]
@@ -104,14 +100,29 @@ pub(crate) fn limit_of(limit: Option<u32>) -> Result<usize, Error> {
 pub async fn list_events(
     caller: Caller,
     state: web::Data<AppState>,
-    query: StrictQuery<PageParams>,
+    query: StrictQuery<EventListParams>,
 ) -> Result<web::Json<Page<Event>>, Error> {
-    let limit = page_limit(&query.0)?;
+    let q = query.0;
+    let limit = limit_of(q.limit)?;
     let filter = caller.scope()?;
+    let after = match (q.page_token.as_deref(), q.after_seq) {
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "after_seq",
+                "goes without page_token (a page token already says where to go on)",
+            ))
+        }
+        (Some(t), None) => Some(crate::store::parse_page_token(t)?),
+        (None, Some(seq)) => Some(crate::store::event_key(seq)),
+        (None, None) => None,
+    };
+    if let Some(r) = &q.resource {
+        crate::validate::event_resource("resource", r)?;
+    }
     let (items, next_page_token) =
         state
             .store
-            .list_events(filter, query.0.page_token.as_deref(), limit)?;
+            .list_events(filter, after, limit, q.resource.as_deref())?;
     Ok(web::Json(Page {
         items,
         next_page_token,

@@ -25,39 +25,76 @@ impl Datastore {
         })
     }
 
-    /// A page of the audit trail visible through `filter`, oldest first.
+    /// A page of the audit trail visible through `filter`, oldest first: up to `limit`
+    /// events after `after` (a page token's key) about `resource` (or anything under it)
+    /// when given. Returns the events and, when more may follow, the next page's token.
     pub fn list_events(
         &self,
         filter: VmFilter,
-        page_token: Option<&str>,
+        after: Option<Vec<u8>>,
         limit: usize,
+        resource: Option<&str>,
     ) -> Result<(Vec<Event>, Option<String>)> {
-        let after = page_token.map(keys::parse_page_token).transpose()?;
-        let seqs: Vec<Vec<u8>> = match filter {
+        let wanted = |e: &Event| {
+            resource.is_none_or(|r| {
+                e.resource == r
+                    || e.resource
+                        .strip_prefix(r)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+        };
+        // Filtered pages scan in batches; without a filter one batch is the page.
+        let batch = if resource.is_some() {
+            limit.max(512)
+        } else {
+            limit
+        };
+        let mut cursor = after;
+        let mut events = Vec::with_capacity(limit.min(1024));
+        loop {
+            let seqs = self.event_keys(&filter, cursor.as_deref(), batch)?;
+            let exhausted = seqs.len() < batch;
+            for s in &seqs {
+                cursor = Some(s.clone());
+                if let Some(b) = self.kv.get(Table::Events, s)? {
+                    let event = decode::<Event>(&b)?;
+                    if wanted(&event) {
+                        events.push(event);
+                        if events.len() == limit {
+                            let next = cursor.as_deref().map(keys::page_token);
+                            return Ok((events, next));
+                        }
+                    }
+                }
+            }
+            if exhausted {
+                return Ok((events, None));
+            }
+        }
+    }
+
+    /// Up to `limit` event keys visible through `filter`, after `after`.
+    fn event_keys(
+        &self,
+        filter: &VmFilter,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        Ok(match filter {
             VmFilter::All => self
                 .kv
-                .scan(Table::Events, b"", after.as_deref(), limit)?
+                .scan(Table::Events, b"", after, limit)?
                 .into_iter()
                 .map(|(k, _)| k)
                 .collect(),
             VmFilter::Tenant(t) => {
                 let p = prefix(t);
                 self.kv
-                    .scan(Table::TenantEvents, &p, after.as_deref(), limit)?
+                    .scan(Table::TenantEvents, &p, after, limit)?
                     .into_iter()
                     .map(|(k, _)| k[p.len()..].to_vec())
                     .collect()
             }
-        };
-        let mut events = Vec::with_capacity(seqs.len());
-        for s in &seqs {
-            if let Some(b) = self.kv.get(Table::Events, s)? {
-                events.push(decode::<Event>(&b)?);
-            }
-        }
-        let next = (seqs.len() == limit)
-            .then(|| seqs.last().map(|k| keys::page_token(k)))
-            .flatten();
-        Ok((events, next))
+        })
     }
 }

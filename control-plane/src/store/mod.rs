@@ -22,6 +22,7 @@ mod tokens;
 mod txn;
 mod vms;
 
+pub use keys::parse_page_token;
 pub use module_requests::MAX_REQUESTS_PER_VM;
 pub use networks::{NetworkRecord, TenantNetworks, DEFAULT_CIDR, DEFAULT_NETWORK, NO_NETWORK};
 pub use nodes::{Cordon, Registrant};
@@ -205,4 +206,9 @@ impl Datastore {
         self.default_network_cidr = Arc::from(cidr);
         self
     }
+}
+
+/// The key of event `seq` (where a page after it starts).
+pub fn event_key(seq: u64) -> Vec<u8> {
+    keys::seq(seq).to_vec()
 }
