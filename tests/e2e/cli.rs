@@ -463,6 +463,32 @@ fn logs_are_plain_text_off_a_terminal_or_json_lines_when_asked() {
 fn output_forms_profiles_waits_watches_and_completion() {
     let p = Plane::start();
     ok(run(&p, "tenant-a", &["vm", "create", "w1"]));
+    // The events API filters by resource and follows by sequence number.
+    let a = p.token("tenant-a");
+    let w1 = p.get(&a, "/v1/vms?name=w1").expect(200).body["items"][0]["id"].clone();
+    let page = p
+        .get(
+            &a,
+            &format!("/v1/events?resource=vms/{}", w1.as_str().unwrap()),
+        )
+        .expect(200)
+        .body;
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{page}");
+    assert_eq!(items[0]["action"], "vm.create");
+    let after = items[0]["seq"].as_u64().unwrap();
+    let later = p
+        .get(&a, &format!("/v1/events?after_seq={after}"))
+        .expect(200);
+    assert!(
+        later.body["items"].as_array().unwrap().is_empty(),
+        "{}",
+        later.body
+    );
+    let r = p
+        .get(&a, "/v1/events?after_seq=1&page_token=AAAAAAAAAAE")
+        .expect(400);
+    assert_eq!(r.body["field"], "after_seq");
 
     // -o yaml and -o wide, before or after the subcommand.
     let y = ok(run(&p, "tenant-a", &["-o", "yaml", "vm", "get", "w1"]));
