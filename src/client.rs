@@ -118,3 +118,24 @@ pub fn print<T: Serialize + ?Sized>(
     }
     Ok(())
 }
+
+/// Prints one item of a stream (`--watch`, `--follow`): a JSON line, a YAML document, or
+/// its table row without the header.
+pub fn print_item<T: Serialize>(
+    args: &ApiArgs,
+    v: &T,
+    table: impl FnOnce(&T, bool) -> String,
+) -> Result<()> {
+    match args.output() {
+        Output::Json => println!("{}", serde_json::to_string(v)?),
+        Output::Yaml => print!("---\n{}", serde_norway::to_string(v)?),
+        o => println!(
+            "{}",
+            table(v, o == Output::Wide)
+                .lines()
+                .nth(1)
+                .unwrap_or_default()
+        ),
+    }
+    Ok(())
+}

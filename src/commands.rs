@@ -1,6 +1,6 @@
 //! Client subcommands: `module`, `tenant`, `events` (`vm` is [`crate::vm_cmd`]).
 
-use crate::client::{print, ApiArgs, Output};
+use crate::client::{print, print_item, ApiArgs};
 use crate::exec_cmd::find_vm;
 use crate::table::{key_values, name_of, opt, render};
 use crate::vm_cmd::{request_rows, request_words};
@@ -447,14 +447,7 @@ pub fn events(args: &ApiArgs, limit: u32, follow: bool) -> Result<()> {
             ..EventListParams::default()
         })?;
         for e in &page.items {
-            match args.output() {
-                Output::Json => println!("{}", serde_json::to_string(e)?),
-                Output::Yaml => print!("---\n{}", serde_norway::to_string(e)?),
-                _ => {
-                    let table = event_rows(std::slice::from_ref(e));
-                    println!("{}", table.lines().nth(1).unwrap_or_default());
-                }
-            }
+            print_item(args, e, |e, _| event_rows(std::slice::from_ref(e)))?;
             last = Some(e.seq);
         }
     }

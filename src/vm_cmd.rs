@@ -1,7 +1,7 @@
 //! `modvisor vm ...`: VMs by name or id; create, power and delete can `--wait`; `list
 //! --watch` follows changes; `describe` shows everything about one VM.
 
-use crate::client::{print, ApiArgs, Output};
+use crate::client::{print, print_item, ApiArgs, Output};
 use crate::exec_cmd::find_vm;
 use crate::table::{key_values, name_of, opt, render};
 use crate::wait::{until, Progress, WaitArgs};
@@ -312,15 +312,8 @@ fn watch_vms(args: &ApiArgs, api: &ApiClient, limit: u32, first: Vec<Vm>) -> Res
             .filter(|(id, vm)| seen.get(*id).is_none_or(|old| old != *vm))
             .map(|(_, vm)| vm)
             .collect();
-        for vm in &changed {
-            match args.output() {
-                Output::Json => println!("{}", serde_json::to_string(vm)?),
-                Output::Yaml => print!("---\n{}", serde_norway::to_string(vm)?),
-                o => {
-                    let table = vm_rows(std::slice::from_ref(vm), o == Output::Wide);
-                    println!("{}", table.lines().nth(1).unwrap_or_default());
-                }
-            }
+        for vm in changed {
+            print_item(args, vm, |v, wide| vm_rows(std::slice::from_ref(v), wide))?;
         }
         for (id, gone) in seen.iter().filter(|(id, _)| !now.contains_key(*id)) {
             match args.output() {

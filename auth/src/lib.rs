@@ -123,12 +123,15 @@ pub enum AuthError {
     InvalidToken(String),
 }
 
+/// What a refusal of an expired token says (callers may tell expiry apart by it).
+pub const EXPIRED: &str = "the token has expired";
+
 /// Why the JWT library refused a token, in words for the caller (its own error names,
 /// such as `ExpiredSignature`, are not an API).
 fn why_refused(e: &jsonwebtoken::errors::Error) -> String {
     use jsonwebtoken::errors::ErrorKind as K;
     match e.kind() {
-        K::ExpiredSignature => "the token has expired".into(),
+        K::ExpiredSignature => EXPIRED.into(),
         K::ImmatureSignature => "the token is not valid yet".into(),
         K::InvalidAudience => "the token is meant for another audience".into(),
         K::InvalidIssuer => "the token is from another issuer".into(),

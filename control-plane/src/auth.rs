@@ -9,7 +9,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 pub use modvisor_auth::{
-    node_audience, unix_now, AuthError, Claims, Role, TokenVerifier, AUDIENCE,
+    node_audience, unix_now, AuthError, Claims, Role, TokenVerifier, AUDIENCE, LEEWAY_SECS,
 };
 use std::fs;
 use std::io::Write;

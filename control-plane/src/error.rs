@@ -261,6 +261,7 @@ impl Error {
             detail,
             field,
             quota,
+            request_id: None,
         }
     }
 }

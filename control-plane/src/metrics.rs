@@ -1,12 +1,20 @@
-//! Prometheus metrics: requests and latencies by route and status, VMs by phase.
+//! Prometheus metrics of the control plane: requests and latencies by route and status,
+//! VMs by tenant and phase, module requests by outcome and reason, module load latency,
+//! placements and time Pending, reconciler passes, node heartbeat age, and refused
+//! authentications by reason. Every label has a bounded set of values.
 
 use crate::error::{Error, Result};
 use crate::model::Phase;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// Buckets (seconds) of the slower histograms: a module load, a pass, time Pending.
+const SLOW_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0,
+];
 
 /// The control plane's metric families.
 #[derive(Clone)]
@@ -15,6 +23,13 @@ pub struct Metrics {
     requests: IntCounterVec,
     latency: HistogramVec,
     vms: IntGaugeVec,
+    module_requests: IntCounterVec,
+    module_load: Histogram,
+    placements: IntCounterVec,
+    pending: Histogram,
+    pass: Histogram,
+    heartbeat_age: IntGaugeVec,
+    auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -22,14 +37,23 @@ impl Metrics {
     pub fn new() -> Result<Self> {
         let err = |e: prometheus::Error| Error::Metrics(e.to_string());
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "modvisor_http_requests_total",
-                "HTTP requests by route and status",
-            ),
-            &["method", "route", "status"],
-        )
-        .map_err(err)?;
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).map_err(err)?;
+            registry.register(Box::new(c.clone())).map_err(err)?;
+            Ok::<_, Error>(c)
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).map_err(err)?;
+            registry.register(Box::new(g.clone())).map_err(err)?;
+            Ok::<_, Error>(g)
+        };
+        let histogram = |name: &str, help: &str| {
+            let h =
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(SLOW_BUCKETS.to_vec()))
+                    .map_err(err)?;
+            registry.register(Box::new(h.clone())).map_err(err)?;
+            Ok::<_, Error>(h)
+        };
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "modvisor_http_request_duration_seconds",
@@ -41,18 +65,50 @@ impl Metrics {
             &["method", "route"],
         )
         .map_err(err)?;
-        let vms =
-            IntGaugeVec::new(Opts::new("modvisor_vms", "VMs by phase"), &["phase"]).map_err(err)?;
-        registry.register(Box::new(requests.clone())).map_err(err)?;
         registry.register(Box::new(latency.clone())).map_err(err)?;
-        registry.register(Box::new(vms.clone())).map_err(err)?;
         let metrics = Metrics {
-            registry,
-            requests,
+            requests: counter(
+                "modvisor_http_requests_total",
+                "HTTP requests by route and status",
+                &["method", "route", "status"],
+            )?,
             latency,
-            vms,
+            vms: gauge("modvisor_vms", "VMs by tenant and phase", &["tenant", "phase"])?,
+            module_requests: counter(
+                "modvisor_module_requests_total",
+                "Module loads delivered to nodes, by outcome (loaded, rejected, failed, undelivered) and rejection reason",
+                &["outcome", "reason"],
+            )?,
+            module_load: histogram(
+                "modvisor_module_load_duration_seconds",
+                "From delivering a module request to its node to the node's answer",
+            )?,
+            placements: counter(
+                "modvisor_scheduler_placements_total",
+                "Scheduling decisions by result (placed, unschedulable)",
+                &["result"],
+            )?,
+            pending: histogram(
+                "modvisor_vm_pending_seconds",
+                "How long a VM was Pending (from its creation) until placed",
+            )?,
+            pass: histogram(
+                "modvisor_reconciler_pass_duration_seconds",
+                "One reconciler pass over every node and VM",
+            )?,
+            heartbeat_age: gauge(
+                "modvisor_node_heartbeat_age_seconds",
+                "Seconds since each node's last heartbeat, as of the last reconciler pass",
+                &["node"],
+            )?,
+            auth_failures: counter(
+                "modvisor_auth_failures_total",
+                "Requests refused authentication, by reason",
+                &["reason"],
+            )?,
+            registry,
         };
-        metrics.set_vms_by_phase(&BTreeMap::new());
+        metrics.set_vms(&BTreeMap::new());
         Ok(metrics)
     }
 
@@ -67,15 +123,60 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Sets the VMs-by-phase gauges (the reconciler does, from each pass's read of every
-    /// VM); phases absent from `vms_by_phase` are 0.
-    pub fn set_vms_by_phase(&self, vms_by_phase: &BTreeMap<Phase, u64>) {
-        for phase in Phase::ALL {
-            let n = vms_by_phase.get(&phase).copied().unwrap_or(0);
-            self.vms
-                .with_label_values(&[&format!("{phase:?}")])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+    /// Sets the VMs-by-tenant-and-phase gauges (the reconciler does, from each pass's read
+    /// of every VM); a tenant's phases absent from `vms` are 0, and tenants without VMs
+    /// are dropped.
+    pub fn set_vms(&self, vms: &BTreeMap<(String, Phase), u64>) {
+        self.vms.reset();
+        let tenants: std::collections::BTreeSet<&String> = vms.keys().map(|(t, _)| t).collect();
+        for tenant in tenants {
+            for phase in Phase::ALL {
+                let n = vms.get(&(tenant.clone(), phase)).copied().unwrap_or(0);
+                self.vms
+                    .with_label_values(&[tenant.as_str(), &format!("{phase:?}")])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
+    }
+
+    /// Counts a module load's outcome (`reason`: the rejection's kind, or `none`) and how
+    /// long its node took.
+    pub fn module_outcome(&self, outcome: &str, reason: &str, took: Duration) {
+        self.module_requests
+            .with_label_values(&[outcome, reason])
+            .inc();
+        self.module_load.observe(took.as_secs_f64());
+    }
+
+    /// Counts a placement decision, and for a placed VM how long it was Pending.
+    pub fn placement(&self, placed: bool, pending: Option<Duration>) {
+        let result = if placed { "placed" } else { "unschedulable" };
+        self.placements.with_label_values(&[result]).inc();
+        if let Some(p) = pending {
+            self.pending.observe(p.as_secs_f64());
+        }
+    }
+
+    /// Records one reconciler pass's duration.
+    pub fn pass(&self, took: Duration) {
+        self.pass.observe(took.as_secs_f64());
+    }
+
+    /// Sets each node's heartbeat age (nodes no longer registered are dropped).
+    pub fn set_heartbeat_ages(&self, ages: &BTreeMap<String, u64>) {
+        self.heartbeat_age.reset();
+        for (node, age) in ages {
+            self.heartbeat_age
+                .with_label_values(&[node.as_str()])
+                .set(i64::try_from(*age).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a refused authentication.
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        self.auth_failures
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     /// The text exposition of every family, from counters kept up to date (no scan of
@@ -86,5 +187,33 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .map_err(|e| Error::Metrics(e.to_string()))?;
         String::from_utf8(out).map_err(|e| Error::Metrics(e.to_string()))
+    }
+}
+
+/// Why a request was refused authentication (a bounded label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No `Authorization: Bearer` header, or not of that form.
+    Missing,
+    /// Not a token this control plane signed, or not well-formed, or not yet valid, or
+    /// for another audience.
+    Invalid,
+    /// Past its expiry.
+    Expired,
+    /// Revoked.
+    Revoked,
+    /// For a tenant that does not exist.
+    UnknownTenant,
+}
+
+impl AuthFailure {
+    fn label(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "missing",
+            AuthFailure::Invalid => "invalid",
+            AuthFailure::Expired => "expired",
+            AuthFailure::Revoked => "revoked",
+            AuthFailure::UnknownTenant => "unknown_tenant",
+        }
     }
 }

@@ -58,9 +58,10 @@ pub struct RateLimits {
     api: Mutex<HashMap<String, Bucket>>,
     in_flight: Arc<Mutex<HashMap<String, u32>>>,
     modules: Mutex<HashMap<String, Bucket>>,
+    streams: Arc<Mutex<HashMap<String, u32>>>,
 }
 
-/// A request in flight, counted against its tenant until dropped.
+/// A request in flight (or a live stream), counted against its holder until dropped.
 #[derive(Debug)]
 pub struct InFlight {
     tenant: String,
@@ -82,6 +83,9 @@ impl Drop for InFlight {
         }
     }
 }
+
+/// Most live streams (`/v1/stream`) one caller (a tenant, or an admin's subject) holds.
+pub const MAX_STREAMS: u32 = 8;
 
 fn poisoned(what: &str) -> Error {
     Error::Misconfigured(format!("the {what} table is poisoned"))
@@ -120,6 +124,25 @@ impl RateLimits {
         Ok(InFlight {
             tenant: tenant.to_string(),
             counts: self.in_flight.clone(),
+        })
+    }
+
+    /// Admits one live stream of `holder`, up to [`MAX_STREAMS`] at once (a stream is not
+    /// a request in flight: it would hold a slot for its whole life).
+    pub fn admit_stream(&self, holder: &str) -> Result<InFlight, Error> {
+        let mut counts = self.streams.lock().map_err(|_| poisoned("stream"))?;
+        let n = counts.entry(holder.to_string()).or_insert(0);
+        if *n >= MAX_STREAMS {
+            return Err(Error::RateLimited {
+                tenant: holder.to_string(),
+                limit: "max_streams",
+                retry_after_secs: 5,
+            });
+        }
+        *n += 1;
+        Ok(InFlight {
+            tenant: holder.to_string(),
+            counts: self.streams.clone(),
         })
     }
 

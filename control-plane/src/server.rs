@@ -230,9 +230,10 @@ impl ControlPlane {
                         let metrics = metrics.clone();
                         let request_id = request_id_of(req.headers());
                         let span = tracing::info_span!("request", request_id = %request_id);
-                        let fut = tracing::Instrument::instrument(srv.call(req), span);
-                        async move {
-                            let mut res = fut.await?;
+                        let fut = tracing::Instrument::instrument(srv.call(req), span.clone());
+                        let answer = async move {
+                            let res = fut.await?;
+                            let mut res = with_request_id(res, &request_id);
                             if let Ok(v) = header::HeaderValue::from_str(&request_id) {
                                 res.headers_mut().insert(REQUEST_ID.clone(), v);
                             }
@@ -241,10 +242,17 @@ impl ControlPlane {
                                 .match_pattern()
                                 .unwrap_or_else(|| "unmatched".to_string());
                             let status = res.status().as_u16();
-                            metrics.observe(&method, &route, status, start.elapsed());
-                            tracing::debug!(%method, %route, status, "request");
+                            let took = start.elapsed();
+                            metrics.observe(&method, &route, status, took);
+                            // Every mutation (asked for, whatever its answer) at info.
+                            if method == "GET" || method == "HEAD" {
+                                tracing::debug!(%method, %route, status, ?took, "request");
+                            } else {
+                                tracing::info!(%method, %route, status, ?took, "mutation");
+                            }
                             Ok(res)
-                        }
+                        };
+                        tracing::Instrument::instrument(answer, span)
                     });
                 $routes(app).default_service(web::to(move |req: HttpRequest| {
                     let methods = methods.clone();
@@ -350,6 +358,31 @@ static REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-reque
 /// The caller's `X-Request-Id` when it is a sane one (1-64 characters of
 /// `[A-Za-z0-9._:-]`), else a new one: the id that ties a request's log lines to the
 /// answer the caller got.
+/// A problem answer carries the request's id in its body too (the one its logs name).
+fn with_request_id(
+    res: actix_web::dev::ServiceResponse,
+    request_id: &str,
+) -> actix_web::dev::ServiceResponse {
+    let problem = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<Error>())
+        .map(|e| modvisor_node_api::Problem {
+            request_id: Some(request_id.to_string()),
+            ..e.problem()
+        });
+    let Some(problem) = problem else {
+        return res;
+    };
+    match serde_json::to_vec(&problem) {
+        Ok(body) => res.map_body(|_, _| actix_web::body::BoxBody::new(body)),
+        Err(e) => {
+            tracing::error!(error = %e, "encoding a problem");
+            res
+        }
+    }
+}
+
 fn request_id_of(headers: &header::HeaderMap) -> String {
     headers
         .get(&REQUEST_ID)

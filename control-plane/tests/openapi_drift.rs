@@ -40,3 +40,24 @@ fn every_route_the_typed_client_calls_is_served() {
         );
     }
 }
+
+#[test]
+fn every_schema_has_an_example_and_shared_problems_are_declared_once() {
+    use modvisor_node_api::openapi_shared::{repeated_inline_problems, schemas_without_examples};
+    for text in [
+        modvisor_control_plane::api::openapi_document(),
+        modvisor_control_plane::api::internal_openapi_document(),
+    ] {
+        let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(schemas_without_examples(&doc), Vec::<String>::new());
+        assert_eq!(
+            repeated_inline_problems(&mut doc),
+            Vec::<(String, String)>::new()
+        );
+        assert!(doc["components"]["schemas"].get("String").is_none());
+        assert_eq!(
+            doc["components"]["schemas"]["Timestamp"]["format"],
+            "date-time"
+        );
+    }
+}

@@ -20,6 +20,10 @@ pub mod interfaces;
 pub mod internal;
 #[cfg(feature = "schema")]
 pub mod openapi;
+#[cfg(feature = "schema")]
+pub mod openapi_examples;
+#[cfg(feature = "schema")]
+pub mod openapi_shared;
 pub mod problem;
 pub mod routes;
 #[cfg(feature = "sim")]

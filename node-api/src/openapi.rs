@@ -3,6 +3,7 @@
 
 use crate::console::ConsoleQuery;
 use crate::exec::{ExecRequest, ExecResult};
+use crate::openapi_shared::SharedProblem;
 use crate::problem::Problem;
 use crate::types::{
     EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PowerState, RequestState,
@@ -168,13 +169,22 @@ const NODE_TOKENS: BearerAuth = BearerAuth("JWT (EdDSA, role control_plane)");
 )]
 struct NodeAgentDoc;
 
+/// The problem responses the node agent's operations share.
+const SHARED_PROBLEMS: &[SharedProblem] = &[
+    SharedProblem::new("InvalidRequest", "400", "Invalid id or body"),
+    SharedProblem::new("Unauthenticated", "401", "No valid token"),
+    SharedProblem::new("NotTheControlPlane", "403", "Not the control plane"),
+    SharedProblem::new("VmNotOnThisNode", "404", "Not on this node"),
+    SharedProblem::new("VmNotRunning", "409", "The VM is not running"),
+];
+
 /// The document as pretty JSON, exactly as committed in `openapi/node-agent.json`.
 pub fn document() -> String {
-    let mut s = NodeAgentDoc::openapi()
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    s.push('\n');
-    s
+    crate::openapi_shared::finished(
+        &NodeAgentDoc::openapi(),
+        SHARED_PROBLEMS,
+        crate::openapi_examples::examples(),
+    )
 }
 
 #[cfg(test)]
@@ -200,5 +210,18 @@ mod tests {
         ];
         routes.sort();
         assert_eq!(paths, routes);
+    }
+
+    #[test]
+    fn every_schema_has_an_example_and_shared_problems_are_declared_once() {
+        let mut doc: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
+        assert_eq!(
+            crate::openapi_shared::schemas_without_examples(&doc),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            crate::openapi_shared::repeated_inline_problems(&mut doc),
+            Vec::<(String, String)>::new()
+        );
     }
 }

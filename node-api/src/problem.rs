@@ -23,6 +23,9 @@ pub struct Problem {
     /// The quota that would be exceeded, for `quota-exceeded`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota: Option<String>,
+    /// The request's id (its `X-Request-Id`, taken or made), as the server's logs name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl Problem {

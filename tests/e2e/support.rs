@@ -352,6 +352,35 @@ impl Plane {
         self.data_dir().join("tokens").join(format!("{who}.jwt"))
     }
 
+    /// A token signed offline with this plane's key: `modvisor token issue ARGS`.
+    pub fn offline_token(&self, args: &[&str]) -> String {
+        let out = modvisor()
+            .args(["token", "issue"])
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .output()
+            .expect("modvisor token issue");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// GET with a token, expecting 200 and a text body; the body.
+    pub fn get_text(&self, token: &str, path: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .expect("GET");
+        assert_eq!(r.status().as_u16(), 200, "GET {path}");
+        r.text().expect("a text body")
+    }
+
     /// A bootstrap token signed offline with this plane's key (`modvisor token issue`).
     pub fn offline_bootstrap_token(&self) -> String {
         let out = modvisor()
@@ -632,4 +661,21 @@ fn send(
         headers,
         body,
     }
+}
+
+/// The value of the sample of metric `name` whose labels include every one of `labels`,
+/// in a Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = match series.split_once('{') {
+            Some((m, r)) => (m, r.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let has =
+            |(k, v): &(&str, &str)| rest.split(',').any(|pair| pair == format!("{k}=\"{v}\""));
+        (metric == name && labels.iter().all(has))
+            .then(|| value.parse().ok())
+            .flatten()
+    })
 }

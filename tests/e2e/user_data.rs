@@ -2,7 +2,7 @@
 //! VM asked for (it runs after the module is Loaded) succeeds; a failing one is Failed
 //! with its exit code; a fork bomb does not stop the guest agent from serving the host.
 
-use crate::support::{wait_for, Plane};
+use crate::support::{metric_value, wait_for, Plane};
 use serde_json::{json, Value};
 
 fn vm(p: &Plane, token: &str, id: &str) -> Value {
@@ -203,6 +203,33 @@ fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
             "no {action} in:\n{d}"
         );
     }
+    // The metrics saw the placements, the loads and the node.
+    let m = p.get_text(&p.token("admin"), "/metrics");
+    let at_least_one = |name: &str, labels: &[(&str, &str)]| {
+        assert!(
+            metric_value(&m, name, labels).is_some_and(|n| n >= 1.0),
+            "{name} {labels:?}: {m}"
+        )
+    };
+    at_least_one(
+        "modvisor_module_requests_total",
+        &[("outcome", "loaded"), ("reason", "none")],
+    );
+    at_least_one("modvisor_module_load_duration_seconds_count", &[]);
+    at_least_one(
+        "modvisor_scheduler_placements_total",
+        &[("result", "placed")],
+    );
+    at_least_one("modvisor_vm_pending_seconds_count", &[]);
+    assert!(
+        metric_value(
+            &m,
+            "modvisor_node_heartbeat_age_seconds",
+            &[("node", "node-1")]
+        )
+        .is_some_and(|age| age < 30.0),
+        "{m}"
+    );
     let y = p.cli_ok("tenant-a", &["vm", "describe", "bomb", "-o", "yaml"]);
     assert!(
         y.contains("module_requests:") && y.contains("state: Loaded"),

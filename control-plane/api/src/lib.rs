@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+#[cfg(feature = "schema")]
+pub mod examples;
 pub mod network;
 pub mod routes;
 pub mod types;

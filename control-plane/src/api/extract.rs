@@ -4,6 +4,7 @@
 use crate::api::AppState;
 use crate::auth::{Caller, Role};
 use crate::error::Error;
+use crate::metrics::AuthFailure;
 use crate::store::VmFilter;
 use actix_web::dev::Payload;
 use actix_web::http::header;
@@ -63,11 +64,13 @@ impl FromRequest for RegisteringCaller {
     type Future = std::future::Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(match authenticate(req) {
+        // A refusal counts only once the expired-credential path has refused too.
+        std::future::ready(match check_credentials(req, false) {
             Ok(caller) => Ok(RegisteringCaller(caller)),
-            Err(refused @ Error::Unauthenticated(_)) => {
-                expired_node_credential(req).map_or(Err(refused), |c| Ok(RegisteringCaller(c)))
-            }
+            Err(Error::Unauthenticated(_)) => match expired_node_credential(req) {
+                Some(c) => Ok(RegisteringCaller(c)),
+                None => authenticate(req).map(RegisteringCaller),
+            },
             Err(other) => Err(other),
         })
     }
@@ -83,18 +86,39 @@ fn expired_node_credential(req: &HttpRequest) -> Option<Caller> {
 }
 
 fn authenticate(req: &HttpRequest) -> Result<Caller, Error> {
-    let token = bearer(req)?;
+    check_credentials(req, true)
+}
+
+/// Authenticates `req`; with `count`, a refusal is counted in the metrics by its reason.
+fn check_credentials(req: &HttpRequest, count: bool) -> Result<Caller, Error> {
     let state = state(req)?;
-    let caller = state.keys.verify(token)?;
+    let refused = |why: AuthFailure, e: Error| {
+        if count {
+            state.metrics.auth_failure(why);
+        }
+        e
+    };
+    let token = bearer(req).map_err(|e| refused(AuthFailure::Missing, e))?;
+    let caller = state.keys.verify(token).map_err(|e| match &e {
+        Error::Unauthenticated(m) if m.contains(modvisor_auth::EXPIRED) => {
+            refused(AuthFailure::Expired, e)
+        }
+        Error::Unauthenticated(_) => refused(AuthFailure::Invalid, e),
+        _ => e,
+    })?;
     // After the signature (which a cache may have vouched for): revocations count at once.
     if state.store.is_revoked(&caller.jti)? {
-        return Err(Error::Unauthenticated(
-            "invalid token: it was revoked".into(),
+        return Err(refused(
+            AuthFailure::Revoked,
+            Error::Unauthenticated("invalid token: it was revoked".into()),
         ));
     }
     if let Some(t) = &caller.tenant {
         let tenant = state.store.get_tenant(t)?.ok_or_else(|| {
-            Error::Unauthenticated(format!("invalid token: tenant {t} does not exist"))
+            refused(
+                AuthFailure::UnknownTenant,
+                Error::Unauthenticated(format!("invalid token: tenant {t} does not exist")),
+            )
         })?;
         // Counted in flight until the request is done (its extensions are dropped then).
         let in_flight = state.limits.admit_api(t, &tenant.quota)?;
@@ -298,7 +322,9 @@ pub const MAX_IF_MATCH_BYTES: usize = 128;
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Error> + Send + 'static,
 ) -> Result<T, Error> {
-    web::block(f)
+    // The request's span (its id) follows the work onto the pool's thread.
+    let span = tracing::Span::current();
+    web::block(move || span.in_scope(f))
         .await
         .map_err(|e| Error::WorkerPool(e.to_string()))?
 }

@@ -10,6 +10,7 @@ mod modules;
 mod networks;
 pub mod nodes;
 pub mod problems;
+mod stream;
 mod system;
 mod tenants;
 pub mod tokens;
@@ -82,6 +83,7 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(modules::list_module_requests)
         .service(modules::unload_module)
         .service(system::list_events)
+        .service(stream::stream)
         .service(nodes::list_nodes)
         .service(nodes::get_node)
         .service(nodes::delete_node)
@@ -182,12 +184,14 @@ fn collect(
     doc
 }
 
+/// The document finished (shared problems declared once, timestamps named, examples of
+/// every schema) as pretty JSON.
 fn pretty(doc: utoipa::openapi::OpenApi) -> String {
-    let mut s = doc
-        .to_pretty_json()
-        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
-    s.push('\n');
-    s
+    modvisor_node_api::openapi_shared::finished(
+        &doc,
+        problems::SHARED_PROBLEMS,
+        modvisor_control_plane_api::examples::examples(),
+    )
 }
 
 /// The public listener's routes and their methods (the dashboard's files beside the

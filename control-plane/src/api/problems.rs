@@ -2,6 +2,7 @@
 //! (each route lists the sets it can answer with, beside its own).
 
 use crate::error::Problem;
+use modvisor_node_api::openapi_shared::SharedProblem;
 use utoipa::IntoResponses;
 
 /// No valid token.
@@ -38,6 +39,64 @@ pub struct TenantNotFound(pub Problem);
 #[derive(IntoResponses)]
 #[response(status = 412, content_type = "application/problem+json")]
 pub struct StaleIfMatch(pub Problem);
+
+/// The problem responses several operations share, each declared once in the documents
+/// (`components.responses`).
+pub const SHARED_PROBLEMS: &[SharedProblem] = &[
+    SharedProblem::new("InvalidParameter", "400", "A parameter is invalid"),
+    SharedProblem::new(
+        "InvalidBodyOrParameter",
+        "400",
+        "The body or a parameter is invalid",
+    ),
+    SharedProblem::new(
+        "InvalidBody",
+        "400",
+        "The body is not valid JSON, has unknown fields or a field fails validation.",
+    ),
+    SharedProblem::new("Unauthenticated", "401", "No valid token."),
+    SharedProblem::new("TenantOnly", "403", "Not a tenant token"),
+    SharedProblem::new(
+        "AdminOnly",
+        "403",
+        "The token is valid, but not an admin's.",
+    ),
+    SharedProblem::new(
+        "NodeOnly",
+        "403",
+        "The token is valid, but not a node agent's.",
+    ),
+    SharedProblem::new("ModuleNotFound", "404", "Module never published"),
+    SharedProblem::new(
+        "VmNotFound",
+        "404",
+        "No such VM (or it is another tenant's).",
+    ),
+    SharedProblem::new(
+        "NetworkNotFound",
+        "404",
+        "No such network of the caller's tenant",
+    ),
+    SharedProblem::new("NodeNotFound", "404", "No such node"),
+    SharedProblem::new("TenantNotFound", "404", "No such tenant."),
+    SharedProblem::new("RequestTimeout", "408", "The body did not arrive in time"),
+    SharedProblem::new(
+        "StaleIfMatch",
+        "412",
+        "`If-Match` named a version that is no longer current.",
+    ),
+    SharedProblem::new("PayloadTooLarge", "413", "The body is too large"),
+    SharedProblem::new(
+        "UnsupportedMediaType",
+        "415",
+        "The body is not of the media type this route takes",
+    ),
+    SharedProblem::new(
+        "RateLimited",
+        "429",
+        "The caller's tenant is over one of its rate limits",
+    ),
+];
 
 /// Adds to every operation the problems that the server's shared layers can answer with,
 /// where the route did not name them: every route with a token may answer 401 and 429
@@ -91,7 +150,7 @@ pub fn document_common_responses(doc: &mut utoipa::openapi::OpenApi) {
                     .all(|r| r == &utoipa::openapi::security::SecurityRequirement::default())
             });
             if !public {
-                add(op, "401", "No valid token", false);
+                add(op, "401", "No valid token.", false);
                 add(
                     op,
                     "429",

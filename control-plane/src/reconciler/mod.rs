@@ -149,8 +149,12 @@ impl<C: NodeConnector> Reconciler<C> {
     /// that completed). Must run inside a `LocalSet`.
     pub async fn run(self) {
         loop {
+            let started = std::time::Instant::now();
             if let Err(e) = self.pass() {
                 tracing::warn!(error = %e, "reconcile pass failed");
+            }
+            if let Some(m) = &self.metrics {
+                m.pass(started.elapsed());
             }
             tokio::select! {
                 () = tokio::time::sleep(self.config.interval) => {}
@@ -284,7 +288,10 @@ impl<C: NodeConnector> Reconciler<C> {
             .map(|v| v.id)
             .collect();
         if !pending.is_empty() {
-            self.store.place_batch(&pending, self.config.strategy)?;
+            let decided = self.store.place_batch(&pending, self.config.strategy)?;
+            if let Some(m) = &self.metrics {
+                self.count_placements(m, &decided)?;
+            }
         }
         let observations = self.store.observations()?;
         let reports = self.store.node_reports()?;
@@ -292,9 +299,18 @@ impl<C: NodeConnector> Reconciler<C> {
         if let Some(m) = &self.metrics {
             let mut by_phase = std::collections::BTreeMap::new();
             for vm in &vms {
-                *by_phase.entry(vm.status.phase).or_insert(0u64) += 1;
+                *by_phase
+                    .entry((vm.tenant.clone(), vm.status.phase))
+                    .or_insert(0u64) += 1;
             }
-            m.set_vms_by_phase(&by_phase);
+            m.set_vms(&by_phase);
+            let now = crate::auth::unix_now();
+            m.set_heartbeat_ages(
+                &nodes
+                    .values()
+                    .map(|n| (n.name.clone(), now.saturating_sub(n.last_heartbeat_unix)))
+                    .collect(),
+            );
         }
         for mut vm in vms {
             if self.is_busy(&vm.id) {
@@ -335,6 +351,34 @@ impl<C: NodeConnector> Reconciler<C> {
                 }
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Counts placement decisions, and how long each placed VM was Pending.
+    fn count_placements(
+        &self,
+        metrics: &Metrics,
+        decided: &[(String, crate::store::Placement)],
+    ) -> crate::Result<()> {
+        let now = time::OffsetDateTime::now_utc();
+        for (id, placement) in decided {
+            let pending = match placement {
+                crate::store::Placement::Unschedulable(_) => None,
+                crate::store::Placement::Placed(_) => {
+                    let vm = self.store.get_vm(VmFilter::All, id)?;
+                    time::OffsetDateTime::parse(
+                        &vm.created_at,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .ok()
+                    .and_then(|created| std::time::Duration::try_from(now - created).ok())
+                }
+            };
+            metrics.placement(
+                matches!(placement, crate::store::Placement::Placed(_)),
+                pending,
+            );
         }
         Ok(())
     }
@@ -454,11 +498,28 @@ impl<C: NodeConnector> Reconciler<C> {
         self.store
             .set_request_state(&id, &name, RequestState::Vetting, None)
             .map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
         let results = match self.nodes.connect(&node) {
             Ok(api) => api.load_module(&id, &body).await.map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
-
+        if let Some(m) = &self.metrics {
+            let (outcome, reason) = match &results {
+                Err(_) => ("undelivered", "none"),
+                Ok(r) => match r.iter().find(|r| r.state != RequestState::Loaded) {
+                    None => ("loaded", "none"),
+                    Some(bad) => (
+                        if bad.state == RequestState::Rejected {
+                            "rejected"
+                        } else {
+                            "failed"
+                        },
+                        bad.rejection.as_ref().map_or("none", |x| x.kind()),
+                    ),
+                },
+            };
+            m.module_outcome(outcome, reason, started.elapsed());
+        }
         let results = match results {
             Ok(r) => r,
             Err(e) => {

@@ -73,6 +73,11 @@ impl Datastore {
         }
     }
 
+    /// The highest sequence number an event may have now: events after it are new.
+    pub fn event_horizon(&self) -> Result<u64> {
+        Ok(self.kv.next_id_peek()?.saturating_sub(1))
+    }
+
     /// Up to `limit` event keys visible through `filter`, after `after`.
     fn event_keys(
         &self,

@@ -152,6 +152,8 @@ pub trait KvStore: Send + Sync {
     /// hold locks that plain reads would wait on). When this returns `Ok`, the writes are
     /// on stable storage.
     fn transact(&self, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()>;
+    /// The id [`Txn::next_id`] would give now, without taking it.
+    fn next_id_peek(&self) -> Result<u64>;
 }
 
 /// Runs `f` in one transaction of `kv` and returns its value.

@@ -137,6 +137,13 @@ impl Txn for SledTxn<'_> {
 }
 
 impl KvStore for SledKv {
+    fn next_id_peek(&self) -> Result<u64> {
+        match self.tree(Table::Meta).get(NEXT_ID_KEY)? {
+            Some(v) => decode_id(&v),
+            None => Ok(1),
+        }
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.tree(table).get(key)?.map(|v| v.to_vec()))
     }

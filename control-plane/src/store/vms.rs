@@ -323,13 +323,22 @@ impl Datastore {
         })
     }
 
-    /// Every VM (for the reconciler and the scheduler).
-    pub fn all_vms(&self) -> Result<Vec<Vm>> {
+    /// Every VM `filter` shows (a tenant's own, or all).
+    pub fn visible_vms(&self, filter: VmFilter) -> Result<Vec<Vm>> {
+        let p = match filter {
+            VmFilter::All => Vec::new(),
+            VmFilter::Tenant(t) => prefix(t),
+        };
         self.kv
-            .scan(Table::Vms, b"", None, usize::MAX)?
+            .scan(Table::Vms, &p, None, usize::MAX)?
             .iter()
             .map(|(_, v)| decode(v))
             .collect()
+    }
+
+    /// Every VM of every tenant.
+    pub fn all_vms(&self) -> Result<Vec<Vm>> {
+        self.visible_vms(VmFilter::All)
     }
 
     /// Sets a VM's phase: the reconciler's decision, from what its node observes.

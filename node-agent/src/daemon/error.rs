@@ -86,6 +86,7 @@ impl ApiError {
                 _ => None,
             },
             quota: None,
+            request_id: None,
         }
     }
 }
