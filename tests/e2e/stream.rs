@@ -97,6 +97,13 @@ fn a_stream_shows_each_caller_its_own_changes_live() {
         k == "vm_deleted" && d["id"] == created.as_str()
     });
 
+    // One created and deleted between two looks: its deletion still comes.
+    let brief = p.create_vm(&a, "brief");
+    p.delete(&a, &format!("/v1/vms/{brief}")).expect(204);
+    until(&sa, "the brief VM's deletion", |k, d| {
+        k == "vm_deleted" && d["id"] == brief.as_str()
+    });
+
     // B's stream never carried anything of A's.
     p.create_vm(&b, "bs");
     let seen = until(&sb, "B's own vm.create", |k, d| {

@@ -239,7 +239,22 @@ impl Watch {
             }
             now.insert(vm.id.clone(), vm);
         }
-        for id in self.vms.keys().filter(|id| !now.contains_key(*id)) {
+        let mut gone: Vec<&str> = self
+            .vms
+            .keys()
+            .filter(|id| !now.contains_key(*id))
+            .map(String::as_str)
+            .collect();
+        // A VM created and deleted between two looks was never sent, but its deletion
+        // (in the trail) is news all the same.
+        for e in look.events.iter().filter(|e| e.action == "vm.delete") {
+            if let Some(id) = e.resource.strip_prefix("vms/") {
+                if !now.contains_key(id) && !gone.contains(&id) {
+                    gone.push(id);
+                }
+            }
+        }
+        for id in gone {
             out.push(frame("vm_deleted", None, &serde_json::json!({ "id": id }))?);
         }
         self.vms = now;
