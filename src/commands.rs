@@ -3,13 +3,13 @@
 use crate::client::{print, print_item, ApiArgs};
 use crate::exec_cmd::find_vm;
 use crate::table::{key_values, name_of, opt, render};
-use crate::vm_cmd::{request_rows, request_words};
-use crate::wait::{until, Progress, WaitArgs};
+use crate::vm_cmd::{request_progress, request_rows};
+use crate::wait::{until, WaitArgs};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use modvisor_control_plane_api::types::{
     CatalogModule, CreateTenant, Event, EventListParams, ModulePolicy, ModuleRequestBody, Quota,
-    RequestState, Tenant,
+    Tenant,
 };
 use std::path::PathBuf;
 
@@ -263,11 +263,7 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                         .into_iter()
                         .find(|x| x.name == r.name)
                         .with_context(|| format!("the request for {} is gone", r.name))?;
-                    Ok(match now.state {
-                        RequestState::Loaded => Progress::Done(now),
-                        s if s.is_terminal() => Progress::Failed(request_words(&now)),
-                        _ => Progress::Pending(request_words(&now)),
-                    })
+                    Ok(request_progress(&now, now.clone()))
                 })?;
             }
             print(args, &r, |v, _| request_rows(std::slice::from_ref(v)))?;

@@ -8,7 +8,7 @@ use crate::wait::{until, Progress, WaitArgs};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use modvisor_control_plane_api::types::{
-    Event, EventListParams, ModuleRef, ModuleRequest, Phase, PowerState, Vm, VmSpec,
+    Event, EventListParams, ModuleRef, ModuleRequest, Phase, PowerState, RequestState, Vm, VmSpec,
 };
 use modvisor_control_plane_api::ApiClient;
 use std::collections::BTreeMap;
@@ -272,20 +272,30 @@ fn wait_for_modules(api: &ApiClient, wait: WaitArgs, vm: &Vm) -> Result<()> {
     }
     let what = format!("the modules of VM {} are Loaded", vm.spec.name);
     until(wait, &what, || {
-        let requests = api.module_requests(&vm.id)?;
-        if let Some(bad) = requests.iter().find(|r| r.state.is_terminal()) {
-            return Ok(Progress::Failed(request_words(bad)));
+        let mut each: Vec<Progress<()>> = api
+            .module_requests(&vm.id)?
+            .iter()
+            .map(|r| request_progress(r, ()))
+            .collect();
+        // One that failed decides; else the first still on its way; else all are Loaded.
+        if let Some(i) = each.iter().position(|p| matches!(p, Progress::Failed(_))) {
+            return Ok(each.swap_remove(i));
         }
-        Ok(
-            match requests
-                .iter()
-                .find(|r| r.state != modvisor_control_plane_api::types::RequestState::Loaded)
-            {
-                None => Progress::Done(()),
-                Some(r) => Progress::Pending(request_words(r)),
-            },
-        )
+        Ok(each
+            .into_iter()
+            .find(|p| matches!(p, Progress::Pending(_)))
+            .unwrap_or(Progress::Done(())))
     })
+}
+
+/// Where a module request stands for `--wait`: `loaded` once Loaded, failed once it
+/// ended otherwise (Rejected, Failed, Unloaded), pending before.
+pub fn request_progress<T>(r: &ModuleRequest, loaded: T) -> Progress<T> {
+    match r.state {
+        RequestState::Loaded => Progress::Done(loaded),
+        s if s.is_terminal() => Progress::Failed(request_words(r)),
+        _ => Progress::Pending(request_words(r)),
+    }
 }
 
 /// A module request's state, with its reason when it has one.
