@@ -40,7 +40,7 @@ pub struct DoctorArgs {
     /// Check for a jail (`on`, the default) or not (`off`).
     #[arg(long, value_enum, default_value_t = crate::serve::JailSwitch::On)]
     jail: crate::serve::JailSwitch,
-    /// Also check what the test suite needs (the guest kernel's headers, make, gcc).
+    /// Also check what the test suite needs (the guest kernel's headers, make, jq).
     #[arg(long)]
     tests: bool,
     /// Install what is missing with apt-get (Debian/Ubuntu, as root), then check again.
@@ -172,10 +172,13 @@ pub fn checks(needs: &Needs) -> Vec<Check> {
         out.push(guest_userland());
     }
     if needs.tests {
-        out.push(match which("make") {
-            Some(p) => Check::found("make", version_line(&p)),
-            None => Check::missing("make", "not on PATH", Fix::Apt(vec!["make".into()])),
-        });
+        // make builds the sample module; the README's examples (run by a test) use jq.
+        for tool in ["make", "jq"] {
+            out.push(match which(tool) {
+                Some(p) => Check::found(tool, version_line(&p)),
+                None => Check::missing(tool, "not on PATH", Fix::Apt(vec![tool.into()])),
+            });
+        }
     }
     out
 }

@@ -18,6 +18,11 @@ pub enum NodeCommand {
         /// Node name.
         name: String,
     },
+    /// The node agent's own metrics (Prometheus text; admin or metrics token).
+    Metrics {
+        /// Node name.
+        name: String,
+    },
     /// Place no new VM on the node (its VMs keep running).
     Cordon {
         /// Node name.
@@ -101,6 +106,10 @@ pub fn node(args: &ApiArgs, cmd: NodeCommand) -> Result<()> {
         NodeCommand::Get { name } => {
             let detail = api.get_node(&name)?;
             return crate::client::print(args, &detail, |d, _| rows(std::slice::from_ref(&d.node)));
+        }
+        NodeCommand::Metrics { name } => {
+            print!("{}", api.node_metrics(&name)?);
+            return Ok(());
         }
         NodeCommand::Cordon { name } => api.node_action(&name, "cordon")?,
         NodeCommand::Uncordon { name } => api.node_action(&name, "uncordon")?,

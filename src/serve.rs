@@ -216,7 +216,8 @@ pub struct NodeAgentArgs {
     /// Install what this host lacks with apt-get before starting (as `up`).
     #[arg(long)]
     install_missing: bool,
-    /// vCPUs offered to guests (default: the host's CPUs).
+    /// vCPUs offered to guests (default: the host's CPUs times
+    /// [`CPU_ALLOCATION_RATIO`], as Nova's `initial_cpu_allocation_ratio`).
     #[arg(long)]
     vcpus: Option<u64>,
     /// Memory offered to guests, MiB (default: the host's memory less 1 GiB).
@@ -237,6 +238,11 @@ pub struct NodeAgentArgs {
 /// The default allow-list `up` approves for every tenant (dependencies included).
 pub const DEFAULT_ALLOW: [&str; 4] = ["tcp_bbr", "dummy", "zram", "wireguard"];
 
+/// vCPUs a node offers per host CPU unless told otherwise (Nova's default is also 4):
+/// an idle guest's vCPU costs little, and a guest only gets the CPU time its cgroup
+/// shares with the others. Memory is not overcommitted.
+pub const CPU_ALLOCATION_RATIO: u64 = 4;
+
 fn host_capacity(vcpus: Option<u64>, memory_mib: Option<u64>) -> Resources {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get() as u64)
@@ -251,7 +257,7 @@ fn host_capacity(vcpus: Option<u64>, memory_mib: Option<u64>) -> Resources {
         })
         .unwrap_or(2 * 1024 * 1024);
     Resources {
-        vcpus: vcpus.unwrap_or(cpus),
+        vcpus: vcpus.unwrap_or(cpus * CPU_ALLOCATION_RATIO),
         memory_mib: memory_mib.unwrap_or((mem_kib / 1024).saturating_sub(1024).max(256)),
     }
 }

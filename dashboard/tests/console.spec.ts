@@ -3,7 +3,7 @@
 // and sees it Loaded; tenant B sees neither A's VM nor the module; the admin's audit trail
 // shows the actions live; no console errors; Forget token leaves no data.
 import { expect, test, type Page } from "@playwright/test";
-import { DATA_ROWS, newPage, signIn, token } from "./helpers";
+import { DATA_ROWS, newPage, picture, signIn, token } from "./helpers";
 
 const MODULE = "dummy";
 // Unique per run, so that the suite can run again against the same `up`.
@@ -66,6 +66,9 @@ test("admin approves a module for A; A loads it; B sees nothing of A; live audit
     await expect(admin.page.getByTestId("module-page")).toContainText("page 1 of");
     await admin.page.getByTestId("module-next").click();
     await expect(admin.page.getByTestId("module-page")).toContainText("page 2 of");
+    await admin.page.getByTestId("module-search").fill("tcp_");
+    await picture(admin.page, "catalog");
+    await admin.page.getByTestId("module-search").fill("");
     await admin.page.getByTestId("tab-events").click();
     await expect(policyEvents).toHaveCount(before + 2);
   });
@@ -95,6 +98,8 @@ test("admin approves a module for A; A loads it; B sees nothing of A; live audit
     const vms = a.page.locator('[data-testid="quota-row"][data-resource="VMs"] td');
     await expect(vms.nth(1)).toHaveText(String(mine)); // used
     await expect(vms.nth(2)).toHaveText("10"); // limit
+    await a.page.getByTestId("tab-vms").click();
+    await picture(a.page, "tenant");
   });
 
   await test.step("the admin's audit trail shows vm.create live, and the VM", async () => {
@@ -117,6 +122,7 @@ test("admin approves a module for A; A loads it; B sees nothing of A; live audit
     await admin.page.getByTestId("tab-nodes").click();
     const node = admin.page.getByTestId("node-row").first();
     await expect(node).toContainText("1 vCPU"); // A's VM is allocated on it
+    await picture(admin.page, "admin");
     await node.getByTestId("node-cordon").click();
     await expect(node.locator("td").nth(2)).toHaveText("yes");
     await node.getByTestId("node-uncordon").click();

@@ -37,3 +37,15 @@ export async function newPage(browser: Browser, allow: RegExp[] = []): Promise<{
   const page = await ctx.newPage();
   return { page, errors: watch(page, allow) };
 }
+
+/**
+ * Saves a picture of the page as `<name>.png` in MODVISOR_SCREENSHOTS (the README's, in
+ * docs/screenshots) when that is set; otherwise does nothing.
+ */
+export async function picture(page: Page, name: string): Promise<void> {
+  const dir = process.env.MODVISOR_SCREENSHOTS;
+  if (!dir) return;
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.screenshot({ path: path.join(dir, `${name}.png`) });
+}

@@ -17,12 +17,13 @@ use modvisor_guest_protocol::message::{
 use modvisor_guest_protocol::seal::{ChannelKey, Direction};
 use modvisor_guest_protocol::user_data::{RunUserData, UserDataReply};
 use modvisor_guest_protocol::{Frame, FrameError, FrameReader, MsgType};
+use prometheus::IntCounterVec;
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A channel request failed.
@@ -58,6 +59,21 @@ pub enum ChannelError {
     /// A sealed request before [`AgentClient::attach`].
     #[error("guest channel: not attached to the agent (no key yet)")]
     NotAttached,
+}
+
+impl ChannelError {
+    /// The kind counted in `modvisor_node_guest_channel_errors_total`, or `None` when the
+    /// channel worked and the agent answered with an error of its own.
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            ChannelError::Io(_) => Some("io"),
+            ChannelError::Timeout { .. } => Some("timeout"),
+            ChannelError::Agent { .. } => None,
+            ChannelError::Protocol(_) => Some("protocol"),
+            ChannelError::Closed(_) => Some("closed"),
+            ChannelError::NotAttached => Some("not_attached"),
+        }
+    }
 }
 
 impl From<DecodeError> for ChannelError {
@@ -99,6 +115,16 @@ struct Shared {
     closed: Mutex<Option<String>>,
     strays: Mutex<VecDeque<Result<Frame, FrameError>>>,
     stray_arrived: Condvar,
+    /// Where failures are counted by kind, once the node has said so.
+    errors: OnceLock<IntCounterVec>,
+}
+
+impl Shared {
+    fn count(&self, kind: &str) {
+        if let Some(c) = self.errors.get() {
+            c.with_label_values(&[kind]).inc();
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,6 +185,7 @@ impl AgentClient {
             closed: Mutex::new(None),
             strays: Mutex::new(VecDeque::new()),
             stray_arrived: Condvar::new(),
+            errors: OnceLock::new(),
         });
         let for_reader = shared.clone();
         std::thread::Builder::new()
@@ -276,6 +303,20 @@ impl AgentClient {
         timeout: Duration,
     ) -> Result<Frame, ChannelError> {
         self.exchange(t, &body, true, what, timeout)
+            .inspect_err(|e| {
+                if let Some(kind) = e.kind() {
+                    self.shared.count(kind);
+                }
+            })
+    }
+
+    /// Counts this channel's failures from now on in `counter` (label `kind`: io, timeout,
+    /// protocol, closed, not_attached, corrupt_frame, unsealed_reply); requests made before
+    /// the guest is attached (hellos while it boots) are not counted.
+    pub fn count_errors_in(&self, counter: IntCounterVec) {
+        if self.shared.errors.set(counter).is_err() {
+            tracing::debug!("this guest channel's errors are counted already");
+        }
     }
 
     /// Says hello until the agent answers (it may still be booting), up to `within`.
@@ -426,7 +467,10 @@ fn read_replies(mut stream: UnixStream, shared: &Shared) {
         while let Some(item) = reader.next_frame() {
             match item {
                 Ok(frame) => route(shared, frame),
-                Err(e) => stray(shared, Err(e)),
+                Err(e) => {
+                    shared.count("corrupt_frame");
+                    stray(shared, Err(e))
+                }
             }
         }
     };
@@ -470,7 +514,11 @@ fn route(shared: &Shared, frame: Frame) {
         }
         // Not sealed by the agent for this request: forged (by tenant root writing to the
         // port) or stale. The request keeps waiting for the real answer.
-        None => tracing::warn!("a guest sent a reply that is not sealed for its request"),
+        None => {
+            drop(pending);
+            shared.count("unsealed_reply");
+            tracing::warn!("a guest sent a reply that is not sealed for its request");
+        }
     }
 }
 

@@ -16,6 +16,7 @@ mod guest_files;
 pub mod hostcaps;
 pub mod jailing;
 pub mod kvm;
+pub mod metrics;
 pub mod modprobe;
 pub mod network;
 pub mod platform;

@@ -159,6 +159,27 @@ impl NodeClient {
     }
 }
 
+impl NodeClient {
+    /// `GET path` answered with text (within 10 s).
+    async fn get_text(&self, path: String) -> Result<String, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .timeout(self.budgets.caller_timeout(Duration::from_secs(10)))
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| unreachable(&url, e))?;
+        if !status.is_success() {
+            return Err(refused(&url, status.as_u16(), &bytes));
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
 /// No body.
 const NONE: Option<&()> = None;
 
@@ -233,21 +254,11 @@ impl NodeApi for NodeClient {
             "{}?tail_bytes={bytes}",
             fill(routes::VM_CONSOLE, &[("id", id)])
         );
-        let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .bearer_auth(&self.token)
-            .timeout(self.budgets.caller_timeout(Duration::from_secs(10)))
-            .send()
-            .await
-            .map_err(|e| unreachable(&url, e))?;
-        let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| unreachable(&url, e))?;
-        if !status.is_success() {
-            return Err(refused(&url, status.as_u16(), &bytes));
-        }
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        self.get_text(path).await
+    }
+
+    async fn metrics(&self) -> Result<String, ClientError> {
+        self.get_text(routes::METRICS.to_string()).await
     }
 
     async fn unload_module(&self, id: &str, name: &str) -> Result<(), ClientError> {

@@ -81,4 +81,7 @@ pub trait NodeApi {
     ) -> Result<UserDataStatus, ClientError>;
     /// The last `bytes` of VM `id`'s console output, as text.
     async fn console_tail(&self, id: &str, bytes: usize) -> Result<String, ClientError>;
+
+    /// The node agent's metrics (Prometheus text).
+    async fn metrics(&self) -> Result<String, ClientError>;
 }

@@ -17,6 +17,16 @@ use utoipa::{Modify, OpenApi};
     responses((status = 200, description = "The node agent is serving")))]
 pub fn healthz() {}
 
+/// The node agent's metrics in Prometheus's text format: its VMs by phase, guest channel
+/// errors by kind, module loads by outcome and their latency, heartbeats by result.
+#[utoipa::path(get, path = "/metrics", tag = "node",
+    responses(
+        (status = 200, description = "Metrics", content_type = "text/plain", body = String),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not the control plane", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub fn metrics() {}
+
 /// Makes the node hold the VM in the desired state; answers once it has settled (or
 /// failed), within the ensure budget.
 #[utoipa::path(put, path = "/v1/vms/{id}", tag = "node",
@@ -162,7 +172,7 @@ const NODE_TOKENS: BearerAuth = BearerAuth("JWT (EdDSA, role control_plane)");
         version = "1.0.0",
         description = "Served by every node agent, called only by the control plane (tokens of role control_plane signed with the control plane's key). Every request is idempotent."
     ),
-    paths(healthz, ensure_vm, get_vm, delete_vm, load_module, unload_module, exec, console, run_user_data),
+    paths(healthz, metrics, ensure_vm, get_vm, delete_vm, load_module, unload_module, exec, console, run_user_data),
     components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState, ExecRequest, ExecResult, RunUserData, UserDataStatus, UserDataState, crate::interfaces::GuestInterface)),
     modifiers(&NODE_TOKENS),
     security(("bearer" = []))
@@ -201,6 +211,7 @@ mod tests {
         paths.sort();
         let mut routes = vec![
             crate::routes::HEALTHZ,
+            crate::routes::METRICS,
             crate::routes::VM,
             crate::routes::VM_MODULES,
             crate::routes::VM_MODULE,

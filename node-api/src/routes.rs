@@ -3,6 +3,9 @@
 
 /// Liveness of a node agent.
 pub const HEALTHZ: &str = "/healthz";
+/// The node agent's Prometheus metrics (`GET`, text; for the control plane, which serves
+/// them to admins at `GET /v1/nodes/{name}/metrics`).
+pub const METRICS: &str = "/metrics";
 /// A VM on a node (`PUT` ensure, `GET` observe, `DELETE` remove).
 pub const VM: &str = "/v1/vms/{id}";
 /// A VM's modules on a node (`POST` load).

@@ -294,6 +294,14 @@ impl NodeApi for SimulatedNode {
         })
     }
 
+    /// A simulated node's metrics: its VMs.
+    async fn metrics(&self) -> Result<String, ClientError> {
+        let n = self.lock().vms.len();
+        Ok(format!(
+            "# TYPE modvisor_node_vms gauge\nmodvisor_node_vms{{phase=\"simulated\"}} {n}\n"
+        ))
+    }
+
     /// A simulated node has no guest to run anything in: refused, said so.
     async fn exec(&self, id: &str, _: &ExecRequest) -> Result<ExecResult, ClientError> {
         self.lock().vms.get(id).ok_or_else(|| not_found(id))?;

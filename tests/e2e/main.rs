@@ -26,6 +26,7 @@ mod persistence;
 mod probe;
 mod quota;
 mod ratelimit;
+mod readme;
 mod readopt;
 mod stream;
 mod support;

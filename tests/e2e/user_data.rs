@@ -230,6 +230,26 @@ fn user_data_runs_once_after_its_modules_and_reports_how_it_ended() {
         .is_some_and(|age| age < 30.0),
         "{m}"
     );
+    // The node agent's own metrics, through the control plane (admin or metrics tokens).
+    let n = p.get_text(&p.token("admin"), "/v1/nodes/node-1/metrics");
+    let node_at_least_one = |name: &str, labels: &[(&str, &str)]| {
+        assert!(
+            metric_value(&n, name, labels).is_some_and(|v| v >= 1.0),
+            "{name} {labels:?}: {n}"
+        )
+    };
+    node_at_least_one("modvisor_node_vms", &[("phase", "Running")]);
+    node_at_least_one("modvisor_node_module_loads_total", &[("outcome", "loaded")]);
+    node_at_least_one("modvisor_node_module_load_duration_seconds_count", &[]);
+    node_at_least_one("modvisor_node_heartbeats_total", &[("result", "ok")]);
+    assert!(
+        n.contains("# TYPE modvisor_node_guest_channel_errors_total counter"),
+        "{n}"
+    );
+    p.get(&p.token("tenant-a"), "/v1/nodes/node-1/metrics")
+        .expect(403);
+    p.get(&p.token("admin"), "/v1/nodes/no-such-node/metrics")
+        .expect(404);
     let y = p.cli_ok("tenant-a", &["vm", "describe", "bomb", "-o", "yaml"]);
     assert!(
         y.contains("module_requests:") && y.contains("state: Loaded"),

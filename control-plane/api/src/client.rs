@@ -383,11 +383,20 @@ impl ApiClient {
 
     /// `GET /v1/vms/{id}/console?tail_bytes=N`: the last bytes of the console, as text.
     pub fn console_tail(&self, vm: &str, bytes: usize) -> Result<String, ApiError> {
-        let path = format!(
+        self.get_text(&format!(
             "{}?tail_bytes={bytes}",
             fill(routes::VM_CONSOLE, &[("id", vm)])
-        );
-        let (req, url) = self.request(Method::GET, &path);
+        ))
+    }
+
+    /// `GET /v1/nodes/{name}/metrics` (admin or metrics): the node agent's metrics, as text.
+    pub fn node_metrics(&self, name: &str) -> Result<String, ApiError> {
+        self.get_text(&fill(routes::NODE_METRICS, &[("name", name)]))
+    }
+
+    /// `GET path`, answered with text.
+    fn get_text(&self, path: &str) -> Result<String, ApiError> {
+        let (req, url) = self.request(Method::GET, path);
         let resp = self.send(req, &url)?;
         resp.text().map_err(|e| ApiError::Unreadable {
             url,

@@ -42,6 +42,8 @@ pub const EVENTS: &str = "/v1/events";
 pub const NODES: &str = "/v1/nodes";
 /// One node with what its VMs hold (admin).
 pub const NODE: &str = "/v1/nodes/{name}";
+/// A node agent's own metrics, through the control plane (`GET`, admin or metrics).
+pub const NODE_METRICS: &str = "/v1/nodes/{name}/metrics";
 /// A node action (`POST`: cordon, uncordon, drain).
 pub const NODE_ACTION: &str = "/v1/nodes/{name}/{action}";
 
@@ -53,7 +55,7 @@ pub const TOKEN: &str = "/v1/tokens/{jti}";
 pub const MY_TOKENS: &str = "/v1/me/tokens";
 
 /// Every route above with its method, as the OpenAPI document names them.
-pub const ALL: [(&str, &str); 28] = [
+pub const ALL: [(&str, &str); 29] = [
     ("get", HEALTHZ),
     ("get", TENANTS),
     ("post", TENANTS),
@@ -74,6 +76,7 @@ pub const ALL: [(&str, &str); 28] = [
     ("get", EVENTS),
     ("get", NODES),
     ("get", NODE),
+    ("get", NODE_METRICS),
     ("post", NODE_ACTION),
     ("delete", NODE),
     ("get", TOKENS),

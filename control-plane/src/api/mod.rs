@@ -86,6 +86,7 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(stream::stream)
         .service(nodes::list_nodes)
         .service(nodes::get_node)
+        .service(nodes::node_metrics)
         .service(nodes::delete_node)
         .service(nodes::node_action)
         .service(tokens::issue_token)

@@ -8,9 +8,11 @@ use super::AppState;
 use crate::auth::{unix_now, Caller, Role};
 use crate::error::{Error, Problem};
 use crate::model::{Heartbeat, HeartbeatReply, Node, NodeCredential, NodeDetail, RegisterNode};
+use crate::reconciler::NodeConnector;
 use crate::store::{Cordon, Datastore, Registrant};
 use crate::validate;
 use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
+use modvisor_node_api::NodeApi;
 
 /// Lifetime of a node credential unless configured; heartbeats renew it in its last quarter.
 pub const DEFAULT_NODE_CREDENTIAL_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -277,6 +279,54 @@ pub async fn get_node(
     })
     .await?;
     Ok(web::Json(detail))
+}
+
+/// A node agent's own metrics in Prometheus's text format (admin or `metrics` tokens): its
+/// VMs by phase, guest channel errors by kind, module loads by outcome and their latency
+/// on the node, heartbeats by result. Fetched from the node when asked.
+#[utoipa::path(
+    tag = "nodes",
+    params(("name" = String, Path, description = "Node name")),
+    responses(
+        (status = 200, description = "The node agent's metrics", content_type = "text/plain", body = String),
+        Unauthenticated,
+        (status = 403, description = "Neither an admin nor a metrics token", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such node", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The node did not answer", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+#[get("/v1/nodes/{name}/metrics")]
+pub async fn node_metrics(
+    caller: Caller,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, Error> {
+    if !matches!(caller.role, Role::Admin | Role::Metrics) {
+        return Err(Error::Forbidden(
+            "metrics are for admin and metrics tokens".into(),
+        ));
+    }
+    let name = name.into_inner();
+    let store = state.store.clone();
+    let wanted = name.clone();
+    let node = blocking(move || {
+        store
+            .get_node(&wanted)?
+            .ok_or_else(|| Error::not_found("node", &wanted))
+    })
+    .await?;
+    let unavailable = |detail: String| Error::NodeUnavailable {
+        node: name.clone(),
+        detail,
+    };
+    let client = state.nodes.connect(&node).map_err(unavailable)?;
+    let text = client
+        .metrics()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text))
 }
 
 /// Deletes a node (admin) that holds no VMs (drain it first), revoking its credential:

@@ -77,6 +77,26 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// The node's metrics (Prometheus text), for the control plane.
+async fn metrics(req: HttpRequest, node: Shared) -> Result<HttpResponse, Error> {
+    authorize(&req, &node)?;
+    let phases: Vec<Phase> = node
+        .vms
+        .lock()
+        .map_err(|_| Error::Internal("the VM table is poisoned".into()))?
+        .values()
+        .filter_map(|h| h.observed.lock().ok().map(|o| o.phase))
+        .collect();
+    let text = node
+        .host
+        .metrics
+        .render(&phases)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(text))
+}
+
 /// Ensures a VM is in the desired state; answers once it has settled (or failed).
 async fn ensure_vm(
     req: HttpRequest,
@@ -298,6 +318,7 @@ pub async fn serve(
                     .error_handler(|e, _| Error::invalid("body", e.to_string()).into()),
             )
             .route(routes::HEALTHZ, web::get().to(healthz))
+            .route(routes::METRICS, web::get().to(metrics))
             .route(routes::VM, web::put().to(ensure_vm))
             .route(routes::VM, web::get().to(get_vm))
             .route(routes::VM, web::delete().to(delete_vm))

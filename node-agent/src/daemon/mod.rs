@@ -16,6 +16,7 @@ use crate::driver::HypervisorDriver;
 use crate::hostcaps;
 use crate::jailing::{JailOptions, NodeJails};
 use crate::kvm::KvmDriver;
+use crate::metrics::NodeMetrics;
 use crate::qemu::QemuDriver;
 use modvisor_auth::TokenVerifier;
 use modvisor_node_api::internal::{
@@ -278,6 +279,7 @@ fn prepare(config: NodeConfig) -> Result<Prepared, NodeError> {
         trust: Arc::new(trust),
         network,
         platform_modules: platform.iter().map(|m| m.name.clone()).collect(),
+        metrics: Arc::new(NodeMetrics::new().map_err(setup("metrics"))?),
     };
     let node = Arc::new(Node {
         name: config.name.clone(),
@@ -385,7 +387,9 @@ fn spawn_heartbeats(
                 return;
             }
         };
-        match control_plane.heartbeat(&credential.token(), &node.name, &Heartbeat { vms }) {
+        let answer = control_plane.heartbeat(&credential.token(), &node.name, &Heartbeat { vms });
+        node.host.metrics.heartbeat(answer.is_ok());
+        match answer {
             Ok(reply) => {
                 if let Some(renewed) = reply.credential {
                     // Unsaved, it is not presented: the control plane renews again next time.

@@ -4,6 +4,7 @@
 use crate::channel::AgentClient;
 use crate::console::ConsoleHub;
 use crate::driver::{Guest, GuestNic, GuestSpec, GuestState, HypervisorDriver};
+use crate::metrics::NodeMetrics;
 use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
 use crate::network::{NodeNetwork, TENANT_MTU};
 use modvisor_guest_protocol::seal::ChannelKey;
@@ -122,6 +123,8 @@ pub struct Host {
     /// The platform modules every guest loads at boot (not the tenant's: left out of
     /// what the VM reports).
     pub platform_modules: Arc<[String]>,
+    /// The node's metrics.
+    pub metrics: Arc<NodeMetrics>,
 }
 
 /// The channel to a VM's guest agent while it is attached (shared with the node API for
@@ -304,6 +307,7 @@ impl Worker {
                     deadline,
                     reply,
                 }) => {
+                    let started = Instant::now();
                     let out =
                         match self.client.as_deref() {
                             Some(c) => ModprobeService::new(&source, &self.host.trust)
@@ -314,6 +318,7 @@ impl Worker {
                                 reason: "the guest is not running".into(),
                             }],
                         };
+                    self.host.metrics.module_load(&out, started.elapsed());
                     if reply.send(out).is_err() {
                         tracing::warn!(vm = %self.id, "a load ended after its caller stopped waiting");
                     }
@@ -447,6 +452,7 @@ impl Worker {
         match result {
             Ok(((c, hello), boot)) => {
                 tracing::info!(vm = %self.id, kernel = %hello.kernel_release, "guest agent answered");
+                c.count_errors_in(self.host.metrics.channel_errors.clone());
                 self.set_client(Some(Arc::new(c)));
                 if let Ok(mut o) = self.observed.lock() {
                     o.boot = Some(boot);
