@@ -265,26 +265,38 @@ fn wait_for_phase(api: &ApiClient, wait: WaitArgs, vm: &Vm, want: Phase) -> Resu
     })
 }
 
-/// Waits until every module request of `vm` is Loaded; one that ends otherwise fails.
+/// Waits until every module request of `vm` is Loaded and the guest's own list (as its
+/// node last observed it) shows them; a request that ends otherwise fails.
 fn wait_for_modules(api: &ApiClient, wait: WaitArgs, vm: &Vm) -> Result<()> {
     if vm.spec.modules.is_empty() {
         return Ok(());
     }
     let what = format!("the modules of VM {} are Loaded", vm.spec.name);
     until(wait, &what, || {
-        let mut each: Vec<Progress<()>> = api
-            .module_requests(&vm.id)?
-            .iter()
-            .map(|r| request_progress(r, ()))
-            .collect();
+        let requests = api.module_requests(&vm.id)?;
+        let mut each: Vec<Progress<()>> =
+            requests.iter().map(|r| request_progress(r, ())).collect();
         // One that failed decides; else the first still on its way; else all are Loaded.
         if let Some(i) = each.iter().position(|p| matches!(p, Progress::Failed(_))) {
             return Ok(each.swap_remove(i));
         }
-        Ok(each
-            .into_iter()
-            .find(|p| matches!(p, Progress::Pending(_)))
-            .unwrap_or(Progress::Done(())))
+        if let Some(p) = each.into_iter().find(|p| matches!(p, Progress::Pending(_))) {
+            return Ok(p);
+        }
+        let seen = api.get_vm(&vm.id)?.value.status.guest_modules;
+        let unseen: Vec<&str> = requests
+            .iter()
+            .filter(|r| !seen.contains(&r.name))
+            .map(|r| r.name.as_str())
+            .collect();
+        Ok(if unseen.is_empty() {
+            Progress::Done(())
+        } else {
+            Progress::Pending(format!(
+                "{} Loaded, not yet in the guest's list as its node last saw it",
+                unseen.join(", ")
+            ))
+        })
     })
 }
 

@@ -263,6 +263,8 @@ fn the_readme_examples_run_as_written() {
             continue;
         }
         let printed = session.run(k, block.line, &script(block));
+        // Shown with --nocapture.
+        println!("--- README.md:{} printed:\n{printed}", block.line);
         assert!(
             !printed.contains("problem:internal"),
             "README.md:{}: an internal error:\n{printed}",
@@ -286,6 +288,8 @@ fn the_readme_examples_run_as_written() {
             assert!(printed.contains(&release), "{printed}");
         }
     }
+    // The README revoked the token it made, and only that one.
+    p.get(&p.token("tenant-a"), "/v1/vms").expect(200);
     for (i, m) in matched.iter().enumerate() {
         assert!(
             m,

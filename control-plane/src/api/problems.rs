@@ -66,6 +66,7 @@ pub const SHARED_PROBLEMS: &[SharedProblem] = &[
         "403",
         "The token is valid, but not a node agent's.",
     ),
+    SharedProblem::new("MetricsOnly", "403", "Neither an admin nor a metrics token"),
     SharedProblem::new("ModuleNotFound", "404", "Module never published"),
     SharedProblem::new(
         "VmNotFound",

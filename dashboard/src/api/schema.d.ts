@@ -1697,6 +1697,15 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"];
             };
         };
+        /** @description Neither an admin nor a metrics token */
+        MetricsOnly: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
         /** @description Module never published */
         ModuleNotFound: {
             headers: {
@@ -1854,15 +1863,7 @@ export interface operations {
                 };
             };
             401: components["responses"]["Unauthenticated"];
-            /** @description Neither an admin nor a metrics token */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            403: components["responses"]["MetricsOnly"];
             429: components["responses"]["RateLimited"];
         };
     };
@@ -2381,15 +2382,7 @@ export interface operations {
             };
             400: components["responses"]["InvalidParameter"];
             401: components["responses"]["Unauthenticated"];
-            /** @description Neither an admin nor a metrics token */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
+            403: components["responses"]["MetricsOnly"];
             404: components["responses"]["NodeNotFound"];
             429: components["responses"]["RateLimited"];
             /** @description The node did not answer */
