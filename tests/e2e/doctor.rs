@@ -44,6 +44,7 @@ fn doctor_finds_every_prerequisite_on_this_machine() {
         "guest kernel ",
         "guest kernel headers",
         "make",
+        "jq",
     ] {
         let row = table
             .lines()

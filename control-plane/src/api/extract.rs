@@ -136,6 +136,16 @@ impl Caller {
         }
     }
 
+    /// Admins and metrics tokens (a Prometheus scraper) may read metrics; others are refused.
+    pub fn require_metrics_reader(&self) -> Result<(), Error> {
+        match self.role {
+            Role::Admin | Role::Metrics => Ok(()),
+            _ => Err(Error::Forbidden(
+                "metrics are for admin and metrics tokens".into(),
+            )),
+        }
+    }
+
     /// The tenant of a tenant token; admins and nodes are refused.
     pub fn require_tenant(&self) -> Result<&str, Error> {
         match (self.role, &self.tenant) {

@@ -301,11 +301,7 @@ pub async fn node_metrics(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    if !matches!(caller.role, Role::Admin | Role::Metrics) {
-        return Err(Error::Forbidden(
-            "metrics are for admin and metrics tokens".into(),
-        ));
-    }
+    caller.require_metrics_reader()?;
     let name = name.into_inner();
     let store = state.store.clone();
     let wanted = name.clone();

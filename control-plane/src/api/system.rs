@@ -3,7 +3,7 @@
 use super::extract::StrictQuery;
 use super::problems::Unauthenticated;
 use super::AppState;
-use crate::auth::{Caller, Role};
+use crate::auth::Caller;
 use crate::error::Error;
 use crate::model::{Event, EventListParams, Page, Readiness};
 use actix_web::{get, web, HttpResponse};
@@ -66,11 +66,7 @@ pub async fn openapi_json() -> HttpResponse {
 )]
 #[get("/metrics")]
 pub async fn metrics(caller: Caller, state: web::Data<AppState>) -> Result<HttpResponse, Error> {
-    if !matches!(caller.role, Role::Admin | Role::Metrics) {
-        return Err(Error::Forbidden(
-            "metrics are for admin and metrics tokens".into(),
-        ));
-    }
+    caller.require_metrics_reader()?;
     let body = state.metrics.render()?;
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
