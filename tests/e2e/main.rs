@@ -12,6 +12,7 @@ mod cluster;
 mod console;
 mod dataplane;
 mod doctor;
+mod fixtures;
 mod host;
 mod hostile;
 mod identity;

@@ -8,6 +8,7 @@ mod error;
 mod exec;
 mod fetch;
 mod interfaces;
+mod record;
 mod trust;
 mod user_data;
 mod vm;
@@ -23,12 +24,13 @@ use modvisor_node_api::internal::{
     Heartbeat, NodeCredential, NodeFeature, RegisterNode, Resources,
 };
 use modvisor_node_api::{ClientError, ControlPlaneClient};
+use record::VmRecord;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vm::{Command, Host, VmHandle, VmRecord};
+use vm::{Command, Host, VmHandle};
 
 /// Which hypervisor driver to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
