@@ -40,7 +40,7 @@ pub struct DoctorArgs {
     /// Check for a jail (`on`, the default) or not (`off`).
     #[arg(long, value_enum, default_value_t = crate::serve::JailSwitch::On)]
     jail: crate::serve::JailSwitch,
-    /// Also check what the test suite needs (the guest kernel's headers, make, jq).
+    /// Also check what the test suite needs (the guest kernel's headers, make, jq, etcd, protoc).
     #[arg(long)]
     tests: bool,
     /// Install what is missing with apt-get (Debian/Ubuntu, as root), then check again.
@@ -172,16 +172,41 @@ pub fn checks(needs: &Needs) -> Vec<Check> {
         out.push(guest_userland());
     }
     if needs.tests {
-        // make builds the sample module; the README's examples (run by a test) use jq.
-        for tool in ["make", "jq"] {
+        // make builds the sample module; the README's examples (run by a test) use jq;
+        // the store's tests run a real etcd member; the etcd store's client is generated
+        // with protoc when modvisor is built with `--features etcd`.
+        for (tool, package) in [
+            ("make", "make"),
+            ("jq", "jq"),
+            ("etcd", "etcd-server"),
+        ] {
             out.push(match which(tool) {
                 Some(p) => Check::found(tool, version_line(&p)),
-                None => Check::missing(tool, "not on PATH", Fix::Apt(vec![tool.into()])),
+                None => Check::missing(tool, "not on PATH", Fix::Apt(vec![package.into()])),
             });
         }
+        out.push(protoc());
     }
     out
 }
+
+/// protoc and protobuf's well-known types, which etcd-client's build needs (`--features
+/// etcd`).
+fn protoc() -> Check {
+    let fix = Fix::Apt(vec!["protobuf-compiler".into(), "libprotobuf-dev".into()]);
+    match which("protoc") {
+        None => Check::missing("protoc", "not on PATH", fix),
+        Some(_) if !Path::new(PROTOBUF_TYPES).is_file() => Check::missing(
+            "protoc",
+            format!("{PROTOBUF_TYPES} is missing (protobuf's well-known types)"),
+            fix,
+        ),
+        Some(p) => Check::found("protoc", version_line(&p)),
+    }
+}
+
+/// One of protobuf's well-known types, as Debian's libprotobuf-dev installs them.
+const PROTOBUF_TYPES: &str = "/usr/include/google/protobuf/descriptor.proto";
 
 fn hypervisor(driver: DriverArg, hw: bool) -> Check {
     let qemu = matches!(driver, DriverArg::Qemu) || (matches!(driver, DriverArg::Auto) && !hw);

@@ -6,6 +6,7 @@ use modvisor_control_plane::api::nodes::DEFAULT_NODE_CREDENTIAL_TTL_SECS;
 use modvisor_control_plane::model::Resources;
 use modvisor_control_plane::reconciler::{ReconcilerConfig, DEFAULT_FENCE_AFTER_SECS};
 use modvisor_control_plane::server::DEFAULT_MAX_MODULE_BYTES;
+use modvisor_control_plane::store::StoreLocation;
 use modvisor_control_plane::{Config, ControlPlane};
 use modvisor_node_agent::daemon::{DriverChoice, NodeConfig, NodeError};
 use modvisor_node_agent::jailing::JailOptions;
@@ -300,6 +301,11 @@ pub struct ControlPlaneArgs {
     /// A node agent /readyz waits for (registered and Ready); repeat for several.
     #[arg(long)]
     expect_node: Vec<String>,
+    /// Where the state is: `sled:PATH`, or `etcd://HOST:PORT[,HOST:PORT...][/ROOT]` (a
+    /// build with `--features etcd`). Default: sled in DATA_DIR/db. The signing key and
+    /// the CA stay in DATA_DIR.
+    #[arg(long, env = "MODVISOR_STORE")]
+    store: Option<StoreLocation>,
 }
 
 fn runtime() -> Result<actix_web::rt::SystemRunner> {
@@ -337,6 +343,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         internal_listen: internal_listen(args.listen, args.internal_listen),
         node_credential_ttl_secs: args.node_credential_ttl_secs,
         expect_nodes: up_node_names(args.nodes),
+        store: None,
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     let tokens = cp.bootstrap(args.token_ttl)?;
@@ -564,6 +571,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         internal_listen: internal_listen(args.listen, args.internal_listen),
         node_credential_ttl_secs: args.node_credential_ttl_secs,
         expect_nodes: args.expect_node.clone(),
+        store: args.store.clone(),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     runtime()?.block_on(cp.serve(|addr| {

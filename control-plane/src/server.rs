@@ -6,7 +6,7 @@ use crate::api::{self, AppState};
 use crate::auth::{Role, TokenKeys};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::store::{Datastore, SledKv};
+use crate::store::{Datastore, StoreLocation};
 use actix_web::dev::Service;
 use actix_web::http::header;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -54,6 +54,8 @@ pub struct Config {
     pub node_credential_ttl_secs: u64,
     /// The node agents `/readyz` waits for: those started with this control plane.
     pub expect_nodes: Vec<String>,
+    /// Where the state is (`None`: sled in `data_dir/db`).
+    pub store: Option<StoreLocation>,
 }
 
 /// An opened control plane, ready to serve.
@@ -71,7 +73,11 @@ impl ControlPlane {
         })?;
         let keys = Arc::new(TokenKeys::load_or_create(&config.data_dir)?);
         let ca = Arc::new(crate::ca::ClusterCa::load_or_create(&config.data_dir)?);
-        let kv = SledKv::open(&config.data_dir.join("db")).map_err(|e| match e {
+        let location = config
+            .store
+            .clone()
+            .unwrap_or_else(|| StoreLocation::Sled(config.data_dir.join("db")));
+        let kv = location.open().map_err(|e| match e {
             Error::Storage(m) if m.contains("WouldBlock") || m.contains("lock") => Error::DataDir {
                 path: config.data_dir.display().to_string(),
                 detail: format!("the store is in use by another modvisor process ({m})"),
@@ -84,7 +90,7 @@ impl ControlPlane {
             config.reconciler.budgets,
         );
         let state = web::Data::new(AppState {
-            store: Datastore::new(Arc::new(kv)),
+            store: Datastore::new(kv),
             keys,
             metrics: Metrics::new()?,
             limits: Default::default(),

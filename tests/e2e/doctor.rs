@@ -45,6 +45,8 @@ fn doctor_finds_every_prerequisite_on_this_machine() {
         "guest kernel headers",
         "make",
         "jq",
+        "etcd",
+        "protoc",
     ] {
         let row = table
             .lines()

@@ -12,6 +12,11 @@ mod cluster;
 mod console;
 mod dataplane;
 mod doctor;
+#[cfg(feature = "etcd")]
+#[path = "../../control-plane/tests/etcd_member/mod.rs"]
+mod etcd_member;
+#[cfg(feature = "etcd")]
+mod etcd_store;
 mod fixtures;
 mod host;
 mod hostile;

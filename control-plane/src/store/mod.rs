@@ -7,8 +7,11 @@
 //! `observations`, `tokens`) over shared transaction helpers (`txn`, `keys`); a distributed backend
 //! implements only this trait.
 
+#[cfg(feature = "etcd")]
+mod etcd_kv;
 mod events;
 mod keys;
+mod location;
 mod module_requests;
 mod modules;
 mod networks;
@@ -22,7 +25,10 @@ mod tokens;
 mod txn;
 mod vms;
 
+#[cfg(feature = "etcd")]
+pub use etcd_kv::EtcdKv;
 pub use keys::parse_page_token;
+pub use location::{StoreLocation, DEFAULT_ETCD_ROOT};
 pub use module_requests::MAX_REQUESTS_PER_VM;
 pub use networks::{NetworkRecord, TenantNetworks, DEFAULT_CIDR, DEFAULT_NETWORK, NO_NETWORK};
 pub use nodes::{Cordon, Registrant};

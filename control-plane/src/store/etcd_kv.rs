@@ -1,0 +1,380 @@
+//! [`KvStore`] on etcd v3 (cargo feature `etcd`, through the `etcd-client` crate).
+//!
+//! Every table is a key prefix (`<root>/<table>/`), so a table's keys keep their order and
+//! a scan is one ranged read. A transaction is optimistic and serializable: its reads come
+//! from one snapshot (the revision of its first read), its writes are buffered, and at the
+//! end one etcd Txn compares every key it read on its `mod_revision` (0: absent) and, when
+//! none changed, applies every write. When one did, the transaction runs again, after a
+//! growing, jittered pause, a bounded number of times. etcd makes a Txn durable (a quorum
+//! of members has it on disk) before it answers, so a transaction that returns `Ok` is.
+//!
+//! Ids ([`Txn::next_id`]) come from a counter key moved in the transaction that takes one,
+//! as on sled: they follow each other in commit order, but the counter serialises every
+//! transaction that takes an id (each audited mutation). That is the next thing to change
+//! for several replicas (ids ordered by etcd's own commit revision need no shared key).
+//!
+//! etcd limits a Txn to `--max-txn-ops` compares and as many operations (128 by default)
+//! and a request to `--max-request-bytes` (1.5 MiB); a transaction beyond them fails with
+//! etcd's own error, which names the limit.
+
+use super::{KvStore, Table, Txn};
+use crate::error::{Error, Result};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp};
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How many times a conflicting transaction runs before the caller gets a storage error.
+const MAX_ATTEMPTS: u32 = 64;
+/// The first pause after a conflict; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(2);
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
+/// How long one request to etcd may take (a store without quorum fails this fast).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const SCHEMA_KEY: &[u8] = b"schema_version";
+const NEXT_ID_KEY: &[u8] = b"next_id";
+
+fn storage(e: etcd_client::Error) -> Error {
+    Error::Storage(format!("etcd: {e}"))
+}
+
+fn decode_id(v: &[u8]) -> Result<u64> {
+    <[u8; 8]>::try_from(v)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Error::Storage("etcd: unreadable id counter".into()))
+}
+
+/// The first key after every key that starts with `prefix` (etcd's range end).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every byte was 0xff: no key is greater; "\0" means "to the end" to etcd.
+    vec![0]
+}
+
+/// An etcd cluster holding every table under one root prefix.
+pub struct EtcdKv {
+    /// The client's runtime, shut down in the background when the store is dropped (a
+    /// runtime may not be dropped on an async thread, where the last user may be).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    client: Client,
+    root: Vec<u8>,
+}
+
+impl Drop for EtcdKv {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl EtcdKv {
+    /// Connects to the members at `endpoints` (`host:port` or URLs), keeping every key
+    /// under `root` (e.g. `/modvisor`), and checks the schema version there.
+    pub fn connect(endpoints: &[String], root: &str) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("etcd-client")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Storage(format!("etcd: the client's runtime: {e}")))?;
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let endpoints = endpoints.to_vec();
+        let handle = runtime.handle().clone();
+        let client = on(&handle, async move {
+            Client::connect(endpoints, Some(options)).await
+        })?;
+        let mut root = root.trim_end_matches('/').as_bytes().to_vec();
+        root.push(b'/');
+        let kv = EtcdKv {
+            runtime: Some(runtime),
+            handle,
+            client,
+            root,
+        };
+        kv.check_schema()?;
+        Ok(kv)
+    }
+
+    /// The etcd key of `key` in `table`.
+    fn key(&self, table: Table, key: &[u8]) -> Vec<u8> {
+        let mut k = self.table_prefix(table);
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn table_prefix(&self, table: Table) -> Vec<u8> {
+        let mut k = self.root.clone();
+        k.extend_from_slice(table.name().as_bytes());
+        k.push(b'/');
+        k
+    }
+
+    /// Reads `key` (at `revision`, or the latest): its value and mod_revision (0 when
+    /// absent), and the store's revision.
+    fn read(&self, key: Vec<u8>, revision: Option<i64>) -> Result<(Option<Vec<u8>>, i64, i64)> {
+        let mut client = self.client.kv_client();
+        let options = match revision {
+            Some(r) => GetOptions::new().with_revision(r),
+            None => GetOptions::new(),
+        };
+        let resp = on(
+            &self.handle,
+            async move { client.get(key, Some(options)).await },
+        )?;
+        let store_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        Ok(match resp.kvs().first() {
+            Some(kv) => (Some(kv.value().to_vec()), kv.mod_revision(), store_revision),
+            None => (None, 0, store_revision),
+        })
+    }
+
+    /// Applies `writes` if no key of `reads` changed since it was read; whether it did.
+    fn commit(
+        &self,
+        reads: &BTreeMap<Vec<u8>, Read>,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    ) -> Result<bool> {
+        let compares: Vec<Compare> = reads
+            .iter()
+            .map(|(k, r)| Compare::mod_revision(k.clone(), CompareOp::Equal, r.mod_revision))
+            .collect();
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k, v, None),
+                None => TxnOp::delete(k, None),
+            })
+            .collect();
+        let txn = etcd_client::Txn::new().when(compares).and_then(ops);
+        let mut client = self.client.kv_client();
+        let resp = on(&self.handle, async move { client.txn(txn).await })?;
+        Ok(resp.succeeded())
+    }
+
+    fn check_schema(&self) -> Result<()> {
+        let key = self.key(Table::Meta, SCHEMA_KEY);
+        let version = super::sled_kv::SCHEMA_VERSION;
+        let (found, _, _) = self.read(key.clone(), None)?;
+        match found {
+            None => {
+                // Whoever writes it first: a racing replica writes the same.
+                let reads = BTreeMap::from([(
+                    key.clone(),
+                    Read {
+                        mod_revision: 0,
+                        value: None,
+                    },
+                )]);
+                let writes = BTreeMap::from([(key, Some(version.to_be_bytes().to_vec()))]);
+                if !self.commit(&reads, writes)? {
+                    return self.check_schema();
+                }
+                Ok(())
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| Error::Storage("etcd: unreadable schema version".into()))?;
+                if found == version {
+                    Ok(())
+                } else {
+                    Err(Error::Storage(format!(
+                        "store has schema version {found}, this build reads {version}; no migration is known"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// Runs `fut` on the client's runtime and waits for it on this thread (which may be any
+/// thread: a pool thread of the API, the reconciler's, or an async worker's).
+fn on<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    fut: impl Future<Output = std::result::Result<T, etcd_client::Error>> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        if tx.send(fut.await).is_err() {
+            tracing::debug!("an etcd answer arrived after its caller left");
+        }
+    });
+    rx.recv()
+        .map_err(|_| Error::Storage("etcd: the client's runtime stopped".into()))?
+        .map_err(storage)
+}
+
+/// A key a transaction read: its mod_revision then (0: absent) and its value.
+#[derive(Debug, Clone)]
+struct Read {
+    mod_revision: i64,
+    value: Option<Vec<u8>>,
+}
+
+/// One attempt of a transaction: reads from one snapshot, buffered writes.
+struct EtcdTxn<'a> {
+    kv: &'a EtcdKv,
+    /// The revision every read of this attempt sees (set by its first read).
+    snapshot: Cell<Option<i64>>,
+    reads: RefCell<BTreeMap<Vec<u8>, Read>>,
+    writes: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl Txn for EtcdTxn<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let k = self.kv.key(table, key);
+        if let Some(w) = self.writes.borrow().get(&k) {
+            return Ok(w.clone());
+        }
+        if let Some(r) = self.reads.borrow().get(&k) {
+            return Ok(r.value.clone());
+        }
+        let (value, mod_revision, store_revision) = self.kv.read(k.clone(), self.snapshot.get())?;
+        if self.snapshot.get().is_none() {
+            self.snapshot.set(Some(store_revision));
+        }
+        self.reads.borrow_mut().insert(
+            k,
+            Read {
+                mod_revision,
+                value: value.clone(),
+            },
+        );
+        Ok(value)
+    }
+
+    fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
+        self.writes
+            .borrow_mut()
+            .insert(self.kv.key(table, key), Some(value.to_vec()));
+        Ok(())
+    }
+
+    fn remove(&self, table: Table, key: &[u8]) -> Result<()> {
+        self.writes
+            .borrow_mut()
+            .insert(self.kv.key(table, key), None);
+        Ok(())
+    }
+
+    fn next_id(&self) -> Result<u64> {
+        let next = match self.get(Table::Meta, NEXT_ID_KEY)? {
+            Some(v) => decode_id(&v)?,
+            None => 1,
+        };
+        self.insert(
+            Table::Meta,
+            NEXT_ID_KEY,
+            &next.saturating_add(1).to_be_bytes(),
+        )?;
+        Ok(next)
+    }
+}
+
+/// A pause of about `base`, jittered so that conflicting replicas do not retry in step.
+fn jittered(base: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let ms = base.as_millis().max(1) as u64;
+    base / 2 + Duration::from_millis(u64::from(nanos) % ms)
+}
+
+impl KvStore for EtcdKv {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.read(self.key(table, key), None)?.0)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let base = self.key(table, prefix);
+        let start = match after {
+            Some(a) => {
+                let mut k = base.clone();
+                k.extend_from_slice(a);
+                // The least key after `prefix + after`.
+                k.push(0);
+                k
+            }
+            None => base.clone(),
+        };
+        let options = GetOptions::new()
+            .with_range(prefix_end(&base))
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let mut client = self.client.kv_client();
+        let resp = on(&self.handle, async move {
+            client.get(start, Some(options)).await
+        })?;
+        let strip = self.table_prefix(table).len();
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| (kv.key()[strip..].to_vec(), kv.value().to_vec()))
+            .collect())
+    }
+
+    fn transact(&self, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
+        let mut backoff = FIRST_BACKOFF;
+        for _ in 0..MAX_ATTEMPTS {
+            let txn = EtcdTxn {
+                kv: self,
+                snapshot: Cell::new(None),
+                reads: RefCell::new(BTreeMap::new()),
+                writes: RefCell::new(BTreeMap::new()),
+            };
+            f(&txn)?;
+            let writes = txn.writes.take();
+            if writes.is_empty() {
+                // Read-only: its reads were one consistent snapshot.
+                return Ok(());
+            }
+            if self.commit(&txn.reads.borrow(), writes)? {
+                return Ok(());
+            }
+            std::thread::sleep(jittered(backoff));
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        Err(Error::Storage(format!(
+            "etcd: a transaction still conflicted after {MAX_ATTEMPTS} attempts"
+        )))
+    }
+
+    fn next_id_peek(&self) -> Result<u64> {
+        match self.get(Table::Meta, NEXT_ID_KEY)? {
+            Some(v) => decode_id(&v),
+            None => Ok(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn a_prefix_ends_after_its_last_key() {
+        assert_eq!(prefix_end(b"/m/vms/"), b"/m/vms0".to_vec());
+        assert_eq!(prefix_end(b"a\xff\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
+}

@@ -1,0 +1,268 @@
+//! What every store backend must do, run against each: sled in a temporary directory and
+//! (with the cargo feature `etcd`) a real etcd member started by the test. Point reads and
+//! writes, ordered and paged prefix scans, transactions that are atomic, see their own
+//! writes and serialise under contention, rising ids; and, through the typed store above
+//! the trait, a quota race and address allocation under concurrency that stay exact.
+
+// A test fails by panicking: unwrap and expect say where.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[cfg(feature = "etcd")]
+mod etcd_member;
+
+use modvisor_control_plane::error::Error;
+use modvisor_control_plane::model::{CreateTenant, Quota, VmSpec};
+use modvisor_control_plane::store::{Datastore, KvStore, SledKv, Table, Txn, VmFilter};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+fn put(kv: &dyn KvStore, table: Table, key: &[u8], value: &[u8]) {
+    kv.transact(&|t: &dyn Txn| t.insert(table, key, value))
+        .unwrap();
+}
+
+fn keys(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<&[u8]> {
+    entries.iter().map(|(k, _)| k.as_slice()).collect()
+}
+
+fn point_reads_and_writes(kv: &dyn KvStore) {
+    put(kv, Table::Tenants, b"a", b"1");
+    put(kv, Table::Nodes, b"a", b"2");
+    assert_eq!(
+        kv.get(Table::Tenants, b"a").unwrap().as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(
+        kv.get(Table::Nodes, b"a").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(kv.get(Table::Vms, b"a").unwrap(), None);
+    kv.transact(&|t: &dyn Txn| t.remove(Table::Tenants, b"a"))
+        .unwrap();
+    assert_eq!(kv.get(Table::Tenants, b"a").unwrap(), None);
+    assert_eq!(
+        kv.get(Table::Nodes, b"a").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    // Any bytes are a key or a value.
+    let odd = [0u8, 0xff, 0xfe, b'/', 0];
+    put(kv, Table::Blobs, &odd, &odd);
+    assert_eq!(
+        kv.get(Table::Blobs, &odd).unwrap().as_deref(),
+        Some(&odd[..])
+    );
+}
+
+fn scans_are_ordered_paged_and_bounded(kv: &dyn KvStore) {
+    for k in [
+        &b"t1\0c"[..],
+        b"t1\0a",
+        b"t1\0e",
+        b"t1\0b",
+        b"t1\0d",
+        b"t2\0a",
+        b"t1x",
+        b"t1",
+    ] {
+        put(kv, Table::Vms, k, k);
+    }
+    put(kv, Table::VmNames, b"t1\0z", b"other table");
+    let first = kv.scan(Table::Vms, b"t1\0", None, 2).unwrap();
+    assert_eq!(keys(&first), [&b"t1\0a"[..], b"t1\0b"]);
+    assert_eq!(first[0].1, b"t1\0a");
+    let next = kv.scan(Table::Vms, b"t1\0", Some(b"b"), 2).unwrap();
+    assert_eq!(keys(&next), [&b"t1\0c"[..], b"t1\0d"]);
+    let rest = kv.scan(Table::Vms, b"t1\0", Some(b"d"), 10).unwrap();
+    assert_eq!(keys(&rest), [&b"t1\0e"[..]]);
+    assert!(kv
+        .scan(Table::Vms, b"t1\0", Some(b"e"), 10)
+        .unwrap()
+        .is_empty());
+    assert!(kv.scan(Table::Vms, b"t3\0", None, 10).unwrap().is_empty());
+    assert!(kv.scan(Table::Vms, b"t1\0", None, 0).unwrap().is_empty());
+    let all = kv.scan(Table::Vms, b"", None, 100).unwrap();
+    assert_eq!(
+        keys(&all),
+        [
+            &b"t1"[..],
+            b"t1\0a",
+            b"t1\0b",
+            b"t1\0c",
+            b"t1\0d",
+            b"t1\0e",
+            b"t1x",
+            b"t2\0a"
+        ]
+    );
+}
+
+fn a_failed_transaction_writes_nothing(kv: &dyn KvStore) {
+    let r = kv.transact(&|t: &dyn Txn| {
+        t.insert(Table::Policies, b"p", b"x")?;
+        t.remove(Table::Nodes, b"a")?;
+        Err(Error::Conflict("changed its mind".into()))
+    });
+    assert!(matches!(r, Err(Error::Conflict(_))), "{r:?}");
+    assert_eq!(kv.get(Table::Policies, b"p").unwrap(), None);
+    assert!(kv.get(Table::Nodes, b"a").unwrap().is_some());
+}
+
+fn a_transaction_sees_its_own_writes(kv: &dyn KvStore) {
+    kv.transact(&|t: &dyn Txn| {
+        assert_eq!(t.get(Table::Tokens, b"j")?, None);
+        t.insert(Table::Tokens, b"j", b"1")?;
+        assert_eq!(t.get(Table::Tokens, b"j")?.as_deref(), Some(&b"1"[..]));
+        t.remove(Table::Tokens, b"j")?;
+        assert_eq!(t.get(Table::Tokens, b"j")?, None);
+        t.insert(Table::Tokens, b"j", b"2")
+    })
+    .unwrap();
+    assert_eq!(
+        kv.get(Table::Tokens, b"j").unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+}
+
+/// Threads that each add one to a counter, many times: no increment is lost, and the ids
+/// the transactions took are distinct and rise in the order they committed.
+fn contended_transactions_serialise(kv: Arc<dyn KvStore>) {
+    const THREADS: usize = 6;
+    const EACH: usize = 15;
+    let before = kv.next_id_peek().unwrap();
+    let taken = Arc::new(Mutex::new(Vec::new()));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (kv, taken) = (kv.clone(), taken.clone());
+            std::thread::spawn(move || {
+                for _ in 0..EACH {
+                    let id = Mutex::new(0);
+                    kv.transact(&|t: &dyn Txn| {
+                        let n = match t.get(Table::Meta, b"counter")? {
+                            Some(v) => u64::from_be_bytes(v.as_slice().try_into().unwrap()),
+                            None => 0,
+                        };
+                        let got = t.next_id()?;
+                        t.insert(Table::Meta, b"counter", &(n + 1).to_be_bytes())?;
+                        t.insert(Table::Events, &got.to_be_bytes(), &(n + 1).to_be_bytes())?;
+                        *id.lock().unwrap() = got;
+                        Ok(())
+                    })
+                    .unwrap();
+                    taken.lock().unwrap().push(id.into_inner().unwrap());
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let total = (THREADS * EACH) as u64;
+    let counter = kv.get(Table::Meta, b"counter").unwrap().unwrap();
+    assert_eq!(u64::from_be_bytes(counter.try_into().unwrap()), total);
+    let ids: BTreeSet<u64> = taken.lock().unwrap().iter().copied().collect();
+    assert_eq!(ids.len() as u64, total, "ids were given twice");
+    assert!(ids.iter().all(|i| *i >= before));
+    assert!(kv.next_id_peek().unwrap() > *ids.iter().last().unwrap());
+    // In id order, the counter each transaction wrote rises one by one: ids follow commits.
+    let events = kv.scan(Table::Events, b"", None, 10_000).unwrap();
+    let written: Vec<u64> = events
+        .iter()
+        .map(|(_, v)| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
+        .collect();
+    assert_eq!(written, (1..=total).collect::<Vec<_>>());
+}
+
+/// Through the typed store: 12 creates race for 5 slots of a quota (exactly 5 win, each
+/// with its own address), and the tenant's usage and audit trail agree.
+fn quota_and_addresses_stay_exact(kv: Arc<dyn KvStore>) {
+    let store = Datastore::new(kv);
+    store
+        .create_tenant(
+            "test",
+            &CreateTenant {
+                name: "racer".into(),
+                quota: Some(Quota {
+                    max_vms: 5,
+                    ..Quota::default()
+                }),
+            },
+        )
+        .unwrap();
+    let outcomes: Vec<_> = (0..12)
+        .map(|i| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let spec = VmSpec {
+                    name: format!("vm-{i}"),
+                    vcpus: 1,
+                    memory_mib: 256,
+                    modules: vec![],
+                    power_state: Default::default(),
+                    user_data: None,
+                    network: None,
+                };
+                store.create_vm("racer", "racer", &spec)
+            })
+        })
+        .map(|h| h.join().unwrap())
+        .collect();
+    let won: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+    assert_eq!(won.len(), 5, "{outcomes:?}");
+    for o in &outcomes {
+        if let Err(e) = o {
+            assert!(matches!(e, Error::QuotaExceeded { .. }), "{e:?}");
+        }
+    }
+    let vms = store.visible_vms(VmFilter::Tenant("racer")).unwrap();
+    assert_eq!(vms.len(), 5);
+    let ips: BTreeSet<String> = vms
+        .iter()
+        .map(|v| v.status.network.as_ref().expect("an address").ip.clone())
+        .collect();
+    assert_eq!(ips.len(), 5, "addresses given twice: {ips:?}");
+    let (events, _) = store
+        .list_events(VmFilter::Tenant("racer"), None, 1000, Some("vms"))
+        .unwrap();
+    let created = events.iter().filter(|e| e.action == "vm.create").count();
+    assert_eq!(created, 5, "{events:?}");
+}
+
+fn the_suite(kv: Arc<dyn KvStore>) {
+    point_reads_and_writes(kv.as_ref());
+    scans_are_ordered_paged_and_bounded(kv.as_ref());
+    a_failed_transaction_writes_nothing(kv.as_ref());
+    a_transaction_sees_its_own_writes(kv.as_ref());
+    contended_transactions_serialise(kv.clone());
+}
+
+#[test]
+fn sled_keeps_the_store_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    the_suite(Arc::new(SledKv::open(&dir.path().join("db")).unwrap()));
+    let other = tempfile::tempdir().unwrap();
+    quota_and_addresses_stay_exact(Arc::new(SledKv::open(&other.path().join("db")).unwrap()));
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_keeps_the_store_contract() {
+    use modvisor_control_plane::store::EtcdKv;
+    let member = etcd_member::EtcdMember::start();
+    let endpoints = vec![format!("http://{}", member.client)];
+    the_suite(Arc::new(EtcdKv::connect(&endpoints, "/suite").unwrap()));
+    // Another root is another store on the same cluster.
+    let again = Arc::new(EtcdKv::connect(&endpoints, "/typed").unwrap());
+    assert_eq!(again.get(Table::Tenants, b"a").unwrap(), None);
+    quota_and_addresses_stay_exact(again);
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_unreachable_is_a_storage_error_in_bounded_time() {
+    use modvisor_control_plane::store::EtcdKv;
+    let started = std::time::Instant::now();
+    // Nothing listens on port 9 (discard) of loopback.
+    let r = EtcdKv::connect(&["http://127.0.0.1:9".to_string()], "/x");
+    assert!(matches!(r, Err(Error::Storage(_))), "{:?}", r.err());
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

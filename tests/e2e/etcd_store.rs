@@ -1,0 +1,142 @@
+//! The control plane on etcd (cargo feature `etcd`): `modvisor control-plane --store
+//! etcd://...` keeps tenants, VMs and the audit trail in a real etcd member rather than in
+//! its data directory, has them again after a kill -9 and a restart, and refuses a store
+//! it cannot reach with one clear line, in bounded time.
+
+use crate::etcd_member::EtcdMember;
+use crate::support::{modvisor, Plane};
+use serde_json::json;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// `modvisor control-plane` on `store`, with its keys in `data`; the process and its API.
+fn start(data: &Path, store: &str) -> (Child, String) {
+    let addr = data.join("control-plane.addr");
+    if addr.exists() {
+        std::fs::remove_file(&addr).unwrap();
+    }
+    let mut child = modvisor()
+        .args(["control-plane", "--listen", "127.0.0.1:0", "--store", store])
+        .arg("--data-dir")
+        .arg(data)
+        .env("MODVISOR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !addr.exists() {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("the control plane exited: {s}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the control plane did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://{}", std::fs::read_to_string(&addr).unwrap().trim());
+    (child, base)
+}
+
+/// A token signed offline with the key in `data`.
+fn token(data: &Path, args: &[&str]) -> String {
+    let out = modvisor()
+        .args(["token", "issue", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .env("MODVISOR_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn the_control_plane_keeps_its_state_in_etcd_across_a_kill() {
+    let member = EtcdMember::start();
+    let store = format!("etcd://{}/e2e", member.client);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (mut cp, base) = start(&data, &store);
+    let p = Plane::attach(dir, base);
+    let admin = token(&data, &["--role", "admin"]);
+    p.post(&admin, "/v1/tenants", &json!({"name": "acme"}))
+        .expect(201);
+    let acme = token(&data, &["--role", "tenant", "--tenant", "acme"]);
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            let body = json!({"name": format!("vm-{i}"), "vcpus": 1, "memory_mib": 256});
+            let v = p.post(&acme, "/v1/vms", &body).expect(201).body;
+            v["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    p.post(
+        &acme,
+        "/v1/vms",
+        &json!({"name": "vm-0", "vcpus": 1, "memory_mib": 256}),
+    )
+    .expect(409);
+
+    // kill -9, and start again on the same store: everything is there.
+    cp.kill().unwrap();
+    cp.wait().unwrap();
+    let (mut cp, base) = start(&data, &store);
+    let p = Plane::attach(tempfile::tempdir().unwrap(), base);
+    let listed = p.get(&acme, "/v1/vms").expect(200).body;
+    let mut found: Vec<String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap().to_string())
+        .collect();
+    found.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(found, want, "{listed}");
+    let events = p.get(&acme, "/v1/events").expect(200).body;
+    let creates = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "vm.create" && e["outcome"] == "success")
+        .count();
+    assert_eq!(creates, 3, "{events}");
+    let usage = p.get(&admin, "/v1/tenants/acme").expect(200).body;
+    assert_eq!(usage["usage"]["vms"], 3, "{usage}");
+    // The state is in etcd: no database beside the keys.
+    assert!(!data.join("db").exists());
+    cp.kill().unwrap();
+    cp.wait().unwrap();
+    drop(member);
+}
+
+#[test]
+fn an_unreachable_or_malformed_store_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (store, says) in [
+        ("etcd://127.0.0.1:9", "etcd"),
+        ("etcd://nohost", "HOST:PORT"),
+        ("postgres://x", "sled:PATH or etcd://"),
+    ] {
+        let started = Instant::now();
+        let out = modvisor()
+            .args(["control-plane", "--listen", "127.0.0.1:0", "--store", store])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("MODVISOR_LOG", "warn")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{store}: {err}");
+        assert!(err.contains(says), "{store}: {err}");
+        assert!(!err.contains("panicked"), "{store}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{store}");
+    }
+}
