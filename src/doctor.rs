@@ -175,11 +175,7 @@ pub fn checks(needs: &Needs) -> Vec<Check> {
         // make builds the sample module; the README's examples (run by a test) use jq;
         // the store's tests run a real etcd member; the etcd store's client is generated
         // with protoc when modvisor is built with `--features etcd`.
-        for (tool, package) in [
-            ("make", "make"),
-            ("jq", "jq"),
-            ("etcd", "etcd-server"),
-        ] {
+        for (tool, package) in [("make", "make"), ("jq", "jq"), ("etcd", "etcd-server")] {
             out.push(match which(tool) {
                 Some(p) => Check::found(tool, version_line(&p)),
                 None => Check::missing(tool, "not on PATH", Fix::Apt(vec![package.into()])),

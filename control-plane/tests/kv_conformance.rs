@@ -2,7 +2,8 @@
 //! (with the cargo feature `etcd`) a real etcd member started by the test. Point reads and
 //! writes, ordered and paged prefix scans, transactions that are atomic, see their own
 //! writes and serialise under contention, rising ids; and, through the typed store above
-//! the trait, a quota race and address allocation under concurrency that stay exact.
+//! the trait, a quota race and address allocation under concurrency that stay exact, and
+//! module blobs larger than etcd's request limit, stored in chunks and verified on read.
 
 // A test fails by panicking: unwrap and expect say where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -227,6 +228,48 @@ fn quota_and_addresses_stay_exact(kv: Arc<dyn KvStore>) {
     assert_eq!(created, 5, "{events:?}");
 }
 
+/// Module blobs through the typed store: one larger than etcd's request limit comes back
+/// whole, a small one too, the same bytes published twice are stored once, and a chunk
+/// changed behind the store's back is an error, not a module.
+fn blobs_are_chunked_and_verified(kv: Arc<dyn KvStore>) {
+    let store = Datastore::new(kv.clone());
+    // 4.2 MB like Debian's xfs.ko, of bytes that do not repeat in any chunk.
+    let big: Vec<u8> = (0..4_200_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let small = b"\x7fELF a small module".to_vec();
+    let mut shas = Vec::new();
+    for (name, bytes) in [("big", &big), ("small", &small), ("again", &big)] {
+        let v = store
+            .publish_module("test", name, "6.1.0-test", bytes, Default::default(), None)
+            .unwrap();
+        assert_eq!(v.size, bytes.len() as u64);
+        assert_eq!(store.blob(&v.sha256).unwrap().as_deref(), Some(&bytes[..]));
+        shas.push(v.sha256);
+    }
+    assert_eq!(shas[0], shas[2]);
+    let chunks = kv.scan(Table::BlobChunks, b"", None, 1000).unwrap();
+    assert_eq!(
+        chunks.len(),
+        4_200_000usize.div_ceil(256 * 1024) + 1,
+        "stored once"
+    );
+    assert!(chunks.iter().all(|(_, c)| c.len() <= 256 * 1024));
+    assert_eq!(store.blob(&"0".repeat(64)).unwrap(), None);
+    // A chunk changed in the store: the blob no longer hashes to its name.
+    let (key, _) = chunks
+        .iter()
+        .find(|(k, _)| k.starts_with(shas[0].as_bytes()))
+        .unwrap()
+        .clone();
+    put(kv.as_ref(), Table::BlobChunks, &key, b"tampered");
+    let err = store.blob(&shas[0]).unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(ref m) if m.contains("do not hash")),
+        "{err:?}"
+    );
+}
+
 fn the_suite(kv: Arc<dyn KvStore>) {
     point_reads_and_writes(kv.as_ref());
     scans_are_ordered_paged_and_bounded(kv.as_ref());
@@ -240,7 +283,9 @@ fn sled_keeps_the_store_contract() {
     let dir = tempfile::tempdir().unwrap();
     the_suite(Arc::new(SledKv::open(&dir.path().join("db")).unwrap()));
     let other = tempfile::tempdir().unwrap();
-    quota_and_addresses_stay_exact(Arc::new(SledKv::open(&other.path().join("db")).unwrap()));
+    let kv: Arc<dyn KvStore> = Arc::new(SledKv::open(&other.path().join("db")).unwrap());
+    quota_and_addresses_stay_exact(kv.clone());
+    blobs_are_chunked_and_verified(kv);
 }
 
 #[cfg(feature = "etcd")]
@@ -253,7 +298,8 @@ fn etcd_keeps_the_store_contract() {
     // Another root is another store on the same cluster.
     let again = Arc::new(EtcdKv::connect(&endpoints, "/typed").unwrap());
     assert_eq!(again.get(Table::Tenants, b"a").unwrap(), None);
-    quota_and_addresses_stay_exact(again);
+    quota_and_addresses_stay_exact(again.clone());
+    blobs_are_chunked_and_verified(again);
 }
 
 #[cfg(feature = "etcd")]

@@ -32,6 +32,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(2);
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
 /// How long one request to etcd may take (a store without quorum fails this fast).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer taken (a page of a scan may hold many values; gRPC's default is
+/// 4 MiB).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 const NEXT_ID_KEY: &[u8] = b"next_id";
 
@@ -106,6 +109,13 @@ impl EtcdKv {
         Ok(kv)
     }
 
+    /// A client of the KV service that takes answers up to [`MAX_ANSWER_BYTES`].
+    fn kv_client(&self) -> etcd_client::KvClient {
+        self.client
+            .kv_client()
+            .max_decoding_message_size(MAX_ANSWER_BYTES)
+    }
+
     /// The etcd key of `key` in `table`.
     fn key(&self, table: Table, key: &[u8]) -> Vec<u8> {
         let mut k = self.table_prefix(table);
@@ -123,7 +133,7 @@ impl EtcdKv {
     /// Reads `key` (at `revision`, or the latest): its value and mod_revision (0 when
     /// absent), and the store's revision.
     fn read(&self, key: Vec<u8>, revision: Option<i64>) -> Result<(Option<Vec<u8>>, i64, i64)> {
-        let mut client = self.client.kv_client();
+        let mut client = self.kv_client();
         let options = match revision {
             Some(r) => GetOptions::new().with_revision(r),
             None => GetOptions::new(),
@@ -157,7 +167,7 @@ impl EtcdKv {
             })
             .collect();
         let txn = etcd_client::Txn::new().when(compares).and_then(ops);
-        let mut client = self.client.kv_client();
+        let mut client = self.kv_client();
         let resp = on(&self.handle, async move { client.txn(txn).await })?;
         Ok(resp.succeeded())
     }
@@ -321,7 +331,7 @@ impl KvStore for EtcdKv {
         let options = GetOptions::new()
             .with_range(prefix_end(&base))
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let mut client = self.client.kv_client();
+        let mut client = self.kv_client();
         let resp = on(&self.handle, async move {
             client.get(start, Some(options)).await
         })?;

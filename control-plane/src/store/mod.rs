@@ -7,6 +7,7 @@
 //! `observations`, `tokens`) over shared transaction helpers (`txn`, `keys`); a distributed backend
 //! implements only this trait.
 
+mod blobs;
 #[cfg(feature = "etcd")]
 mod etcd_kv;
 mod events;
@@ -53,8 +54,11 @@ pub enum Table {
     VmOwners,
     /// `tenant \0 name -> id`: VM names are unique within a tenant.
     VmNames,
-    /// `sha256 -> bytes`: content-addressed module blobs.
+    /// `sha256 -> bytes`: module blobs kept whole (written before blobs were chunked;
+    /// still read).
     Blobs,
+    /// `sha256 \0 index -> bytes`: module blobs in chunks (see `blobs`).
+    BlobChunks,
     /// `name \0 kernel_release -> ModuleVersion`.
     Modules,
     /// `name -> ModulePolicy`.
@@ -81,7 +85,7 @@ pub enum Table {
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position).
-    pub const ALL: [Table; 17] = [
+    pub const ALL: [Table; 18] = [
         Table::Meta,
         Table::Tenants,
         Table::Vms,
@@ -99,6 +103,7 @@ impl Table {
         Table::Tokens,
         Table::Revocations,
         Table::Networks,
+        Table::BlobChunks,
     ];
 
     /// The table's on-disk name.
@@ -121,6 +126,7 @@ impl Table {
             Table::Tokens => "tokens",
             Table::Revocations => "revocations",
             Table::Networks => "networks",
+            Table::BlobChunks => "blob_chunks",
         }
     }
 

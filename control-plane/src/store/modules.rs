@@ -71,9 +71,14 @@ impl Datastore {
             modinfo,
             published_at: now(),
         };
+        let stored = self.has_blob(&sha256)?;
+        let in_txn = !stored && super::blobs::fits_one_chunk(bytes);
+        if !stored && !in_txn {
+            self.write_chunks(&sha256, bytes)?;
+        }
         transact(&*self.kv, |txn| {
-            if txn.get(Table::Blobs, sha256.as_bytes())?.is_none() {
-                txn.insert(Table::Blobs, sha256.as_bytes(), bytes)?;
+            if in_txn {
+                super::blobs::write_single_chunk(txn, &sha256, bytes)?;
             }
             let key = pair(name, kernel_release.as_bytes());
             txn.insert(Table::Modules, &key, &encode(&version)?)?;
@@ -156,11 +161,6 @@ impl Datastore {
             });
         }
         Ok(out)
-    }
-
-    /// The bytes stored under `sha256`.
-    pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>> {
-        self.kv.get(Table::Blobs, sha256.as_bytes())
     }
 
     /// Which of `names` are approved for `tenant` (one lookup each).
