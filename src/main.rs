@@ -11,6 +11,7 @@ mod network_cmd;
 mod node_cmd;
 mod profile;
 mod serve;
+mod store_cmd;
 mod table;
 mod token_cmd;
 mod vm_cmd;
@@ -63,6 +64,11 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: token_cmd::TokenCommand,
+    },
+    /// The control plane's store itself: copy one into another (sled into etcd).
+    Store {
+        #[command(subcommand)]
+        command: store_cmd::StoreCommand,
     },
     /// Print an OpenAPI document: the control plane's API for tenants and admins (the
     /// default), its internal API for node agents, or the node agent's API.
@@ -170,6 +176,7 @@ fn main() -> ExitCode {
         Command::ControlPlane(args) => serve::control_plane(args),
         Command::NodeAgent(args) => serve::node_agent(args),
         Command::Token { command } => token_cmd::token(&cli.api, command),
+        Command::Store { command } => store_cmd::store(command),
         Command::Openapi { document } => {
             print!(
                 "{}",

@@ -3,7 +3,8 @@
 //! writes, ordered and paged prefix scans, transactions that are atomic, see their own
 //! writes and serialise under contention, rising ids; and, through the typed store above
 //! the trait, a quota race and address allocation under concurrency that stay exact, and
-//! module blobs larger than etcd's request limit, stored in chunks and verified on read.
+//! module blobs larger than etcd's request limit, stored in chunks and verified on read;
+//! and `store copy` from sled into an empty store of each kind.
 
 // A test fails by panicking: unwrap and expect say where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,6 +14,7 @@ mod etcd_member;
 
 use modvisor_control_plane::error::Error;
 use modvisor_control_plane::model::{CreateTenant, Quota, VmSpec};
+use modvisor_control_plane::store::copy::copy;
 use modvisor_control_plane::store::{Datastore, KvStore, SledKv, Table, Txn, VmFilter};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -270,6 +272,88 @@ fn blobs_are_chunked_and_verified(kv: Arc<dyn KvStore>) {
     );
 }
 
+/// `store copy`: everything of one store into an empty other, a blob kept whole (as
+/// stores before chunks did) as chunks; the copy serves the same VMs, trail, blobs and
+/// next id; a destination with data is refused.
+fn copies_everything(from: Arc<dyn KvStore>, to: Arc<dyn KvStore>) {
+    let source = Datastore::new(from.clone());
+    source
+        .create_tenant(
+            "test",
+            &CreateTenant {
+                name: "mover".into(),
+                quota: None,
+            },
+        )
+        .unwrap();
+    for i in 0..70 {
+        let spec = VmSpec {
+            name: format!("m-{i}"),
+            vcpus: 1,
+            memory_mib: 128,
+            modules: vec![],
+            power_state: Default::default(),
+            user_data: None,
+            network: Some("none".into()),
+        };
+        if i >= 10 {
+            // The default quota is 10 VMs; the refusals are audited too.
+            assert!(source.create_vm("mover", "mover", &spec).is_err());
+        } else {
+            source.create_vm("mover", "mover", &spec).unwrap();
+        }
+    }
+    let module = source
+        .publish_module(
+            "test",
+            "m",
+            "6.1.0-test",
+            b"\x7fELF m",
+            Default::default(),
+            None,
+        )
+        .unwrap();
+    let whole: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+    let whole_sha = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(&whole))
+    };
+    put(from.as_ref(), Table::Blobs, whole_sha.as_bytes(), &whole);
+
+    let report = copy(from.as_ref(), to.as_ref()).unwrap();
+    assert_eq!(report["vms"], 10);
+    assert_eq!(report["blobs"], 1);
+    let copied = Datastore::new(to.clone());
+    let ids = |s: &Datastore| {
+        let mut v: Vec<String> = s
+            .visible_vms(VmFilter::Tenant("mover"))
+            .unwrap()
+            .into_iter()
+            .map(|v| v.id)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&copied), ids(&source));
+    let trail = |s: &Datastore| s.list_events(VmFilter::All, None, 10_000, None).unwrap().0;
+    assert_eq!(trail(&copied).len(), trail(&source).len());
+    assert_eq!(copied.blob(&whole_sha).unwrap(), Some(whole));
+    assert_eq!(
+        copied.blob(&module.sha256).unwrap().as_deref(),
+        Some(&b"\x7fELF m"[..])
+    );
+    assert!(to
+        .get(Table::Blobs, whole_sha.as_bytes())
+        .unwrap()
+        .is_none());
+    assert_eq!(to.next_id_peek().unwrap(), from.next_id_peek().unwrap());
+    let again = copy(from.as_ref(), to.as_ref()).unwrap_err();
+    assert!(
+        matches!(again, Error::Conflict(ref m) if m.contains("already holds data")),
+        "{again:?}"
+    );
+}
+
 fn the_suite(kv: Arc<dyn KvStore>) {
     point_reads_and_writes(kv.as_ref());
     scans_are_ordered_paged_and_bounded(kv.as_ref());
@@ -286,6 +370,11 @@ fn sled_keeps_the_store_contract() {
     let kv: Arc<dyn KvStore> = Arc::new(SledKv::open(&other.path().join("db")).unwrap());
     quota_and_addresses_stay_exact(kv.clone());
     blobs_are_chunked_and_verified(kv);
+    let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copies_everything(
+        Arc::new(SledKv::open(&from.path().join("db")).unwrap()),
+        Arc::new(SledKv::open(&to.path().join("db")).unwrap()),
+    );
 }
 
 #[cfg(feature = "etcd")]
@@ -300,6 +389,12 @@ fn etcd_keeps_the_store_contract() {
     assert_eq!(again.get(Table::Tenants, b"a").unwrap(), None);
     quota_and_addresses_stay_exact(again.clone());
     blobs_are_chunked_and_verified(again);
+    // sled into etcd, as `modvisor store copy` moves an `up` installation.
+    let from = tempfile::tempdir().unwrap();
+    copies_everything(
+        Arc::new(SledKv::open(&from.path().join("db")).unwrap()),
+        Arc::new(EtcdKv::connect(&endpoints, "/copied").unwrap()),
+    );
 }
 
 #[cfg(feature = "etcd")]

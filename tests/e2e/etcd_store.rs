@@ -140,3 +140,43 @@ fn an_unreachable_or_malformed_store_is_one_clear_line() {
         assert!(started.elapsed() < Duration::from_secs(30), "{store}");
     }
 }
+
+#[test]
+fn store_copy_moves_an_up_installation_onto_etcd() {
+    let member = EtcdMember::start();
+    let store = format!("etcd://{}/moved", member.client);
+    let mut up = Plane::start();
+    let a = up.token("tenant-a");
+    let id = up.create_vm(&a, "web-1");
+    up.stop();
+    let data = up.data_dir();
+    let out = modvisor()
+        .args(["store", "copy", "--to", &store, "--from"])
+        .arg(format!("sled:{}", data.join("db").display()))
+        .env("MODVISOR_LOG", "warn")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(printed.contains(&format!("to {store}")), "{printed}");
+    // The same keys (in the data directory) and the copied state: A's token still works.
+    let (mut cp, base) = start(&data, &store);
+    let p = Plane::attach(tempfile::tempdir().unwrap(), base);
+    let vm = p.get(&a, &format!("/v1/vms/{id}")).expect(200).body;
+    assert_eq!(vm["spec"]["name"], "web-1");
+    // Into a store that holds data already: refused, one line.
+    let again = modvisor()
+        .args(["store", "copy", "--to", &store, "--from"])
+        .arg(format!("sled:{}", data.join("db").display()))
+        .env("MODVISOR_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && err.contains("already holds data"), "{err}");
+    cp.kill().unwrap();
+    cp.wait().unwrap();
+}

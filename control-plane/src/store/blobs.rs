@@ -21,7 +21,8 @@ fn chunk_prefix(sha256: &str) -> Vec<u8> {
     k
 }
 
-fn chunk_key(sha256: &str, index: u32) -> Vec<u8> {
+/// The key of chunk `index` of blob `sha256` (`sha256 \0 index`, big endian).
+pub(super) fn chunk_key(sha256: &str, index: u32) -> Vec<u8> {
     let mut k = chunk_prefix(sha256);
     k.extend_from_slice(&index.to_be_bytes());
     k

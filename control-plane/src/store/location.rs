@@ -63,6 +63,21 @@ impl FromStr for StoreLocation {
     }
 }
 
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sled(dir) => write!(f, "sled:{}", dir.display()),
+            StoreLocation::Etcd { endpoints, root } => {
+                let members: Vec<&str> = endpoints
+                    .iter()
+                    .map(|e| e.trim_start_matches("http://"))
+                    .collect();
+                write!(f, "etcd://{}{root}", members.join(","))
+            }
+        }
+    }
+}
+
 impl StoreLocation {
     /// Opens the store (creating a sled database on first use).
     pub fn open(&self) -> Result<Arc<dyn KvStore>> {
@@ -107,6 +122,10 @@ mod tests {
                 root: "/prod/cp".into(),
             })
         );
+        for text in ["sled:/d/db", "etcd://a:1,b:2/modvisor", "etcd://a:1/x/y"] {
+            let parsed: StoreLocation = text.parse().unwrap();
+            assert_eq!(parsed.to_string(), text);
+        }
         for bad in [
             "sled:",
             "etcd://",

@@ -8,6 +8,7 @@
 //! implements only this trait.
 
 mod blobs;
+pub mod copy;
 #[cfg(feature = "etcd")]
 mod etcd_kv;
 mod events;
