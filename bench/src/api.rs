@@ -2,12 +2,15 @@
 //! (separate) load-generating process over loopback, and prints throughput and latency
 //! percentiles next to a peer measured in the same run.
 //!
-//! Peers: `GET /healthz` on the same server (the HTTP stack's floor) for reads, and raw
-//! sled `insert` + `flush` from this process (the durable-write floor) for creates.
+//! Peers: `GET /healthz` on the same server (the HTTP stack's floor) for reads, and for
+//! creates the durable-write floor of the store under test: raw sled `insert` + `flush`
+//! from this process, or, with `--store etcd://...`, etcd's own puts through the same
+//! client (etcd-client) at the same concurrency.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use modvisor_control_plane::auth::{Role, TokenKeys};
+use modvisor_control_plane::store::StoreLocation;
 use modvisor_control_plane_api::types::{CreateTenant, PowerState, Quota, VmSpec};
 use modvisor_control_plane_api::{routes, ApiClient};
 use std::path::Path;
@@ -31,6 +34,10 @@ pub struct BenchApiArgs {
     /// HTTP worker threads of the server (default: one per CPU).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// The server's store (default: sled in a scratch directory); `etcd://...` needs a
+    /// build with `--features etcd` and an empty root prefix.
+    #[arg(long)]
+    pub store: Option<StoreLocation>,
 }
 
 /// What one measurement saw.
@@ -80,6 +87,7 @@ pub(crate) fn start_server(
     dir: &Path,
     workers: Option<usize>,
     cpus: Option<&str>,
+    store: Option<&StoreLocation>,
 ) -> Result<Server> {
     let exe = std::env::current_exe().context("locating the modvisor binary")?;
     let mut cmd = match cpus {
@@ -101,6 +109,9 @@ pub(crate) fn start_server(
         .stderr(Stdio::inherit());
     if let Some(w) = workers {
         cmd.arg("--workers").arg(w.to_string());
+    }
+    if let Some(store) = store {
+        cmd.arg("--store").arg(store.to_string());
     }
     let child = cmd.spawn().context("starting the control plane")?;
     let mut server = Server {
@@ -206,6 +217,38 @@ fn sled_floor(dir: &Path, threads: usize, seconds: u64) -> Result<Figures> {
     ))
 }
 
+/// Puts straight into etcd from `connections` concurrent tasks (etcd-client, as the
+/// server uses it): the floor under `POST` on etcd.
+#[cfg(feature = "etcd")]
+fn etcd_floor(endpoints: &[String], connections: usize, seconds: u64) -> Result<Figures> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = etcd_client::Client::connect(endpoints, None)
+            .await
+            .context("connecting to etcd")?;
+        let put = move |n: u64| {
+            let mut kv = client.kv_client();
+            async move {
+                kv.put(format!("/bench-floor/{n}"), vec![0u8; 400], None)
+                    .await
+                    .is_ok()
+            }
+        };
+        let figures = drive(connections, seconds, put).await;
+        if figures.ok == 0 {
+            bail!("etcd floor wrote nothing");
+        }
+        Ok(figures)
+    })
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_floor(_: &[String], _: usize, _: u64) -> Result<Figures> {
+    bail!("this build has no etcd support: build modvisor with `--features etcd`")
+}
+
 pub(crate) fn row(name: &str, f: &Figures) {
     println!(
         "{name:<38} {:>10.0} {:>9.3} {:>9.3} {:>8} {:>6}",
@@ -232,7 +275,15 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
         bail!("--connections and --seconds must be positive");
     }
     let tmp = tempfile::tempdir().context("creating a scratch directory")?;
-    let server = start_server(&tmp.path().join("cp"), args.workers, None)?;
+    // A root of this run's own on etcd, so that the store starts empty.
+    let store = args.store.clone().map(|s| match s {
+        StoreLocation::Etcd { endpoints, root } => StoreLocation::Etcd {
+            endpoints,
+            root: format!("{root}/bench-{}", std::process::id()),
+        },
+        sled => sled,
+    });
+    let server = start_server(&tmp.path().join("cp"), args.workers, None, store.as_ref())?;
     let keys = TokenKeys::load_or_create(&tmp.path().join("cp"))?;
     let admin = keys.issue("bench-admin", Role::Admin, None, 3600)?.token;
     let tenant = keys
@@ -320,14 +371,27 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
         Ok::<_, anyhow::Error>((reads, floor, creates))
     })?;
     drop(server);
-    let sled = sled_floor(
-        &tmp.path().join("sled-floor"),
-        args.connections,
-        args.seconds,
-    )?;
+    let (floor_name, durable) = match &store {
+        Some(StoreLocation::Etcd { endpoints, .. }) => (
+            format!("peer: etcd put ({} concurrent)", args.connections),
+            etcd_floor(endpoints, args.connections, args.seconds)?,
+        ),
+        _ => (
+            "peer: sled insert+flush (in process)".to_string(),
+            sled_floor(
+                &tmp.path().join("sled-floor"),
+                args.connections,
+                args.seconds,
+            )?,
+        ),
+    };
 
     println!(
-        "modvisor bench api: {} connections, {} s each, server and load generator on {} CPUs",
+        "modvisor bench api: store {}, {} connections, {} s each, server and load generator on {} CPUs",
+        store
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| "sled (scratch)".into()),
         args.connections,
         args.seconds,
         std::thread::available_parallelism()
@@ -344,11 +408,11 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
     );
     row("peer: GET /healthz (no auth, no store)", &floor);
     row("POST /v1/vms (durable create)", &creates);
-    row("peer: sled insert+flush (in process)", &sled);
+    row(&floor_name, &durable);
     println!(
-        "ratios: GET /v1/vms = {:.2} x GET /healthz; POST /v1/vms = {:.2} x raw sled durable writes",
+        "ratios: GET /v1/vms = {:.2} x GET /healthz; POST /v1/vms = {:.2} x the store's raw durable writes",
         reads.per_sec / floor.per_sec,
-        creates.per_sec / sled.per_sec
+        creates.per_sec / durable.per_sec
     );
     println!("targets: GET >= 15000/s with p99 < 5 ms; POST >= 2000/s");
     Ok(())

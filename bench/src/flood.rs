@@ -159,7 +159,12 @@ pub fn run(args: BenchFloodArgs) -> Result<()> {
     let dir = tmp.path().join("cp");
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let split = if args.pin { Some(cpu_split()?) } else { None };
-    let server = start_server(&dir, args.workers, split.as_ref().map(|(s, _)| s.as_str()))?;
+    let server = start_server(
+        &dir,
+        args.workers,
+        split.as_ref().map(|(s, _)| s.as_str()),
+        None,
+    )?;
     if let Some((_, clients)) = &split {
         pin_self(clients)?;
     }

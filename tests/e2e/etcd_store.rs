@@ -176,7 +176,35 @@ fn store_copy_moves_an_up_installation_onto_etcd() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(!again.status.success() && err.contains("already holds data"), "{err}");
+    assert!(
+        !again.status.success() && err.contains("already holds data"),
+        "{err}"
+    );
     cp.kill().unwrap();
     cp.wait().unwrap();
+}
+
+#[test]
+fn bench_api_on_etcd_measures_etcds_own_puts_beside() {
+    let member = EtcdMember::start();
+    let store = format!("etcd://{}", member.client);
+    let text = crate::support::bench_output(&[
+        "api",
+        "--seconds",
+        "1",
+        "--vms",
+        "5",
+        "--connections",
+        "4",
+        "--store",
+        &store,
+    ]);
+    for want in [
+        "store etcd://",
+        "POST /v1/vms (durable create)",
+        "peer: etcd put (4 concurrent)",
+        "x the store's raw durable writes",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
 }
