@@ -43,6 +43,28 @@ struct Viewer {
     dropped: u64,
 }
 
+impl Viewer {
+    /// Queues the notice of what this viewer lost, if it lost anything and its queue has
+    /// room; `false` once the viewer is gone.
+    fn offer_notice(&mut self) -> bool {
+        if self.dropped == 0 {
+            return true;
+        }
+        let notice = format!(
+            "\r\n[modvisor: {} bytes of console output dropped: this session read too slowly]\r\n",
+            self.dropped
+        );
+        match self.tx.try_send(Bytes::from(notice)) {
+            Ok(()) => {
+                self.dropped = 0;
+                true
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     history: VecDeque<u8>,
@@ -97,6 +119,19 @@ pub struct Session {
 }
 
 impl Session {
+    /// The next chunk of output; `None` once the hub closes. Reading makes room in this
+    /// session's queue, so the notice of output dropped while it was full is queued at
+    /// once, not only when the guest writes again.
+    pub async fn next_output(&mut self) -> Option<Bytes> {
+        let chunk = self.output.recv().await?;
+        let mut s = lock(&self.inner);
+        if let Some(v) = s.viewers.iter_mut().find(|v| v.id == self.id) {
+            // A viewer whose queue closed is removed by the next publish.
+            v.offer_notice();
+        }
+        Some(chunk)
+    }
+
     /// Whether this session holds the writer role.
     pub fn is_writer(&self) -> bool {
         self.writer
@@ -185,16 +220,8 @@ fn publish(inner: &Inner, chunk: &[u8]) {
     s.history.drain(..excess);
     let bytes = Bytes::copy_from_slice(chunk);
     s.viewers.retain_mut(|v| {
-        if v.dropped > 0 {
-            let notice = format!(
-                "\r\n[modvisor: {} bytes of console output dropped: this session read too slowly]\r\n",
-                v.dropped
-            );
-            match v.tx.try_send(Bytes::from(notice)) {
-                Ok(()) => v.dropped = 0,
-                Err(mpsc::error::TrySendError::Full(_)) => {}
-                Err(mpsc::error::TrySendError::Closed(_)) => return false,
-            }
+        if !v.offer_notice() {
+            return false;
         }
         if v.dropped > 0 {
             v.dropped += chunk.len() as u64;
@@ -314,16 +341,23 @@ mod tests {
             again.is_writer(),
             "the writer role is free once its session ends"
         );
+        // The guest says nothing more: reading alone brings the notice, after what was queued.
         let mut slow = viewer;
         let mut queued = 0;
-        while let Ok(chunk) = slow.output.try_recv() {
+        loop {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), slow.next_output())
+                .await
+                .expect("the notice, without new output")
+                .unwrap();
+            if String::from_utf8_lossy(&chunk).contains("bytes of console output dropped") {
+                break;
+            }
             queued += 1;
             assert!(chunk.len() <= CHUNK_BYTES);
+            assert!(queued <= QUEUE_CHUNKS, "{queued}");
         }
-        assert!(queued <= QUEUE_CHUNKS, "{queued}");
         guest.write_all(b"more").unwrap();
-        let notice = slow.output.recv().await.unwrap();
-        assert!(String::from_utf8_lossy(&notice).contains("bytes of console output dropped"));
+        assert_eq!(&slow.next_output().await.unwrap()[..], b"more");
         assert_eq!(hub.tail(3), b"ore");
         assert!(hub.tail(usize::MAX).len() <= HISTORY_BYTES);
     }

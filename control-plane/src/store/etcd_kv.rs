@@ -17,6 +17,7 @@
 //! and a request to `--max-request-bytes` (1.5 MiB); a transaction beyond them fails with
 //! etcd's own error, which names the limit.
 
+use super::meta::{decode_id, schema_is_ours, NEXT_ID_KEY, SCHEMA_KEY, SCHEMA_VERSION};
 use super::{KvStore, Table, Txn};
 use crate::error::{Error, Result};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp};
@@ -35,17 +36,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest answer taken (a page of a scan may hold many values; gRPC's default is
 /// 4 MiB).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
-const SCHEMA_KEY: &[u8] = b"schema_version";
-const NEXT_ID_KEY: &[u8] = b"next_id";
 
 fn storage(e: etcd_client::Error) -> Error {
     Error::Storage(format!("etcd: {e}"))
-}
-
-fn decode_id(v: &[u8]) -> Result<u64> {
-    <[u8; 8]>::try_from(v)
-        .map(u64::from_be_bytes)
-        .map_err(|_| Error::Storage("etcd: unreadable id counter".into()))
 }
 
 /// The first key after every key that starts with `prefix` (etcd's range end).
@@ -174,7 +167,7 @@ impl EtcdKv {
 
     fn check_schema(&self) -> Result<()> {
         let key = self.key(Table::Meta, SCHEMA_KEY);
-        let version = super::sled_kv::SCHEMA_VERSION;
+        let version = SCHEMA_VERSION;
         let (found, _, _) = self.read(key.clone(), None)?;
         match found {
             None => {
@@ -192,18 +185,7 @@ impl EtcdKv {
                 }
                 Ok(())
             }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_slice())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| Error::Storage("etcd: unreadable schema version".into()))?;
-                if found == version {
-                    Ok(())
-                } else {
-                    Err(Error::Storage(format!(
-                        "store has schema version {found}, this build reads {version}; no migration is known"
-                    )))
-                }
-            }
+            Some(v) => schema_is_ours(&v),
         }
     }
 }

@@ -14,6 +14,7 @@ mod etcd_kv;
 mod events;
 mod keys;
 mod location;
+mod meta;
 mod module_requests;
 mod modules;
 mod networks;

@@ -1,6 +1,7 @@
 //! [`KvStore`] on sled: one tree per [`Table`], transactions over all trees, a flush
 //! before a transaction returns.
 
+use super::meta::{decode_id, schema_is_ours, NEXT_ID_KEY, SCHEMA_KEY, SCHEMA_VERSION};
 use super::{KvStore, Table, Txn};
 use crate::error::{Error, Result};
 use sled::transaction::{
@@ -10,18 +11,6 @@ use sled::Transactional;
 use std::cell::Cell;
 use std::ops::Bound;
 use std::path::Path;
-
-/// The schema version this code reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
-const SCHEMA_KEY: &[u8] = b"schema_version";
-/// The next id [`Txn::next_id`] gives (big endian).
-const NEXT_ID_KEY: &[u8] = b"next_id";
-
-fn decode_id(v: &[u8]) -> Result<u64> {
-    <[u8; 8]>::try_from(v)
-        .map(u64::from_be_bytes)
-        .map_err(|_| Error::Storage("unreadable id counter".into()))
-}
 
 /// A sled database holding every table.
 pub struct SledKv {
@@ -74,18 +63,7 @@ impl SledKv {
                 self.db.flush()?;
                 Ok(())
             }
-            Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
-                    .map(u32::from_be_bytes)
-                    .map_err(|_| Error::Storage("unreadable schema version".into()))?;
-                if found == SCHEMA_VERSION {
-                    Ok(())
-                } else {
-                    Err(Error::Storage(format!(
-                        "store has schema version {found}, this build reads {SCHEMA_VERSION}; no migration is known"
-                    )))
-                }
-            }
+            Some(v) => schema_is_ours(&v),
         }
     }
 }

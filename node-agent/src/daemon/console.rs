@@ -82,7 +82,7 @@ async fn relay(
     }
     let reason = loop {
         tokio::select! {
-            out = attached.output.recv() => match out {
+            out = attached.next_output() => match out {
                 Some(bytes) => {
                     if ws.binary(bytes).await.is_err() {
                         return;
