@@ -27,11 +27,10 @@ fn state(req: &HttpRequest) -> Result<web::Data<AppState>, Error> {
 
 impl FromRequest for Caller {
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self, Error>>;
+    type Future = std::future::Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move { authenticate(&req).await })
+        std::future::ready(authenticate(req))
     }
 }
 
@@ -62,42 +61,36 @@ pub struct RegisteringCaller(pub Caller);
 
 impl FromRequest for RegisteringCaller {
     type Error = Error;
-    type Future = LocalBoxFuture<'static, Result<Self, Error>>;
+    type Future = std::future::Ready<Result<Self, Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            // A refusal counts only once the expired-credential path has refused too.
-            match check_credentials(&req, false).await {
-                Ok(caller) => Ok(RegisteringCaller(caller)),
-                Err(Error::Unauthenticated(_)) => match expired_node_credential(&req).await {
-                    Some(c) => Ok(RegisteringCaller(c)),
-                    None => authenticate(&req).await.map(RegisteringCaller),
-                },
-                Err(other) => Err(other),
-            }
+        // A refusal counts only once the expired-credential path has refused too.
+        std::future::ready(match check_credentials(req, false) {
+            Ok(caller) => Ok(RegisteringCaller(caller)),
+            Err(Error::Unauthenticated(_)) => match expired_node_credential(req) {
+                Some(c) => Ok(RegisteringCaller(c)),
+                None => authenticate(req).map(RegisteringCaller),
+            },
+            Err(other) => Err(other),
         })
     }
 }
 
 /// A node token that fails only on its expiry and is not revoked, if that is what `req`
 /// presents.
-async fn expired_node_credential(req: &HttpRequest) -> Option<Caller> {
+fn expired_node_credential(req: &HttpRequest) -> Option<Caller> {
     let state = state(req).ok()?;
     let caller = state.keys.verify_ignoring_expiry(bearer(req).ok()?).ok()?;
-    let jti = caller.jti.clone();
-    let revoked = blocking(move || state.store.is_revoked(&jti)).await;
-    (caller.role == Role::Node && matches!(revoked, Ok(false))).then_some(caller)
+    let unrevoked = matches!(state.store.is_revoked(&caller.jti), Ok(false));
+    (caller.role == Role::Node && unrevoked).then_some(caller)
 }
 
-async fn authenticate(req: &HttpRequest) -> Result<Caller, Error> {
-    check_credentials(req, true).await
+fn authenticate(req: &HttpRequest) -> Result<Caller, Error> {
+    check_credentials(req, true)
 }
 
 /// Authenticates `req`; with `count`, a refusal is counted in the metrics by its reason.
-/// The signature is checked here; the store's word (revoked? the tenant?) is asked on the
-/// blocking pool, as a remote store (etcd) answers over the network.
-async fn check_credentials(req: &HttpRequest, count: bool) -> Result<Caller, Error> {
+fn check_credentials(req: &HttpRequest, count: bool) -> Result<Caller, Error> {
     let state = state(req)?;
     let refused = |why: AuthFailure, e: Error| {
         if count {
@@ -114,25 +107,14 @@ async fn check_credentials(req: &HttpRequest, count: bool) -> Result<Caller, Err
         _ => e,
     })?;
     // After the signature (which a cache may have vouched for): revocations count at once.
-    let (jti, tenant) = (caller.jti.clone(), caller.tenant.clone());
-    let store = state.store.clone();
-    let (revoked, record) = blocking(move || {
-        let revoked = store.is_revoked(&jti)?;
-        let record = match (&tenant, revoked) {
-            (Some(t), false) => store.get_tenant(t)?,
-            _ => None,
-        };
-        Ok((revoked, record))
-    })
-    .await?;
-    if revoked {
+    if state.store.is_revoked(&caller.jti)? {
         return Err(refused(
             AuthFailure::Revoked,
             Error::Unauthenticated("invalid token: it was revoked".into()),
         ));
     }
     if let Some(t) = &caller.tenant {
-        let tenant = record.ok_or_else(|| {
+        let tenant = state.store.get_tenant(t)?.ok_or_else(|| {
             refused(
                 AuthFailure::UnknownTenant,
                 Error::Unauthenticated(format!("invalid token: tenant {t} does not exist")),
