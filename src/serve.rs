@@ -192,7 +192,8 @@ impl DriverArg {
 /// Arguments of `modvisor node-agent`.
 #[derive(Debug, Args)]
 pub struct NodeAgentArgs {
-    /// The control plane's internal API (TLS), e.g. https://127.0.0.1:7071.
+    /// The control plane's internal API (TLS), e.g. https://127.0.0.1:7071; several
+    /// replicas separated by commas (the agent fails over between them).
     #[arg(long, default_value = "https://127.0.0.1:7071")]
     control_plane: String,
     /// The control plane's CA certificate (PEM); by default the CA the bootstrap token
@@ -302,10 +303,14 @@ pub struct ControlPlaneArgs {
     #[arg(long)]
     expect_node: Vec<String>,
     /// Where the state is: `sled:PATH`, or `etcd://HOST:PORT[,HOST:PORT...][/ROOT]` (a
-    /// build with `--features etcd`). Default: sled in DATA_DIR/db. The signing key and
-    /// the CA stay in DATA_DIR.
+    /// build with `--features etcd`). Default: sled in DATA_DIR/db, with the signing key
+    /// and the CA in DATA_DIR; on etcd every replica reads them from the store.
     #[arg(long, env = "MODVISOR_STORE")]
     store: Option<StoreLocation>,
+    /// This replica's name among those sharing the store (default: `cp-` and the
+    /// listen address).
+    #[arg(long)]
+    replica: Option<String>,
 }
 
 fn runtime() -> Result<actix_web::rt::SystemRunner> {
@@ -344,6 +349,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         node_credential_ttl_secs: args.node_credential_ttl_secs,
         expect_nodes: up_node_names(args.nodes),
         store: None,
+        replica: format!("cp-{}", args.listen),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     let tokens = cp.bootstrap(args.token_ttl)?;
@@ -572,6 +578,10 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         node_credential_ttl_secs: args.node_credential_ttl_secs,
         expect_nodes: args.expect_node.clone(),
         store: args.store.clone(),
+        replica: args
+            .replica
+            .clone()
+            .unwrap_or_else(|| format!("cp-{}", args.listen)),
     })
     .with_context(|| format!("opening {}", args.data_dir.display()))?;
     runtime()?.block_on(cp.serve(|addr| {

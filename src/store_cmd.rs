@@ -4,7 +4,8 @@
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use modvisor_control_plane::store::copy::copy;
-use modvisor_control_plane::store::StoreLocation;
+use modvisor_control_plane::server::share_secrets_of;
+use modvisor_control_plane::store::{Datastore, StoreLocation};
 
 /// `modvisor store ...`
 #[derive(Debug, Subcommand)]
@@ -29,6 +30,17 @@ pub fn store(command: StoreCommand) -> Result<()> {
             let source = from.open().with_context(|| format!("opening {from}"))?;
             let destination = to.open().with_context(|| format!("opening {to}"))?;
             let report = copy(source.as_ref(), destination.as_ref())?;
+            // An installation of one replica keeps its secrets in files beside the
+            // database; replicas on a shared store read them from the store.
+            if let (StoreLocation::Sled(db), false) = (&from, matches!(to, StoreLocation::Sled(_))) {
+                let data_dir = db.parent().unwrap_or(db);
+                share_secrets_of(data_dir, &Datastore::new(destination.clone()))
+                    .context("copying the signing key and the cluster CA")?;
+                println!(
+                    "copied the token signing key and the cluster CA from {}",
+                    data_dir.display()
+                );
+            }
             for (table, n) in &report {
                 if *n > 0 {
                     println!("{table:<16}{n}");

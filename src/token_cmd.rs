@@ -4,21 +4,28 @@
 
 use crate::client::ApiArgs;
 use crate::table::render;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use modvisor_control_plane::auth::{role_of, Role, TokenKeys};
 use modvisor_control_plane_api::types::{IssueToken, TokenRecord, TokenRole};
-use std::path::PathBuf;
+use modvisor_control_plane::ca::ClusterCa;
+use modvisor_control_plane::store::{Datastore, StoreLocation};
+use std::path::{Path, PathBuf};
 
 /// `modvisor token ...`
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Print a new token signed offline with DATA_DIR's key (not listed; the control
-    /// plane need not run). Its id goes to stderr, for `token revoke`.
+    /// Print a new token signed offline with DATA_DIR's key, or with the key a shared
+    /// store keeps (`--store etcd://...`); not listed, and no control plane need run.
+    /// Its id goes to stderr, for `token revoke`.
     Issue {
         /// Data directory holding the signing key.
         #[arg(long, default_value_os_t = crate::default_data_dir())]
         data_dir: PathBuf,
+        /// The replicas' shared store (`etcd://HOST:PORT,...[/ROOT]`) holding the key,
+        /// instead of DATA_DIR.
+        #[arg(long, env = "MODVISOR_STORE")]
+        store: Option<StoreLocation>,
         #[command(flatten)]
         spec: TokenSpec,
     },
@@ -107,7 +114,11 @@ fn token_rows(items: &[TokenRecord]) -> String {
 /// Runs a `token` subcommand.
 pub fn token(api: &ApiArgs, cmd: TokenCommand) -> Result<()> {
     match cmd {
-        TokenCommand::Issue { data_dir, spec } => issue_offline(data_dir, spec),
+        TokenCommand::Issue {
+            data_dir,
+            store,
+            spec,
+        } => issue_offline(data_dir, store, spec),
         TokenCommand::Create { spec } => {
             let issued = api.client()?.issue_token(&IssueToken {
                 role: spec.role.listed(),
@@ -141,7 +152,34 @@ pub fn token(api: &ApiArgs, cmd: TokenCommand) -> Result<()> {
     }
 }
 
-fn issue_offline(data_dir: PathBuf, spec: TokenSpec) -> Result<()> {
+/// The signing key and the CA: the shared store's, or DATA_DIR's files.
+fn secrets_of(data_dir: &Path, store: Option<StoreLocation>) -> Result<(TokenKeys, ClusterCa)> {
+    if let Some(location) = store {
+        if let StoreLocation::Sled(_) = location {
+            bail!("--store is for a shared store (etcd://...); for sled use --data-dir");
+        }
+        let kv = location
+            .open()
+            .with_context(|| format!("opening {location}"))?;
+        return Ok(modvisor_control_plane::server::shared_secrets(
+            &Datastore::new(kv),
+        )?);
+    }
+    let key = data_dir.join(modvisor_control_plane::auth::KEY_FILE);
+    if !key.exists() {
+        bail!(
+            "no signing key at {}: run `modvisor up --data-dir {}` first",
+            key.display(),
+            data_dir.display()
+        );
+    }
+    Ok((
+        TokenKeys::load_or_create(data_dir)?,
+        ClusterCa::load_or_create(data_dir)?,
+    ))
+}
+
+fn issue_offline(data_dir: PathBuf, store: Option<StoreLocation>, spec: TokenSpec) -> Result<()> {
     let TokenSpec {
         role,
         tenant,
@@ -157,24 +195,13 @@ fn issue_offline(data_dir: PathBuf, spec: TokenSpec) -> Result<()> {
     if let Some(t) = &tenant {
         modvisor_control_plane::validate::resource_name("--tenant", t)?;
     }
-    let key = data_dir.join(modvisor_control_plane::auth::KEY_FILE);
-    if !key.exists() {
-        bail!(
-            "no signing key at {}: run `modvisor up --data-dir {}` first",
-            key.display(),
-            data_dir.display()
-        );
-    }
-    let keys = TokenKeys::load_or_create(&data_dir)?;
+    let (keys, ca) = secrets_of(&data_dir, store)?;
     let sub = sub
         .or_else(|| tenant.clone())
         .unwrap_or_else(|| role.name().to_string());
     let issued = match role {
         // A bootstrap token pins the CA, so that a node can trust the control plane.
-        Role::Bootstrap => {
-            let ca = modvisor_control_plane::ca::ClusterCa::load_or_create(&data_dir)?;
-            keys.issue_bootstrap(&sub, ttl, ca.cert_sha256()?)?
-        }
+        Role::Bootstrap => keys.issue_bootstrap(&sub, ttl, ca.cert_sha256()?)?,
         _ => keys.issue(&sub, role, tenant.as_deref(), ttl)?,
     };
     eprintln!(

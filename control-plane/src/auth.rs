@@ -120,12 +120,7 @@ impl TokenKeys {
             let dir = path.parent().unwrap_or(data_dir);
             fs::create_dir_all(dir).map_err(storage)?;
             fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(storage)?;
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| key_file(format!("no randomness: {e}")))?;
-            let key = SigningKey::from_bytes(&seed);
-            let pem = key
-                .to_pkcs8_pem(Default::default())
-                .map_err(|e| key_file(format!("encoding the key: {e}")))?;
+            let pem = Self::generate_pem()?;
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -144,6 +139,17 @@ impl TokenKeys {
         }
         let pem = fs::read_to_string(&path).map_err(storage)?;
         Self::from_pkcs8_pem(&pem)
+    }
+
+    /// A new signing key (PKCS#8 PEM).
+    pub fn generate_pem() -> Result<String> {
+        let failed = |detail: String| Error::Signing(format!("making a signing key: {detail}"));
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| failed(format!("no randomness: {e}")))?;
+        let pem = SigningKey::from_bytes(&seed)
+            .to_pkcs8_pem(Default::default())
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(pem.to_string())
     }
 
     /// A fresh key held only in memory (tests and benchmarks that never restart).

@@ -47,30 +47,19 @@ impl ClusterCa {
         let key_path = data_dir.join(CA_KEY_FILE);
         let cert_path = data_dir.join(CA_CERT_FILE);
         if !key_path.exists() {
-            let key = KeyPair::generate().map_err(|e| ca_error(&key_path, e))?;
-            let mut params = CertificateParams::new(Vec::<String>::new())
-                .map_err(|e| ca_error(&cert_path, e))?;
-            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "modvisor cluster CA");
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-            validity(&mut params, CA_DAYS);
-            let cert = params
-                .self_signed(&key)
-                .map_err(|e| ca_error(&cert_path, e))?;
+            let (cert_pem, key_pem) = Self::generate_pems()?;
             if let Some(dir) = key_path.parent() {
                 fs::create_dir_all(dir).map_err(|e| ca_error(dir, e))?;
             }
             // The certificate first: a key without it would be re-created over.
-            fs::write(&cert_path, cert.pem()).map_err(|e| ca_error(&cert_path, e))?;
+            fs::write(&cert_path, cert_pem).map_err(|e| ca_error(&cert_path, e))?;
             let mut f = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&key_path)
                 .map_err(|e| ca_error(&key_path, e))?;
-            f.write_all(key.serialize_pem().as_bytes())
+            f.write_all(key_pem.as_bytes())
                 .and_then(|()| f.sync_all())
                 .map_err(|e| ca_error(&key_path, e))?;
         }
@@ -86,9 +75,29 @@ impl ClusterCa {
         }
         let key_pem = fs::read_to_string(&key_path).map_err(|e| ca_error(&key_path, e))?;
         let cert_pem = fs::read_to_string(&cert_path).map_err(|e| ca_error(&cert_path, e))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| ca_error(&key_path, e))?;
-        let issuer =
-            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| ca_error(&cert_path, e))?;
+        Self::from_pems(cert_pem, &key_pem)
+    }
+
+    /// A new CA: its certificate and private key (PEM).
+    pub fn generate_pems() -> Result<(String, String)> {
+        let failed = |e: rcgen::Error| Error::Signing(format!("making the cluster CA: {e}"));
+        let key = KeyPair::generate().map_err(failed)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "modvisor cluster CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        validity(&mut params, CA_DAYS);
+        let cert = params.self_signed(&key).map_err(failed)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The CA of a certificate and its private key (PEM).
+    pub fn from_pems(cert_pem: String, key_pem: &str) -> Result<Self> {
+        let bad = |e: rcgen::Error| Error::Signing(format!("the cluster CA: {e}"));
+        let key = KeyPair::from_pem(key_pem).map_err(bad)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(bad)?;
         Ok(ClusterCa { cert_pem, issuer })
     }
 

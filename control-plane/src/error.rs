@@ -121,6 +121,10 @@ pub enum Error {
     /// The store failed; the operation changed nothing.
     #[error("storage error: {0}")]
     Storage(String),
+    /// This replica's term as leader ended (its lease expired or another replica leads):
+    /// the write it attempted as leader was not made.
+    #[error("no longer the leader: {0}")]
+    Deposed(String),
     /// The data directory, or a file in it, cannot be used (also: another process holds
     /// the store).
     #[error("data directory {path}: {detail}")]
@@ -198,6 +202,7 @@ impl Error {
             Error::NodeUnavailable { .. } => "node-unavailable",
             Error::PreconditionFailed { .. } => "precondition-failed",
             Error::Storage(_) => "storage",
+            Error::Deposed(_) => "deposed",
             Error::DataDir { .. } => "data-directory",
             Error::KeyFile { .. } => "key-file",
             Error::Signing(_) => "signing",
@@ -229,7 +234,7 @@ impl Error {
             Error::NodeUnavailable { .. } => "The VM's node is unavailable",
             Error::PreconditionFailed { .. } => "Precondition failed",
             Error::Storage(_) => "Storage failure",
-            Error::WorkerPool(_) => "Unavailable",
+            Error::WorkerPool(_) | Error::Deposed(_) => "Unavailable",
             Error::DataDir { .. }
             | Error::KeyFile { .. }
             | Error::Signing(_)
@@ -295,7 +300,9 @@ impl ResponseError for Error {
             Error::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Error::RateLimited { .. } | Error::GuestBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::NodeUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Storage(_) | Error::WorkerPool(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Storage(_) | Error::WorkerPool(_) | Error::Deposed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::DataDir { .. }
             | Error::KeyFile { .. }
             | Error::Signing(_)

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::model::Phase;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +30,8 @@ pub struct Metrics {
     pass: Histogram,
     heartbeat_age: IntGaugeVec,
     auth_failures: IntCounterVec,
+    leader: IntGauge,
+    store: HistogramVec,
 }
 
 impl Metrics {
@@ -66,7 +68,28 @@ impl Metrics {
         )
         .map_err(err)?;
         registry.register(Box::new(latency.clone())).map_err(err)?;
+        let store = HistogramVec::new(
+            HistogramOpts::new(
+                "modvisor_store_operation_duration_seconds",
+                "Store operations (get, scan, transact) from this replica, by kind: on etcd, its round trips",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                5.0,
+            ]),
+            &["op"],
+        )
+        .map_err(err)?;
+        registry.register(Box::new(store.clone())).map_err(err)?;
+        let leader = IntGauge::new(
+            "modvisor_leader",
+            "1 while this replica leads (runs the scheduler and the reconciler), else 0",
+        )
+        .map_err(err)?;
+        registry.register(Box::new(leader.clone())).map_err(err)?;
         let metrics = Metrics {
+            leader,
+            store,
             requests: counter(
                 "modvisor_http_requests_total",
                 "HTTP requests by route and status",
@@ -155,6 +178,16 @@ impl Metrics {
         if let Some(p) = pending {
             self.pending.observe(p.as_secs_f64());
         }
+    }
+
+    /// Whether this replica leads now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Records a store operation (`get`, `scan`, `transact`) that took `took`.
+    pub fn store_operation(&self, op: &str, took: Duration) {
+        self.store.with_label_values(&[op]).observe(took.as_secs_f64());
     }
 
     /// Records one reconciler pass's duration.

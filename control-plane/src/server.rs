@@ -27,6 +27,51 @@ pub const ADDR_FILE: &str = "control-plane.addr";
 pub const INTERNAL_ADDR_FILE: &str = "control-plane-internal.addr";
 /// Where, under the data directory, the `--metrics-listen` address is written once bound.
 pub const METRICS_ADDR_FILE: &str = "metrics.addr";
+/// The token signing key and the cluster CA kept in `store` for every replica (see
+/// `store::secrets`), made by the first replica that starts.
+pub fn shared_secrets(store: &Datastore) -> Result<(TokenKeys, crate::ca::ClusterCa)> {
+    let keys = TokenKeys::from_pkcs8_pem(&store.shared_secret(
+        "token_signing_key",
+        TokenKeys::generate_pem,
+    )?)?;
+    let ca = store.shared_secret("cluster_ca", || {
+        let (cert, key) = crate::ca::ClusterCa::generate_pems()?;
+        Ok(format!("{cert}{key}"))
+    })?;
+    let split = ca
+        .find("-----BEGIN PRIVATE KEY-----")
+        .ok_or_else(|| Error::Signing("the stored cluster CA has no private key".into()))?;
+    let ca = crate::ca::ClusterCa::from_pems(ca[..split].to_string(), &ca[split..])?;
+    Ok((keys, ca))
+}
+
+/// Puts the signing key and the CA of a one-replica installation (files under
+/// `data_dir`) into a shared `store`, for `store copy`: tokens and node certificates it
+/// issued stay valid. Refused when the store already holds different ones.
+pub fn share_secrets_of(data_dir: &Path, store: &Datastore) -> Result<()> {
+    let read = |name: &str| {
+        let path = data_dir.join(name);
+        fs::read_to_string(&path).map_err(|e| Error::DataDir {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        })
+    };
+    let key = read(crate::auth::KEY_FILE)?;
+    let ca = format!(
+        "{}{}",
+        read(crate::ca::CA_CERT_FILE)?,
+        read(crate::ca::CA_KEY_FILE)?
+    );
+    for (name, ours) in [("token_signing_key", key), ("cluster_ca", ca)] {
+        if store.shared_secret(name, || Ok(ours.clone()))? != ours {
+            return Err(Error::Conflict(format!(
+                "the destination already holds another {name}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Tenants `modvisor up` creates.
 pub const DEFAULT_TENANTS: [&str; 2] = ["tenant-a", "tenant-b"];
 
@@ -56,6 +101,9 @@ pub struct Config {
     pub expect_nodes: Vec<String>,
     /// Where the state is (`None`: sled in `data_dir/db`).
     pub store: Option<StoreLocation>,
+    /// This replica's name among the control planes sharing a store (in the leader key
+    /// and the logs).
+    pub replica: String,
 }
 
 /// An opened control plane, ready to serve.
@@ -71,8 +119,6 @@ impl ControlPlane {
             path: config.data_dir.display().to_string(),
             detail: e.to_string(),
         })?;
-        let keys = Arc::new(TokenKeys::load_or_create(&config.data_dir)?);
-        let ca = Arc::new(crate::ca::ClusterCa::load_or_create(&config.data_dir)?);
         let location = config
             .store
             .clone()
@@ -84,15 +130,27 @@ impl ControlPlane {
             },
             other => other,
         })?;
+        let metrics = Metrics::new()?;
+        let store = Datastore::new(Arc::new(crate::store::TimedKv::new(kv, metrics.clone())));
+        let (keys, ca) = match location {
+            // One replica: the secrets are files of its own.
+            StoreLocation::Sled(_) => (
+                TokenKeys::load_or_create(&config.data_dir)?,
+                crate::ca::ClusterCa::load_or_create(&config.data_dir)?,
+            ),
+            // Several replicas share them through the store.
+            _ => shared_secrets(&store)?,
+        };
+        let (keys, ca) = (Arc::new(keys), Arc::new(ca));
         let nodes = crate::reconciler::HttpNodes::new(
             keys.clone(),
             ca.cert_pem(),
             config.reconciler.budgets,
         );
         let state = web::Data::new(AppState {
-            store: Datastore::new(kv),
+            store,
             keys,
-            metrics: Metrics::new()?,
+            metrics,
             limits: Default::default(),
             ca,
             node_credential_ttl_secs: config.node_credential_ttl_secs,
@@ -216,6 +274,7 @@ impl ControlPlane {
             self.state.metrics.clone(),
             self.config.reconciler.clone(),
             self.state.wake.clone(),
+            self.config.replica.clone(),
         )?;
         // One app shape for both listeners: shared state, path errors as problems, and
         // every request counted by route pattern and status.

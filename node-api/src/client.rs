@@ -11,6 +11,8 @@ use crate::types::{EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm};
 use crate::user_data::{RunUserData, UserDataStatus};
 use crate::{Deleted, NodeApi};
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A call to the other side failed.
@@ -269,18 +271,46 @@ impl NodeApi for NodeClient {
     }
 }
 
-/// A node agent's client of the control plane's internal API.
+/// A node agent's client of the control plane's internal API, on one or several
+/// replicas: a call goes to the replica that answered last, and when that one gives no
+/// answer or is unavailable (503), to the next, in turn.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneClient {
-    base: String,
+    bases: Arc<[String]>,
+    /// The index in `bases` of the replica that answered last.
+    current: Arc<AtomicUsize>,
     http: reqwest::blocking::Client,
 }
 
+/// The base URLs of a comma-separated list (`https://a:7071,https://b:7071`).
+fn base_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|b| b.trim().trim_end_matches('/').to_string())
+        .filter(|b| !b.is_empty())
+        .collect()
+}
+
+/// Whether another replica may answer what this error refused.
+fn try_another(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable { .. } => true,
+        ClientError::Refused { status, .. } => *status == 503,
+        ClientError::Untrusted { .. } | ClientError::Unreadable { .. } => false,
+    }
+}
+
 impl ControlPlaneClient {
-    /// A client of the control plane's internal API at `base` (https), trusting only the
-    /// CA `ca_pem` and only a certificate naming the control plane; every call times out
-    /// after `timeout`.
+    /// A client of the control plane's internal API at `base` (https; several replicas
+    /// separated by commas), trusting only the CA `ca_pem` and only a certificate naming
+    /// the control plane; every call times out after `timeout`.
     pub fn new(base: &str, ca_pem: &str, timeout: Duration) -> Result<Self, ClientError> {
+        let bases = base_urls(base);
+        if bases.is_empty() {
+            return Err(ClientError::Unreachable {
+                url: base.to_string(),
+                detail: "no control-plane URL given".into(),
+            });
+        }
         crate::tls::install_provider();
         let tls =
             crate::tls::client_config(ca_pem, crate::tls::CONTROL_PLANE_NAME).map_err(|e| {
@@ -295,20 +325,65 @@ impl ControlPlaneClient {
             .build()
             .map_err(|e| unreachable(base, e))?;
         Ok(ControlPlaneClient {
-            base: base.trim_end_matches('/').to_string(),
+            bases: bases.into(),
+            current: Arc::new(AtomicUsize::new(0)),
             http,
         })
     }
 
+    /// Runs `call` on the base URL of the replica that answered last, then, while the
+    /// error says another may answer, on each other one; the first answer wins.
+    fn on_any<T>(&self, call: impl Fn(&str) -> Result<T, ClientError>) -> Result<T, ClientError> {
+        let start = self.current.load(Ordering::Relaxed);
+        let n = self.bases.len();
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            match call(&self.bases[at]) {
+                Ok(v) => {
+                    if at != start {
+                        tracing::warn!(from = %self.bases[start], to = %self.bases[at], "control plane replica failed over");
+                        self.current.store(at, Ordering::Relaxed);
+                    }
+                    return Ok(v);
+                }
+                Err(e) if try_another(&e) && n > 1 => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unreachable {
+            url: self.bases.join(","),
+            detail: "no replica answered".into(),
+        }))
+    }
+
     /// The CA certificate the control plane at `base` shows, accepted only if its sha256
     /// is `pin` (what a bootstrap token carries), the way `kubeadm join` trusts a cluster.
+    /// With several replicas (comma-separated), the first that answers.
     pub fn fetch_pinned_ca(
+        bases: &str,
+        pin: &str,
+        timeout: Duration,
+    ) -> Result<String, ClientError> {
+        let mut last = None;
+        for base in base_urls(bases) {
+            match Self::fetch_pinned_ca_from(&base, pin, timeout) {
+                Err(e) if try_another(&e) => last = Some(e),
+                answer => return answer,
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unreachable {
+            url: bases.to_string(),
+            detail: "no control-plane URL given".into(),
+        }))
+    }
+
+    fn fetch_pinned_ca_from(
         base: &str,
         pin: &str,
         timeout: Duration,
     ) -> Result<String, ClientError> {
         crate::tls::install_provider();
-        let base = base.trim_end_matches('/');
         let url = format!("{base}{}", routes::CA);
         let untrusted = |detail: String| ClientError::Untrusted {
             url: url.clone(),
@@ -336,9 +411,9 @@ impl ControlPlaneClient {
         Ok(pem)
     }
 
-    /// The control plane's base URL.
+    /// The base URL of the replica that answered last.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
     fn send(
@@ -370,8 +445,10 @@ impl ControlPlaneClient {
         bootstrap: &str,
         node: &RegisterNode,
     ) -> Result<NodeCredential, ClientError> {
-        let url = format!("{}{}", self.base, routes::NODE_REGISTER);
-        self.json(self.http.post(&url).bearer_auth(bootstrap).json(node), &url)
+        self.on_any(|base| {
+            let url = format!("{base}{}", routes::NODE_REGISTER);
+            self.json(self.http.post(&url).bearer_auth(bootstrap).json(node), &url)
+        })
     }
 
     /// Reports what node `name` holds; answers what it should remove.
@@ -381,17 +458,17 @@ impl ControlPlaneClient {
         name: &str,
         beat: &Heartbeat,
     ) -> Result<HeartbeatReply, ClientError> {
-        let url = format!(
-            "{}{}",
-            self.base,
-            fill(routes::NODE_HEARTBEAT, &[("name", name)])
-        );
-        self.json(self.http.post(&url).bearer_auth(token).json(beat), &url)
+        self.on_any(|base| {
+            let url = format!("{base}{}", fill(routes::NODE_HEARTBEAT, &[("name", name)]));
+            self.json(self.http.post(&url).bearer_auth(token).json(beat), &url)
+        })
     }
 
     /// A module blob by its sha256.
     pub fn blob(&self, token: &str, sha256: &str) -> Result<Vec<u8>, ClientError> {
-        let url = format!("{}{}", self.base, fill(routes::BLOB, &[("sha256", sha256)]));
-        self.send(self.http.get(&url).bearer_auth(token), &url)
+        self.on_any(|base| {
+            let url = format!("{base}{}", fill(routes::BLOB, &[("sha256", sha256)]));
+            self.send(self.http.get(&url).bearer_auth(token), &url)
+        })
     }
 }

@@ -68,14 +68,19 @@ impl Wake {
     }
 }
 
-/// Starts the reconciler on its own thread with `nodes` (HTTPS clients of the nodes),
-/// woken by `wake`; it runs for the life of the process.
+/// Starts the leader's work on its own thread: it campaigns as `replica` for leadership
+/// (at once on sled; see `store::leadership`), and while it leads runs the reconciler with
+/// every write fenced by its term, woken by `wake`, by changes to VMs and module requests
+/// that any replica stores, and by its interval. When the term ends the reconciler stops
+/// and the replica campaigns again; a new term starts a new reconciler, which gives nodes
+/// a heartbeat timeout of grace before it calls any NotReady.
 pub fn spawn(
     store: Datastore,
     nodes: HttpNodes,
     metrics: Metrics,
     config: ReconcilerConfig,
     wake: Wake,
+    replica: String,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("reconciler".into())
@@ -90,11 +95,37 @@ pub fn spawn(
                     return;
                 }
             };
-            let r = Reconciler::new(store, nodes, config)
-                .with_metrics(metrics)
-                .with_wake(wake);
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, r.run());
+            let woken = wake.clone();
+            let changed: crate::store::Changed = Arc::new(move || woken.now());
+            if let Err(e) = store.watch_tables(
+                &[crate::store::Table::Vms, crate::store::Table::ModuleRequests],
+                changed,
+            ) {
+                tracing::warn!(error = %e, "watching the store; the reconciler runs on its interval only");
+            }
+            loop {
+                let term = match store.campaign(&replica) {
+                    Ok(t) => Arc::new(t),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "campaigning for leadership; trying again");
+                        std::thread::sleep(config.interval);
+                        continue;
+                    }
+                };
+                metrics.set_leader(true);
+                let r = Reconciler::new(store.fenced(term.clone()), nodes.clone(), config.clone())
+                    .with_metrics(metrics.clone())
+                    .with_wake(wake.clone());
+                let local = tokio::task::LocalSet::new();
+                local.block_on(&rt, async {
+                    tokio::select! {
+                        () = r.run() => {}
+                        () = term.over() => {}
+                    }
+                });
+                metrics.set_leader(false);
+                tracing::warn!(%replica, "no longer the leader: the reconciler stops and campaigns again");
+            }
         })
         .map(drop)
 }

@@ -8,17 +8,17 @@
 //! growing, jittered pause, a bounded number of times. etcd makes a Txn durable (a quorum
 //! of members has it on disk) before it answers, so a transaction that returns `Ok` is.
 //!
-//! Ids ([`Txn::next_id`]) come from a counter key moved in the transaction that takes one,
-//! as on sled: they follow each other in commit order, but the counter serialises every
-//! transaction that takes an id (each audited mutation). That is the next thing to change
-//! for several replicas (ids ordered by etcd's own commit revision need no shared key).
+//! Ids ([`Txn::next_id`]) come from the replica's own hybrid clock ([`IdClock`]), not from
+//! a counter key: transactions that take ids conflict only on the keys they really share.
+//! The replica's slot in the ids is taken from a counter once, when it connects.
 //!
 //! etcd limits a Txn to `--max-txn-ops` compares and as many operations (128 by default)
 //! and a request to `--max-request-bytes` (1.5 MiB); a transaction beyond them fails with
 //! etcd's own error, which names the limit.
 
-use super::meta::{decode_id, schema_is_ours, NEXT_ID_KEY, SCHEMA_KEY, SCHEMA_VERSION};
-use super::{KvStore, Table, Txn};
+use super::id_clock::{IdClock, SLOTS};
+use super::meta::{decode_id, schema_is_ours, SCHEMA_KEY, SCHEMA_VERSION};
+use super::{Changed, KvStore, Table, Term, Txn};
 use crate::error::{Error, Result};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp};
 use std::cell::{Cell, RefCell};
@@ -26,6 +26,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The counter of replica slots (see [`EtcdKv::take_slot`]).
+const REPLICA_SLOT_KEY: &[u8] = b"replica_slots";
 /// How many times a conflicting transaction runs before the caller gets a storage error.
 const MAX_ATTEMPTS: u32 = 64;
 /// The first pause after a conflict; it doubles up to [`MAX_BACKOFF`].
@@ -62,6 +64,7 @@ pub struct EtcdKv {
     handle: tokio::runtime::Handle,
     client: Client,
     root: Vec<u8>,
+    ids: IdClock,
 }
 
 impl Drop for EtcdKv {
@@ -92,14 +95,37 @@ impl EtcdKv {
         })?;
         let mut root = root.trim_end_matches('/').as_bytes().to_vec();
         root.push(b'/');
-        let kv = EtcdKv {
+        let mut kv = EtcdKv {
             runtime: Some(runtime),
             handle,
             client,
             root,
+            ids: IdClock::new(0),
         };
         kv.check_schema()?;
+        kv.ids = IdClock::new(kv.take_slot()?);
         Ok(kv)
+    }
+
+    /// This replica's slot in the ids: the next value of a counter every connecting
+    /// replica moves (slots repeat after [`SLOTS`] connections, long after an old
+    /// replica's clock has passed the ids it gave).
+    fn take_slot(&self) -> Result<u64> {
+        let slot = std::cell::Cell::new(0);
+        self.transact(&|txn| {
+            let taken = match txn.get(Table::Meta, REPLICA_SLOT_KEY)? {
+                Some(v) => decode_id(&v)?,
+                None => 0,
+            };
+            txn.insert(
+                Table::Meta,
+                REPLICA_SLOT_KEY,
+                &taken.wrapping_add(1).to_be_bytes(),
+            )?;
+            slot.set(taken % SLOTS);
+            Ok(())
+        })?;
+        Ok(slot.get())
     }
 
     /// A client of the KV service that takes answers up to [`MAX_ANSWER_BYTES`].
@@ -142,16 +168,32 @@ impl EtcdKv {
         })
     }
 
-    /// Applies `writes` if no key of `reads` changed since it was read; whether it did.
+    /// The key whose holder leads (outside every table, so never copied).
+    fn leader_key(&self) -> Vec<u8> {
+        let mut k = self.root.clone();
+        k.extend_from_slice(b"leader");
+        k
+    }
+
+    /// Applies `writes` if no key of `reads` changed since it was read and, with a
+    /// `fence`, the leader key still has that create revision; whether it did.
     fn commit(
         &self,
         reads: &BTreeMap<Vec<u8>, Read>,
         writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        fence: Option<i64>,
     ) -> Result<bool> {
-        let compares: Vec<Compare> = reads
+        let mut compares: Vec<Compare> = reads
             .iter()
             .map(|(k, r)| Compare::mod_revision(k.clone(), CompareOp::Equal, r.mod_revision))
             .collect();
+        if let Some(revision) = fence {
+            compares.push(Compare::create_revision(
+                self.leader_key(),
+                CompareOp::Equal,
+                revision,
+            ));
+        }
         let ops: Vec<TxnOp> = writes
             .into_iter()
             .map(|(k, v)| match v {
@@ -180,7 +222,7 @@ impl EtcdKv {
                     },
                 )]);
                 let writes = BTreeMap::from([(key, Some(version.to_be_bytes().to_vec()))]);
-                if !self.commit(&reads, writes)? {
+                if !self.commit(&reads, writes, None)? {
                     return self.check_schema();
                 }
                 Ok(())
@@ -260,17 +302,8 @@ impl Txn for EtcdTxn<'_> {
         Ok(())
     }
 
-    fn next_id(&self) -> Result<u64> {
-        let next = match self.get(Table::Meta, NEXT_ID_KEY)? {
-            Some(v) => decode_id(&v)?,
-            None => 1,
-        };
-        self.insert(
-            Table::Meta,
-            NEXT_ID_KEY,
-            &next.saturating_add(1).to_be_bytes(),
-        )?;
-        Ok(next)
+    fn next_id_after(&self, floor: u64) -> Result<u64> {
+        self.kv.ids.next_after(floor)
     }
 }
 
@@ -326,8 +359,49 @@ impl KvStore for EtcdKv {
     }
 
     fn transact(&self, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
+        self.transact_with(None, f)
+    }
+
+    fn transact_fenced(&self, term: &Term, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
+        self.transact_with(Some(term), f)
+    }
+
+    fn campaign(&self, candidate: &str) -> Result<Term> {
+        let (client, key, candidate) = (
+            self.client.clone(),
+            self.leader_key(),
+            candidate.to_string(),
+        );
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let won = super::etcd_lease::campaign(client, key, candidate).await;
+            if tx.send(won).is_err() {
+                tracing::debug!("a campaign ended after its caller left");
+            }
+        });
+        rx.recv()
+            .map_err(|_| Error::Storage("etcd: the client's runtime stopped".into()))?
+    }
+
+    fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()> {
+        let prefixes = tables.iter().map(|t| self.table_prefix(*t)).collect();
+        super::etcd_lease::watch_prefixes(&self.handle, &self.client, prefixes, changed);
+        Ok(())
+    }
+
+    fn next_id_peek(&self) -> Result<u64> {
+        self.ids.peek()
+    }
+}
+
+impl EtcdKv {
+    /// Runs a transaction (see [`KvStore::transact`]), fenced by `term` when given.
+    fn transact_with(&self, term: Option<&Term>, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
         let mut backoff = FIRST_BACKOFF;
         for _ in 0..MAX_ATTEMPTS {
+            if let Some(t) = term {
+                t.check()?;
+            }
             let txn = EtcdTxn {
                 kv: self,
                 snapshot: Cell::new(None),
@@ -340,8 +414,11 @@ impl KvStore for EtcdKv {
                 // Read-only: its reads were one consistent snapshot.
                 return Ok(());
             }
-            if self.commit(&txn.reads.borrow(), writes)? {
+            if self.commit(&txn.reads.borrow(), writes, term.map(|t| t.revision))? {
                 return Ok(());
+            }
+            if let Some(t) = term {
+                self.check_fence(t)?;
             }
             std::thread::sleep(jittered(backoff));
             backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -351,10 +428,19 @@ impl KvStore for EtcdKv {
         )))
     }
 
-    fn next_id_peek(&self) -> Result<u64> {
-        match self.get(Table::Meta, NEXT_ID_KEY)? {
-            Some(v) => decode_id(&v),
-            None => Ok(1),
+    /// An error when the leader key no longer has `term`'s create revision.
+    fn check_fence(&self, term: &Term) -> Result<()> {
+        let mut client = self.kv_client();
+        let key = self.leader_key();
+        let resp = on(&self.handle, async move { client.get(key, None).await })?;
+        let now = resp.kvs().first().map(|kv| kv.create_revision());
+        if now == Some(term.revision) {
+            Ok(())
+        } else {
+            Err(Error::Deposed(format!(
+                "the leader key of {} (revision {}) is gone",
+                term.holder, term.revision
+            )))
         }
     }
 }

@@ -12,6 +12,11 @@ pub mod copy;
 #[cfg(feature = "etcd")]
 mod etcd_kv;
 mod events;
+#[cfg(feature = "etcd")]
+mod etcd_lease;
+#[cfg(feature = "etcd")]
+mod id_clock;
+mod leadership;
 mod keys;
 mod location;
 mod meta;
@@ -22,7 +27,9 @@ mod nodes;
 mod observations;
 mod placement;
 mod scheduler;
+mod secrets;
 mod sled_kv;
+mod timed;
 mod tenants;
 mod tokens;
 mod txn;
@@ -31,6 +38,7 @@ mod vms;
 #[cfg(feature = "etcd")]
 pub use etcd_kv::EtcdKv;
 pub use keys::parse_page_token;
+pub use leadership::{FencedKv, Term, LEASE_TTL};
 pub use location::{StoreLocation, DEFAULT_ETCD_ROOT};
 pub use module_requests::MAX_REQUESTS_PER_VM;
 pub use networks::{NetworkRecord, TenantNetworks, DEFAULT_CIDR, DEFAULT_NETWORK, NO_NETWORK};
@@ -38,6 +46,7 @@ pub use nodes::{Cordon, Registrant};
 pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;
+pub use timed::TimedKv;
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
@@ -145,8 +154,13 @@ pub trait Txn {
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
     /// Removes a key.
     fn remove(&self, table: Table, key: &[u8]) -> Result<()>;
-    /// A fresh, monotonically increasing id.
-    fn next_id(&self) -> Result<u64>;
+    /// A fresh id greater than `floor`: unique in the store, rising in each replica
+    /// (ids may have gaps; on sled they follow commit order).
+    fn next_id_after(&self, floor: u64) -> Result<u64>;
+    /// A fresh id (see [`Txn::next_id_after`]).
+    fn next_id(&self) -> Result<u64> {
+        self.next_id_after(0)
+    }
 }
 
 /// A transactional, durable key-value store.
@@ -168,7 +182,19 @@ pub trait KvStore: Send + Sync {
     fn transact(&self, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()>;
     /// The id [`Txn::next_id`] would give now, without taking it.
     fn next_id_peek(&self) -> Result<u64>;
+    /// Runs `f` as [`KvStore::transact`] does, but commits only while `term` is the
+    /// leader's: once another replica could lead, it fails with [`Error::Deposed`] and
+    /// writes nothing.
+    fn transact_fenced(&self, term: &Term, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()>;
+    /// Waits until `candidate` (this replica's name) leads, and returns its term.
+    fn campaign(&self, candidate: &str) -> Result<Term>;
+    /// Calls `changed` after changes to `tables` (perhaps once for several), from a
+    /// thread of the store's, for as long as the store is open.
+    fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()>;
 }
+
+/// What [`KvStore::watch_tables`] calls.
+pub type Changed = Arc<dyn Fn() + Send + Sync>;
 
 /// Runs `f` in one transaction of `kv` and returns its value.
 pub fn transact<T>(kv: &dyn KvStore, f: impl Fn(&dyn Txn) -> Result<T>) -> Result<T> {
@@ -214,6 +240,25 @@ impl Datastore {
             kv,
             default_network_cidr: Arc::from(networks::DEFAULT_CIDR),
         }
+    }
+
+    /// The same store, writing only while `term` lasts (see `leadership`): what the
+    /// leader's scheduler and reconciler write through.
+    pub fn fenced(&self, term: Arc<Term>) -> Self {
+        Datastore {
+            kv: Arc::new(FencedKv::new(self.kv.clone(), term)),
+            default_network_cidr: self.default_network_cidr.clone(),
+        }
+    }
+
+    /// Waits until `candidate` leads (see [`KvStore::campaign`]).
+    pub fn campaign(&self, candidate: &str) -> Result<Term> {
+        self.kv.campaign(candidate)
+    }
+
+    /// Calls `changed` after changes to `tables` (see [`KvStore::watch_tables`]).
+    pub fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()> {
+        self.kv.watch_tables(tables, changed)
     }
 
     /// The same store, creating each tenant's `default` network with `cidr` (checked by

@@ -68,6 +68,34 @@ const FIRST_VNI: u32 = 4096;
 /// VNIs are 24 bits.
 const VNI_SPACE: u64 = (1 << 24) - FIRST_VNI as u64;
 
+/// How many VNIs a network creation tries before it gives up.
+const VNI_ATTEMPTS: u32 = 64;
+
+/// The Meta key that marks `vni` as taken.
+fn vni_key(vni: u32) -> Vec<u8> {
+    let mut k = b"vni\0".to_vec();
+    k.extend_from_slice(&vni.to_be_bytes());
+    k
+}
+
+/// A VNI no other network holds, marked as taken for `tenant`'s network `name` in the
+/// transaction: candidates follow the store's ids (which may have gaps and, on etcd, are
+/// not small), and one already taken is skipped, so two networks never share a segment.
+fn claim_vni(txn: &dyn Txn, tenant: &str, name: &str) -> Result<u32> {
+    for _ in 0..VNI_ATTEMPTS {
+        let candidate = u32::try_from(txn.next_id()? % VNI_SPACE)
+            .map_err(|_| Error::Storage("a VNI out of range".into()))?;
+        let vni = FIRST_VNI + candidate;
+        if txn.get(Table::Meta, &vni_key(vni))?.is_none() {
+            txn.insert(Table::Meta, &vni_key(vni), format!("{tenant}/{name}").as_bytes())?;
+            return Ok(vni);
+        }
+    }
+    Err(Error::Conflict(format!(
+        "no free VNI after {VNI_ATTEMPTS} tries; delete unused networks"
+    )))
+}
+
 /// Adds network `body` to `tenant`'s (name, CIDR and quota checked), inside a transaction.
 pub(super) fn create_in(
     txn: &dyn Txn,
@@ -113,7 +141,7 @@ pub(super) fn create_in(
             requested: count,
         });
     }
-    let vni = FIRST_VNI + u32::try_from(txn.next_id()? % VNI_SPACE).unwrap_or(0);
+    let vni = claim_vni(txn, tenant, &body.name)?;
     let network = Network {
         name: body.name.clone(),
         tenant: tenant.to_string(),
@@ -296,6 +324,7 @@ impl Datastore {
                     record.addresses.len()
                 )));
             }
+            txn.remove(Table::Meta, &vni_key(record.vni))?;
             all.networks.remove(name);
             let mut t: Tenant = get_record(txn, Table::Tenants, tenant.as_bytes())?
                 .ok_or_else(|| Error::not_found("tenant", tenant))?;

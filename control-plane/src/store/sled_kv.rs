@@ -2,7 +2,7 @@
 //! before a transaction returns.
 
 use super::meta::{decode_id, schema_is_ours, NEXT_ID_KEY, SCHEMA_KEY, SCHEMA_VERSION};
-use super::{KvStore, Table, Txn};
+use super::{Changed, KvStore, Table, Term, Txn};
 use crate::error::{Error, Result};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -16,6 +16,8 @@ use std::path::Path;
 pub struct SledKv {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// Ends no term: one process holds the database, so it always leads.
+    terms: tokio::sync::watch::Sender<bool>,
 }
 
 impl SledKv {
@@ -29,7 +31,11 @@ impl SledKv {
             .iter()
             .map(|t| db.open_tree(t.name()))
             .collect::<sled::Result<Vec<_>>>()?;
-        let kv = SledKv { db, trees };
+        let kv = SledKv {
+            db,
+            trees,
+            terms: tokio::sync::watch::channel(false).0,
+        };
         kv.check_schema()?;
         kv.seed_id_counter()?;
         Ok(kv)
@@ -101,20 +107,47 @@ impl Txn for SledTxn<'_> {
         self.lift(self.trees[table.index()].remove(key)).map(drop)
     }
 
-    fn next_id(&self) -> Result<u64> {
+    fn next_id_after(&self, floor: u64) -> Result<u64> {
         // A counter in the meta table, moved in the transaction that uses it: ids follow
         // each other across restarts (sled's own generator skips a million after one).
         let meta = &self.trees[Table::Meta.index()];
         let next = match self.lift(meta.get(NEXT_ID_KEY))? {
             Some(v) => decode_id(&v)?,
             None => 1,
-        };
+        }
+        .max(floor.saturating_add(1));
         self.lift(meta.insert(NEXT_ID_KEY, &next.saturating_add(1).to_be_bytes()))?;
         Ok(next)
     }
 }
 
 impl KvStore for SledKv {
+    fn transact_fenced(&self, term: &Term, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
+        term.check()?;
+        self.transact(f)
+    }
+
+    fn campaign(&self, candidate: &str) -> Result<Term> {
+        Ok(Term::new(0, candidate, self.terms.subscribe()))
+    }
+
+    fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()> {
+        for table in tables {
+            let events = self.tree(*table).watch_prefix(Vec::new());
+            let changed = changed.clone();
+            std::thread::Builder::new()
+                .name(format!("watch-{}", table.name()))
+                .spawn(move || {
+                    // Ends when the database is closed.
+                    for _event in events {
+                        changed();
+                    }
+                })
+                .map_err(|e| Error::Storage(format!("a thread to watch the store: {e}")))?;
+        }
+        Ok(())
+    }
+
     fn next_id_peek(&self) -> Result<u64> {
         match self.tree(Table::Meta).get(NEXT_ID_KEY)? {
             Some(v) => decode_id(&v),

@@ -103,6 +103,29 @@ pub(super) fn bounded(s: &str) -> String {
     out
 }
 
+/// The Meta key holding the sequence number of `tenant`'s last event.
+fn event_floor_key(tenant: &str) -> Vec<u8> {
+    pair("event_floor", tenant.as_bytes())
+}
+
+/// The sequence number of a new event: for a tenant's, above the tenant's last one, read
+/// and moved in the same transaction, so that one tenant's trail is in commit order even
+/// when replicas with different clocks write it (ids are unique but only rise per
+/// replica; see `id_clock`). Events of different tenants take no common key.
+fn next_event_seq(txn: &dyn Txn, tenant: Option<&str>) -> Result<u64> {
+    let Some(t) = tenant else {
+        return txn.next_id();
+    };
+    let key = event_floor_key(t);
+    let floor = match txn.get(Table::Meta, &key)? {
+        Some(v) => super::meta::decode_id(&v)?,
+        None => 0,
+    };
+    let seq = txn.next_id_after(floor)?;
+    txn.insert(Table::Meta, &key, &keys::seq(seq))?;
+    Ok(seq)
+}
+
 pub(super) fn write_event(
     txn: &dyn Txn,
     actor: &str,
@@ -113,7 +136,7 @@ pub(super) fn write_event(
     detail: Option<&str>,
 ) -> Result<()> {
     let event = Event {
-        seq: txn.next_id()?,
+        seq: next_event_seq(txn, tenant)?,
         time: now(),
         actor: bounded(actor),
         tenant: tenant.map(bounded),

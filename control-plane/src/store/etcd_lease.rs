@@ -1,0 +1,157 @@
+//! Leadership and change notices on etcd (see `leadership` for what they promise): a
+//! leader key held by a lease this replica keeps alive, and watches of table prefixes.
+
+use super::leadership::{Term, LEASE_TTL};
+use super::Changed;
+use crate::error::{Error, Result};
+use etcd_client::{Client, Compare, CompareOp, PutOptions, TxnOp, WatchOptions};
+use std::time::{Duration, Instant};
+
+/// How often a replica that does not lead looks whether the leader key is gone.
+const CANDIDATE_POLL: Duration = Duration::from_millis(250);
+/// A term ends locally this long before its lease could expire at etcd.
+const SAFETY_MARGIN: Duration = Duration::from_secs(1);
+/// How often the keeper checks its deadline.
+const KEEPER_TICK: Duration = Duration::from_millis(250);
+/// How long a watch that failed waits before it starts again.
+const WATCH_RETRY: Duration = Duration::from_millis(500);
+
+fn storage(e: etcd_client::Error) -> Error {
+    Error::Storage(format!("etcd: {e}"))
+}
+
+/// Waits until `candidate` holds `key` under a new lease, then keeps the lease alive in
+/// the background until it cannot (the term then ends).
+pub(super) async fn campaign(mut client: Client, key: Vec<u8>, candidate: String) -> Result<Term> {
+    let ttl = i64::try_from(LEASE_TTL.as_secs()).unwrap_or(5);
+    loop {
+        let held = client.get(key.clone(), None).await.map_err(storage)?;
+        if held.kvs().is_empty() {
+            let lease = client.lease_grant(ttl, None).await.map_err(storage)?.id();
+            let granted = Instant::now();
+            let txn = etcd_client::Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    candidate.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )]);
+            let resp = client.txn(txn).await.map_err(storage)?;
+            if resp.succeeded() {
+                let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(keep_alive(client.clone(), lease, granted, tx));
+                tracing::info!(%candidate, revision, "leading: won the leader key");
+                return Ok(Term::new(revision, &candidate, rx));
+            }
+            // Another replica won: its lease, not ours, holds the key.
+            if let Err(e) = client.lease_revoke(lease).await {
+                tracing::debug!(error = %e, "revoking an unused lease (it expires anyway)");
+            }
+        }
+        tokio::time::sleep(CANDIDATE_POLL).await;
+    }
+}
+
+/// Keeps `lease` alive (every third of its TTL) and sends `true` on `lost` when it was
+/// not renewed for the TTL less a safety margin, or etcd says it is gone.
+async fn keep_alive(
+    mut client: Client,
+    lease: i64,
+    granted: Instant,
+    lost: tokio::sync::watch::Sender<bool>,
+) {
+    let deadline_after = LEASE_TTL - SAFETY_MARGIN;
+    let mut acked = granted;
+    let mut channel = None;
+    let mut last_sent = Instant::now() - LEASE_TTL;
+    loop {
+        if acked.elapsed() >= deadline_after || lost.is_closed() {
+            break;
+        }
+        if last_sent.elapsed() >= LEASE_TTL / 3 {
+            if channel.is_none() {
+                match client.lease_keep_alive(lease).await {
+                    Ok(pair) => {
+                        // Opening the stream renewed the lease once.
+                        acked = Instant::now();
+                        last_sent = acked;
+                        channel = Some(pair);
+                        continue;
+                    }
+                    Err(etcd_client::Error::LeaseKeepAliveError(e)) => {
+                        tracing::warn!(error = %e, "the leader's lease is gone");
+                        break;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "renewing the leader's lease"),
+                }
+            }
+            if let Some((keeper, stream)) = channel.as_mut() {
+                let sent = Instant::now();
+                last_sent = sent;
+                let answer = match keeper.keep_alive().await {
+                    Ok(()) => tokio::time::timeout(SAFETY_MARGIN, stream.message()).await,
+                    Err(e) => Ok(Err(e)),
+                };
+                match answer {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => acked = sent,
+                    Ok(Ok(Some(_))) => {
+                        tracing::warn!("the leader's lease expired");
+                        break;
+                    }
+                    other => {
+                        tracing::warn!(answer = ?other.map(|r| r.map(drop)), "renewing the leader's lease; reopening");
+                        channel = None;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(KEEPER_TICK).await;
+    }
+    tracing::warn!("leadership ends");
+    if lost.send(true).is_err() {
+        tracing::debug!("nobody held the term any more");
+    }
+    // Let another replica take over now rather than at the lease's expiry.
+    if let Err(e) = client.lease_revoke(lease).await {
+        tracing::debug!(error = %e, "revoking the old lease");
+    }
+}
+
+/// Calls `changed` after every change under each of `prefixes` (and after a watch had to
+/// start again, when changes may have been missed), for as long as the client lives.
+pub(super) fn watch_prefixes(
+    runtime: &tokio::runtime::Handle,
+    client: &Client,
+    prefixes: Vec<Vec<u8>>,
+    changed: Changed,
+) {
+    for prefix in prefixes {
+        let (mut client, changed) = (client.clone(), changed.clone());
+        runtime.spawn(async move {
+            loop {
+                let options = WatchOptions::new().with_prefix();
+                match client.watch(prefix.clone(), Some(options)).await {
+                    Ok(mut stream) => loop {
+                        match stream.message().await {
+                            Ok(Some(r)) if r.canceled() => break,
+                            Ok(Some(r)) => {
+                                if !r.events().is_empty() {
+                                    changed();
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "a watch of the store ended");
+                                break;
+                            }
+                        }
+                    },
+                    Err(e) => tracing::debug!(error = %e, "watching the store"),
+                }
+                changed();
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        });
+    }
+}

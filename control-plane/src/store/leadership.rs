@@ -1,0 +1,117 @@
+//! Leadership among replicas of the control plane: one of them runs the scheduler and
+//! the reconciler, and every write it makes as leader is fenced by its term.
+//!
+//! A [`Term`] is won with [`KvStore::campaign`]. On sled the store is locked by one
+//! process, so the term is won at once and never lost. On etcd it is a key held by a
+//! lease that the winner keeps alive; the key's create revision is the fencing token:
+//! [`KvStore::transact_fenced`] adds "the leader key still has this create revision" to
+//! the compares of its etcd Txn, so a replica whose lease expired (paused, partitioned,
+//! slow) cannot write anything as leader afterwards. Calls it makes to node agents are
+//! not fenced by etcd; the term ends locally one second before the lease could expire,
+//! and the reconciler stops with it.
+
+use super::{KvStore, Table, Txn};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a leader's lease lasts without keep-alives: leadership moves to another
+/// replica within about this long after the leader dies.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+
+/// One replica's time as leader.
+#[derive(Debug)]
+pub struct Term {
+    /// The fencing token: the leader key's create revision on etcd (0 on sled, where no
+    /// other process can write).
+    pub revision: i64,
+    /// Who holds it (the replica's name).
+    pub holder: String,
+    lost: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Term {
+    /// A term that `lost` ends (it is sent `true`, or dropped).
+    pub fn new(revision: i64, holder: &str, lost: tokio::sync::watch::Receiver<bool>) -> Self {
+        Term {
+            revision,
+            holder: holder.to_string(),
+            lost,
+        }
+    }
+
+    /// Whether the term has ended.
+    pub fn is_over(&self) -> bool {
+        *self.lost.borrow() || self.lost.has_changed().is_err()
+    }
+
+    /// Waits until the term ends.
+    pub async fn over(&self) {
+        let mut lost = self.lost.clone();
+        // An error means the keeper is gone, which ends the term too.
+        if lost.wait_for(|l| *l).await.is_err() {
+            tracing::debug!("the lease keeper stopped");
+        }
+    }
+
+    /// An error if the term has ended.
+    pub fn check(&self) -> Result<()> {
+        if self.is_over() {
+            Err(Error::Deposed(format!(
+                "the term of {} (revision {}) is over",
+                self.holder, self.revision
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A store whose every transaction is fenced by `term`: what the leader writes through.
+pub struct FencedKv {
+    inner: Arc<dyn KvStore>,
+    term: Arc<Term>,
+}
+
+impl FencedKv {
+    /// `inner`, writing only while `term` lasts.
+    pub fn new(inner: Arc<dyn KvStore>, term: Arc<Term>) -> Self {
+        FencedKv { inner, term }
+    }
+}
+
+impl KvStore for FencedKv {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.inner.get(table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(table, prefix, after, limit)
+    }
+
+    fn transact(&self, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
+        self.inner.transact_fenced(&self.term, f)
+    }
+
+    fn transact_fenced(&self, term: &Term, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
+        self.inner.transact_fenced(term, f)
+    }
+
+    fn next_id_peek(&self) -> Result<u64> {
+        self.inner.next_id_peek()
+    }
+
+    fn campaign(&self, candidate: &str) -> Result<Term> {
+        self.inner.campaign(candidate)
+    }
+
+    fn watch_tables(&self, tables: &[Table], changed: super::Changed) -> Result<()> {
+        self.inner.watch_tables(tables, changed)
+    }
+}
