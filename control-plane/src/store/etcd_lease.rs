@@ -40,7 +40,12 @@ pub(super) async fn campaign(mut client: Client, key: Vec<u8>, candidate: String
             if resp.succeeded() {
                 let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
                 let (tx, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(keep_alive(client.clone(), lease, granted, tx));
+                let held = Held {
+                    key: key.clone(),
+                    revision,
+                    lease,
+                };
+                tokio::spawn(keep_alive(client.clone(), held, granted, tx));
                 tracing::info!(%candidate, revision, "leading: won the leader key");
                 return Ok(Term::new(revision, &candidate, rx));
             }
@@ -53,14 +58,29 @@ pub(super) async fn campaign(mut client: Client, key: Vec<u8>, candidate: String
     }
 }
 
-/// Keeps `lease` alive (every third of its TTL) and sends `true` on `lost` when it was
-/// not renewed for the TTL less a safety margin, or etcd says it is gone.
+/// A leader key as won: the key, its create revision and the lease holding it.
+struct Held {
+    key: Vec<u8>,
+    revision: i64,
+    lease: i64,
+}
+
+/// Whether the leader key still is the one won (not deleted, not won again by another).
+async fn still_held(client: &mut Client, held: &Held) -> Result<bool> {
+    let now = client.get(held.key.clone(), None).await.map_err(storage)?;
+    Ok(now.kvs().first().map(|kv| kv.create_revision()) == Some(held.revision))
+}
+
+/// Keeps the lease alive (every third of its TTL) and sends `true` on `lost` when it was
+/// not renewed for the TTL less a safety margin, etcd says it is gone, or the leader key
+/// it held is no longer the one won.
 async fn keep_alive(
     mut client: Client,
-    lease: i64,
+    held: Held,
     granted: Instant,
     lost: tokio::sync::watch::Sender<bool>,
 ) {
+    let lease = held.lease;
     let deadline_after = LEASE_TTL - SAFETY_MARGIN;
     let mut acked = granted;
     let mut channel = None;
@@ -94,7 +114,14 @@ async fn keep_alive(
                     Err(e) => Ok(Err(e)),
                 };
                 match answer {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => acked = sent,
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => match still_held(&mut client, &held).await {
+                        Ok(true) => acked = sent,
+                        Ok(false) => {
+                            tracing::warn!("the leader key is gone or another's");
+                            break;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "reading the leader key"),
+                    },
                     Ok(Ok(Some(_))) => {
                         tracing::warn!("the leader's lease expired");
                         break;
