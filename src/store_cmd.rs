@@ -3,8 +3,8 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use modvisor_control_plane::store::copy::copy;
 use modvisor_control_plane::server::share_secrets_of;
+use modvisor_control_plane::store::copy::copy;
 use modvisor_control_plane::store::{Datastore, StoreLocation};
 
 /// `modvisor store ...`
@@ -32,7 +32,8 @@ pub fn store(command: StoreCommand) -> Result<()> {
             let report = copy(source.as_ref(), destination.as_ref())?;
             // An installation of one replica keeps its secrets in files beside the
             // database; replicas on a shared store read them from the store.
-            if let (StoreLocation::Sled(db), false) = (&from, matches!(to, StoreLocation::Sled(_))) {
+            if let (StoreLocation::Sled(db), false) = (&from, matches!(to, StoreLocation::Sled(_)))
+            {
                 let data_dir = db.parent().unwrap_or(db);
                 share_secrets_of(data_dir, &Datastore::new(destination.clone()))
                     .context("copying the signing key and the cluster CA")?;

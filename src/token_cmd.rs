@@ -7,9 +7,9 @@ use crate::table::render;
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use modvisor_control_plane::auth::{role_of, Role, TokenKeys};
-use modvisor_control_plane_api::types::{IssueToken, TokenRecord, TokenRole};
 use modvisor_control_plane::ca::ClusterCa;
 use modvisor_control_plane::store::{Datastore, StoreLocation};
+use modvisor_control_plane_api::types::{IssueToken, TokenRecord, TokenRole};
 use std::path::{Path, PathBuf};
 
 /// `modvisor token ...`

@@ -6,7 +6,8 @@
 use crate::error::{Error, Result};
 use crate::model::Phase;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -187,7 +188,9 @@ impl Metrics {
 
     /// Records a store operation (`get`, `scan`, `transact`) that took `took`.
     pub fn store_operation(&self, op: &str, took: Duration) {
-        self.store.with_label_values(&[op]).observe(took.as_secs_f64());
+        self.store
+            .with_label_values(&[op])
+            .observe(took.as_secs_f64());
     }
 
     /// Records one reconciler pass's duration.

@@ -30,10 +30,9 @@ pub const METRICS_ADDR_FILE: &str = "metrics.addr";
 /// The token signing key and the cluster CA kept in `store` for every replica (see
 /// `store::secrets`), made by the first replica that starts.
 pub fn shared_secrets(store: &Datastore) -> Result<(TokenKeys, crate::ca::ClusterCa)> {
-    let keys = TokenKeys::from_pkcs8_pem(&store.shared_secret(
-        "token_signing_key",
-        TokenKeys::generate_pem,
-    )?)?;
+    let keys = TokenKeys::from_pkcs8_pem(
+        &store.shared_secret("token_signing_key", TokenKeys::generate_pem)?,
+    )?;
     let ca = store.shared_secret("cluster_ca", || {
         let (cert, key) = crate::ca::ClusterCa::generate_pems()?;
         Ok(format!("{cert}{key}"))

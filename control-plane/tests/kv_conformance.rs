@@ -412,9 +412,7 @@ fn sled_always_leads_and_fenced_writes_pass() {
     let term = Arc::new(store.campaign("only").unwrap());
     assert!(!term.is_over());
     let leader = store.fenced(term);
-    leader
-        .create_tenant("system", &tenant("fenced"))
-        .unwrap();
+    leader.create_tenant("system", &tenant("fenced")).unwrap();
     assert!(store.get_tenant("fenced").unwrap().is_some());
 }
 
@@ -442,15 +440,15 @@ fn etcd_leadership_is_exclusive_and_fenced() {
         "B won while A led"
     );
     let leader_a = a.fenced(term_a.clone());
-    leader_a
-        .create_tenant("a", &tenant("before"))
-        .unwrap();
+    leader_a.create_tenant("a", &tenant("before")).unwrap();
     // A loses its key, as when its lease expires while it is stopped.
     let client = endpoints.clone();
-    tokio::runtime::Runtime::new().unwrap().block_on(async move {
-        let mut c = etcd_client::Client::connect(client, None).await.unwrap();
-        c.delete("/ha/leader", None).await.unwrap();
-    });
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let mut c = etcd_client::Client::connect(client, None).await.unwrap();
+            c.delete("/ha/leader", None).await.unwrap();
+        });
     let term_b = wins.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
     assert!(term_b.revision > term_a.revision);
     let refused = leader_a.create_tenant("a", &tenant("after"));

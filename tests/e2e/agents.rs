@@ -39,10 +39,30 @@ impl NodeAgent {
         a
     }
 
+    /// Starts node agent `name` as [`NodeAgent::start`] does, with the internal API of
+    /// every control-plane replica in `control_planes` (comma-separated) and a bootstrap
+    /// token given.
+    pub fn start_on(
+        name: &str,
+        uid_base: u32,
+        cgroup_parent: &str,
+        control_planes: &str,
+        bootstrap_token: &str,
+        root: &Path,
+    ) -> NodeAgent {
+        let mut a = NodeAgent {
+            cgroup_parent: cgroup_parent.to_string(),
+            name: name.into(),
+            dir: root.join(name),
+            uid_base,
+            child: None,
+        };
+        a.launch(control_planes, bootstrap_token);
+        a
+    }
+
     /// Starts (again) its process.
     pub fn spawn(&mut self, plane: &Plane) {
-        let token = self.dir.with_extension("bootstrap");
-        std::fs::create_dir_all(&self.dir).unwrap();
         let out = modvisor()
             .args([
                 "token",
@@ -57,7 +77,17 @@ impl NodeAgent {
             .output()
             .unwrap();
         assert!(out.status.success());
-        std::fs::write(&token, out.stdout).unwrap();
+        self.launch(
+            &plane.internal_base(),
+            String::from_utf8_lossy(&out.stdout).trim(),
+        );
+    }
+
+    /// Starts its process with `bootstrap_token`, joining `control_planes`.
+    fn launch(&mut self, control_planes: &str, bootstrap_token: &str) {
+        let token = self.dir.with_extension("bootstrap");
+        std::fs::create_dir_all(&self.dir).unwrap();
+        std::fs::write(&token, bootstrap_token).unwrap();
         let child = modvisor()
             .args([
                 "node-agent",
@@ -70,7 +100,7 @@ impl NodeAgent {
                 "--memory-mib",
                 "2048",
             ])
-            .args(["--control-plane", &plane.internal_base()])
+            .args(["--control-plane", control_planes])
             .args(["--jail-cgroup-parent", &self.cgroup_parent])
             .args(["--jail-uid-base", &self.uid_base.to_string()])
             .args(["--underlay-netns", &self.underlay_netns()])

@@ -12,12 +12,19 @@ use std::time::{Duration, Instant};
 
 /// `modvisor control-plane` on `store`, with its keys in `data`; the process and its API.
 fn start(data: &Path, store: &str) -> (Child, String) {
+    start_with(data, store, &[])
+}
+
+/// `modvisor control-plane` on `store` with `extra` arguments, its data directory `data`;
+/// the process and its API, once it serves.
+pub fn start_with(data: &Path, store: &str, extra: &[&str]) -> (Child, String) {
     let addr = data.join("control-plane.addr");
     if addr.exists() {
         std::fs::remove_file(&addr).unwrap();
     }
     let mut child = modvisor()
         .args(["control-plane", "--listen", "127.0.0.1:0", "--store", store])
+        .args(extra)
         .arg("--data-dir")
         .arg(data)
         .env("MODVISOR_LOG", "warn")

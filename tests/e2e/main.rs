@@ -18,6 +18,8 @@ mod etcd_member;
 #[cfg(feature = "etcd")]
 mod etcd_store;
 mod fixtures;
+#[cfg(feature = "etcd")]
+mod ha;
 mod host;
 mod hostile;
 mod identity;

@@ -343,45 +343,62 @@ impl<C: NodeConnector> Reconciler<C> {
                     .collect(),
             );
         }
-        for mut vm in vms {
-            if self.is_busy(&vm.id) {
-                continue;
-            }
-            if self.missing_from_its_node(&vm, &nodes, &reports)? {
-                continue;
-            }
-            if let Some((phase, reason)) = phase::decide_phase(&vm, observations.get(&vm.id)) {
-                self.store.set_vm_phase(&vm.id, phase, reason.clone())?;
-                vm.status.phase = phase;
-                vm.status.reason = reason;
-            }
-            let node = vm.status.node.as_ref().and_then(|n| nodes.get(n)).cloned();
-            let ready = node.as_ref().is_some_and(|n| n.state == NodeState::Ready);
-            if vm.deleting {
-                match node {
-                    Some(n) if ready => self.act(&vm.id, self.clone().delete(n, vm.id.clone())),
-                    // A node that is gone is told to remove it when it heartbeats again.
-                    _ => self.store.finish_delete(&vm.id)?,
+        for vm in vms {
+            let id = vm.id.clone();
+            match self.reconcile_vm(vm, &nodes, &observations, &reports) {
+                Ok(()) => {}
+                // Deleted since this pass listed it (through this replica or another).
+                Err(crate::Error::NotFound { .. }) => {
+                    tracing::debug!(vm = %id, "gone during the pass");
                 }
-                continue;
+                Err(e) => return Err(e),
             }
-            match (vm.status.phase, node) {
-                (Phase::Lost, node) if self.fenced(node.as_ref()) => {
-                    self.store
-                        .unplace_vm(&vm.id, "its node was lost; recreating it on another node")?;
-                }
-                (Phase::Lost, _) => {} // waiting for its node until the fencing bound
-                (Phase::Pending, _) => {} // placed in a batch above
-                (_, Some(n)) if ready => {
-                    if phase::needs_ensure(&vm) {
-                        let id = vm.id.clone();
-                        self.act(&id, self.clone().ensure(n, vm));
-                    } else if vm.status.phase == Phase::Running {
-                        self.modules(n, &vm)?;
-                    }
-                }
-                _ => {}
+        }
+        Ok(())
+    }
+
+    /// One VM's part of a pass.
+    fn reconcile_vm(
+        &self,
+        mut vm: Vm,
+        nodes: &HashMap<String, Node>,
+        observations: &HashMap<String, crate::store::Observation>,
+        reports: &HashMap<String, crate::store::NodeReport>,
+    ) -> crate::Result<()> {
+        if self.is_busy(&vm.id) || self.missing_from_its_node(&vm, nodes, reports)? {
+            return Ok(());
+        }
+        if let Some((phase, reason)) = phase::decide_phase(&vm, observations.get(&vm.id)) {
+            self.store.set_vm_phase(&vm.id, phase, reason.clone())?;
+            vm.status.phase = phase;
+            vm.status.reason = reason;
+        }
+        let node = vm.status.node.as_ref().and_then(|n| nodes.get(n)).cloned();
+        let ready = node.as_ref().is_some_and(|n| n.state == NodeState::Ready);
+        if vm.deleting {
+            match node {
+                Some(n) if ready => self.act(&vm.id, self.clone().delete(n, vm.id.clone())),
+                // A node that is gone is told to remove it when it heartbeats again.
+                _ => self.store.finish_delete(&vm.id)?,
             }
+            return Ok(());
+        }
+        match (vm.status.phase, node) {
+            (Phase::Lost, node) if self.fenced(node.as_ref()) => {
+                self.store
+                    .unplace_vm(&vm.id, "its node was lost; recreating it on another node")?;
+            }
+            (Phase::Lost, _) => {} // waiting for its node until the fencing bound
+            (Phase::Pending, _) => {} // placed in a batch above
+            (_, Some(n)) if ready => {
+                if phase::needs_ensure(&vm) {
+                    let id = vm.id.clone();
+                    self.act(&id, self.clone().ensure(n, vm));
+                } else if vm.status.phase == Phase::Running {
+                    self.modules(n, &vm)?;
+                }
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -397,7 +414,15 @@ impl<C: NodeConnector> Reconciler<C> {
             let pending = match placement {
                 crate::store::Placement::Unschedulable(_) => None,
                 crate::store::Placement::Placed(_) => {
-                    let vm = self.store.get_vm(VmFilter::All, id)?;
+                    let vm = match self.store.get_vm(VmFilter::All, id) {
+                        Ok(vm) => vm,
+                        // Deleted since it was placed: counted, without its wait.
+                        Err(crate::Error::NotFound { .. }) => {
+                            metrics.placement(true, None);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     time::OffsetDateTime::parse(
                         &vm.created_at,
                         &time::format_description::well_known::Rfc3339,

@@ -152,15 +152,15 @@ impl EtcdKv {
     /// Reads `key` (at `revision`, or the latest): its value and mod_revision (0 when
     /// absent), and the store's revision.
     fn read(&self, key: Vec<u8>, revision: Option<i64>) -> Result<(Option<Vec<u8>>, i64, i64)> {
-        let mut client = self.kv_client();
+        let client = self.kv_client();
         let options = match revision {
             Some(r) => GetOptions::new().with_revision(r),
             None => GetOptions::new(),
         };
-        let resp = on(
-            &self.handle,
-            async move { client.get(key, Some(options)).await },
-        )?;
+        let resp = on_resending(&self.handle, Resend::Read, move || {
+            let (mut client, key, options) = (client.clone(), key.clone(), options.clone());
+            async move { client.get(key, Some(options)).await }
+        })?;
         let store_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok(match resp.kvs().first() {
             Some(kv) => (Some(kv.value().to_vec()), kv.mod_revision(), store_revision),
@@ -202,8 +202,11 @@ impl EtcdKv {
             })
             .collect();
         let txn = etcd_client::Txn::new().when(compares).and_then(ops);
-        let mut client = self.kv_client();
-        let resp = on(&self.handle, async move { client.txn(txn).await })?;
+        let client = self.kv_client();
+        let resp = on_resending(&self.handle, Resend::Write, move || {
+            let (mut client, txn) = (client.clone(), txn.clone());
+            async move { client.txn(txn).await }
+        })?;
         Ok(resp.succeeded())
     }
 
@@ -247,6 +250,55 @@ fn on<T: Send + 'static>(
     rx.recv()
         .map_err(|_| Error::Storage("etcd: the client's runtime stopped".into()))?
         .map_err(storage)
+}
+
+/// What may be sent again after a failure: a read whatever made the member unavailable;
+/// a write only when it never left (no connection to the member it was sent to), since
+/// a write that reached etcd may have been applied.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Resend {
+    Read,
+    Write,
+}
+
+/// Whether `e` lets a request be sent again (to another member: the client balances
+/// requests over the endpoints it was given).
+fn may_resend(e: &etcd_client::Error, what: Resend) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+                && (what == Resend::Read || status.message().contains("connect"))
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
+    }
+}
+
+/// [`on`] for a request that `make` builds afresh for each attempt: one that failed
+/// where [`may_resend`] allows is sent again, with short pauses, for up to
+/// [`REQUEST_TIMEOUT`] (so a dead member among live ones costs a retry, not an error).
+fn on_resending<T, F, Fut>(runtime: &tokio::runtime::Handle, what: Resend, make: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = std::result::Result<T, etcd_client::Error>> + Send,
+{
+    on(runtime, async move {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match make().await {
+                Err(e)
+                    if may_resend(&e, what) && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tracing::debug!(error = %e, "an etcd member did not answer; sending again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                answer => return answer,
+            }
+        }
+    })
 }
 
 /// A key a transaction read: its mod_revision then (0: absent) and its value.
@@ -346,9 +398,10 @@ impl KvStore for EtcdKv {
         let options = GetOptions::new()
             .with_range(prefix_end(&base))
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
-        let mut client = self.kv_client();
-        let resp = on(&self.handle, async move {
-            client.get(start, Some(options)).await
+        let client = self.kv_client();
+        let resp = on_resending(&self.handle, Resend::Read, move || {
+            let (mut client, start, options) = (client.clone(), start.clone(), options.clone());
+            async move { client.get(start, Some(options)).await }
         })?;
         let strip = self.table_prefix(table).len();
         Ok(resp
@@ -430,9 +483,11 @@ impl EtcdKv {
 
     /// An error when the leader key no longer has `term`'s create revision.
     fn check_fence(&self, term: &Term) -> Result<()> {
-        let mut client = self.kv_client();
-        let key = self.leader_key();
-        let resp = on(&self.handle, async move { client.get(key, None).await })?;
+        let (client, key) = (self.kv_client(), self.leader_key());
+        let resp = on_resending(&self.handle, Resend::Read, move || {
+            let (mut client, key) = (client.clone(), key.clone());
+            async move { client.get(key, None).await }
+        })?;
         let now = resp.kvs().first().map(|kv| kv.create_revision());
         if now == Some(term.revision) {
             Ok(())

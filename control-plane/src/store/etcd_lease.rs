@@ -103,7 +103,10 @@ async fn keep_alive(
                         tracing::warn!(error = %e, "the leader's lease is gone");
                         break;
                     }
-                    Err(e) => tracing::warn!(error = %e, "renewing the leader's lease"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "renewing the leader's lease");
+                        last_sent = Instant::now() - LEASE_TTL;
+                    }
                 }
             }
             if let Some((keeper, stream)) = channel.as_mut() {
@@ -129,6 +132,8 @@ async fn keep_alive(
                     other => {
                         tracing::warn!(answer = ?other.map(|r| r.map(drop)), "renewing the leader's lease; reopening");
                         channel = None;
+                        // Reopen at the next tick (on another member, if this one died).
+                        last_sent = Instant::now() - LEASE_TTL;
                     }
                 }
             }

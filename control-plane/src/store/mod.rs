@@ -11,13 +11,13 @@ mod blobs;
 pub mod copy;
 #[cfg(feature = "etcd")]
 mod etcd_kv;
-mod events;
 #[cfg(feature = "etcd")]
 mod etcd_lease;
+mod events;
 #[cfg(feature = "etcd")]
 mod id_clock;
-mod leadership;
 mod keys;
+mod leadership;
 mod location;
 mod meta;
 mod module_requests;
@@ -29,8 +29,8 @@ mod placement;
 mod scheduler;
 mod secrets;
 mod sled_kv;
-mod timed;
 mod tenants;
+mod timed;
 mod tokens;
 mod txn;
 mod vms;

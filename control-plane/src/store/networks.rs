@@ -87,7 +87,11 @@ fn claim_vni(txn: &dyn Txn, tenant: &str, name: &str) -> Result<u32> {
             .map_err(|_| Error::Storage("a VNI out of range".into()))?;
         let vni = FIRST_VNI + candidate;
         if txn.get(Table::Meta, &vni_key(vni))?.is_none() {
-            txn.insert(Table::Meta, &vni_key(vni), format!("{tenant}/{name}").as_bytes())?;
+            txn.insert(
+                Table::Meta,
+                &vni_key(vni),
+                format!("{tenant}/{name}").as_bytes(),
+            )?;
             return Ok(vni);
         }
     }

@@ -1,5 +1,8 @@
-//! A real etcd member (Debian's `etcd-server`) for a test: its own data directory and
-//! loopback ports, stopped and removed when dropped.
+//! Real etcd members (Debian's `etcd-server`) for a test: a single member, or a cluster of
+//! three, each with its own data directory and loopback ports, stopped and removed when
+//! dropped. A member of a cluster can be killed (SIGKILL) and started again on its data.
+
+#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -12,8 +15,11 @@ const ETCD: &str = "/usr/bin/etcd";
 
 /// One etcd member serving on loopback.
 pub struct EtcdMember {
-    child: Child,
+    child: Option<Child>,
     dir: tempfile::TempDir,
+    name: String,
+    peer: String,
+    initial_cluster: String,
     /// `host:port` of its client API.
     pub client: String,
 }
@@ -43,25 +49,48 @@ fn healthy(client: &str) -> bool {
 impl EtcdMember {
     /// Starts a single-member cluster and waits (up to 30 s) until it is healthy.
     pub fn start() -> EtcdMember {
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let mut member = EtcdMember::new("m1", &peer, &format!("m1={peer}"));
+        member.spawn();
+        member.wait_healthy();
+        member
+    }
+
+    fn new(name: &str, peer: &str, initial_cluster: &str) -> EtcdMember {
         assert!(
             Path::new(ETCD).is_file(),
             "{ETCD} is missing: install Debian's etcd-server (`modvisor doctor --tests --install-missing` does)"
         );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let client = format!("127.0.0.1:{}", free_port());
-        let peer = format!("http://127.0.0.1:{}", free_port());
-        let client_url = format!("http://{client}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd.log");
+        EtcdMember {
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            name: name.to_string(),
+            peer: peer.to_string(),
+            initial_cluster: initial_cluster.to_string(),
+            client: format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    /// Starts its process (again, on the same data directory).
+    pub fn spawn(&mut self) {
+        let client_url = format!("http://{}", self.client);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("etcd.log");
         let child = Command::new(ETCD)
-            .args(["--name", "m1", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .args(["--name", &self.name, "--data-dir"])
+            .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client_url])
             .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("m1={peer}")])
+            .args(["--listen-peer-urls", &self.peer])
+            .args(["--initial-advertise-peer-urls", &self.peer])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-token", "modvisor-test"])
             // Transactions of the store touch more keys than etcd's default 128 allows.
             .args(["--max-txn-ops", "10000"])
+            // History is compacted, as an operator's cluster should be (see README).
             .args(["--auto-compaction-mode", "revision"])
             .args(["--auto-compaction-retention", "100000"])
             .stdin(Stdio::null())
@@ -69,20 +98,35 @@ impl EtcdMember {
             .stderr(log)
             .spawn()
             .expect("starting etcd");
-        let mut member = EtcdMember { child, dir, client };
+        self.child = Some(child);
+    }
+
+    /// Waits (up to 30 s) until it says it is healthy (which needs a quorum).
+    pub fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !healthy(&member.client) {
-            if let Ok(Some(status)) = member.child.try_wait() {
-                panic!("etcd exited ({status}):\n{}", member.log());
+        while !healthy(&self.client) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("etcd exited ({status}):\n{}", self.log());
             }
             assert!(
                 Instant::now() < deadline,
                 "etcd was not healthy within 30 s:\n{}",
-                member.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        member
+    }
+
+    /// Kills its process (SIGKILL), keeping its data.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Err(e) = c.kill() {
+                eprintln!("stopping etcd: {e}");
+            }
+            if let Err(e) = c.wait() {
+                eprintln!("waiting for etcd: {e}");
+            }
+        }
     }
 
     /// Its log (stderr).
@@ -97,11 +141,48 @@ impl EtcdMember {
 
 impl Drop for EtcdMember {
     fn drop(&mut self) {
-        if let Err(e) = self.child.kill() {
-            eprintln!("stopping etcd: {e}");
+        self.kill9();
+    }
+}
+
+/// A cluster of etcd members on loopback.
+pub struct EtcdCluster {
+    /// Its members.
+    pub members: Vec<EtcdMember>,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members as one cluster and waits until each is healthy.
+    pub fn start(n: usize) -> EtcdCluster {
+        let peers: Vec<String> = (0..n)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("m{}={p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members: Vec<EtcdMember> = peers
+            .iter()
+            .enumerate()
+            .map(|(i, p)| EtcdMember::new(&format!("m{}", i + 1), p, &initial))
+            .collect();
+        for m in &mut members {
+            m.spawn();
         }
-        if let Err(e) = self.child.wait() {
-            eprintln!("waiting for etcd: {e}");
+        for m in &mut members {
+            m.wait_healthy();
         }
+        EtcdCluster { members }
+    }
+
+    /// `host:port,host:port,...` of the members' client APIs.
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client.clone())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 }
