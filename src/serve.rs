@@ -50,13 +50,8 @@ pub struct UpArgs {
     /// Hypervisor driver of the node agents.
     #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
     driver: DriverArg,
-    /// Seconds without heartbeats before a node is NotReady.
-    #[arg(long, default_value_t = 6)]
-    node_timeout_secs: u64,
-    /// Seconds a NotReady node must have been silent before its VMs are recreated on
-    /// another node (the fencing bound; until then they wait for it to come back).
-    #[arg(long, default_value_t = DEFAULT_FENCE_AFTER_SECS)]
-    fence_after_secs: u64,
+    #[command(flatten)]
+    reconciler: ReconcilerArgs,
     /// Seconds a request body may take to arrive in full (slower senders get a 408).
     #[arg(long, default_value_t = 30)]
     body_timeout_secs: u64,
@@ -283,13 +278,8 @@ pub struct ControlPlaneArgs {
     /// HTTP worker threads (default: one per CPU).
     #[arg(long)]
     workers: Option<usize>,
-    /// Seconds without heartbeats before a node is NotReady.
-    #[arg(long, default_value_t = 6)]
-    node_timeout_secs: u64,
-    /// Seconds a NotReady node must have been silent before its VMs are recreated on
-    /// another node (the fencing bound; until then they wait for it to come back).
-    #[arg(long, default_value_t = DEFAULT_FENCE_AFTER_SECS)]
-    fence_after_secs: u64,
+    #[command(flatten)]
+    reconciler: ReconcilerArgs,
     /// Seconds a request body may take to arrive in full (slower senders get a 408).
     #[arg(long, default_value_t = 30)]
     body_timeout_secs: u64,
@@ -317,11 +307,32 @@ fn runtime() -> Result<actix_web::rt::SystemRunner> {
     Ok(actix_web::rt::System::new())
 }
 
-fn reconciler(node_timeout_secs: u64, fence_after_secs: u64) -> ReconcilerConfig {
-    ReconcilerConfig {
-        node_timeout_secs,
-        fence_after_secs,
-        ..ReconcilerConfig::default()
+/// How the leader reconciles (`up` and `control-plane`).
+#[derive(Debug, Args)]
+pub struct ReconcilerArgs {
+    /// Seconds without heartbeats before a node is NotReady.
+    #[arg(long, default_value_t = 6)]
+    node_timeout_secs: u64,
+    /// Seconds a NotReady node must have been silent before its VMs are recreated on
+    /// another node (the fencing bound; until then they wait for it to come back).
+    #[arg(long, default_value_t = DEFAULT_FENCE_AFTER_SECS)]
+    fence_after_secs: u64,
+    /// Days the audit trail keeps an event (older ones are removed by the leader, about
+    /// once a minute); 0 keeps every event.
+    #[arg(long, default_value_t = 90)]
+    event_retention_days: u64,
+}
+
+impl ReconcilerArgs {
+    fn config(&self) -> ReconcilerConfig {
+        ReconcilerConfig {
+            node_timeout_secs: self.node_timeout_secs,
+            fence_after_secs: self.fence_after_secs,
+            event_retention: (self.event_retention_days > 0).then(|| {
+                std::time::Duration::from_secs(self.event_retention_days.saturating_mul(86_400))
+            }),
+            ..ReconcilerConfig::default()
+        }
     }
 }
 
@@ -343,7 +354,7 @@ pub fn up(args: UpArgs) -> Result<()> {
         max_module_bytes: DEFAULT_MAX_MODULE_BYTES,
         workers: None,
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
-        reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
+        reconciler: args.reconciler.config(),
         metrics_listen: args.metrics_listen,
         internal_listen: internal_listen(args.listen, args.internal_listen),
         node_credential_ttl_secs: args.node_credential_ttl_secs,
@@ -572,7 +583,7 @@ pub fn control_plane(args: ControlPlaneArgs) -> Result<()> {
         max_module_bytes: args.max_module_bytes,
         workers: args.workers,
         body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
-        reconciler: reconciler(args.node_timeout_secs, args.fence_after_secs),
+        reconciler: args.reconciler.config(),
         metrics_listen: args.metrics_listen,
         internal_listen: internal_listen(args.listen, args.internal_listen),
         node_credential_ttl_secs: args.node_credential_ttl_secs,

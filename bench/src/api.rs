@@ -10,7 +10,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use modvisor_control_plane::auth::{Role, TokenKeys};
-use modvisor_control_plane::store::StoreLocation;
+use modvisor_control_plane::store::{Datastore, StoreLocation};
 use modvisor_control_plane_api::types::{CreateTenant, PowerState, Quota, VmSpec};
 use modvisor_control_plane_api::{routes, ApiClient};
 use std::path::Path;
@@ -284,7 +284,13 @@ pub fn run(args: BenchApiArgs) -> Result<()> {
         sled => sled,
     });
     let server = start_server(&tmp.path().join("cp"), args.workers, None, store.as_ref())?;
-    let keys = TokenKeys::load_or_create(&tmp.path().join("cp"))?;
+    // On etcd the replicas' key is in the store; on sled it is in the data directory.
+    let keys = match &store {
+        Some(location @ StoreLocation::Etcd { .. }) => {
+            modvisor_control_plane::server::shared_secrets(&Datastore::new(location.open()?))?.0
+        }
+        _ => TokenKeys::load_or_create(&tmp.path().join("cp"))?,
+    };
     let admin = keys.issue("bench-admin", Role::Admin, None, 3600)?.token;
     let tenant = keys
         .issue("bench", Role::Tenant, Some("bench"), 3600)?

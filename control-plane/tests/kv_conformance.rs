@@ -355,6 +355,49 @@ fn copies_everything(from: Arc<dyn KvStore>, to: Arc<dyn KvStore>) {
     );
 }
 
+/// Retention: events older than a cutoff leave the trail and their tenant's; newer stay.
+fn old_events_are_pruned(kv: Arc<dyn KvStore>) {
+    let store = Datastore::new(kv);
+    let outcome = modvisor_control_plane::model::Outcome::Success;
+    for i in 0..130 {
+        let tenant = (i % 2 == 0).then_some("pruned");
+        store
+            .record_outcome(
+                "test",
+                tenant,
+                "test.old",
+                &format!("x/{i}"),
+                outcome,
+                "old",
+            )
+            .unwrap();
+    }
+    let count = |f: VmFilter| store.list_events(f, None, 10_000, None).unwrap().0.len();
+    let (all, tenant) = (count(VmFilter::All), count(VmFilter::Tenant("pruned")));
+    assert!(all >= 130 && tenant == 65, "{all} {tenant}");
+    // A cutoff before them all removes nothing.
+    assert_eq!(
+        store
+            .prune_events_before("2000-01-01T00:00:00Z", usize::MAX)
+            .unwrap(),
+        0
+    );
+    // A cutoff after them all removes them, a batch at a time.
+    let mut removed = 0;
+    loop {
+        let n = store
+            .prune_events_before("9999-01-01T00:00:00Z", usize::MAX)
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        removed += n;
+    }
+    assert_eq!(removed, all);
+    assert_eq!(count(VmFilter::All), 0);
+    assert_eq!(count(VmFilter::Tenant("pruned")), 0);
+}
+
 fn the_suite(kv: Arc<dyn KvStore>) {
     point_reads_and_writes(kv.as_ref());
     scans_are_ordered_paged_and_bounded(kv.as_ref());
@@ -371,6 +414,8 @@ fn sled_keeps_the_store_contract() {
     let kv: Arc<dyn KvStore> = Arc::new(SledKv::open(&other.path().join("db")).unwrap());
     quota_and_addresses_stay_exact(kv.clone());
     blobs_are_chunked_and_verified(kv);
+    let pruned = tempfile::tempdir().unwrap();
+    old_events_are_pruned(Arc::new(SledKv::open(&pruned.path().join("db")).unwrap()));
     let (from, to) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     copies_everything(
         Arc::new(SledKv::open(&from.path().join("db")).unwrap()),
@@ -390,6 +435,7 @@ fn etcd_keeps_the_store_contract() {
     assert_eq!(again.get(Table::Tenants, b"a").unwrap(), None);
     quota_and_addresses_stay_exact(again.clone());
     blobs_are_chunked_and_verified(again);
+    old_events_are_pruned(Arc::new(EtcdKv::connect(&endpoints, "/pruned").unwrap()));
     // sled into etcd, as `modvisor store copy` moves an `up` installation.
     let from = tempfile::tempdir().unwrap();
     copies_everything(

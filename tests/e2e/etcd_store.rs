@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// `modvisor control-plane` on `store`, with its keys in `data`; the process and its API.
+/// `modvisor control-plane` on `store`, its data directory `data`; the process and its API.
 fn start(data: &Path, store: &str) -> (Child, String) {
     start_with(data, store, &[])
 }
@@ -47,11 +47,10 @@ pub fn start_with(data: &Path, store: &str, extra: &[&str]) -> (Child, String) {
     (child, base)
 }
 
-/// A token signed offline with the key in `data`.
-fn token(data: &Path, args: &[&str]) -> String {
+/// A token signed offline with the key the replicas share in `store`.
+pub fn token(store: &str, args: &[&str]) -> String {
     let out = modvisor()
-        .args(["token", "issue", "--data-dir"])
-        .arg(data)
+        .args(["token", "issue", "--store", store])
         .args(args)
         .env("MODVISOR_LOG", "warn")
         .output()
@@ -73,10 +72,10 @@ fn the_control_plane_keeps_its_state_in_etcd_across_a_kill() {
     std::fs::create_dir_all(&data).unwrap();
     let (mut cp, base) = start(&data, &store);
     let p = Plane::attach(dir, base);
-    let admin = token(&data, &["--role", "admin"]);
+    let admin = token(&store, &["--role", "admin"]);
     p.post(&admin, "/v1/tenants", &json!({"name": "acme"}))
         .expect(201);
-    let acme = token(&data, &["--role", "tenant", "--tenant", "acme"]);
+    let acme = token(&store, &["--role", "tenant", "--tenant", "acme"]);
     let ids: Vec<String> = (0..3)
         .map(|i| {
             let body = json!({"name": format!("vm-{i}"), "vcpus": 1, "memory_mib": 256});
@@ -117,8 +116,10 @@ fn the_control_plane_keeps_its_state_in_etcd_across_a_kill() {
     assert_eq!(creates, 3, "{events}");
     let usage = p.get(&admin, "/v1/tenants/acme").expect(200).body;
     assert_eq!(usage["usage"]["vms"], 3, "{usage}");
-    // The state is in etcd: no database beside the keys.
+    // The state and the secrets are in etcd: no database and no keys in the data
+    // directory.
     assert!(!data.join("db").exists());
+    assert!(!data.join("keys").exists());
     cp.kill().unwrap();
     cp.wait().unwrap();
     drop(member);
@@ -170,7 +171,7 @@ fn store_copy_moves_an_up_installation_onto_etcd() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(printed.contains(&format!("to {store}")), "{printed}");
-    // The same keys (in the data directory) and the copied state: A's token still works.
+    // The key copied with the state: A's token (signed by `up`) still works.
     let (mut cp, base) = start(&data, &store);
     let p = Plane::attach(tempfile::tempdir().unwrap(), base);
     let vm = p.get(&a, &format!("/v1/vms/{id}")).expect(200).body;

@@ -12,7 +12,7 @@
 
 use crate::agents::NodeAgent;
 use crate::etcd_member::EtcdCluster;
-use crate::etcd_store::start_with;
+use crate::etcd_store::{start_with, token};
 use crate::host::HostCleanup;
 use crate::support::{modvisor, wait_for};
 use reqwest::blocking::Client;
@@ -106,21 +106,6 @@ fn call(
     let status = resp.status().as_u16();
     let text = resp.text().map_err(|e| e.to_string())?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
-}
-
-fn token(store: &str, args: &[&str]) -> String {
-    let out = modvisor()
-        .args(["token", "issue", "--store", store])
-        .args(args)
-        .env("MODVISOR_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// The replicas that say (on /metrics) they lead now.

@@ -52,6 +52,15 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("httpd -p 80", &["hi\n", "unreachable"]),
     (
+        "--replica cp-$i",
+        &[
+            "\"health\":\"true\"",
+            "\"name\":\"acme\"",
+            "modvisor_leader 1",
+            "modvisor_leader 0",
+        ],
+    ),
+    (
         "modvisor token revoke $JTI",
         &["tenant-a", "revoked", "refused"],
     ),

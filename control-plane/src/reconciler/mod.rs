@@ -27,6 +27,11 @@ use std::time::Duration;
 /// The default fencing bound, in seconds (see [`ReconcilerConfig::fence_after_secs`]).
 pub const DEFAULT_FENCE_AFTER_SECS: u64 = 30;
 
+/// How often the leader prunes the audit trail.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Batches of events pruned at most each time (the rest waits for the next time).
+const PRUNE_ROUNDS: usize = 50;
+
 /// How the reconciler behaves.
 #[derive(Debug, Clone)]
 pub struct ReconcilerConfig {
@@ -42,6 +47,8 @@ pub struct ReconcilerConfig {
     /// elsewhere (the fencing bound). Until then they stay Lost on it and come back if it
     /// does; after it, a copy the node still runs is stopped when the node returns.
     pub fence_after_secs: u64,
+    /// How long the audit trail keeps an event (`None`: for ever).
+    pub event_retention: Option<Duration>,
 }
 
 impl Default for ReconcilerConfig {
@@ -52,6 +59,7 @@ impl Default for ReconcilerConfig {
             strategy: Strategy::Spread,
             budgets: Budgets::default(),
             fence_after_secs: DEFAULT_FENCE_AFTER_SECS,
+            event_retention: None,
         }
     }
 }
@@ -179,10 +187,17 @@ impl<C: NodeConnector> Reconciler<C> {
     /// Passes forever: `interval` apart, or at once when woken (a stored change, an action
     /// that completed). Must run inside a `LocalSet`.
     pub async fn run(self) {
+        let mut pruned = std::time::Instant::now();
         loop {
             let started = std::time::Instant::now();
             if let Err(e) = self.pass() {
                 tracing::warn!(error = %e, "reconcile pass failed");
+            }
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = std::time::Instant::now();
+                if let Err(e) = self.prune_events() {
+                    tracing::warn!(error = %e, "pruning the audit trail failed");
+                }
             }
             if let Some(m) = &self.metrics {
                 m.pass(started.elapsed());
@@ -192,6 +207,35 @@ impl<C: NodeConnector> Reconciler<C> {
                 () = self.wake.0.notified() => {}
             }
         }
+    }
+
+    /// Removes the events older than the retention from the audit trail (a bounded
+    /// number each time).
+    pub fn prune_events(&self) -> crate::Result<usize> {
+        let Some(keep) = self.config.event_retention else {
+            return Ok(0);
+        };
+        let since = time::Duration::try_from(keep).ok();
+        let Some(cutoff) = since.and_then(|d| time::OffsetDateTime::now_utc().checked_sub(d))
+        else {
+            // Longer than time goes back: nothing is that old.
+            return Ok(0);
+        };
+        let cutoff = cutoff
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| crate::Error::Storage(format!("the retention's cutoff: {e}")))?;
+        let mut removed = 0;
+        for _ in 0..PRUNE_ROUNDS {
+            let n = self.store.prune_events_before(&cutoff, usize::MAX)?;
+            removed += n;
+            if n == 0 {
+                break;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, %cutoff, "audit events past their retention removed");
+        }
+        Ok(removed)
     }
 
     /// Whether no action is in flight.

@@ -7,6 +7,10 @@ use super::{transact, Datastore, Table, VmFilter};
 use crate::error::Result;
 use crate::model::{Event, Outcome};
 
+/// Events removed per transaction when the trail is pruned (two keys each, under
+/// etcd's default of 128 operations per Txn).
+const PRUNE_BATCH: usize = 60;
+
 impl Datastore {
     /// Records in the audit trail what happened outside a mutation: a refusal (policy,
     /// quota, precondition; `Denied`, with why) or an access that changed nothing stored
@@ -71,6 +75,37 @@ impl Datastore {
                 return Ok((events, None));
             }
         }
+    }
+
+    /// Removes up to `limit` of the oldest events of the audit trail that happened before
+    /// `cutoff` (RFC 3339 times compare as text), from the trail and from their tenant's;
+    /// how many. Oldest first, stopping at the first that is recent enough (events are in
+    /// the order of their ids, which follow time).
+    pub fn prune_events_before(&self, cutoff: &str, limit: usize) -> Result<usize> {
+        let page = self
+            .kv
+            .scan(Table::Events, b"", None, limit.min(PRUNE_BATCH))?;
+        let old: Vec<(Vec<u8>, Option<String>)> = page
+            .iter()
+            .map(|(k, v)| Ok((k, decode::<Event>(v)?)))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .take_while(|(_, e)| e.time.as_str() < cutoff)
+            .map(|(k, e)| (k.clone(), e.tenant))
+            .collect();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        transact(&*self.kv, |txn| {
+            for (key, tenant) in &old {
+                txn.remove(Table::Events, key)?;
+                if let Some(t) = tenant {
+                    txn.remove(Table::TenantEvents, &keys::pair(t, key))?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(old.len())
     }
 
     /// The highest sequence number an event may have now: events after it are new.
