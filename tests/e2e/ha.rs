@@ -14,7 +14,7 @@ use crate::agents::NodeAgent;
 use crate::etcd_member::EtcdCluster;
 use crate::etcd_store::{start_with, token};
 use crate::host::HostCleanup;
-use crate::support::{modvisor, wait_for};
+use crate::support::wait_for;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use std::path::Path;
