@@ -42,6 +42,7 @@ impl NodeAgent {
     /// Starts node agent `name` as [`NodeAgent::start`] does, with the internal API of
     /// every control-plane replica in `control_planes` (comma-separated) and a bootstrap
     /// token given.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub fn start_on(
         name: &str,
         uid_base: u32,
