@@ -65,6 +65,8 @@ pub struct EtcdKv {
     client: Client,
     root: Vec<u8>,
     ids: IdClock,
+    /// Held by the transaction whose turn it is to run again after a conflict.
+    retries: std::sync::Mutex<()>,
 }
 
 impl Drop for EtcdKv {
@@ -101,6 +103,7 @@ impl EtcdKv {
             client,
             root,
             ids: IdClock::new(0),
+            retries: std::sync::Mutex::new(()),
         };
         kv.check_schema()?;
         kv.ids = IdClock::new(kv.take_slot()?);
@@ -151,15 +154,29 @@ impl EtcdKv {
 
     /// Reads `key` (at `revision`, or the latest): its value and mod_revision (0 when
     /// absent), and the store's revision.
+    ///
+    /// A read at a revision is served by whichever member has applied it, without a
+    /// round of the quorum (a past revision reads the same on every member); only a
+    /// member that has not applied it yet sends the read on to the leader's order.
     fn read(&self, key: Vec<u8>, revision: Option<i64>) -> Result<(Option<Vec<u8>>, i64, i64)> {
         let client = self.kv_client();
-        let options = match revision {
-            Some(r) => GetOptions::new().with_revision(r),
-            None => GetOptions::new(),
-        };
         let resp = on_resending(&self.handle, Resend::Read, move || {
-            let (mut client, key, options) = (client.clone(), key.clone(), options.clone());
-            async move { client.get(key, Some(options)).await }
+            let (mut client, key) = (client.clone(), key.clone());
+            async move {
+                let Some(r) = revision else {
+                    return client.get(key, None).await;
+                };
+                let local = GetOptions::new().with_revision(r).with_serializable();
+                match client.get(key.clone(), Some(local)).await {
+                    Ok(resp) => Ok(resp),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a local read at a revision; reading through the quorum");
+                        client
+                            .get(key, Some(GetOptions::new().with_revision(r)))
+                            .await
+                    }
+                }
+            }
         })?;
         let store_revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         Ok(match resp.kvs().first() {
@@ -449,8 +466,13 @@ impl KvStore for EtcdKv {
 
 impl EtcdKv {
     /// Runs a transaction (see [`KvStore::transact`]), fenced by `term` when given.
+    ///
+    /// A transaction that conflicted runs again in turn with this replica's other
+    /// conflicted ones (one at a time), so that writers of one hot key (a tenant's quota)
+    /// stop undoing each other's work; only conflicts with other replicas back off.
     fn transact_with(&self, term: Option<&Term>, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
         let mut backoff = FIRST_BACKOFF;
+        let mut turn = None;
         for _ in 0..MAX_ATTEMPTS {
             if let Some(t) = term {
                 t.check()?;
@@ -472,6 +494,12 @@ impl EtcdKv {
             }
             if let Some(t) = term {
                 self.check_fence(t)?;
+            }
+            if turn.is_none() {
+                turn = Some(self.retries.lock().map_err(|_| {
+                    Error::Storage("etcd: the retry turn's lock is poisoned".into())
+                })?);
+                continue;
             }
             std::thread::sleep(jittered(backoff));
             backoff = (backoff * 2).min(MAX_BACKOFF);
