@@ -522,3 +522,133 @@ fn etcd_unreachable_is_a_storage_error_in_bounded_time() {
     assert!(matches!(r, Err(Error::Storage(_))), "{:?}", r.err());
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate for `user`, as PEM
+/// files in `dir`: (ca, server cert, server key, client cert, client key).
+#[cfg(feature = "etcd")]
+fn tls_files(dir: &std::path::Path, user: &str) -> [std::path::PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "test etcd CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert.pem(), ca_key).unwrap();
+    let leaf = |cn: &str, san: Option<SanType>| {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.subject_alt_names = san.into_iter().collect();
+        (
+            p.signed_by(&key, &issuer).unwrap().pem(),
+            key.serialize_pem(),
+        )
+    };
+    let (server, server_key) = leaf(
+        "etcd",
+        Some(SanType::IpAddress("127.0.0.1".parse().unwrap())),
+    );
+    let (client, client_key) = leaf(user, None);
+    let files = [
+        "ca.pem",
+        "server.pem",
+        "server-key.pem",
+        "client.pem",
+        "client-key.pem",
+    ]
+    .map(|n| dir.join(n));
+    for (f, pem) in files
+        .iter()
+        .zip([ca_cert.pem(), server, server_key, client, client_key])
+    {
+        std::fs::write(f, pem).unwrap();
+    }
+    files
+}
+
+/// etcd over TLS, taking only clients with a certificate of its CA, with authentication
+/// on: the store connects with the CA, its certificate and a user whose password is in a
+/// private file; without its certificate, or with a wrong password, or a password file
+/// others may read, it is refused with a clear error.
+#[cfg(feature = "etcd")]
+#[test]
+fn etcd_with_tls_and_a_user_takes_only_what_it_should() {
+    use modvisor_control_plane::store::{EtcdAccess, EtcdKv};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, cert, key, client, client_key] = tls_files(dir.path(), "modvisor");
+    let member = etcd_member::EtcdMember::start_tls(&ca, &cert, &key);
+    let endpoints = vec![format!("http://{}", member.client)];
+    // Users and authentication, set up as an operator would (etcdctl user add ...).
+    let url = format!("https://{}", member.client);
+    let (tls_ca, tls_cert, tls_key) = (
+        std::fs::read_to_string(&ca).unwrap(),
+        std::fs::read_to_string(&client).unwrap(),
+        std::fs::read_to_string(&client_key).unwrap(),
+    );
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(tls_ca))
+                .identity(etcd_client::Identity::from_pem(tls_cert, tls_key));
+            let options = etcd_client::ConnectOptions::new().with_tls(tls);
+            let mut c = etcd_client::Client::connect([url], Some(options))
+                .await
+                .unwrap();
+            c.user_add("root", "root-secret", None).await.unwrap();
+            c.user_grant_role("root", "root").await.unwrap();
+            c.user_add("modvisor", "s3cret", None).await.unwrap();
+            c.role_add("modvisor").await.unwrap();
+            c.role_grant_permission(
+                "modvisor",
+                etcd_client::Permission::read_write("/tls").with_prefix(),
+            )
+            .await
+            .unwrap();
+            c.user_grant_role("modvisor", "modvisor").await.unwrap();
+            c.auth_enable().await.unwrap();
+        });
+    let password = dir.path().join("password");
+    std::fs::write(&password, "s3cret\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let access = EtcdAccess {
+        ca: Some(ca.clone()),
+        identity: Some((client.clone(), client_key.clone())),
+        user: Some(("modvisor".into(), password.clone())),
+    };
+    let kv = EtcdKv::connect_with(&endpoints, "/tls", &access).unwrap();
+    put(&kv, Table::Tenants, b"a", b"1");
+    assert_eq!(kv.get(Table::Tenants, b"a").unwrap(), Some(b"1".to_vec()));
+    let refused = |access: &EtcdAccess| {
+        let started = std::time::Instant::now();
+        let r = EtcdKv::connect_with(&endpoints, "/tls", access);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        match r {
+            Err(Error::Storage(m)) => m,
+            other => panic!("{:?}", other.err()),
+        }
+    };
+    // Outside its prefix the user may do nothing: another root is refused.
+    match EtcdKv::connect_with(&endpoints, "/other", &access) {
+        Err(Error::Storage(m)) => assert!(m.contains("permission denied"), "{m}"),
+        other => panic!("{:?}", other.err()),
+    }
+    let no_certificate = EtcdAccess {
+        identity: None,
+        ..access.clone()
+    };
+    refused(&no_certificate);
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "nope").unwrap();
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let m = refused(&EtcdAccess {
+        user: Some(("modvisor".into(), wrong)),
+        ..access.clone()
+    });
+    assert!(m.contains("authentication failed"), "{m}");
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let m = refused(&access);
+    assert!(m.contains("chmod 600"), "{m}");
+}

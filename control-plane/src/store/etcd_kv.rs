@@ -81,16 +81,33 @@ impl EtcdKv {
     /// Connects to the members at `endpoints` (`host:port` or URLs), keeping every key
     /// under `root` (e.g. `/modvisor`), and checks the schema version there.
     pub fn connect(endpoints: &[String], root: &str) -> Result<Self> {
+        Self::connect_with(endpoints, root, &super::EtcdAccess::from_env()?)
+    }
+
+    /// [`EtcdKv::connect`] with `access` (TLS, a user) rather than the environment's.
+    pub fn connect_with(
+        endpoints: &[String],
+        root: &str,
+        access: &super::EtcdAccess,
+    ) -> Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("etcd-client")
             .enable_all()
             .build()
             .map_err(|e| Error::Storage(format!("etcd: the client's runtime: {e}")))?;
-        let options = ConnectOptions::new()
-            .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT);
-        let endpoints = endpoints.to_vec();
+        let options = access.apply(
+            ConnectOptions::new()
+                .with_connect_timeout(REQUEST_TIMEOUT)
+                .with_timeout(REQUEST_TIMEOUT),
+        )?;
+        let endpoints: Vec<String> = endpoints
+            .iter()
+            .map(|e| match e.strip_prefix("http://") {
+                Some(member) if access.tls() => format!("https://{member}"),
+                _ => e.clone(),
+            })
+            .collect();
         let handle = runtime.handle().clone();
         let client = on(&handle, async move {
             Client::connect(endpoints, Some(options)).await

@@ -10,6 +10,8 @@
 mod blobs;
 pub mod copy;
 #[cfg(feature = "etcd")]
+mod etcd_access;
+#[cfg(feature = "etcd")]
 mod etcd_kv;
 #[cfg(feature = "etcd")]
 mod etcd_lease;
@@ -35,6 +37,8 @@ mod tokens;
 mod txn;
 mod vms;
 
+#[cfg(feature = "etcd")]
+pub use etcd_access::EtcdAccess;
 #[cfg(feature = "etcd")]
 pub use etcd_kv::EtcdKv;
 pub use keys::parse_page_token;

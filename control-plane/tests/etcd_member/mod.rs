@@ -20,6 +20,9 @@ pub struct EtcdMember {
     name: String,
     peer: String,
     initial_cluster: String,
+    /// `http` or `https`, and what else its command line says (TLS files).
+    scheme: &'static str,
+    extra: Vec<String>,
     /// `host:port` of its client API.
     pub client: String,
 }
@@ -56,6 +59,35 @@ impl EtcdMember {
         member
     }
 
+    /// Starts a single member that serves its clients over TLS with `cert` and `key`
+    /// (PEM files) and takes only clients with a certificate of the CA in `ca`.
+    pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> EtcdMember {
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let mut member = EtcdMember::new("m1", &peer, &format!("m1={peer}"));
+        member.scheme = "https";
+        for (flag, path) in [
+            ("--cert-file", cert),
+            ("--key-file", key),
+            ("--trusted-ca-file", ca),
+        ] {
+            member.extra.push(flag.into());
+            member.extra.push(path.display().to_string());
+        }
+        member.extra.push("--client-cert-auth".into());
+        member.spawn();
+        // Its /health is behind TLS too: wait for the port, then for etcd to answer.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&member.client).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not listen:\n{}",
+                member.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        member
+    }
+
     fn new(name: &str, peer: &str, initial_cluster: &str) -> EtcdMember {
         assert!(
             Path::new(ETCD).is_file(),
@@ -67,13 +99,15 @@ impl EtcdMember {
             name: name.to_string(),
             peer: peer.to_string(),
             initial_cluster: initial_cluster.to_string(),
+            scheme: "http",
+            extra: Vec::new(),
             client: format!("127.0.0.1:{}", free_port()),
         }
     }
 
     /// Starts its process (again, on the same data directory).
     pub fn spawn(&mut self) {
-        let client_url = format!("http://{}", self.client);
+        let client_url = format!("{}://{}", self.scheme, self.client);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -93,6 +127,7 @@ impl EtcdMember {
             // History is compacted, as an operator's cluster should be (see README).
             .args(["--auto-compaction-mode", "revision"])
             .args(["--auto-compaction-retention", "100000"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
