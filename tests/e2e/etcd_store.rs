@@ -216,3 +216,36 @@ fn bench_api_on_etcd_measures_etcds_own_puts_beside() {
         assert!(text.contains(want), "{want:?} in:\n{text}");
     }
 }
+
+#[test]
+fn bench_scheduler_on_etcd_places_in_bounded_transactions() {
+    let member = EtcdMember::start();
+    let store = format!("etcd://{}", member.client);
+    let text = crate::support::bench_output(&[
+        "scheduler",
+        "--nodes",
+        "10",
+        "--vms",
+        "300",
+        "--placements",
+        "20",
+        "--batch",
+        "250",
+        "--store",
+        &store,
+    ]);
+    for want in [
+        "store etcd://",
+        "placements, one transaction each",
+        "placements, batches of 250 (100 per transaction)",
+        "peer: bare durable transactions (same store)",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
+    // Every batched placement was made: the rate line is a positive number.
+    let rate = |label: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(label)).unwrap();
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert!(rate("placements, batches of 250") > 0.0, "{text}");
+}

@@ -28,6 +28,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The counter of replica slots (see [`EtcdKv::take_slot`]).
 const REPLICA_SLOT_KEY: &[u8] = b"replica_slots";
+/// Records a batch changes per transaction: a placement compares and writes about five
+/// keys, so 100 stay within `--max-txn-ops 1000` and far below the request size limit.
+const TXN_BATCH: usize = 100;
 /// How many times a conflicting transaction runs before the caller gets a storage error.
 const MAX_ATTEMPTS: u32 = 64;
 /// The first pause after a conflict; it doubles up to [`MAX_BACKOFF`].
@@ -478,6 +481,10 @@ impl KvStore for EtcdKv {
 
     fn next_id_peek(&self) -> Result<u64> {
         self.ids.peek()
+    }
+
+    fn batch_limit(&self) -> usize {
+        TXN_BATCH
     }
 }
 

@@ -114,4 +114,8 @@ impl KvStore for FencedKv {
     fn watch_tables(&self, tables: &[Table], changed: super::Changed) -> Result<()> {
         self.inner.watch_tables(tables, changed)
     }
+
+    fn batch_limit(&self) -> usize {
+        self.inner.batch_limit()
+    }
 }

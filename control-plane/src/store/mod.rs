@@ -195,6 +195,12 @@ pub trait KvStore: Send + Sync {
     /// Calls `changed` after changes to `tables` (perhaps once for several), from a
     /// thread of the store's, for as long as the store is open.
     fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()>;
+    /// How many records a batch operation (placements) should change per transaction:
+    /// a store whose transactions are bounded (etcd's `--max-txn-ops`, its request
+    /// size) takes big batches in several.
+    fn batch_limit(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// What [`KvStore::watch_tables`] calls.
@@ -258,6 +264,11 @@ impl Datastore {
     /// Waits until `candidate` leads (see [`KvStore::campaign`]).
     pub fn campaign(&self, candidate: &str) -> Result<Term> {
         self.kv.campaign(candidate)
+    }
+
+    /// How many records a batch changes per transaction (see [`KvStore::batch_limit`]).
+    pub fn batch_limit(&self) -> usize {
+        self.kv.batch_limit()
     }
 
     /// Calls `changed` after changes to `tables` (see [`KvStore::watch_tables`]).

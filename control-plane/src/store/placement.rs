@@ -103,11 +103,24 @@ impl Datastore {
                 Err(Some(reason)) => decided.push((id.clone(), Placement::Unschedulable(reason))),
             }
         }
+        // In transactions as large as the store takes (etcd bounds a Txn's operations).
+        let mut all = Vec::with_capacity(decided.len());
+        for chunk in decided.chunks(self.kv.batch_limit().max(1)) {
+            all.extend(self.commit_placements(chunk)?);
+        }
+        Ok(all)
+    }
+
+    /// Commits `decided` placements in one transaction; what became of each.
+    fn commit_placements(
+        &self,
+        decided: &[(String, Placement)],
+    ) -> Result<Vec<(String, Placement)>> {
         transact(&*self.kv, |txn| {
             let mut out = Vec::with_capacity(decided.len());
             // Each node read once and written once per batch.
             let mut touched: HashMap<&str, Node> = HashMap::new();
-            for (id, placement) in &decided {
+            for (id, placement) in decided {
                 let mut vm = visible_vm(txn, VmFilter::All, id)?;
                 if vm.status.phase != Phase::Pending || vm.deleting {
                     continue;

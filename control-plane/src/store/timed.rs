@@ -61,4 +61,8 @@ impl KvStore for TimedKv {
     fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()> {
         self.inner.watch_tables(tables, changed)
     }
+
+    fn batch_limit(&self) -> usize {
+        self.inner.batch_limit()
+    }
 }
