@@ -192,7 +192,7 @@ impl Watch {
                 Some(t) => VmFilter::Tenant(t),
                 None => VmFilter::All,
             };
-            let horizon = store.event_horizon()?;
+            let horizon = store.event_horizon(filter)?;
             let events = match after {
                 None => Vec::new(),
                 Some(seq) => {

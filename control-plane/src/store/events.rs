@@ -108,9 +108,22 @@ impl Datastore {
         Ok(old.len())
     }
 
-    /// The highest sequence number an event may have now: events after it are new.
-    pub fn event_horizon(&self) -> Result<u64> {
-        Ok(self.kv.next_id_peek()?.saturating_sub(1))
+    /// The sequence number after which the events visible through `filter` are new.
+    /// For a tenant, its last event's (every later event of the tenant is numbered above
+    /// it, whichever replica writes it); for all, the highest id the store may have
+    /// given (on etcd, where replicas' clocks number events, an event committed later
+    /// by a replica whose clock is behind may be numbered below it).
+    pub fn event_horizon(&self, filter: VmFilter) -> Result<u64> {
+        let peek = || Ok(self.kv.next_id_peek()?.saturating_sub(1));
+        match filter {
+            // A tenant with no floor yet (no event since floors were kept): its events
+            // are all below what the store gives next.
+            VmFilter::Tenant(t) => match super::txn::event_floor(&*self.kv, t)? {
+                0 => peek(),
+                floor => Ok(floor),
+            },
+            VmFilter::All => peek(),
+        }
     }
 
     /// Up to `limit` event keys visible through `filter`, after `after`.

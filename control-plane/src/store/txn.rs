@@ -108,6 +108,14 @@ fn event_floor_key(tenant: &str) -> Vec<u8> {
     pair("event_floor", tenant.as_bytes())
 }
 
+/// The sequence number of `tenant`'s last event (0 before its first).
+pub(super) fn event_floor(kv: &dyn super::KvStore, tenant: &str) -> Result<u64> {
+    match kv.get(Table::Meta, &event_floor_key(tenant))? {
+        Some(v) => super::meta::decode_id(&v),
+        None => Ok(0),
+    }
+}
+
 /// The sequence number of a new event: for a tenant's, above the tenant's last one, read
 /// and moved in the same transaction, so that one tenant's trail is in commit order even
 /// when replicas with different clocks write it (ids are unique but only rise per
