@@ -16,7 +16,7 @@ pub use connect::{ConsoleDialError, HttpNodes, NodeConnector, NodeConsole};
 
 use crate::metrics::Metrics;
 use crate::model::{
-    EnsureVm, Node, NodeLoadModule, NodeState, ObservedVm, Phase, RequestState, Vm,
+    EnsureVm, ModuleRequest, Node, NodeLoadModule, NodeState, ObservedVm, Phase, RequestState, Vm,
 };
 use crate::store::{Datastore, Strategy, VmFilter};
 use modvisor_node_api::{Budgets, ClientError, Deleted, NodeApi};
@@ -370,6 +370,7 @@ impl<C: NodeConnector> Reconciler<C> {
         }
         let observations = self.store.observations()?;
         let reports = self.store.node_reports()?;
+        let requests = self.store.all_module_requests()?;
         let vms = self.store.all_vms()?;
         if let Some(m) = &self.metrics {
             let mut by_phase = std::collections::BTreeMap::new();
@@ -389,7 +390,7 @@ impl<C: NodeConnector> Reconciler<C> {
         }
         for vm in vms {
             let id = vm.id.clone();
-            match self.reconcile_vm(vm, &nodes, &observations, &reports) {
+            match self.reconcile_vm(vm, &nodes, &observations, &reports, &requests) {
                 Ok(()) => {}
                 // Deleted since this pass listed it (through this replica or another).
                 Err(crate::Error::NotFound { .. }) => {
@@ -408,6 +409,7 @@ impl<C: NodeConnector> Reconciler<C> {
         nodes: &HashMap<String, Node>,
         observations: &HashMap<String, crate::store::Observation>,
         reports: &HashMap<String, crate::store::NodeReport>,
+        requests: &HashMap<String, Vec<ModuleRequest>>,
     ) -> crate::Result<()> {
         if self.is_busy(&vm.id) || self.missing_from_its_node(&vm, nodes, reports)? {
             return Ok(());
@@ -439,7 +441,8 @@ impl<C: NodeConnector> Reconciler<C> {
                     let id = vm.id.clone();
                     self.act(&id, self.clone().ensure(n, vm));
                 } else if vm.status.phase == Phase::Running {
-                    self.modules(n, &vm)?;
+                    let none = Vec::new();
+                    self.modules(n, &vm, requests.get(&vm.id).unwrap_or(&none))?;
                 }
             }
             _ => {}
@@ -483,8 +486,9 @@ impl<C: NodeConnector> Reconciler<C> {
         Ok(())
     }
 
-    fn modules(&self, node: Node, vm: &Vm) -> crate::Result<()> {
-        let requests = self.store.module_requests(VmFilter::All, &vm.id)?;
+    /// Acts on `vm`'s module `requests` (read for the whole pass): delivers the next
+    /// wanted one, unloads one no longer wanted, or starts its first-boot script.
+    fn modules(&self, node: Node, vm: &Vm, requests: &[ModuleRequest]) -> crate::Result<()> {
         if let Some(r) = requests
             .iter()
             .find(|r| r.want_loaded && r.state == RequestState::Pending)
@@ -515,7 +519,7 @@ impl<C: NodeConnector> Reconciler<C> {
                 &vm.id,
                 self.clone().unload(node, vm.id.clone(), r.name.clone()),
             );
-        } else if let Some(script) = phase::user_data_due(vm, &requests) {
+        } else if let Some(script) = phase::user_data_due(vm, requests) {
             let (id, script) = (vm.id.clone(), script.to_string());
             self.act(&vm.id, self.clone().run_user_data(node, id, script));
         }

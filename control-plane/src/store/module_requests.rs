@@ -162,6 +162,18 @@ impl Datastore {
         }
     }
 
+    /// Every VM's module requests, by VM id (one scan: what a reconciler pass reads
+    /// instead of each VM's on its own).
+    pub fn all_module_requests(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Vec<ModuleRequest>>> {
+        self.kv
+            .scan(Table::ModuleRequests, b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(k, v)| Ok((String::from_utf8_lossy(&k).into_owned(), decode(&v)?)))
+            .collect()
+    }
+
     /// The module requests of a VM.
     pub fn module_requests(&self, filter: VmFilter, vm_id: &str) -> Result<Vec<ModuleRequest>> {
         self.get_vm(filter, vm_id)?;
