@@ -57,31 +57,29 @@ impl Metrics {
             registry.register(Box::new(h.clone())).map_err(err)?;
             Ok::<_, Error>(h)
         };
-        let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "modvisor_http_request_duration_seconds",
-                "HTTP request latency by route",
-            )
-            .buckets(vec![
+        // Fast operations: 0.1 ms to 1 s (and the store's slow ones, to 5 s).
+        let fast_histogram = |name: &str, help: &str, labels: &[&str], top: &[f64]| {
+            let mut buckets = vec![
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-            ]),
+            ];
+            buckets.extend_from_slice(top);
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+                .map_err(err)?;
+            registry.register(Box::new(h.clone())).map_err(err)?;
+            Ok::<_, Error>(h)
+        };
+        let latency = fast_histogram(
+            "modvisor_http_request_duration_seconds",
+            "HTTP request latency by route",
             &["method", "route"],
-        )
-        .map_err(err)?;
-        registry.register(Box::new(latency.clone())).map_err(err)?;
-        let store = HistogramVec::new(
-            HistogramOpts::new(
-                "modvisor_store_operation_duration_seconds",
-                "Store operations (get, scan, transact) from this replica, by kind: on etcd, its round trips",
-            )
-            .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
-                5.0,
-            ]),
+            &[],
+        )?;
+        let store = fast_histogram(
+            "modvisor_store_operation_duration_seconds",
+            "Store operations (get, scan, transact) from this replica, by kind: on etcd, its round trips",
             &["op"],
-        )
-        .map_err(err)?;
-        registry.register(Box::new(store.clone())).map_err(err)?;
+            &[5.0],
+        )?;
         let leader = IntGauge::new(
             "modvisor_leader",
             "1 while this replica leads (runs the scheduler and the reconciler), else 0",

@@ -61,4 +61,17 @@ fn metrics_count_refusals_vms_placements_and_passes() {
         None,
         "a tenant without VMs has no series: {m}"
     );
+    // One replica on sled: it leads; the store's operations are timed by kind.
+    assert_eq!(metric_value(&m, "modvisor_leader", &[]), Some(1.0), "{m}");
+    for op in ["get", "scan", "transact"] {
+        assert!(
+            metric_value(
+                &m,
+                "modvisor_store_operation_duration_seconds_count",
+                &[("op", op)]
+            )
+            .is_some_and(|n| n >= 1.0),
+            "{op}: {m}"
+        );
+    }
 }
