@@ -10,7 +10,8 @@
 //!
 //! Ids ([`Txn::next_id`]) come from the replica's own hybrid clock ([`IdClock`]), not from
 //! a counter key: transactions that take ids conflict only on the keys they really share.
-//! The replica's slot in the ids is taken from a counter once, when it connects.
+//! The replica's slot in the ids is taken from a counter once, before its first write (a
+//! client that only reads, as `token issue` does, takes none).
 //!
 //! etcd limits a Txn to `--max-txn-ops` compares and as many operations (128 by default)
 //! and a request to `--max-request-bytes` (1.5 MiB); a transaction beyond them fails with
@@ -67,7 +68,7 @@ pub struct EtcdKv {
     handle: tokio::runtime::Handle,
     client: Client,
     root: Vec<u8>,
-    ids: IdClock,
+    ids: std::sync::OnceLock<IdClock>,
     /// Held by the transaction whose turn it is to run again after a conflict.
     retries: std::sync::Mutex<()>,
 }
@@ -117,38 +118,45 @@ impl EtcdKv {
         })?;
         let mut root = root.trim_end_matches('/').as_bytes().to_vec();
         root.push(b'/');
-        let mut kv = EtcdKv {
+        let kv = EtcdKv {
             runtime: Some(runtime),
             handle,
             client,
             root,
-            ids: IdClock::new(0),
+            ids: std::sync::OnceLock::new(),
             retries: std::sync::Mutex::new(()),
         };
         kv.check_schema()?;
-        kv.ids = IdClock::new(kv.take_slot()?);
         Ok(kv)
     }
 
-    /// This replica's slot in the ids: the next value of a counter every connecting
-    /// replica moves (slots repeat after [`SLOTS`] connections, long after an old
-    /// replica's clock has passed the ids it gave).
-    fn take_slot(&self) -> Result<u64> {
-        let slot = std::cell::Cell::new(0);
-        self.transact(&|txn| {
-            let taken = match txn.get(Table::Meta, REPLICA_SLOT_KEY)? {
-                Some(v) => decode_id(&v)?,
-                None => 0,
-            };
-            txn.insert(
-                Table::Meta,
-                REPLICA_SLOT_KEY,
-                &taken.wrapping_add(1).to_be_bytes(),
-            )?;
-            slot.set(taken % SLOTS);
-            Ok(())
-        })?;
-        Ok(slot.get())
+    /// This replica's id clock, its slot taken on first use: the next value of a counter
+    /// every writing replica moves (slots repeat after [`SLOTS`] writers, long after an
+    /// old replica's clock has passed the ids it gave).
+    fn ids(&self) -> Result<&IdClock> {
+        if let Some(ids) = self.ids.get() {
+            return Ok(ids);
+        }
+        let key = self.key(Table::Meta, REPLICA_SLOT_KEY);
+        for _ in 0..MAX_ATTEMPTS {
+            let (value, mod_revision, _) = self.read(key.clone(), None)?;
+            let taken = value.as_deref().map(decode_id).transpose()?.unwrap_or(0);
+            let read = BTreeMap::from([(
+                key.clone(),
+                Read {
+                    mod_revision,
+                    value,
+                },
+            )]);
+            let next = taken.wrapping_add(1).to_be_bytes().to_vec();
+            if self.commit(&read, BTreeMap::from([(key.clone(), Some(next))]), None)? {
+                // Two threads may both take a slot: one clock is kept, the other slot unused.
+                return Ok(self.ids.get_or_init(|| IdClock::new(taken % SLOTS)));
+            }
+        }
+        Err(Error::Storage(
+            "etcd: taking a slot for ids still conflicted after many attempts".into(),
+        ))
     }
 
     /// A client of the KV service that takes answers up to [`MAX_ANSWER_BYTES`].
@@ -392,7 +400,7 @@ impl Txn for EtcdTxn<'_> {
     }
 
     fn next_id_after(&self, floor: u64) -> Result<u64> {
-        self.kv.ids.next_after(floor)
+        self.kv.ids()?.next_after(floor)
     }
 }
 
@@ -480,7 +488,7 @@ impl KvStore for EtcdKv {
     }
 
     fn next_id_peek(&self) -> Result<u64> {
-        self.ids.peek()
+        self.ids()?.peek()
     }
 
     fn batch_limit(&self) -> usize {
