@@ -107,14 +107,17 @@ fn check_credentials(req: &HttpRequest, count: bool) -> Result<Caller, Error> {
         _ => e,
     })?;
     // After the signature (which a cache may have vouched for): revocations count at once.
-    if state.store.is_revoked(&caller.jti)? {
+    let (revoked, record) = state
+        .store
+        .token_standing(&caller.jti, caller.tenant.as_deref())?;
+    if revoked {
         return Err(refused(
             AuthFailure::Revoked,
             Error::Unauthenticated("invalid token: it was revoked".into()),
         ));
     }
     if let Some(t) = &caller.tenant {
-        let tenant = state.store.get_tenant(t)?.ok_or_else(|| {
+        let tenant = record.ok_or_else(|| {
             refused(
                 AuthFailure::UnknownTenant,
                 Error::Unauthenticated(format!("invalid token: tenant {t} does not exist")),

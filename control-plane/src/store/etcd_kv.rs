@@ -419,6 +419,29 @@ impl KvStore for EtcdKv {
         Ok(self.read(self.key(table, key), None)?.0)
     }
 
+    fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
+        let ops: Vec<TxnOp> = keys
+            .iter()
+            .map(|(t, k)| TxnOp::get(self.key(*t, k), None))
+            .collect();
+        let client = self.kv_client();
+        let resp = on_resending(&self.handle, Resend::Read, move || {
+            let (mut client, ops) = (client.clone(), ops.clone());
+            async move { client.txn(etcd_client::Txn::new().and_then(ops)).await }
+        })?;
+        resp.op_responses()
+            .into_iter()
+            .map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => {
+                    Ok(g.kvs().first().map(|kv| kv.value().to_vec()))
+                }
+                _ => Err(Error::Storage(
+                    "etcd: a read answered as another operation".into(),
+                )),
+            })
+            .collect()
+    }
+
     fn scan(
         &self,
         table: Table,

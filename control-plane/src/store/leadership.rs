@@ -85,6 +85,10 @@ impl KvStore for FencedKv {
         self.inner.get(table, key)
     }
 
+    fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.inner.get_many(keys)
+    }
+
     fn scan(
         &self,
         table: Table,

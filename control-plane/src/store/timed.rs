@@ -32,6 +32,10 @@ impl KvStore for TimedKv {
         self.timed("get", || self.inner.get(table, key))
     }
 
+    fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.timed("get", || self.inner.get_many(keys))
+    }
+
     fn scan(
         &self,
         table: Table,

@@ -5,7 +5,7 @@ use super::transact;
 use super::txn::{append_event, get_record, unix_now};
 use super::{Datastore, Table, Txn};
 use crate::error::{Error, Result};
-use crate::model::{now, TokenRecord};
+use crate::model::{now, Tenant, TokenRecord};
 use serde::{Deserialize, Serialize};
 
 /// A revoked token, kept until it would have expired anyway.
@@ -102,6 +102,28 @@ impl Datastore {
             revoke_in(txn, actor, jti)?;
             append_event(txn, actor, tenant, "token.revoke", &format!("tokens/{jti}"))
         })
+    }
+
+    /// What authentication asks of the store, in one read: whether token `jti` was
+    /// revoked and, for a tenant's token, the tenant (`None`: it does not exist).
+    pub fn token_standing(
+        &self,
+        jti: &str,
+        tenant: Option<&str>,
+    ) -> Result<(bool, Option<Tenant>)> {
+        let mut keys: Vec<(Table, &[u8])> = vec![(Table::Revocations, jti.as_bytes())];
+        if let Some(t) = tenant {
+            keys.push((Table::Tenants, t.as_bytes()));
+        }
+        let found = self.kv.get_many(&keys)?;
+        let revoked = found.first().is_some_and(Option::is_some);
+        let record = found
+            .get(1)
+            .cloned()
+            .flatten()
+            .map(|b| decode(&b))
+            .transpose()?;
+        Ok((revoked, record))
     }
 
     /// Whether token `jti` was revoked.
