@@ -171,18 +171,10 @@ pub trait Txn {
 pub trait KvStore: Send + Sync {
     /// Reads one key.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
-    /// Reads several keys at once, from one snapshot (on etcd, in one round trip).
+    /// Reads several keys at once (on etcd, from one snapshot in one round trip; by
+    /// default, each on its own, as [`KvStore::get`] does).
     fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
-        let out = std::cell::RefCell::new(Vec::with_capacity(keys.len()));
-        self.transact(&|txn| {
-            let mut read = out.borrow_mut();
-            read.clear();
-            for (table, key) in keys {
-                read.push(txn.get(*table, key)?);
-            }
-            Ok(())
-        })?;
-        Ok(out.into_inner())
+        keys.iter().map(|(table, key)| self.get(*table, key)).collect()
     }
     /// Up to `limit` entries whose keys start with `prefix` and sort after `after`, in key order.
     fn scan(
