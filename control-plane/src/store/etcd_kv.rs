@@ -363,6 +363,62 @@ struct EtcdTxn<'a> {
 }
 
 impl Txn for EtcdTxn<'_> {
+    fn prefetch(&self, keys: &[(Table, &[u8])]) -> Result<()> {
+        let wanted: Vec<Vec<u8>> = {
+            let (reads, writes) = (self.reads.borrow(), self.writes.borrow());
+            let mut seen = std::collections::BTreeSet::new();
+            keys.iter()
+                .map(|(t, k)| self.kv.key(*t, k))
+                .filter(|k| !reads.contains_key(k) && !writes.contains_key(k))
+                .filter(|k| seen.insert(k.clone()))
+                .collect()
+        };
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        // One Txn of reads, at this transaction's snapshot (the first read sets it).
+        let options = self
+            .snapshot
+            .get()
+            .map(|r| GetOptions::new().with_revision(r));
+        let ops: Vec<TxnOp> = wanted
+            .iter()
+            .map(|k| TxnOp::get(k.clone(), options.clone()))
+            .collect();
+        let client = self.kv.kv_client();
+        let resp = on_resending(&self.kv.handle, Resend::Read, move || {
+            let (mut client, ops) = (client.clone(), ops.clone());
+            async move { client.txn(etcd_client::Txn::new().and_then(ops)).await }
+        })?;
+        if self.snapshot.get().is_none() {
+            self.snapshot.set(resp.header().map(|h| h.revision()));
+        }
+        let answers = resp.op_responses();
+        if answers.len() != wanted.len() {
+            return Err(Error::Storage("etcd: a Txn of reads answered short".into()));
+        }
+        let mut reads = self.reads.borrow_mut();
+        for (key, answer) in wanted.into_iter().zip(answers) {
+            let etcd_client::TxnOpResponse::Get(g) = answer else {
+                return Err(Error::Storage(
+                    "etcd: a read answered as another operation".into(),
+                ));
+            };
+            let read = match g.kvs().first() {
+                Some(kv) => Read {
+                    mod_revision: kv.mod_revision(),
+                    value: Some(kv.value().to_vec()),
+                },
+                None => Read {
+                    mod_revision: 0,
+                    value: None,
+                },
+            };
+            reads.insert(key, read);
+        }
+        Ok(())
+    }
+
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let k = self.kv.key(table, key);
         if let Some(w) = self.writes.borrow().get(&k) {

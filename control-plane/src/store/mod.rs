@@ -154,6 +154,14 @@ impl Table {
 pub trait Txn {
     /// Reads a key, seeing this transaction's own writes.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Reads several keys as [`Txn::get`] does (on etcd, those not yet read in one round
+    /// trip): what a transaction over many records reads first.
+    fn prefetch(&self, keys: &[(Table, &[u8])]) -> Result<()> {
+        for (table, key) in keys {
+            self.get(*table, key)?;
+        }
+        Ok(())
+    }
     /// Writes a key.
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()>;
     /// Removes a key.
@@ -174,7 +182,9 @@ pub trait KvStore: Send + Sync {
     /// Reads several keys at once (on etcd, from one snapshot in one round trip; by
     /// default, each on its own, as [`KvStore::get`] does).
     fn get_many(&self, keys: &[(Table, &[u8])]) -> Result<Vec<Option<Vec<u8>>>> {
-        keys.iter().map(|(table, key)| self.get(*table, key)).collect()
+        keys.iter()
+            .map(|(table, key)| self.get(*table, key))
+            .collect()
     }
     /// Up to `limit` entries whose keys start with `prefix` and sort after `after`, in key order.
     fn scan(

@@ -104,7 +104,7 @@ pub(super) fn bounded(s: &str) -> String {
 }
 
 /// The Meta key holding the sequence number of `tenant`'s last event.
-fn event_floor_key(tenant: &str) -> Vec<u8> {
+pub(super) fn event_floor_key(tenant: &str) -> Vec<u8> {
     pair("event_floor", tenant.as_bytes())
 }
 

@@ -93,6 +93,9 @@ fn claim_name(txn: &dyn Txn, tenant: &str, name: &str, id: &str) -> Result<()> {
     txn.insert(Table::VmNames, &key, id.as_bytes())
 }
 
+/// Keys read per [`super::KvStore::get_many`] when many VMs are read at once.
+const GET_MANY_CHUNK: usize = 100;
+
 impl Datastore {
     /// Creates a VM for `tenant`, checking the quota, the name and every listed module's
     /// policy in the same transaction as the write.
@@ -156,6 +159,52 @@ impl Datastore {
 
     /// The VM `id` decoded as `T`, a view of the fields a caller needs (serde skips the
     /// rest without allocating).
+    /// The VMs `ids` (all tenants'), each decoded as `T`, in order; `None` for one that
+    /// is gone or unreadable (logged). Read a hundred at a time with
+    /// [`super::KvStore::get_many`].
+    pub(super) fn get_vms_as<T: serde::de::DeserializeOwned>(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<T>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(GET_MANY_CHUNK) {
+            let owner_keys: Vec<(Table, &[u8])> = chunk
+                .iter()
+                .map(|id| (Table::VmOwners, id.as_bytes()))
+                .collect();
+            let owners = self.kv.get_many(&owner_keys)?;
+            let vm_keys: Vec<Option<Vec<u8>>> = chunk
+                .iter()
+                .zip(&owners)
+                .map(|(id, o)| {
+                    o.as_ref()
+                        .map(|o| pair(&String::from_utf8_lossy(o), id.as_bytes()))
+                })
+                .collect();
+            let present: Vec<(Table, &[u8])> = vm_keys
+                .iter()
+                .flatten()
+                .map(|k| (Table::Vms, k.as_slice()))
+                .collect();
+            let mut found = self.kv.get_many(&present)?.into_iter();
+            for key in &vm_keys {
+                let value = match key {
+                    Some(_) => found.next().flatten(),
+                    None => None,
+                };
+                out.push(match value.map(|b| decode::<T>(&b)) {
+                    Some(Ok(vm)) => Some(vm),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "an unreadable VM record is passed over");
+                        None
+                    }
+                    None => None,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn get_vm_as<T: serde::de::DeserializeOwned>(
         &self,
         filter: VmFilter,
