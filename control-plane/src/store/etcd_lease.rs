@@ -1,7 +1,7 @@
 //! Leadership and change notices on etcd (see `leadership` for what they promise): a
 //! leader key held by a lease this replica keeps alive, and watches of table prefixes.
 
-use super::leadership::{Deadline, Term, LEASE_TTL};
+use super::leadership::{Term, LEASE_TTL};
 use super::Changed;
 use crate::error::{Error, Result};
 use etcd_client::{Client, Compare, CompareOp, PutOptions, TxnOp, WatchOptions};
@@ -45,16 +45,9 @@ pub(super) async fn campaign(mut client: Client, key: Vec<u8>, candidate: String
                     revision,
                     lease,
                 };
-                let deadline = Deadline::new(granted + (LEASE_TTL - SAFETY_MARGIN));
-                tokio::spawn(keep_alive(
-                    client.clone(),
-                    held,
-                    granted,
-                    deadline.clone(),
-                    tx,
-                ));
+                tokio::spawn(keep_alive(client.clone(), held, granted, tx));
                 tracing::info!(%candidate, revision, "leading: won the leader key");
-                return Ok(Term::new(revision, &candidate, rx, Some(deadline)));
+                return Ok(Term::new(revision, &candidate, rx));
             }
             // Another replica won: its lease, not ours, holds the key.
             if let Err(e) = client.lease_revoke(lease).await {
@@ -85,7 +78,6 @@ async fn keep_alive(
     mut client: Client,
     held: Held,
     granted: Instant,
-    deadline: Deadline,
     lost: tokio::sync::watch::Sender<bool>,
 ) {
     let lease = held.lease;
@@ -103,7 +95,6 @@ async fn keep_alive(
                     Ok(pair) => {
                         // Opening the stream renewed the lease once.
                         acked = Instant::now();
-                        deadline.renew(acked + deadline_after);
                         last_sent = acked;
                         channel = Some(pair);
                         continue;
@@ -127,10 +118,7 @@ async fn keep_alive(
                 };
                 match answer {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => match still_held(&mut client, &held).await {
-                        Ok(true) => {
-                            acked = sent;
-                            deadline.renew(acked + deadline_after);
-                        }
+                        Ok(true) => acked = sent,
                         Ok(false) => {
                             tracing::warn!("the leader key is gone or another's");
                             break;
