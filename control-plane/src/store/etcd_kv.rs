@@ -43,7 +43,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// 4 MiB).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
-fn storage(e: etcd_client::Error) -> Error {
+/// An etcd client's error as the store's.
+pub(super) fn storage(e: etcd_client::Error) -> Error {
     Error::Storage(format!("etcd: {e}"))
 }
 

@@ -1,9 +1,10 @@
 //! Leadership and change notices on etcd (see `leadership` for what they promise): a
 //! leader key held by a lease this replica keeps alive, and watches of table prefixes.
 
+use super::etcd_kv::storage;
 use super::leadership::{Term, LEASE_TTL};
 use super::Changed;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, TxnOp, WatchOptions};
 use std::time::{Duration, Instant};
 
@@ -15,10 +16,6 @@ const SAFETY_MARGIN: Duration = Duration::from_secs(1);
 const KEEPER_TICK: Duration = Duration::from_millis(250);
 /// How long a watch that failed waits before it starts again.
 const WATCH_RETRY: Duration = Duration::from_millis(500);
-
-fn storage(e: etcd_client::Error) -> Error {
-    Error::Storage(format!("etcd: {e}"))
-}
 
 /// Waits until `candidate` holds `key` under a new lease, then keeps the lease alive in
 /// the background until it cannot (the term then ends).
