@@ -160,6 +160,9 @@ pub enum Error {
     /// The server was assembled without what a handler needs.
     #[error("server misconfigured: {0}")]
     Misconfigured(String),
+    /// A table held in memory is poisoned: a thread panicked while holding it.
+    #[error("{0} is poisoned (a thread panicked while holding it)")]
+    Poisoned(&'static str),
 }
 
 /// Convenience alias used throughout the crate.
@@ -211,6 +214,7 @@ impl Error {
             Error::WorkerPool(_) => "worker-pool",
             Error::Encoding(_) => "encoding",
             Error::Misconfigured(_) => "misconfigured",
+            Error::Poisoned(_) => "poisoned",
         }
     }
 
@@ -241,7 +245,8 @@ impl Error {
             | Error::Seed(_)
             | Error::Metrics(_)
             | Error::Encoding(_)
-            | Error::Misconfigured(_) => "Internal error",
+            | Error::Misconfigured(_)
+            | Error::Poisoned(_) => "Internal error",
         }
     }
 
@@ -309,7 +314,8 @@ impl ResponseError for Error {
             | Error::Seed(_)
             | Error::Metrics(_)
             | Error::Encoding(_)
-            | Error::Misconfigured(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Error::Misconfigured(_)
+            | Error::Poisoned(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -8,29 +8,32 @@
 //! that turns observations into phases); placed VMs are ensured on their node (power
 //! on/off); module requests are delivered or withdrawn; deletions are carried out. At most
 //! one action per VM is in flight, and an action waits at least its node-side budget.
+//!
+//! A full pass reads every VM; the leader runs one at the start of its term and at each
+//! resync, and in between passes over what changed ([`fleet`]: an index of the fleet in
+//! memory, kept by the store's watch), so an idle fleet costs next to nothing.
 
+mod actions;
 mod connect;
+pub mod fleet;
+mod incremental;
+mod leader;
 pub mod phase;
 
 pub use connect::{ConsoleDialError, HttpNodes, NodeConnector, NodeConsole};
+pub use leader::{spawn, Wake};
 
 use crate::metrics::Metrics;
-use crate::model::{
-    EnsureVm, ModuleRequest, Node, NodeLoadModule, NodeState, ObservedVm, Phase, RequestState, Vm,
-};
+use crate::model::{ModuleRequest, Node, NodeState, ObservedVm, Phase, Vm};
 use crate::store::{Datastore, Strategy, VmFilter};
-use modvisor_node_api::{Budgets, ClientError, Deleted, NodeApi};
+use fleet::{Changes, FleetIndex, Room};
+use modvisor_node_api::Budgets;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The default fencing bound, in seconds (see [`ReconcilerConfig::fence_after_secs`]).
 pub const DEFAULT_FENCE_AFTER_SECS: u64 = 30;
-
-/// How often the leader prunes the audit trail.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Batches of events pruned at most each time (the rest waits for the next time).
-const PRUNE_ROUNDS: usize = 50;
 
 /// How the reconciler behaves.
 #[derive(Debug, Clone)]
@@ -49,6 +52,9 @@ pub struct ReconcilerConfig {
     pub fence_after_secs: u64,
     /// How long the audit trail keeps an event (`None`: for ever).
     pub event_retention: Option<Duration>,
+    /// Time between full passes while the store's watch reports changes (passes in
+    /// between read only what changed).
+    pub resync: Duration,
 }
 
 impl Default for ReconcilerConfig {
@@ -60,82 +66,9 @@ impl Default for ReconcilerConfig {
             budgets: Budgets::default(),
             fence_after_secs: DEFAULT_FENCE_AFTER_SECS,
             event_retention: None,
+            resync: Duration::from_secs(60),
         }
     }
-}
-
-/// Wakes the reconciler at once (a change it should act on was stored), instead of at its
-/// next interval. Wakes given while it is busy are kept: it passes again when it is done.
-#[derive(Debug, Clone, Default)]
-pub struct Wake(Arc<tokio::sync::Notify>);
-
-impl Wake {
-    /// Asks for a pass now.
-    pub fn now(&self) {
-        self.0.notify_one();
-    }
-}
-
-/// Starts the leader's work on its own thread: it campaigns as `replica` for leadership
-/// (at once on sled; see `store::leadership`), and while it leads runs the reconciler with
-/// every write fenced by its term, woken by `wake`, by changes to VMs and module requests
-/// that any replica stores, and by its interval. When the term ends the reconciler stops
-/// and the replica campaigns again; a new term starts a new reconciler, which gives nodes
-/// a heartbeat timeout of grace before it calls any NotReady.
-pub fn spawn(
-    store: Datastore,
-    nodes: HttpNodes,
-    metrics: Metrics,
-    config: ReconcilerConfig,
-    wake: Wake,
-    replica: String,
-) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("reconciler".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "reconciler runtime; the reconciler does not run");
-                    return;
-                }
-            };
-            let woken = wake.clone();
-            let changed: crate::store::Changed = Arc::new(move || woken.now());
-            if let Err(e) = store.watch_tables(
-                &[crate::store::Table::Vms, crate::store::Table::ModuleRequests],
-                changed,
-            ) {
-                tracing::warn!(error = %e, "watching the store; the reconciler runs on its interval only");
-            }
-            loop {
-                let term = match store.campaign(&replica) {
-                    Ok(t) => Arc::new(t),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "campaigning for leadership; trying again");
-                        std::thread::sleep(config.interval);
-                        continue;
-                    }
-                };
-                metrics.set_leader(true);
-                let r = Reconciler::new(store.fenced(term.clone()), nodes.clone(), config.clone())
-                    .with_metrics(metrics.clone())
-                    .with_wake(wake.clone());
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&rt, async {
-                    tokio::select! {
-                        () = r.run() => {}
-                        () = term.over() => {}
-                    }
-                });
-                metrics.set_leader(false);
-                tracing::warn!(%replica, "no longer the leader: the reconciler stops and campaigns again");
-            }
-        })
-        .map(drop)
 }
 
 /// The reconciler over nodes reached through `C`.
@@ -155,6 +88,13 @@ pub struct Reconciler<C> {
     metrics: Option<Metrics>,
     /// Wakes it between intervals.
     wake: Wake,
+    /// What changed since the last pass (fed by the store's watch); none: every pass is
+    /// a full one.
+    changes: Option<Arc<Mutex<Changes>>>,
+    /// Every VM's tenant, phase and node, as the last passes read them.
+    fleet: Arc<Mutex<FleetIndex>>,
+    /// What each node offered at the last pass.
+    rooms: Arc<Mutex<HashMap<String, Room>>>,
 }
 
 impl<C: NodeConnector> Reconciler<C> {
@@ -169,6 +109,9 @@ impl<C: NodeConnector> Reconciler<C> {
             absent: Arc::new(Mutex::new(HashMap::new())),
             metrics: None,
             wake: Wake::default(),
+            changes: None,
+            fleet: Arc::new(Mutex::new(FleetIndex::default())),
+            rooms: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -184,58 +127,12 @@ impl<C: NodeConnector> Reconciler<C> {
         self
     }
 
-    /// Passes forever: `interval` apart, or at once when woken (a stored change, an action
-    /// that completed). Must run inside a `LocalSet`.
-    pub async fn run(self) {
-        let mut pruned = std::time::Instant::now();
-        loop {
-            let started = std::time::Instant::now();
-            if let Err(e) = self.pass() {
-                tracing::warn!(error = %e, "reconcile pass failed");
-            }
-            if pruned.elapsed() >= PRUNE_EVERY {
-                pruned = std::time::Instant::now();
-                if let Err(e) = self.prune_events() {
-                    tracing::warn!(error = %e, "pruning the audit trail failed");
-                }
-            }
-            if let Some(m) = &self.metrics {
-                m.pass(started.elapsed());
-            }
-            tokio::select! {
-                () = tokio::time::sleep(self.config.interval) => {}
-                () = self.wake.0.notified() => {}
-            }
-        }
-    }
-
-    /// Removes the events older than the retention from the audit trail (a bounded
-    /// number each time).
-    pub fn prune_events(&self) -> crate::Result<usize> {
-        let Some(keep) = self.config.event_retention else {
-            return Ok(0);
-        };
-        let since = time::Duration::try_from(keep).ok();
-        let Some(cutoff) = since.and_then(|d| time::OffsetDateTime::now_utc().checked_sub(d))
-        else {
-            // Longer than time goes back: nothing is that old.
-            return Ok(0);
-        };
-        let cutoff = cutoff
-            .format(&time::format_description::well_known::Rfc3339)
-            .map_err(|e| crate::Error::Storage(format!("the retention's cutoff: {e}")))?;
-        let mut removed = 0;
-        for _ in 0..PRUNE_ROUNDS {
-            let n = self.store.prune_events_before(&cutoff, usize::MAX)?;
-            removed += n;
-            if n == 0 {
-                break;
-            }
-        }
-        if removed > 0 {
-            tracing::info!(removed, %cutoff, "audit events past their retention removed");
-        }
-        Ok(removed)
+    /// The same reconciler, told by `changes` what changed since its last pass (what the
+    /// store's watch of [`fleet::WATCHED`] notes): between resyncs, it passes over only
+    /// that.
+    pub fn with_changes(mut self, changes: Arc<Mutex<Changes>>) -> Self {
+        self.changes = Some(changes);
+        self
     }
 
     /// Whether no action is in flight.
@@ -325,10 +222,21 @@ impl<C: NodeConnector> Reconciler<C> {
             return;
         }
         let (busy, id, wake) = (self.busy.clone(), vm.to_string(), self.wake.clone());
+        let changes = self.changes.clone();
         tokio::task::spawn_local(async move {
             let done = f.await;
             if let Ok(mut b) = busy.lock() {
                 b.remove(&id);
+            }
+            // Its VM is looked at again by the next pass, whatever the outcome (a failed
+            // action is retried then).
+            if let Some(c) = &changes {
+                match c.lock() {
+                    Ok(mut c) => {
+                        c.vms.insert(id.clone());
+                    }
+                    Err(_) => tracing::error!("the reconciler's change set is poisoned"),
+                }
             }
             match done {
                 // What follows it (a module after a boot) need not wait for the interval.
@@ -343,18 +251,7 @@ impl<C: NodeConnector> Reconciler<C> {
     /// One pass over every node and VM. Must run inside a `LocalSet` (actions are local
     /// tasks).
     pub fn pass(&self) -> crate::Result<()> {
-        let expired = self
-            .store
-            .expire_nodes(self.config.node_timeout_secs, self.started_unix)?;
-        for node in expired {
-            tracing::warn!(%node, "node stopped heartbeating: NotReady, its VMs Lost");
-        }
-        let nodes: HashMap<String, Node> = self
-            .store
-            .list_nodes()?
-            .into_iter()
-            .map(|n| (n.name.clone(), n))
-            .collect();
+        let nodes = self.nodes_after_expiry()?;
         let pending: Vec<String> = self
             .store
             .all_vms()?
@@ -362,35 +259,76 @@ impl<C: NodeConnector> Reconciler<C> {
             .filter(|v| v.status.phase == Phase::Pending && !v.deleting)
             .map(|v| v.id)
             .collect();
-        if !pending.is_empty() {
-            let decided = self.store.place_batch(&pending, self.config.strategy)?;
-            if let Some(m) = &self.metrics {
-                self.count_placements(m, &decided)?;
-            }
-        }
+        self.place(&pending)?;
         let observations = self.store.observations()?;
         let reports = self.store.node_reports()?;
         let requests = self.store.all_module_requests()?;
         let vms = self.store.all_vms()?;
-        if let Some(m) = &self.metrics {
-            let mut by_phase = std::collections::BTreeMap::new();
-            for vm in &vms {
-                *by_phase
-                    .entry((vm.tenant.clone(), vm.status.phase))
-                    .or_insert(0u64) += 1;
-            }
-            m.set_vms(&by_phase);
-            let now = crate::auth::unix_now();
-            m.set_heartbeat_ages(
-                &nodes
-                    .values()
-                    .map(|n| (n.name.clone(), now.saturating_sub(n.last_heartbeat_unix)))
-                    .collect(),
-            );
+        *lock(&self.fleet)? = FleetIndex::of(&vms);
+        *lock(&self.rooms)? = nodes
+            .iter()
+            .map(|(n, node)| (n.clone(), Room::of(node)))
+            .collect();
+        self.publish(&nodes)?;
+        self.reconcile_each(vms, &nodes, &observations, &reports, &requests)
+    }
+
+    /// Marks nodes silent past the timeout NotReady (their VMs Lost), then lists them all.
+    fn nodes_after_expiry(&self) -> crate::Result<HashMap<String, Node>> {
+        let expired = self
+            .store
+            .expire_nodes(self.config.node_timeout_secs, self.started_unix)?;
+        for node in expired {
+            tracing::warn!(%node, "node stopped heartbeating: NotReady, its VMs Lost");
         }
+        Ok(self
+            .store
+            .list_nodes()?
+            .into_iter()
+            .map(|n| (n.name.clone(), n))
+            .collect())
+    }
+
+    /// Places the Pending VMs `ids` (in batches the store can take), counting decisions.
+    fn place(&self, ids: &[String]) -> crate::Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let decided = self.store.place_batch(ids, self.config.strategy)?;
+        if let Some(m) = &self.metrics {
+            self.count_placements(m, &decided)?;
+        }
+        Ok(())
+    }
+
+    /// Publishes the VMs by phase (from the index) and each node's heartbeat age.
+    fn publish(&self, nodes: &HashMap<String, Node>) -> crate::Result<()> {
+        let Some(m) = &self.metrics else {
+            return Ok(());
+        };
+        m.set_vms(&lock(&self.fleet)?.by_phase());
+        let now = crate::auth::unix_now();
+        m.set_heartbeat_ages(
+            &nodes
+                .values()
+                .map(|n| (n.name.clone(), now.saturating_sub(n.last_heartbeat_unix)))
+                .collect(),
+        );
+        Ok(())
+    }
+
+    /// Each VM's part of a pass, over what the pass read.
+    fn reconcile_each(
+        &self,
+        vms: Vec<Vm>,
+        nodes: &HashMap<String, Node>,
+        observations: &HashMap<String, crate::store::Observation>,
+        reports: &HashMap<String, crate::store::NodeReport>,
+        requests: &HashMap<String, Vec<ModuleRequest>>,
+    ) -> crate::Result<()> {
         for vm in vms {
             let id = vm.id.clone();
-            match self.reconcile_vm(vm, &nodes, &observations, &reports, &requests) {
+            match self.reconcile_vm(vm, nodes, observations, reports, requests) {
                 Ok(()) => {}
                 // Deleted since this pass listed it (through this replica or another).
                 Err(crate::Error::NotFound { .. }) => {
@@ -485,180 +423,11 @@ impl<C: NodeConnector> Reconciler<C> {
         }
         Ok(())
     }
+}
 
-    /// Acts on `vm`'s module `requests` (read for the whole pass): delivers the next
-    /// wanted one, unloads one no longer wanted, or starts its first-boot script.
-    fn modules(&self, node: Node, vm: &Vm, requests: &[ModuleRequest]) -> crate::Result<()> {
-        if let Some(r) = requests
-            .iter()
-            .find(|r| r.want_loaded && r.state == RequestState::Pending)
-        {
-            let params = r
-                .params
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let closure = self.store.module_closure(&r.name, &node.kernel_release)?;
-            let budget = self.config.budgets.load(closure.len());
-            let names: Vec<&str> = closure.iter().map(|m| m.name.as_str()).collect();
-            let approved = self.store.approved_among(&vm.tenant, &names)?;
-            let body = NodeLoadModule {
-                name: r.name.clone(),
-                params,
-                closure,
-                approved,
-                budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
-            };
-            self.act(&vm.id, self.clone().load(node, vm.id.clone(), body));
-        } else if let Some(r) = requests
-            .iter()
-            .find(|r| !r.want_loaded && r.state == RequestState::Loaded)
-        {
-            self.act(
-                &vm.id,
-                self.clone().unload(node, vm.id.clone(), r.name.clone()),
-            );
-        } else if let Some(script) = phase::user_data_due(vm, requests) {
-            let (id, script) = (vm.id.clone(), script.to_string());
-            self.act(&vm.id, self.clone().run_user_data(node, id, script));
-        }
-        Ok(())
-    }
-
-    /// Starts a VM's first-boot script on its node; what the node answers moves the VM's
-    /// `status.user_data` on (a lost answer is asked again: the node starts a script once
-    /// per boot and answers its state).
-    async fn run_user_data(self, node: Node, id: String, script: String) -> Result<(), String> {
-        let status = self
-            .nodes
-            .connect(&node)?
-            .run_user_data(&id, &modvisor_node_api::RunUserData { script })
-            .await
-            .map_err(|e| e.to_string())?;
-        self.store
-            .advance_user_data(&id, &status)
-            .map_err(|e| e.to_string())
-    }
-
-    /// Asks the node to hold the VM as its spec says; what the node answers is recorded as
-    /// an observation and decided on like any other.
-    async fn ensure(self, node: Node, vm: Vm) -> Result<(), String> {
-        if vm.status.phase == Phase::Scheduled {
-            self.store
-                .set_vm_phase(&vm.id, Phase::Starting, None)
-                .map_err(|e| e.to_string())?;
-        }
-        let network = match &vm.status.network {
-            Some(n) => Some(
-                self.store
-                    .network_attachment(&vm.tenant, n)
-                    .map_err(|e| e.to_string())?,
-            ),
-            None => None,
-        };
-        let body = EnsureVm {
-            tenant: vm.tenant.clone(),
-            vcpus: vm.spec.vcpus,
-            memory_mib: vm.spec.memory_mib,
-            power_state: vm.spec.power_state,
-            network,
-        };
-        let observed = self
-            .nodes
-            .connect(&node)?
-            .ensure_vm(&vm.id, &body)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.store
-            .record_observation(&node.name, &observed)
-            .map_err(|e| e.to_string())?;
-        self.decide(&vm.id).map_err(|e| e.to_string())
-    }
-
-    /// Applies the latest observation of VM `id` to its phase.
-    fn decide(&self, id: &str) -> crate::Result<()> {
-        let vm = self.store.get_vm(VmFilter::All, id)?;
-        if let Some((phase, reason)) =
-            phase::decide_phase(&vm, self.store.observation(id)?.as_ref())
-        {
-            self.store.set_vm_phase(id, phase, reason)?;
-        }
-        Ok(())
-    }
-
-    async fn delete(self, node: Node, id: String) -> Result<(), String> {
-        match self.nodes.connect(&node)?.delete_vm(&id).await {
-            Ok(Deleted::Removed | Deleted::NotThere) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        self.store.finish_delete(&id).map_err(|e| e.to_string())
-    }
-
-    /// Delivers one module request. The call waits the node's budget plus the margin,
-    /// so it is never retried while the node still works on it within its budget.
-    async fn load(self, node: Node, id: String, body: NodeLoadModule) -> Result<(), String> {
-        let name = body.name.clone();
-        self.store
-            .set_request_state(&id, &name, RequestState::Vetting, None)
-            .map_err(|e| e.to_string())?;
-        let started = std::time::Instant::now();
-        let results = match self.nodes.connect(&node) {
-            Ok(api) => api.load_module(&id, &body).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e),
-        };
-        if let Some(m) = &self.metrics {
-            let (outcome, reason) = match &results {
-                Err(_) => ("undelivered", "none"),
-                Ok(r) => match r.iter().find(|r| r.state != RequestState::Loaded) {
-                    None => ("loaded", "none"),
-                    Some(bad) => (
-                        if bad.state == RequestState::Rejected {
-                            "rejected"
-                        } else {
-                            "failed"
-                        },
-                        bad.rejection.as_ref().map_or("none", |x| x.kind()),
-                    ),
-                },
-            };
-            m.module_outcome(outcome, reason, started.elapsed());
-        }
-        let results = match results {
-            Ok(r) => r,
-            Err(e) => {
-                self.store
-                    .set_request_state(&id, &name, RequestState::Pending, None)
-                    .map_err(|e| e.to_string())?;
-                return Err(e);
-            }
-        };
-        let (state, reason) = match results.iter().find(|r| r.state != RequestState::Loaded) {
-            None => (RequestState::Loaded, None),
-            Some(r) => (r.state, r.reason.clone()),
-        };
-        self.store
-            .set_request_state(&id, &name, state, reason)
-            .map_err(|e| e.to_string())
-    }
-
-    async fn unload(self, node: Node, id: String, name: String) -> Result<(), String> {
-        let (state, reason) = match self.nodes.connect(&node)?.unload_module(&id, &name).await {
-            Ok(()) => (RequestState::Unloaded, None),
-            Err(e @ ClientError::Refused { .. }) => {
-                (RequestState::Loaded, Some(format!("unload refused: {e}")))
-            }
-            Err(e) => return Err(e.to_string()),
-        };
-        self.store
-            .set_request_state(&id, &name, state, reason)
-            .map_err(|e| e.to_string())?;
-        if state == RequestState::Loaded {
-            // A refused unload stays Loaded and is no longer retried.
-            self.store
-                .keep_loaded(&id, &name)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
+/// Locks one of the reconciler's shared tables; a poisoned one (an action panicked while
+/// holding it) fails the pass, said as it is.
+fn lock<T>(m: &Mutex<T>) -> crate::Result<std::sync::MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| crate::Error::Poisoned("a table of the reconciler's"))
 }

@@ -562,7 +562,7 @@ impl KvStore for EtcdKv {
     }
 
     fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()> {
-        let prefixes = tables.iter().map(|t| self.table_prefix(*t)).collect();
+        let prefixes = tables.iter().map(|t| (*t, self.table_prefix(*t))).collect();
         super::etcd_lease::watch_prefixes(&self.handle, &self.client, prefixes, changed);
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use super::etcd_kv::storage;
 use super::leadership::{Term, LEASE_TTL};
-use super::Changed;
+use super::{Change, Changed, Table};
 use crate::error::Result;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, TxnOp, WatchOptions};
 use std::time::{Duration, Instant};
@@ -147,15 +147,16 @@ async fn keep_alive(
     }
 }
 
-/// Calls `changed` after every change under each of `prefixes` (and after a watch had to
-/// start again, when changes may have been missed), for as long as the client lives.
+/// Calls `changed` with every change under each table's prefix (its key within the table),
+/// and with [`Change::Missed`] after a watch had to start again, for as long as the client
+/// lives.
 pub(super) fn watch_prefixes(
     runtime: &tokio::runtime::Handle,
     client: &Client,
-    prefixes: Vec<Vec<u8>>,
+    prefixes: Vec<(Table, Vec<u8>)>,
     changed: Changed,
 ) {
-    for prefix in prefixes {
+    for (table, prefix) in prefixes {
         let (mut client, changed) = (client.clone(), changed.clone());
         runtime.spawn(async move {
             loop {
@@ -165,8 +166,10 @@ pub(super) fn watch_prefixes(
                         match stream.message().await {
                             Ok(Some(r)) if r.canceled() => break,
                             Ok(Some(r)) => {
-                                if !r.events().is_empty() {
-                                    changed();
+                                for kv in r.events().iter().filter_map(|e| e.kv()) {
+                                    if let Some(key) = kv.key().strip_prefix(prefix.as_slice()) {
+                                        changed(Change::Key(table, key.to_vec()));
+                                    }
                                 }
                             }
                             Ok(None) => break,
@@ -178,7 +181,7 @@ pub(super) fn watch_prefixes(
                     },
                     Err(e) => tracing::debug!(error = %e, "watching the store"),
                 }
-                changed();
+                changed(Change::Missed);
                 tokio::time::sleep(WATCH_RETRY).await;
             }
         });

@@ -207,8 +207,8 @@ pub trait KvStore: Send + Sync {
     fn transact_fenced(&self, term: &Term, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()>;
     /// Waits until `candidate` (this replica's name) leads, and returns its term.
     fn campaign(&self, candidate: &str) -> Result<Term>;
-    /// Calls `changed` after changes to `tables` (perhaps once for several), from a
-    /// thread of the store's, for as long as the store is open.
+    /// Calls `changed` with each change to `tables` (or [`Change::Missed`] when some
+    /// may have been missed), from a thread of the store's, for as long as it is open.
     fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()>;
     /// How many records a batch operation (placements) should change per transaction:
     /// a store whose transactions are bounded (etcd's `--max-txn-ops`, its request
@@ -218,8 +218,17 @@ pub trait KvStore: Send + Sync {
     }
 }
 
-/// What [`KvStore::watch_tables`] calls.
-pub type Changed = Arc<dyn Fn() + Send + Sync>;
+/// What [`KvStore::watch_tables`] calls, once per change.
+pub type Changed = Arc<dyn Fn(Change) + Send + Sync>;
+
+/// One change a watch saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The record at `key` of `table` was written or removed.
+    Key(Table, Vec<u8>),
+    /// The watch had to start again: changes may have been missed (read everything).
+    Missed,
+}
 
 /// Runs `f` in one transaction of `kv` and returns its value.
 pub fn transact<T>(kv: &dyn KvStore, f: impl Fn(&dyn Txn) -> Result<T>) -> Result<T> {
@@ -232,6 +241,9 @@ pub fn transact<T>(kv: &dyn KvStore, f: impl Fn(&dyn Txn) -> Result<T>) -> Resul
     out.into_inner()
         .ok_or_else(|| Error::Storage("transaction returned no value".into()))
 }
+
+/// How many keys one [`KvStore::get_many`] asks for.
+const GET_MANY_CHUNK: usize = 100;
 
 /// Whose resources an operation may see.
 #[derive(Debug, Clone, Copy)]

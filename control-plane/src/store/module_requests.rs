@@ -174,6 +174,14 @@ impl Datastore {
             .collect()
     }
 
+    /// The module requests of VMs `ids`, by VM id (those that have any).
+    pub fn module_requests_of(
+        &self,
+        ids: &[String],
+    ) -> Result<std::collections::HashMap<String, Vec<ModuleRequest>>> {
+        self.records_by_key(Table::ModuleRequests, ids)
+    }
+
     /// The module requests of a VM.
     pub fn module_requests(&self, filter: VmFilter, vm_id: &str) -> Result<Vec<ModuleRequest>> {
         self.get_vm(filter, vm_id)?;

@@ -271,6 +271,9 @@ impl Datastore {
             .into_iter()
             .filter(|n| n.state == NodeState::Ready && silent(n))
             .collect();
+        if stale.is_empty() {
+            return Ok(Vec::new());
+        }
         let vms = self.all_vms()?;
         let mut out = Vec::new();
         for n in stale {

@@ -110,6 +110,35 @@ impl Datastore {
             .collect()
     }
 
+    /// The latest observations of VMs `ids` (those that have one).
+    pub fn observations_of(&self, ids: &[String]) -> Result<HashMap<String, Observation>> {
+        self.records_by_key(Table::Observations, ids)
+    }
+
+    /// The last heartbeat's list of each of `nodes` that has sent one.
+    pub fn node_reports_of(&self, nodes: &[String]) -> Result<HashMap<String, NodeReport>> {
+        self.records_by_key(Table::NodeReports, nodes)
+    }
+
+    /// The records of `table` at `keys` (those present), decoded, by key: read a hundred
+    /// at a time with [`super::KvStore::get_many`].
+    pub(super) fn records_by_key<T: serde::de::DeserializeOwned>(
+        &self,
+        table: Table,
+        keys: &[String],
+    ) -> Result<HashMap<String, T>> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(super::GET_MANY_CHUNK) {
+            let wanted: Vec<(Table, &[u8])> = chunk.iter().map(|k| (table, k.as_bytes())).collect();
+            for (key, value) in chunk.iter().zip(self.kv.get_many(&wanted)?) {
+                if let Some(v) = value {
+                    out.insert(key.clone(), decode(&v)?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The latest observation of VM `id`.
     pub fn observation(&self, id: &str) -> Result<Option<Observation>> {
         self.kv

@@ -2,7 +2,7 @@
 //! before a transaction returns.
 
 use super::meta::{decode_id, schema_is_ours, NEXT_ID_KEY, SCHEMA_KEY, SCHEMA_VERSION};
-use super::{Changed, KvStore, Table, Term, Txn};
+use super::{Change, Changed, KvStore, Table, Term, Txn};
 use crate::error::{Error, Result};
 use sled::transaction::{
     ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
@@ -134,13 +134,16 @@ impl KvStore for SledKv {
     fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()> {
         for table in tables {
             let events = self.tree(*table).watch_prefix(Vec::new());
-            let changed = changed.clone();
+            let (changed, table) = (changed.clone(), *table);
             std::thread::Builder::new()
                 .name(format!("watch-{}", table.name()))
                 .spawn(move || {
                     // Ends when the database is closed.
-                    for _event in events {
-                        changed();
+                    for event in events {
+                        let key = match &event {
+                            sled::Event::Insert { key, .. } | sled::Event::Remove { key } => key,
+                        };
+                        changed(Change::Key(table, key.to_vec()));
                     }
                 })
                 .map_err(|e| Error::Storage(format!("a thread to watch the store: {e}")))?;

@@ -93,9 +93,6 @@ fn claim_name(txn: &dyn Txn, tenant: &str, name: &str, id: &str) -> Result<()> {
     txn.insert(Table::VmNames, &key, id.as_bytes())
 }
 
-/// Keys read per [`super::KvStore::get_many`] when many VMs are read at once.
-const GET_MANY_CHUNK: usize = 100;
-
 impl Datastore {
     /// Creates a VM for `tenant`, checking the quota, the name and every listed module's
     /// policy in the same transaction as the write.
@@ -157,8 +154,11 @@ impl Datastore {
         self.get_vm_as(filter, id)
     }
 
-    /// The VM `id` decoded as `T`, a view of the fields a caller needs (serde skips the
-    /// rest without allocating).
+    /// The VMs `ids` (all tenants'), in order; `None` for one that is gone.
+    pub fn get_vms(&self, ids: &[String]) -> Result<Vec<Option<Vm>>> {
+        self.get_vms_as(ids)
+    }
+
     /// The VMs `ids` (all tenants'), each decoded as `T`, in order; `None` for one that
     /// is gone or unreadable (logged). Read a hundred at a time with
     /// [`super::KvStore::get_many`].
@@ -167,7 +167,7 @@ impl Datastore {
         ids: &[String],
     ) -> Result<Vec<Option<T>>> {
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(GET_MANY_CHUNK) {
+        for chunk in ids.chunks(super::GET_MANY_CHUNK) {
             let owner_keys: Vec<(Table, &[u8])> = chunk
                 .iter()
                 .map(|id| (Table::VmOwners, id.as_bytes()))
@@ -205,6 +205,8 @@ impl Datastore {
         Ok(out)
     }
 
+    /// The VM `id` decoded as `T`, a view of the fields a caller needs (serde skips the
+    /// rest without allocating).
     pub(super) fn get_vm_as<T: serde::de::DeserializeOwned>(
         &self,
         filter: VmFilter,

@@ -1,0 +1,124 @@
+//! A pass over what changed: the VMs the store's watch named (and those whose action
+//! ended), the VMs of nodes whose state changed or that passed the fencing bound, the VMs
+//! a node's new heartbeat left out or listed again, and the Pending VMs (all of them
+//! again only when some node's room changed). What it reads of each VM is what a full
+//! pass reads; it decides the same way ([`Reconciler::reconcile_each`]).
+
+use super::fleet::{Changes, Room};
+use super::{lock, NodeConnector, Reconciler};
+use crate::model::{Node, Phase};
+use std::collections::{HashMap, HashSet};
+
+impl<C: NodeConnector> Reconciler<C> {
+    /// One pass over `changes` (see the module). Must run inside a `LocalSet`.
+    pub fn pass_changes(&self, changes: Changes) -> crate::Result<()> {
+        let nodes = self.nodes_after_expiry()?;
+        let mut ids: HashSet<String> = changes.vms;
+        let retry_pending = self.nodes_moved(&nodes, &mut ids)?;
+        let mut reports = self.reports_moved(changes.reports, &mut ids)?;
+
+        let mut ids: Vec<String> = ids.into_iter().collect();
+        ids.sort();
+        let mut vms = Vec::with_capacity(ids.len());
+        {
+            let mut fleet = lock(&self.fleet)?;
+            let mut absent = lock(&self.absent)?;
+            for (id, vm) in ids.iter().zip(self.store.get_vms(&ids)?) {
+                match vm {
+                    Some(vm) => {
+                        fleet.put(&vm);
+                        vms.push(vm);
+                    }
+                    None => {
+                        fleet.remove(id);
+                        absent.remove(id);
+                    }
+                }
+            }
+        }
+        let pending: Vec<String> = if retry_pending {
+            lock(&self.fleet)?.pending()
+        } else {
+            vms.iter()
+                .filter(|v| v.status.phase == Phase::Pending && !v.deleting)
+                .map(|v| v.id.clone())
+                .collect()
+        };
+        // Placed VMs change, and the watch brings them to the next pass.
+        self.place(&pending)?;
+
+        let read: Vec<String> = vms.iter().map(|v| v.id.clone()).collect();
+        let observations = self.store.observations_of(&read)?;
+        let requests = self.store.module_requests_of(&read)?;
+        let mut of_nodes: Vec<String> = vms
+            .iter()
+            .filter_map(|v| v.status.node.clone())
+            .filter(|n| !reports.contains_key(n))
+            .collect();
+        of_nodes.sort();
+        of_nodes.dedup();
+        reports.extend(self.store.node_reports_of(&of_nodes)?);
+        self.publish(&nodes)?;
+        self.reconcile_each(vms, &nodes, &observations, &reports, &requests)
+    }
+
+    /// Adds to `ids` the VMs of nodes that became or stopped being Ready, that are gone,
+    /// or that are NotReady past the fencing bound (their Lost VMs go elsewhere); keeps
+    /// what each node offers now. True when some node's room changed (Pending VMs are
+    /// tried again).
+    fn nodes_moved(
+        &self,
+        nodes: &HashMap<String, Node>,
+        ids: &mut HashSet<String>,
+    ) -> crate::Result<bool> {
+        let fleet = lock(&self.fleet)?;
+        let mut rooms = lock(&self.rooms)?;
+        let mut moved = rooms.len() != nodes.len();
+        for (name, node) in nodes {
+            let room = Room::of(node);
+            let before = rooms.get(name);
+            if before != Some(&room) {
+                moved = true;
+                if before.map(Room::ready) != Some(room.ready()) {
+                    ids.extend(fleet.on_node(name).cloned());
+                }
+            }
+            if !room.ready() && self.fenced(Some(node)) {
+                ids.extend(fleet.on_node(name).cloned());
+            }
+        }
+        for name in fleet.nodes_in_use().filter(|n| !nodes.contains_key(*n)) {
+            ids.extend(fleet.on_node(name).cloned());
+        }
+        *rooms = nodes
+            .iter()
+            .map(|(n, node)| (n.clone(), Room::of(node)))
+            .collect();
+        Ok(moved)
+    }
+
+    /// Reads the new heartbeat reports of `changed` nodes; adds to `ids` the VMs placed
+    /// on one and missing from its report (two reports in a row make an absence), and
+    /// forgets a first miss of a VM the report lists again. The reports read.
+    fn reports_moved(
+        &self,
+        changed: HashSet<String>,
+        ids: &mut HashSet<String>,
+    ) -> crate::Result<HashMap<String, crate::store::NodeReport>> {
+        let mut names: Vec<String> = changed.into_iter().collect();
+        names.sort();
+        let reports = self.store.node_reports_of(&names)?;
+        let fleet = lock(&self.fleet)?;
+        let mut absent = lock(&self.absent)?;
+        for (node, report) in &reports {
+            for id in fleet.held_on(node) {
+                if report.vms.binary_search(id).is_ok() {
+                    absent.remove(id);
+                } else {
+                    ids.insert(id.clone());
+                }
+            }
+        }
+        Ok(reports)
+    }
+}
