@@ -7,6 +7,7 @@
 pub mod api;
 pub mod exec;
 pub mod flood;
+pub mod idle;
 pub mod isolation;
 pub mod modprobe;
 pub mod network;

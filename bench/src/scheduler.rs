@@ -2,7 +2,9 @@
 //! store path (one durable transaction per placement, then batches) with many node records
 //! and VMs, on sled or (`--store etcd://...`) etcd, next to a peer measured in the same
 //! run on the same store: the same number of bare durable transactions (the floor under
-//! any placement). Then, with `--latency`, create-to-Running
+//! any placement). Then the leader's reconciler settles the fleet on simulated nodes, and
+//! its idle cost and one new VM's placement are measured (`idle`). With `--latency`,
+//! create-to-Running
 //! latency of one VM through a real control plane and node agent (qemu driver).
 
 use anyhow::{bail, Result};
@@ -34,6 +36,13 @@ pub struct BenchSchedulerArgs {
     /// (under a root of this run's own).
     #[arg(long)]
     pub store: Option<StoreLocation>,
+    /// The leader's resync (seconds): the idle window measured is one of it.
+    #[arg(long, default_value_t = 60)]
+    pub resync_seconds: u64,
+    /// Skip the second half (settling the fleet through the leader's reconciler on
+    /// simulated nodes, its idle cost and one new VM's placement).
+    #[arg(long)]
+    pub skip_idle: bool,
 }
 
 /// Runs the benchmark and prints its table.
@@ -175,6 +184,9 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
         "ratio: batched placements = {:.2} x bare transactions; target >= 20000 placements/s",
         place_rate / floor_rate
     );
+    if !args.skip_idle {
+        crate::idle::measure(&store, std::time::Duration::from_secs(args.resync_seconds))?.print();
+    }
     if args.latency {
         latency()?;
     }

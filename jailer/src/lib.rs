@@ -21,6 +21,7 @@ pub mod cgroup;
 mod child;
 pub mod handoff;
 mod jail;
+pub mod pidfd;
 pub mod seccomp;
 mod uid;
 

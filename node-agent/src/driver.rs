@@ -204,16 +204,28 @@ pub fn is_live_with_arg(pid: u32, marker: &str) -> bool {
 }
 
 /// Sends SIGTERM to an adopted hypervisor process `pid` (not our child: it cannot be
-/// reaped), waits up to `grace` while `alive` says it runs, then kills it.
+/// reaped), waits up to `grace` while `alive` says it runs, then kills it. The process is
+/// held by a pidfd taken before `alive` first says it is ours: a hypervisor that ended
+/// earlier left its pid free for any other process (pids wrap at 32768 on small hosts),
+/// and that one is never signalled.
 pub fn terminate_pid(pid: u32, grace: Duration, alive: impl Fn() -> bool) {
-    let p = nix::unistd::Pid::from_raw(pid as i32);
-    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
+    let Some(process) = modvisor_jailer::pidfd::PidFd::open(pid) else {
+        return; // gone
+    };
+    if !alive() {
+        return; // the pid is another process's now, or a zombie's
+    }
+    if let Err(e) = process.signal(libc::SIGTERM) {
+        tracing::debug!(pid, error = %e, "SIGTERM to an adopted hypervisor");
+    }
     let deadline = std::time::Instant::now() + grace;
     while alive() && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     if alive() {
-        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        if let Err(e) = process.signal(libc::SIGKILL) {
+            tracing::debug!(pid, error = %e, "SIGKILL to an adopted hypervisor");
+        }
     }
 }
 

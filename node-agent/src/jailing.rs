@@ -194,13 +194,11 @@ pub fn jail_for_adoption(
     if let Some(jail) = jails.reopen(id) {
         return Some(jail);
     }
-    if is_ours(&GuestJail::none(program)) {
+    // Held before it is recognised: a pid freed since is never signalled.
+    let process = modvisor_jailer::pidfd::PidFd::open(pid);
+    if let Some(process) = process.filter(|_| is_ours(&GuestJail::none(program))) {
         tracing::warn!(vm = %id, pid, "an unjailed hypervisor runs for this VM; stopping it to start the VM jailed");
-        let killed = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        if let Err(e) = killed {
+        if let Err(e) = process.signal(libc::SIGKILL) {
             tracing::warn!(vm = %id, pid, error = %e, "cannot stop the unjailed hypervisor");
         }
     }

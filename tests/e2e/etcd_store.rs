@@ -233,12 +233,17 @@ fn bench_scheduler_on_etcd_places_in_bounded_transactions() {
         "250",
         "--store",
         &store,
+        "--resync-seconds",
+        "2",
     ]);
     for want in [
         "store etcd://",
         "placements, one transaction each",
         "placements, batches of 250 (100 per transaction)",
         "peer: bare durable transactions (same store)",
+        "idle leader, 300 VMs settled",
+        "peer: a full pass every tick (before)",
+        "one new VM: placed",
     ] {
         assert!(text.contains(want), "{want:?} in:\n{text}");
     }
