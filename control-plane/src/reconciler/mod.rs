@@ -215,6 +215,12 @@ impl<C: NodeConnector> Reconciler<C> {
     where
         F: std::future::Future<Output = Result<(), String>> + 'static,
     {
+        // Calls to nodes are not fenced by the store: a leader whose term is over (paused
+        // past its lease, say) makes none.
+        if let Err(e) = self.store.check_term() {
+            tracing::warn!(%vm, error = %e, "not acting: no longer the leader");
+            return;
+        }
         let Ok(mut busy) = self.busy.lock() else {
             return;
         };

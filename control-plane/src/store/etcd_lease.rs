@@ -2,7 +2,7 @@
 //! leader key held by a lease this replica keeps alive, and watches of table prefixes.
 
 use super::etcd_kv::storage;
-use super::leadership::{Term, LEASE_TTL};
+use super::leadership::{Deadline, Term, LEASE_TTL};
 use super::{Change, Changed, Table};
 use crate::error::Result;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, TxnOp, WatchOptions};
@@ -42,9 +42,16 @@ pub(super) async fn campaign(mut client: Client, key: Vec<u8>, candidate: String
                     revision,
                     lease,
                 };
-                tokio::spawn(keep_alive(client.clone(), held, granted, tx));
+                let deadline = Deadline::new(granted + (LEASE_TTL - SAFETY_MARGIN));
+                tokio::spawn(keep_alive(
+                    client.clone(),
+                    held,
+                    granted,
+                    deadline.clone(),
+                    tx,
+                ));
                 tracing::info!(%candidate, revision, "leading: won the leader key");
-                return Ok(Term::new(revision, &candidate, rx));
+                return Ok(Term::new(revision, &candidate, rx, Some(deadline)));
             }
             // Another replica won: its lease, not ours, holds the key.
             if let Err(e) = client.lease_revoke(lease).await {
@@ -75,6 +82,7 @@ async fn keep_alive(
     mut client: Client,
     held: Held,
     granted: Instant,
+    deadline: Deadline,
     lost: tokio::sync::watch::Sender<bool>,
 ) {
     let lease = held.lease;
@@ -92,6 +100,7 @@ async fn keep_alive(
                     Ok(pair) => {
                         // Opening the stream renewed the lease once.
                         acked = Instant::now();
+                        deadline.renew(acked + deadline_after);
                         last_sent = acked;
                         channel = Some(pair);
                         continue;
@@ -115,7 +124,10 @@ async fn keep_alive(
                 };
                 match answer {
                     Ok(Ok(Some(r))) if r.ttl() > 0 => match still_held(&mut client, &held).await {
-                        Ok(true) => acked = sent,
+                        Ok(true) => {
+                            acked = sent;
+                            deadline.renew(acked + deadline_after);
+                        }
                         Ok(false) => {
                             tracing::warn!("the leader key is gone or another's");
                             break;

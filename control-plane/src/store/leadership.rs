@@ -13,7 +13,7 @@
 use super::{KvStore, Table, Txn};
 use crate::error::{Error, Result};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a leader's lease lasts without keep-alives: leadership moves to another
 /// replica within about this long after the leader dies.
@@ -28,21 +28,58 @@ pub struct Term {
     /// Who holds it (the replica's name).
     pub holder: String,
     lost: tokio::sync::watch::Receiver<bool>,
+    /// When the term ends unless its lease is renewed before (none: never).
+    deadline: Option<Deadline>,
+}
+
+/// The time a term ends at unless renewed: moved on by whoever renews the lease, read by
+/// whoever acts as leader (a process that was paused past it finds it passed at once,
+/// before its keeper has run again).
+#[derive(Debug, Clone)]
+pub struct Deadline(Arc<std::sync::Mutex<Instant>>);
+
+impl Deadline {
+    /// A deadline at `at`.
+    pub fn new(at: Instant) -> Self {
+        Deadline(Arc::new(std::sync::Mutex::new(at)))
+    }
+
+    /// Moves it to `at`.
+    pub fn renew(&self, at: Instant) {
+        match self.0.lock() {
+            Ok(mut d) => *d = at,
+            Err(_) => tracing::warn!("a term's deadline lock is poisoned; it ends as it was"),
+        }
+    }
+
+    /// Whether it has passed.
+    pub fn passed(&self) -> bool {
+        self.0.lock().map(|d| Instant::now() >= *d).unwrap_or(true)
+    }
 }
 
 impl Term {
-    /// A term that `lost` ends (it is sent `true`, or dropped).
-    pub fn new(revision: i64, holder: &str, lost: tokio::sync::watch::Receiver<bool>) -> Self {
+    /// A term that `lost` ends (it is sent `true`, or dropped), or `deadline` when it
+    /// passes first.
+    pub fn new(
+        revision: i64,
+        holder: &str,
+        lost: tokio::sync::watch::Receiver<bool>,
+        deadline: Option<Deadline>,
+    ) -> Self {
         Term {
             revision,
             holder: holder.to_string(),
             lost,
+            deadline,
         }
     }
 
     /// Whether the term has ended.
     pub fn is_over(&self) -> bool {
-        *self.lost.borrow() || self.lost.has_changed().is_err()
+        *self.lost.borrow()
+            || self.lost.has_changed().is_err()
+            || self.deadline.as_ref().is_some_and(Deadline::passed)
     }
 
     /// Waits until the term ends.
@@ -107,6 +144,10 @@ impl KvStore for FencedKv {
         self.inner.transact_fenced(term, f)
     }
 
+    fn term_check(&self) -> Result<()> {
+        self.term.check()
+    }
+
     fn next_id_peek(&self) -> Result<u64> {
         self.inner.next_id_peek()
     }
@@ -121,5 +162,25 @@ impl KvStore for FencedKv {
 
     fn batch_limit(&self) -> usize {
         self.inner.batch_limit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_term_ends_at_its_deadline_before_its_keeper_says_so() {
+        let (_keeper, lost) = tokio::sync::watch::channel(false);
+        let deadline = Deadline::new(Instant::now() + Duration::from_secs(60));
+        let term = Term::new(7, "a", lost, Some(deadline.clone()));
+        assert!(term.check().is_ok());
+        // As after a pause longer than the lease: the deadline is behind us.
+        deadline.renew(Instant::now() - Duration::from_millis(1));
+        assert!(term.is_over());
+        assert!(matches!(term.check(), Err(Error::Deposed(_))));
+        // Renewed (the keeper got an answer in time): it goes on.
+        deadline.renew(Instant::now() + Duration::from_secs(60));
+        assert!(!term.is_over());
     }
 }

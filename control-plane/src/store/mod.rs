@@ -42,7 +42,7 @@ pub use etcd_access::EtcdAccess;
 #[cfg(feature = "etcd")]
 pub use etcd_kv::EtcdKv;
 pub use keys::parse_page_token;
-pub use leadership::{FencedKv, Term, LEASE_TTL};
+pub use leadership::{Deadline, FencedKv, Term, LEASE_TTL};
 pub use location::{StoreLocation, DEFAULT_ETCD_ROOT};
 pub use module_requests::MAX_REQUESTS_PER_VM;
 pub use networks::{NetworkRecord, TenantNetworks, DEFAULT_CIDR, DEFAULT_NETWORK, NO_NETWORK};
@@ -210,6 +210,11 @@ pub trait KvStore: Send + Sync {
     /// Calls `changed` with each change to `tables` (or [`Change::Missed`] when some
     /// may have been missed), from a thread of the store's, for as long as it is open.
     fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()>;
+    /// An error when this store writes as a leader whose term is over ([`FencedKv`]);
+    /// what the leader checks before acting outside the store (calls to nodes).
+    fn term_check(&self) -> Result<()> {
+        Ok(())
+    }
     /// How many records a batch operation (placements) should change per transaction:
     /// a store whose transactions are bounded (etcd's `--max-txn-ops`, its request
     /// size) takes big batches in several.
@@ -291,6 +296,12 @@ impl Datastore {
     /// Waits until `candidate` leads (see [`KvStore::campaign`]).
     pub fn campaign(&self, candidate: &str) -> Result<Term> {
         self.kv.campaign(candidate)
+    }
+
+    /// An error when this store is a leader's whose term is over (see
+    /// [`KvStore::term_check`]).
+    pub fn check_term(&self) -> Result<()> {
+        self.kv.term_check()
     }
 
     /// How many records a batch changes per transaction (see [`KvStore::batch_limit`]).

@@ -128,7 +128,7 @@ impl KvStore for SledKv {
     }
 
     fn campaign(&self, candidate: &str) -> Result<Term> {
-        Ok(Term::new(0, candidate, self.terms.subscribe()))
+        Ok(Term::new(0, candidate, self.terms.subscribe(), None))
     }
 
     fn watch_tables(&self, tables: &[Table], changed: Changed) -> Result<()> {

@@ -54,6 +54,10 @@ impl KvStore for TimedKv {
         self.timed("transact", || self.inner.transact_fenced(term, f))
     }
 
+    fn term_check(&self) -> Result<()> {
+        self.inner.term_check()
+    }
+
     fn next_id_peek(&self) -> Result<u64> {
         self.inner.next_id_peek()
     }
