@@ -7,7 +7,7 @@
 //! followed changes (two ticks a second).
 
 use anyhow::{bail, Result};
-use modvisor_control_plane::model::{Node, Phase, VmSpec};
+use modvisor_control_plane::model::{Node, Phase};
 use modvisor_control_plane::reconciler::fleet::{Changes, WATCHED};
 use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig, Wake};
 use modvisor_control_plane::store::{Changed, Datastore, VmFilter};
@@ -158,17 +158,10 @@ pub fn measure(store: &Datastore, resync: Duration) -> Result<IdleFigures> {
     let full_pass = t.elapsed();
 
     // One new VM.
-    let spec = VmSpec {
-        name: "one-more".into(),
-        vcpus: 1,
-        memory_mib: 256,
-        modules: vec![],
-        power_state: Default::default(),
-        user_data: None,
-        network: Some("none".into()),
-    };
     let t = Instant::now();
-    let id = store.create_vm("bench", "t0", &spec)?.id;
+    let id = store
+        .create_vm("bench", "t0", &crate::scheduler::bench_vm("one-more"))?
+        .id;
     let mut placed = None;
     let running = loop {
         let vm = store.get_vm(VmFilter::All, &id)?;

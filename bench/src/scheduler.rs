@@ -45,6 +45,19 @@ pub struct BenchSchedulerArgs {
     pub skip_idle: bool,
 }
 
+/// The bench's VM: 1 vCPU, 256 MiB, no network, no modules.
+pub(crate) fn bench_vm(name: &str) -> VmSpec {
+    VmSpec {
+        name: name.into(),
+        vcpus: 1,
+        memory_mib: 256,
+        modules: vec![],
+        power_state: Default::default(),
+        user_data: None,
+        network: Some("none".into()),
+    }
+}
+
 /// Runs the benchmark and prints its table.
 pub fn run(args: BenchSchedulerArgs) -> Result<()> {
     if args.placements == 0 || args.placements + args.batch > args.vms || args.nodes == 0 {
@@ -99,15 +112,7 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
     }
     let mut ids = Vec::with_capacity(args.vms);
     for i in 0..args.vms {
-        let spec = VmSpec {
-            name: format!("vm-{i}"),
-            vcpus: 1,
-            memory_mib: 256,
-            modules: vec![],
-            power_state: Default::default(),
-            user_data: None,
-            network: Some("none".into()),
-        };
+        let spec = bench_vm(&format!("vm-{i}"));
         ids.push(
             store
                 .create_vm("bench", &format!("t{}", i % tenants), &spec)?

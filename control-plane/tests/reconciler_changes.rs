@@ -77,14 +77,7 @@ fn between_resyncs_the_reconciler_acts_on_the_changes_the_watch_reports() {
             phase(&w.store, &id).0 == Phase::Failed
         })
         .await;
-        let (_, reason) = phase(&w.store, &id);
-        assert!(
-            reason
-                .as_deref()
-                .unwrap_or("")
-                .contains("no longer reports"),
-            "{reason:?}"
-        );
+        assert_reason(&w.store, &id, "no longer reports");
 
         // A VM that does not fit waits Pending; room made by a deletion places it.
         let big = w

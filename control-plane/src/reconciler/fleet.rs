@@ -207,28 +207,7 @@ impl Room {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{PowerState, VmSpec, VmStatus};
-
-    fn vm(id: &str, phase: Phase, node: Option<&str>) -> Vm {
-        Vm {
-            id: id.into(),
-            tenant: "t".into(),
-            spec: VmSpec {
-                name: id.into(),
-                vcpus: 1,
-                memory_mib: 128,
-                modules: Vec::new(),
-                power_state: PowerState::Running,
-                user_data: None,
-                network: None,
-            },
-            status: VmStatus::new(phase, node.map(str::to_string), None),
-            generation: 1,
-            deleting: false,
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
-    }
+    use crate::reconciler::test_vm as vm;
 
     #[test]
     fn the_index_follows_a_vm_from_pending_to_a_node_and_away() {

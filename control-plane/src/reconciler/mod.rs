@@ -437,3 +437,27 @@ fn lock<T>(m: &Mutex<T>) -> crate::Result<std::sync::MutexGuard<'_, T>> {
     m.lock()
         .map_err(|_| crate::Error::Poisoned("a table of the reconciler's"))
 }
+
+/// A VM for the unit tests of the reconciler's decisions.
+#[cfg(test)]
+pub(crate) fn test_vm(id: &str, phase: Phase, node: Option<&str>) -> Vm {
+    use crate::model::{PowerState, VmSpec, VmStatus};
+    Vm {
+        id: id.into(),
+        tenant: "t".into(),
+        spec: VmSpec {
+            name: "web".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            modules: Vec::new(),
+            power_state: PowerState::Running,
+            user_data: None,
+            network: None,
+        },
+        status: VmStatus::new(phase, node.map(str::to_string), None),
+        generation: 1,
+        deleting: false,
+        created_at: String::new(),
+        updated_at: String::new(),
+    }
+}

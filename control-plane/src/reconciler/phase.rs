@@ -62,27 +62,9 @@ pub fn needs_ensure(vm: &Vm) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{VmSpec, VmStatus};
 
     fn vm(phase: Phase, node: Option<&str>) -> Vm {
-        Vm {
-            id: "v1".into(),
-            tenant: "t".into(),
-            spec: VmSpec {
-                name: "web".into(),
-                vcpus: 1,
-                memory_mib: 128,
-                modules: Vec::new(),
-                power_state: PowerState::Running,
-                user_data: None,
-                network: None,
-            },
-            status: VmStatus::new(phase, node.map(str::to_string), None),
-            generation: 1,
-            deleting: false,
-            created_at: String::new(),
-            updated_at: String::new(),
-        }
+        crate::reconciler::test_vm("v1", phase, node)
     }
 
     fn seen(node: &str, phase: Phase, reason: Option<&str>) -> Observation {

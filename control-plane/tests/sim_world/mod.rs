@@ -190,6 +190,16 @@ pub fn local<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::LocalSet::new().block_on(&rt, f)
 }
 
+/// Asserts that VM `id`'s reason says `want`.
+#[track_caller]
+pub fn assert_reason(store: &Datastore, id: &str, want: &str) {
+    let (_, reason) = phase(store, id);
+    assert!(
+        reason.as_deref().unwrap_or("").contains(want),
+        "{want:?} in {reason:?}"
+    );
+}
+
 pub fn phase(store: &Datastore, id: &str) -> (Phase, Option<String>) {
     let vm = store.get_vm(VmFilter::All, id).unwrap();
     (vm.status.phase, vm.status.reason)
