@@ -36,9 +36,10 @@ pub struct BenchSchedulerArgs {
     /// (under a root of this run's own).
     #[arg(long)]
     pub store: Option<StoreLocation>,
-    /// The leader's resync (seconds): the idle window measured is one of it.
-    #[arg(long, default_value_t = 60)]
-    pub resync_seconds: u64,
+    /// How long the settled leader's idle CPU is measured (seconds; a minute shorter
+    /// than its resync at the most, the window avoiding the resyncs).
+    #[arg(long, default_value_t = 30)]
+    pub idle_seconds: u64,
     /// Skip the second half (settling the fleet through the leader's reconciler on
     /// simulated nodes, its idle cost and one new VM's placement).
     #[arg(long)]
@@ -190,7 +191,7 @@ pub fn run(args: BenchSchedulerArgs) -> Result<()> {
         place_rate / floor_rate
     );
     if !args.skip_idle {
-        crate::idle::measure(&store, std::time::Duration::from_secs(args.resync_seconds))?.print();
+        crate::idle::measure(&store, std::time::Duration::from_secs(args.idle_seconds))?.print();
     }
     if args.latency {
         latency()?;

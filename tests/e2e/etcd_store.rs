@@ -233,7 +233,7 @@ fn bench_scheduler_on_etcd_places_in_bounded_transactions() {
         "250",
         "--store",
         &store,
-        "--resync-seconds",
+        "--idle-seconds",
         "2",
     ]);
     for want in [

@@ -22,6 +22,9 @@ pub struct FleetIndex {
     vms: HashMap<String, Entry>,
     by_node: HashMap<String, HashSet<String>>,
     pending: HashSet<String>,
+    /// How many VMs each tenant has in each phase (kept as VMs come and go: a pass
+    /// publishes it without counting the fleet).
+    counts: BTreeMap<(String, Phase), u64>,
 }
 
 impl FleetIndex {
@@ -52,6 +55,10 @@ impl FleetIndex {
         if entry.phase == Phase::Pending && !entry.deleting {
             self.pending.insert(vm.id.clone());
         }
+        *self
+            .counts
+            .entry((entry.tenant.clone(), entry.phase))
+            .or_insert(0) += 1;
         self.vms.insert(vm.id.clone(), entry);
     }
 
@@ -69,6 +76,13 @@ impl FleetIndex {
             }
         }
         self.pending.remove(id);
+        let key = (old.tenant, old.phase);
+        if let Some(n) = self.counts.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.counts.remove(&key);
+            }
+        }
     }
 
     /// The VMs placed on `node`.
@@ -99,12 +113,8 @@ impl FleetIndex {
     }
 
     /// How many VMs each tenant has in each phase.
-    pub fn by_phase(&self) -> BTreeMap<(String, Phase), u64> {
-        let mut out = BTreeMap::new();
-        for e in self.vms.values() {
-            *out.entry((e.tenant.clone(), e.phase)).or_insert(0) += 1;
-        }
-        out
+    pub fn by_phase(&self) -> &BTreeMap<(String, Phase), u64> {
+        &self.counts
     }
 
     /// How many VMs it holds.
@@ -187,21 +197,35 @@ impl Room {
         Room {
             state: node.state,
             cordoned: node.cordoned,
-            free: (
-                node.capacity.vcpus.saturating_sub(node.allocated.vcpus),
-                node.capacity
-                    .memory_mib
-                    .saturating_sub(node.allocated.memory_mib),
-            ),
+            free: free_of(node),
             kernel_release: node.kernel_release.clone(),
             features: node.features.len(),
         }
+    }
+
+    /// Whether `node` offers this (compared without copying anything).
+    pub fn is_of(&self, node: &Node) -> bool {
+        self.free == free_of(node)
+            && self.state == node.state
+            && self.cordoned == node.cordoned
+            && self.kernel_release == node.kernel_release
+            && self.features == node.features.len()
     }
 
     /// Whether the node is Ready.
     pub fn ready(&self) -> bool {
         self.state == NodeState::Ready
     }
+}
+
+/// The vCPUs and MiB of memory `node` has free.
+fn free_of(node: &Node) -> (u64, u64) {
+    (
+        node.capacity.vcpus.saturating_sub(node.allocated.vcpus),
+        node.capacity
+            .memory_mib
+            .saturating_sub(node.allocated.memory_mib),
+    )
 }
 
 #[cfg(test)]
@@ -223,7 +247,7 @@ mod tests {
         assert_eq!(index.by_phase()[&("t".to_string(), Phase::Lost)], 1);
         assert_eq!(index.held_on("n2").collect::<Vec<_>>(), vec!["a"]);
         index.remove("a");
-        assert!(index.is_empty());
+        assert!(index.is_empty() && index.by_phase().is_empty());
         assert_eq!(index.nodes_in_use().count(), 0);
     }
 

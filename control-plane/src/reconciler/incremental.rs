@@ -6,13 +6,17 @@
 
 use super::fleet::{Changes, Room};
 use super::{lock, NodeConnector, Reconciler};
-use crate::model::{Node, Phase};
+use crate::model::{Node, NodeState, Phase};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// How long an idle leader uses the nodes it read (their expiry is checked as often).
+const NODES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl<C: NodeConnector> Reconciler<C> {
     /// One pass over `changes` (see the module). Must run inside a `LocalSet`.
     pub fn pass_changes(&self, changes: Changes) -> crate::Result<()> {
-        let nodes = self.nodes_after_expiry()?;
+        let nodes = self.nodes_for_pass(!changes.is_empty())?;
         let mut ids: HashSet<String> = changes.vms;
         let retry_pending = self.nodes_moved(&nodes, &mut ids)?;
         let mut reports = self.reports_moved(changes.reports, &mut ids)?;
@@ -62,6 +66,21 @@ impl<C: NodeConnector> Reconciler<C> {
         self.reconcile_each(vms, &nodes, &observations, &reports, &requests)
     }
 
+    /// The nodes as this pass sees them: read again (after marking the silent ones
+    /// NotReady) when something changed or a second has passed, else as the last pass
+    /// read them (an idle leader reads its nodes once a second, not each pass).
+    fn nodes_for_pass(&self, changed: bool) -> crate::Result<Arc<HashMap<String, Node>>> {
+        let mut read = lock(&self.nodes_read)?;
+        match &*read {
+            Some((at, nodes)) if !changed && at.elapsed() < NODES_FRESH => Ok(nodes.clone()),
+            _ => {
+                let nodes = Arc::new(self.nodes_after_expiry()?);
+                *read = Some((std::time::Instant::now(), nodes.clone()));
+                Ok(nodes)
+            }
+        }
+    }
+
     /// Adds to `ids` the VMs of nodes that became or stopped being Ready, that are gone,
     /// or that are NotReady past the fencing bound (their Lost VMs go elsewhere); keeps
     /// what each node offers now. True when some node's room changed (Pending VMs are
@@ -73,27 +92,33 @@ impl<C: NodeConnector> Reconciler<C> {
     ) -> crate::Result<bool> {
         let fleet = lock(&self.fleet)?;
         let mut rooms = lock(&self.rooms)?;
-        let mut moved = rooms.len() != nodes.len();
+        let mut moved = false;
         for (name, node) in nodes {
-            let room = Room::of(node);
             let before = rooms.get(name);
-            if before != Some(&room) {
+            if !before.is_some_and(|r| r.is_of(node)) {
                 moved = true;
+                let room = Room::of(node);
                 if before.map(Room::ready) != Some(room.ready()) {
                     ids.extend(fleet.on_node(name).cloned());
                 }
+                rooms.insert(name.clone(), room);
             }
-            if !room.ready() && self.fenced(Some(node)) {
+            if node.state != NodeState::Ready && self.fenced(Some(node)) {
                 ids.extend(fleet.on_node(name).cloned());
             }
+        }
+        let gone: Vec<String> = rooms
+            .keys()
+            .filter(|n| !nodes.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            moved = true;
+            rooms.remove(&name);
         }
         for name in fleet.nodes_in_use().filter(|n| !nodes.contains_key(*n)) {
             ids.extend(fleet.on_node(name).cloned());
         }
-        *rooms = nodes
-            .iter()
-            .map(|(n, node)| (n.clone(), Room::of(node)))
-            .collect();
         Ok(moved)
     }
 

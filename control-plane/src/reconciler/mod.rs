@@ -66,7 +66,7 @@ impl Default for ReconcilerConfig {
             budgets: Budgets::default(),
             fence_after_secs: DEFAULT_FENCE_AFTER_SECS,
             event_retention: None,
-            resync: Duration::from_secs(60),
+            resync: Duration::from_secs(300),
         }
     }
 }
@@ -95,7 +95,21 @@ pub struct Reconciler<C> {
     fleet: Arc<Mutex<FleetIndex>>,
     /// What each node offered at the last pass.
     rooms: Arc<Mutex<HashMap<String, Room>>>,
+    /// The nodes the last pass over changes read, and when.
+    nodes_read: Arc<Mutex<NodesRead>>,
+    /// What was last published to the metrics: the VMs by phase, and the second the
+    /// heartbeat ages were taken at.
+    published: Arc<Mutex<Published>>,
 }
+
+/// See [`Reconciler::nodes_read`].
+type NodesRead = Option<(std::time::Instant, Arc<HashMap<String, Node>>)>;
+
+/// See [`Reconciler::published`].
+type Published = (
+    Option<std::collections::BTreeMap<(String, Phase), u64>>,
+    u64,
+);
 
 impl<C: NodeConnector> Reconciler<C> {
     /// A reconciler of `store` acting on nodes through `nodes`.
@@ -112,6 +126,8 @@ impl<C: NodeConnector> Reconciler<C> {
             changes: None,
             fleet: Arc::new(Mutex::new(FleetIndex::default())),
             rooms: Arc::new(Mutex::new(HashMap::new())),
+            nodes_read: Arc::new(Mutex::new(None)),
+            published: Arc::new(Mutex::new((None, 0))),
         }
     }
 
@@ -281,18 +297,13 @@ impl<C: NodeConnector> Reconciler<C> {
 
     /// Marks nodes silent past the timeout NotReady (their VMs Lost), then lists them all.
     fn nodes_after_expiry(&self) -> crate::Result<HashMap<String, Node>> {
-        let expired = self
+        let (expired, nodes) = self
             .store
-            .expire_nodes(self.config.node_timeout_secs, self.started_unix)?;
+            .expire_and_list_nodes(self.config.node_timeout_secs, self.started_unix)?;
         for node in expired {
             tracing::warn!(%node, "node stopped heartbeating: NotReady, its VMs Lost");
         }
-        Ok(self
-            .store
-            .list_nodes()?
-            .into_iter()
-            .map(|n| (n.name.clone(), n))
-            .collect())
+        Ok(nodes.into_iter().map(|n| (n.name.clone(), n)).collect())
     }
 
     /// Places the Pending VMs `ids` (in batches the store can take), counting decisions.
@@ -307,19 +318,28 @@ impl<C: NodeConnector> Reconciler<C> {
         Ok(())
     }
 
-    /// Publishes the VMs by phase (from the index) and each node's heartbeat age.
+    /// Publishes the VMs by phase (from the index) when they changed, and each node's
+    /// heartbeat age (whole seconds) once a second.
     fn publish(&self, nodes: &HashMap<String, Node>) -> crate::Result<()> {
         let Some(m) = &self.metrics else {
             return Ok(());
         };
-        m.set_vms(&lock(&self.fleet)?.by_phase());
+        let mut published = lock(&self.published)?;
+        let fleet = lock(&self.fleet)?;
+        if published.0.as_ref() != Some(fleet.by_phase()) {
+            m.set_vms(fleet.by_phase());
+            published.0 = Some(fleet.by_phase().clone());
+        }
         let now = crate::auth::unix_now();
-        m.set_heartbeat_ages(
-            &nodes
-                .values()
-                .map(|n| (n.name.clone(), now.saturating_sub(n.last_heartbeat_unix)))
-                .collect(),
-        );
+        if published.1 != now {
+            published.1 = now;
+            m.set_heartbeat_ages(
+                &nodes
+                    .values()
+                    .map(|n| (n.name.clone(), now.saturating_sub(n.last_heartbeat_unix)))
+                    .collect(),
+            );
+        }
         Ok(())
     }
 

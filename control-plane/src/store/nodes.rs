@@ -262,17 +262,28 @@ impl Datastore {
     /// later: a control plane that was down does not hold its own outage against nodes.
     /// Returns the names of nodes that just became NotReady.
     pub fn expire_nodes(&self, timeout_secs: u64, alive_since: u64) -> Result<Vec<String>> {
+        Ok(self.expire_and_list_nodes(timeout_secs, alive_since)?.0)
+    }
+
+    /// [`Datastore::expire_nodes`], and every node as it is after it (one read of the
+    /// nodes when none went silent: what a reconciler pass does each time).
+    pub fn expire_and_list_nodes(
+        &self,
+        timeout_secs: u64,
+        alive_since: u64,
+    ) -> Result<(Vec<String>, Vec<Node>)> {
         let now_unix = unix_now();
         let silent = |n: &Node| {
             now_unix.saturating_sub(n.last_heartbeat_unix.max(alive_since)) > timeout_secs
         };
-        let stale: Vec<Node> = self
-            .list_nodes()?
-            .into_iter()
+        let listed = self.list_nodes()?;
+        let stale: Vec<Node> = listed
+            .iter()
             .filter(|n| n.state == NodeState::Ready && silent(n))
+            .cloned()
             .collect();
         if stale.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), listed));
         }
         let vms = self.all_vms()?;
         let mut out = Vec::new();
@@ -308,7 +319,7 @@ impl Datastore {
             })?;
             out.push(n.name);
         }
-        Ok(out)
+        Ok((out, self.list_nodes()?))
     }
 
     /// Cordons, uncordons or (the cordon half of) drains a node, audited as what it is:
