@@ -135,6 +135,8 @@ pub struct Changes {
     pub vms: HashSet<String>,
     /// Nodes whose heartbeat report changed.
     pub reports: HashSet<String>,
+    /// Nodes whose record changed (a heartbeat, a cordon, a placement's allocation).
+    pub nodes: HashSet<String>,
     /// Some changes may have been missed: the next pass reads everything.
     pub missed: bool,
 }
@@ -160,6 +162,10 @@ impl Changes {
                     self.reports
                         .insert(String::from_utf8_lossy(&key).into_owned());
                 }
+                Table::Nodes => {
+                    self.nodes
+                        .insert(String::from_utf8_lossy(&key).into_owned());
+                }
                 // Not watched by the reconciler; were it, everything is read again.
                 _ => self.missed = true,
             },
@@ -168,16 +174,17 @@ impl Changes {
 
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.vms.is_empty() && self.reports.is_empty() && !self.missed
+        self.vms.is_empty() && self.reports.is_empty() && self.nodes.is_empty() && !self.missed
     }
 }
 
 /// The tables whose changes the reconciler follows.
-pub const WATCHED: [Table; 4] = [
+pub const WATCHED: [Table; 5] = [
     Table::Vms,
     Table::Observations,
     Table::ModuleRequests,
     Table::NodeReports,
+    Table::Nodes,
 ];
 
 /// What of a node can let a Pending VM fit where it did not (or stop fitting): Pending
@@ -259,10 +266,11 @@ mod tests {
         c.note(Change::Key(Table::Observations, b"vm-2".to_vec()));
         c.note(Change::Key(Table::ModuleRequests, b"vm-3".to_vec()));
         c.note(Change::Key(Table::NodeReports, b"n1".to_vec()));
+        c.note(Change::Key(Table::Nodes, b"n2".to_vec()));
         let mut vms: Vec<_> = c.vms.iter().cloned().collect();
         vms.sort();
         assert_eq!(vms, ["vm-1", "vm-2", "vm-3"]);
-        assert!(c.reports.contains("n1") && !c.missed);
+        assert!(c.reports.contains("n1") && c.nodes.contains("n2") && !c.missed);
         c.note(Change::Missed);
         assert!(c.missed);
     }

@@ -7,16 +7,14 @@
 use super::fleet::{Changes, Room};
 use super::{lock, NodeConnector, Reconciler};
 use crate::model::{Node, NodeState, Phase};
+use crate::store::is_silent;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-
-/// How long an idle leader uses the nodes it read (their expiry is checked as often).
-const NODES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl<C: NodeConnector> Reconciler<C> {
     /// One pass over `changes` (see the module). Must run inside a `LocalSet`.
     pub fn pass_changes(&self, changes: Changes) -> crate::Result<()> {
-        let nodes = self.nodes_for_pass(!changes.is_empty())?;
+        let nodes = self.nodes_for_pass(&changes.nodes)?;
         let mut ids: HashSet<String> = changes.vms;
         let retry_pending = self.nodes_moved(&nodes, &mut ids)?;
         let mut reports = self.reports_moved(changes.reports, &mut ids)?;
@@ -66,19 +64,41 @@ impl<C: NodeConnector> Reconciler<C> {
         self.reconcile_each(vms, &nodes, &observations, &reports, &requests)
     }
 
-    /// The nodes as this pass sees them: read again (after marking the silent ones
-    /// NotReady) when something changed or a second has passed, else as the last pass
-    /// read them (an idle leader reads its nodes once a second, not each pass).
-    fn nodes_for_pass(&self, changed: bool) -> crate::Result<Arc<HashMap<String, Node>>> {
+    /// The nodes as this pass sees them: those the last pass had, with the ones whose
+    /// record changed read again (the watch names them), so an idle leader reads none.
+    /// When one of them has been silent past the timeout, it is marked NotReady (its VMs
+    /// Lost) and every node is read.
+    fn nodes_for_pass(
+        &self,
+        changed: &HashSet<String>,
+    ) -> crate::Result<Arc<HashMap<String, Node>>> {
         let mut read = lock(&self.nodes_read)?;
-        match &*read {
-            Some((at, nodes)) if !changed && at.elapsed() < NODES_FRESH => Ok(nodes.clone()),
-            _ => {
-                let nodes = Arc::new(self.nodes_after_expiry()?);
-                *read = Some((std::time::Instant::now(), nodes.clone()));
-                Ok(nodes)
+        let mut nodes = match read.take() {
+            Some(last) => {
+                let mut nodes = Arc::try_unwrap(last).unwrap_or_else(|shared| (*shared).clone());
+                let names: Vec<String> = changed.iter().cloned().collect();
+                let mut fresh = self.store.nodes_of(&names)?;
+                for name in names {
+                    match fresh.remove(&name) {
+                        Some(n) => nodes.insert(name, n),
+                        None => nodes.remove(&name),
+                    };
+                }
+                nodes
             }
+            None => self.nodes_after_expiry()?,
+        };
+        let now = crate::auth::unix_now();
+        let (timeout, since) = (self.config.node_timeout_secs, self.started_unix);
+        if nodes
+            .values()
+            .any(|n| n.state == NodeState::Ready && is_silent(n, timeout, since, now))
+        {
+            nodes = self.nodes_after_expiry()?;
         }
+        let nodes = Arc::new(nodes);
+        *read = Some(nodes.clone());
+        Ok(nodes)
     }
 
     /// Adds to `ids` the VMs of nodes that became or stopped being Ready, that are gone,

@@ -95,7 +95,7 @@ pub struct Reconciler<C> {
     fleet: Arc<Mutex<FleetIndex>>,
     /// What each node offered at the last pass.
     rooms: Arc<Mutex<HashMap<String, Room>>>,
-    /// The nodes the last pass over changes read, and when.
+    /// The nodes as the last pass saw them.
     nodes_read: Arc<Mutex<NodesRead>>,
     /// What was last published to the metrics: the VMs by phase, and the second the
     /// heartbeat ages were taken at.
@@ -103,7 +103,7 @@ pub struct Reconciler<C> {
 }
 
 /// See [`Reconciler::nodes_read`].
-type NodesRead = Option<(std::time::Instant, Arc<HashMap<String, Node>>)>;
+type NodesRead = Option<Arc<HashMap<String, Node>>>;
 
 /// See [`Reconciler::published`].
 type Published = (
@@ -287,6 +287,7 @@ impl<C: NodeConnector> Reconciler<C> {
         let requests = self.store.all_module_requests()?;
         let vms = self.store.all_vms()?;
         *lock(&self.fleet)? = FleetIndex::of(&vms);
+        *lock(&self.nodes_read)? = Some(Arc::new(nodes.clone()));
         *lock(&self.rooms)? = nodes
             .iter()
             .map(|(n, node)| (n.clone(), Room::of(node)))

@@ -46,7 +46,7 @@ pub use leadership::{Deadline, FencedKv, Term, LEASE_TTL};
 pub use location::{StoreLocation, DEFAULT_ETCD_ROOT};
 pub use module_requests::MAX_REQUESTS_PER_VM;
 pub use networks::{NetworkRecord, TenantNetworks, DEFAULT_CIDR, DEFAULT_NETWORK, NO_NETWORK};
-pub use nodes::{Cordon, Registrant};
+pub use nodes::{is_silent, Cordon, Registrant};
 pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;

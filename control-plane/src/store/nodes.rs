@@ -10,6 +10,12 @@ use crate::model::{
     now, Heartbeat, HeartbeatReply, Node, NodeState, Phase, RegisterNode, TokenRecord, Vm,
 };
 
+/// Whether `node` has been silent for longer than `timeout_secs` at `now_unix`, counting
+/// from its last heartbeat or from `alive_since`, whichever is later.
+pub fn is_silent(node: &Node, timeout_secs: u64, alive_since: u64, now_unix: u64) -> bool {
+    now_unix.saturating_sub(node.last_heartbeat_unix.max(alive_since)) > timeout_secs
+}
+
 pub(super) fn put_node(txn: &dyn Txn, n: &Node) -> Result<()> {
     txn.insert(Table::Nodes, n.name.as_bytes(), &encode(n)?)
 }
@@ -170,7 +176,12 @@ impl Datastore {
             .transpose()
     }
 
-    /// Every node, by name.
+    /// The nodes `names` that exist, by name.
+    pub fn nodes_of(&self, names: &[String]) -> Result<std::collections::HashMap<String, Node>> {
+        self.records_by_key(Table::Nodes, names)
+    }
+
+    /// Every node.
     pub fn list_nodes(&self) -> Result<Vec<Node>> {
         self.kv
             .scan(Table::Nodes, b"", None, usize::MAX)?
@@ -273,9 +284,7 @@ impl Datastore {
         alive_since: u64,
     ) -> Result<(Vec<String>, Vec<Node>)> {
         let now_unix = unix_now();
-        let silent = |n: &Node| {
-            now_unix.saturating_sub(n.last_heartbeat_unix.max(alive_since)) > timeout_secs
-        };
+        let silent = |n: &Node| is_silent(n, timeout_secs, alive_since, now_unix);
         let listed = self.list_nodes()?;
         let stale: Vec<Node> = listed
             .iter()
