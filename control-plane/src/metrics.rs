@@ -30,6 +30,8 @@ pub struct Metrics {
     pending: Histogram,
     pass: Histogram,
     heartbeat_age: IntGaugeVec,
+    /// The nodes `heartbeat_age` has series for.
+    heartbeat_nodes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     auth_failures: IntCounterVec,
     leader: IntGauge,
     store: HistogramVec,
@@ -123,6 +125,7 @@ impl Metrics {
                 "Seconds since each node's last heartbeat, as of the last reconciler pass",
                 &["node"],
             )?,
+            heartbeat_nodes: Default::default(),
             auth_failures: counter(
                 "modvisor_auth_failures_total",
                 "Requests refused authentication, by reason",
@@ -196,9 +199,19 @@ impl Metrics {
         self.pass.observe(took.as_secs_f64());
     }
 
-    /// Sets each node's heartbeat age (nodes no longer registered are dropped).
+    /// Sets each node's heartbeat age (nodes no longer registered are dropped; the
+    /// series are made again only when the set of nodes changed).
     pub fn set_heartbeat_ages(&self, ages: &BTreeMap<String, u64>) {
-        self.heartbeat_age.reset();
+        let same_nodes = self.heartbeat_nodes.lock().is_ok_and(|mut known| {
+            let same = known.len() == ages.len() && known.iter().eq(ages.keys());
+            if !same {
+                *known = ages.keys().cloned().collect();
+            }
+            same
+        });
+        if !same_nodes {
+            self.heartbeat_age.reset();
+        }
         for (node, age) in ages {
             self.heartbeat_age
                 .with_label_values(&[node.as_str()])
