@@ -9,11 +9,11 @@
 use anyhow::{bail, Result};
 use modvisor_control_plane::metrics::Metrics;
 use modvisor_control_plane::model::{Node, Phase};
-use modvisor_control_plane::reconciler::fleet::{Changes, WATCHED};
-use modvisor_control_plane::reconciler::{NodeConnector, Reconciler, ReconcilerConfig, Wake};
-use modvisor_control_plane::store::{Changed, Datastore, VmFilter};
+use modvisor_control_plane::reconciler::{
+    watch_changes, NodeConnector, Reconciler, ReconcilerConfig, Wake,
+};
+use modvisor_control_plane::store::{Datastore, VmFilter};
 use modvisor_node_api::sim::{SimBehaviour, SimulatedNode};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Every node is the same simulated node (it keeps VMs by id).
@@ -128,15 +128,8 @@ pub fn measure(store: &Datastore, window: Duration) -> Result<IdleFigures> {
         boot: Duration::ZERO,
         load_per_module: Duration::ZERO,
     }));
-    let (wake, changes) = (Wake::default(), Arc::new(Mutex::new(Changes::default())));
-    let (noted, woken) = (changes.clone(), wake.clone());
-    let changed: Changed = Arc::new(move |c| {
-        if let Ok(mut n) = noted.lock() {
-            n.note(c);
-        }
-        woken.now();
-    });
-    store.watch_tables(&WATCHED, changed)?;
+    let wake = Wake::default();
+    let changes = watch_changes(store, &wake)?;
     let metrics = Metrics::new()?;
     let leader = Reconciler::new(store.clone(), sim.clone(), config.clone())
         .with_wake(wake)

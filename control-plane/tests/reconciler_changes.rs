@@ -9,11 +9,9 @@ mod sim_world;
 use sim_world::*;
 
 use modvisor_control_plane::model::{Phase, RequestState, VmSpec};
-use modvisor_control_plane::reconciler::fleet::{Changes, WATCHED};
-use modvisor_control_plane::reconciler::{Reconciler, ReconcilerConfig, Wake};
-use modvisor_control_plane::store::{Changed, VmFilter};
+use modvisor_control_plane::reconciler::{watch_changes, Reconciler, ReconcilerConfig, Wake};
+use modvisor_control_plane::store::VmFilter;
 use modvisor_node_api::sim::SimBehaviour;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Waits (heartbeating as the node) until `done`, for at most 10 s.
@@ -48,13 +46,8 @@ fn between_resyncs_the_reconciler_acts_on_the_changes_the_watch_reports() {
             ..ReconcilerConfig::default()
         },
     );
-    let (wake, changes) = (Wake::default(), Arc::new(Mutex::new(Changes::default())));
-    let (noted, woken) = (changes.clone(), wake.clone());
-    let changed: Changed = Arc::new(move |c| {
-        noted.lock().unwrap().note(c);
-        woken.now();
-    });
-    w.store.watch_tables(&WATCHED, changed).unwrap();
+    let wake = Wake::default();
+    let changes = watch_changes(&w.store, &wake).unwrap();
     let reconciler = Reconciler::new(w.store.clone(), w.nodes.clone(), w.config.clone())
         .with_wake(wake)
         .with_changes(changes);

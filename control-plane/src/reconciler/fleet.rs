@@ -117,11 +117,6 @@ impl FleetIndex {
         &self.counts
     }
 
-    /// How many VMs it holds.
-    pub fn len(&self) -> usize {
-        self.vms.len()
-    }
-
     /// Whether it holds no VM.
     pub fn is_empty(&self) -> bool {
         self.vms.is_empty()
@@ -187,41 +182,36 @@ pub const WATCHED: [Table; 5] = [
     Table::Nodes,
 ];
 
-/// What of a node can let a Pending VM fit where it did not (or stop fitting): Pending
-/// VMs are tried again when any node's changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Room {
-    state: NodeState,
-    cordoned: bool,
-    free: (u64, u64),
-    kernel_release: String,
-    features: usize,
+/// How the nodes moved between two passes: whether some node's room changed (what can
+/// let a Pending VM fit where it did not, or stop fitting: its state, cordon, free
+/// capacity, kernel or features; Pending VMs are tried again then), and the nodes that
+/// became or stopped being Ready, appeared or went away (their VMs are looked at again).
+#[derive(Debug, Default)]
+pub struct NodesMoved {
+    /// Some node's room changed.
+    pub room: bool,
+    /// Nodes whose readiness changed (gone and new ones included).
+    pub readiness: Vec<String>,
 }
 
-impl Room {
-    /// What `node` offers now.
-    pub fn of(node: &Node) -> Self {
-        Room {
-            state: node.state,
-            cordoned: node.cordoned,
-            free: free_of(node),
-            kernel_release: node.kernel_release.clone(),
-            features: node.features.len(),
+impl NodesMoved {
+    /// Notes how node `name` moved from `before` to `after` (`None`: absent).
+    pub fn note(&mut self, name: &str, before: Option<&Node>, after: Option<&Node>) {
+        let same_room = match (before, after) {
+            (Some(b), Some(a)) => {
+                free_of(b) == free_of(a)
+                    && b.state == a.state
+                    && b.cordoned == a.cordoned
+                    && b.kernel_release == a.kernel_release
+                    && b.features == a.features
+            }
+            _ => false,
+        };
+        self.room |= !same_room;
+        let ready = |n: &Node| n.state == NodeState::Ready;
+        if before.map(ready) != after.map(ready) {
+            self.readiness.push(name.to_string());
         }
-    }
-
-    /// Whether `node` offers this (compared without copying anything).
-    pub fn is_of(&self, node: &Node) -> bool {
-        self.free == free_of(node)
-            && self.state == node.state
-            && self.cordoned == node.cordoned
-            && self.kernel_release == node.kernel_release
-            && self.features == node.features.len()
-    }
-
-    /// Whether the node is Ready.
-    pub fn ready(&self) -> bool {
-        self.state == NodeState::Ready
     }
 }
 
@@ -256,6 +246,37 @@ mod tests {
         index.remove("a");
         assert!(index.is_empty() && index.by_phase().is_empty());
         assert_eq!(index.nodes_in_use().count(), 0);
+    }
+
+    #[test]
+    fn a_node_moves_when_its_room_or_readiness_changes() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "name": "n1", "address": "https://127.0.0.1:1",
+            "capacity": {"vcpus": 4, "memory_mib": 4096},
+            "allocated": {"vcpus": 0, "memory_mib": 0},
+            "driver": "qemu", "hardware_virtualization": false,
+            "kernel_release": "6.1.0-1-cloud-amd64", "state": "Ready", "cordoned": false,
+            "last_heartbeat": "2026-01-01T00:00:00Z", "last_heartbeat_unix": 0,
+            "registered_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        let mut heartbeat = node.clone();
+        heartbeat.last_heartbeat_unix = 5;
+        let mut moved = NodesMoved::default();
+        moved.note("n1", Some(&node), Some(&heartbeat));
+        assert!(
+            !moved.room && moved.readiness.is_empty(),
+            "a heartbeat alone"
+        );
+        let mut fuller = node.clone();
+        fuller.allocated.vcpus = 1;
+        moved.note("n1", Some(&node), Some(&fuller));
+        assert!(moved.room && moved.readiness.is_empty());
+        let mut down = node.clone();
+        down.state = NodeState::NotReady;
+        moved.note("n1", Some(&node), Some(&down));
+        moved.note("n2", Some(&node), None);
+        assert_eq!(moved.readiness, ["n1", "n2"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! again only when some node's room changed). What it reads of each VM is what a full
 //! pass reads; it decides the same way ([`Reconciler::reconcile_each`]).
 
-use super::fleet::{Changes, Room};
+use super::fleet::{Changes, NodesMoved};
 use super::{lock, NodeConnector, Reconciler};
 use crate::model::{Node, NodeState, Phase};
 use crate::store::is_silent;
@@ -14,9 +14,10 @@ use std::sync::Arc;
 impl<C: NodeConnector> Reconciler<C> {
     /// One pass over `changes` (see the module). Must run inside a `LocalSet`.
     pub fn pass_changes(&self, changes: Changes) -> crate::Result<()> {
-        let nodes = self.nodes_for_pass(&changes.nodes)?;
+        let (nodes, moved) = self.nodes_for_pass(&changes.nodes)?;
         let mut ids: HashSet<String> = changes.vms;
-        let retry_pending = self.nodes_moved(&nodes, &mut ids)?;
+        let retry_pending = moved.room;
+        self.vms_of_moved_nodes(&nodes, &moved, &mut ids)?;
         let mut reports = self.reports_moved(changes.reports, &mut ids)?;
 
         let mut ids: Vec<String> = ids.into_iter().collect();
@@ -64,29 +65,38 @@ impl<C: NodeConnector> Reconciler<C> {
         self.reconcile_each(vms, &nodes, &observations, &reports, &requests)
     }
 
-    /// The nodes as this pass sees them: those the last pass had, with the ones whose
-    /// record changed read again (the watch names them), so an idle leader reads none.
-    /// When one of them has been silent past the timeout, it is marked NotReady (its VMs
-    /// Lost) and every node is read.
+    /// The nodes as this pass sees them, and how they moved since the last pass: those
+    /// the last pass had, with the ones whose record changed read again (the watch names
+    /// them), so an idle leader reads none. When one of them has been silent past the
+    /// timeout, it is marked NotReady (its VMs Lost) and every node is read.
     fn nodes_for_pass(
         &self,
         changed: &HashSet<String>,
-    ) -> crate::Result<Arc<HashMap<String, Node>>> {
+    ) -> crate::Result<(Arc<HashMap<String, Node>>, NodesMoved)> {
         let mut read = lock(&self.nodes_read)?;
+        let mut moved = NodesMoved::default();
         let mut nodes = match read.take() {
             Some(last) => {
                 let mut nodes = Arc::try_unwrap(last).unwrap_or_else(|shared| (*shared).clone());
                 let names: Vec<String> = changed.iter().cloned().collect();
                 let mut fresh = self.store.nodes_of(&names)?;
                 for name in names {
-                    match fresh.remove(&name) {
+                    let now = fresh.remove(&name);
+                    moved.note(&name, nodes.get(&name), now.as_ref());
+                    match now {
                         Some(n) => nodes.insert(name, n),
                         None => nodes.remove(&name),
                     };
                 }
                 nodes
             }
-            None => self.nodes_after_expiry()?,
+            None => {
+                let nodes = self.nodes_after_expiry()?;
+                for (name, n) in &nodes {
+                    moved.note(name, None, Some(n));
+                }
+                nodes
+            }
         };
         let now = crate::auth::unix_now();
         let (timeout, since) = (self.config.node_timeout_secs, self.started_unix);
@@ -94,52 +104,39 @@ impl<C: NodeConnector> Reconciler<C> {
             .values()
             .any(|n| n.state == NodeState::Ready && is_silent(n, timeout, since, now))
         {
-            nodes = self.nodes_after_expiry()?;
+            let listed = self.nodes_after_expiry()?;
+            let names: HashSet<&String> = nodes.keys().chain(listed.keys()).collect();
+            for name in names {
+                moved.note(name, nodes.get(name), listed.get(name));
+            }
+            nodes = listed;
         }
         let nodes = Arc::new(nodes);
         *read = Some(nodes.clone());
-        Ok(nodes)
+        Ok((nodes, moved))
     }
 
-    /// Adds to `ids` the VMs of nodes that became or stopped being Ready, that are gone,
-    /// or that are NotReady past the fencing bound (their Lost VMs go elsewhere); keeps
-    /// what each node offers now. True when some node's room changed (Pending VMs are
-    /// tried again).
-    fn nodes_moved(
+    /// Adds to `ids` the VMs of nodes whose readiness `moved`, of nodes that are gone, and
+    /// of nodes NotReady past the fencing bound (their Lost VMs go elsewhere).
+    fn vms_of_moved_nodes(
         &self,
         nodes: &HashMap<String, Node>,
+        moved: &NodesMoved,
         ids: &mut HashSet<String>,
-    ) -> crate::Result<bool> {
+    ) -> crate::Result<()> {
         let fleet = lock(&self.fleet)?;
-        let mut rooms = lock(&self.rooms)?;
-        let mut moved = false;
+        for name in &moved.readiness {
+            ids.extend(fleet.on_node(name).cloned());
+        }
         for (name, node) in nodes {
-            let before = rooms.get(name);
-            if !before.is_some_and(|r| r.is_of(node)) {
-                moved = true;
-                let room = Room::of(node);
-                if before.map(Room::ready) != Some(room.ready()) {
-                    ids.extend(fleet.on_node(name).cloned());
-                }
-                rooms.insert(name.clone(), room);
-            }
             if node.state != NodeState::Ready && self.fenced(Some(node)) {
                 ids.extend(fleet.on_node(name).cloned());
             }
         }
-        let gone: Vec<String> = rooms
-            .keys()
-            .filter(|n| !nodes.contains_key(*n))
-            .cloned()
-            .collect();
-        for name in gone {
-            moved = true;
-            rooms.remove(&name);
-        }
         for name in fleet.nodes_in_use().filter(|n| !nodes.contains_key(*n)) {
             ids.extend(fleet.on_node(name).cloned());
         }
-        Ok(moved)
+        Ok(())
     }
 
     /// Reads the new heartbeat reports of `changed` nodes; adds to `ids` the VMs placed

@@ -53,17 +53,8 @@ pub fn spawn(
                     return;
                 }
             };
-            let (woken, noted) = (wake.clone(), Arc::new(Mutex::new(Changes::default())));
-            let to_note = noted.clone();
-            let changed: crate::store::Changed = Arc::new(move |change| {
-                match to_note.lock() {
-                    Ok(mut c) => c.note(change),
-                    Err(_) => tracing::error!("the reconciler's change set is poisoned"),
-                }
-                woken.now();
-            });
-            let watching = match store.watch_tables(&WATCHED, changed) {
-                Ok(()) => Some(noted),
+            let watching = match watch_changes(&store, &wake) {
+                Ok(noted) => Some(noted),
                 Err(e) => {
                     tracing::warn!(error = %e, "watching the store; every pass of the reconciler reads everything, on its interval");
                     None
@@ -98,6 +89,22 @@ pub fn spawn(
             }
         })
         .map(drop)
+}
+
+/// Watches the tables the reconciler follows ([`WATCHED`]) in `store`: each change is
+/// noted in the set returned (what [`Reconciler::with_changes`] takes) and wakes `wake`.
+pub fn watch_changes(store: &Datastore, wake: &Wake) -> crate::Result<Arc<Mutex<Changes>>> {
+    let (woken, noted) = (wake.clone(), Arc::new(Mutex::new(Changes::default())));
+    let to_note = noted.clone();
+    let changed: crate::store::Changed = Arc::new(move |change| {
+        match to_note.lock() {
+            Ok(mut c) => c.note(change),
+            Err(_) => tracing::error!("the reconciler's change set is poisoned"),
+        }
+        woken.now();
+    });
+    store.watch_tables(&WATCHED, changed)?;
+    Ok(noted)
 }
 
 impl<C: NodeConnector> Reconciler<C> {

@@ -21,12 +21,12 @@ mod leader;
 pub mod phase;
 
 pub use connect::{ConsoleDialError, HttpNodes, NodeConnector, NodeConsole};
-pub use leader::{spawn, Wake};
+pub use leader::{spawn, watch_changes, Wake};
 
 use crate::metrics::Metrics;
 use crate::model::{ModuleRequest, Node, NodeState, ObservedVm, Phase, Vm};
 use crate::store::{Datastore, Strategy, VmFilter};
-use fleet::{Changes, FleetIndex, Room};
+use fleet::{Changes, FleetIndex};
 use modvisor_node_api::Budgets;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -93,8 +93,6 @@ pub struct Reconciler<C> {
     changes: Option<Arc<Mutex<Changes>>>,
     /// Every VM's tenant, phase and node, as the last passes read them.
     fleet: Arc<Mutex<FleetIndex>>,
-    /// What each node offered at the last pass.
-    rooms: Arc<Mutex<HashMap<String, Room>>>,
     /// The nodes as the last pass saw them.
     nodes_read: Arc<Mutex<NodesRead>>,
     /// What was last published to the metrics: the VMs by phase, and the second the
@@ -125,7 +123,6 @@ impl<C: NodeConnector> Reconciler<C> {
             wake: Wake::default(),
             changes: None,
             fleet: Arc::new(Mutex::new(FleetIndex::default())),
-            rooms: Arc::new(Mutex::new(HashMap::new())),
             nodes_read: Arc::new(Mutex::new(None)),
             published: Arc::new(Mutex::new((None, 0))),
         }
@@ -288,10 +285,6 @@ impl<C: NodeConnector> Reconciler<C> {
         let vms = self.store.all_vms()?;
         *lock(&self.fleet)? = FleetIndex::of(&vms);
         *lock(&self.nodes_read)? = Some(Arc::new(nodes.clone()));
-        *lock(&self.rooms)? = nodes
-            .iter()
-            .map(|(n, node)| (n.clone(), Room::of(node)))
-            .collect();
         self.publish(&nodes)?;
         self.reconcile_each(vms, &nodes, &observations, &reports, &requests)
     }
