@@ -125,24 +125,37 @@ impl UpWithNode {
                 Ok(listed) if listed.len() >= nodes => return Ok(up),
                 Ok(_) if Instant::now() > deadline => bail!("no node registered"),
                 Ok(_) => std::thread::sleep(Duration::from_millis(100)),
-                // An `up` that ended says why in its log.
-                Err(e) => match up.ended() {
-                    Some(why) => bail!("{why}"),
-                    None => return Err(e.into()),
-                },
+                // An `up` that is ending has closed its listener already: it says why in
+                // its log, which is shown whether or not it ended.
+                Err(e) => bail!("{e}; {}", up.ending()),
             }
         }
     }
 
-    /// Why `up` ended, if it has: its exit status and the end of its log.
-    fn ended(&mut self) -> Option<String> {
-        let status = self.child.try_wait().ok().flatten()?;
-        let log = std::fs::read_to_string(self.dir.path().join("up.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(5).collect();
-        Some(format!(
-            "the bench's modvisor up ended ({status}): {}",
+    /// How `up` is doing after its API stopped answering: its exit status once it ended
+    /// (waited for up to 10 s: an `up` that stops halts its node agents first), and the
+    /// end of its log.
+    fn ending(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break format!("it ended ({status})"),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(None) => break "it still runs".to_string(),
+                Err(e) => break format!("its status is unknown: {e}"),
+            }
+        };
+        let log = match std::fs::read_to_string(self.dir.path().join("up.log")) {
+            Ok(log) => log,
+            Err(e) => format!("(its log is unreadable: {e})"),
+        };
+        let tail: Vec<&str> = log.lines().rev().take(8).collect();
+        format!(
+            "the bench's modvisor up: {status}; its log ends: {}",
             tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        ))
+        )
     }
 
     /// Creates a one-vCPU, 256 MiB VM named `name` and waits until it runs; its id and the

@@ -69,8 +69,26 @@ impl ClientError {
 fn unreachable(url: &str, e: reqwest::Error) -> ClientError {
     ClientError::Unreachable {
         url: url.to_string(),
-        detail: e.to_string(),
+        detail: why_unanswered(e),
     }
+}
+
+/// Why a request got no answer, down to its first cause ("connection refused", "operation
+/// timed out"), without the URL (the error that carries this names it).
+pub fn why_unanswered(e: reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        causes.push(c.to_string());
+        cause = c.source();
+    }
+    let mut why = e.without_url().to_string();
+    for said in causes {
+        if !why.contains(&said) {
+            why = format!("{why}: {said}");
+        }
+    }
+    why
 }
 
 fn unreadable(url: &str, e: impl std::fmt::Display) -> ClientError {
@@ -470,5 +488,28 @@ impl ControlPlaneClient {
             let url = format!("{base}{}", fill(routes::BLOB, &[("sha256", sha256)]));
             self.send(self.http.get(&url).bearer_auth(token), &url)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_answer_says_its_first_cause_without_repeating_the_url() {
+        // A port nothing listens on: bound, then closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/v1/nodes");
+        crate::tls::install_provider();
+        let e = reqwest::blocking::Client::new()
+            .get(&url)
+            .send()
+            .expect_err("nothing listens");
+        let why = why_unanswered(e);
+        assert!(why.to_lowercase().contains("connection refused"), "{why}");
+        assert!(!why.contains(&url), "{why}");
     }
 }

@@ -7,6 +7,7 @@ use crate::types::{
     IssueToken, IssuedToken, ModulePolicy, ModuleRequest, ModuleRequestBody, ModuleVersion,
     Network, Node, NodeDetail, Page, PageParams, Quota, Tenant, TokenRecord, Vm, VmSpec,
 };
+use modvisor_node_api::client::why_unanswered;
 use modvisor_node_api::Problem;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH};
@@ -131,7 +132,7 @@ impl ApiClient {
     fn send(&self, req: RequestBuilder, url: &str) -> Result<Response, ApiError> {
         let resp = req.send().map_err(|e| ApiError::Unreachable {
             url: url.to_string(),
-            detail: e.to_string(),
+            detail: why_unanswered(e),
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -139,7 +140,7 @@ impl ApiClient {
         let status = resp.status().as_u16();
         let bytes = resp.bytes().map_err(|e| ApiError::Unreachable {
             url: url.to_string(),
-            detail: e.to_string(),
+            detail: why_unanswered(e),
         })?;
         Err(match serde_json::from_slice::<Problem>(&bytes) {
             Ok(problem) => ApiError::Problem {
@@ -156,7 +157,7 @@ impl ApiClient {
     fn read<T: DeserializeOwned>(resp: Response, url: &str) -> Result<T, ApiError> {
         let bytes = resp.bytes().map_err(|e| ApiError::Unreachable {
             url: url.to_string(),
-            detail: e.to_string(),
+            detail: why_unanswered(e),
         })?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::Unreadable {
             url: url.to_string(),

@@ -4,6 +4,10 @@
 use super::NetworkError;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a namespace that another `ip netns add` is creating may take to be mounted.
+const MOUNT_WITHIN: Duration = Duration::from_secs(10);
 
 /// A named network namespace (`/run/netns/NAME`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +25,37 @@ impl Netns {
     }
 
     /// Creates it unless it exists (another node agent creating the same one at the same
-    /// time, such as the underlay's, is no failure).
+    /// time, such as the underlay's, is no failure), and returns once it is a namespace:
+    /// `ip netns add` creates the file before it mounts the namespace on it, and `ip -n`
+    /// on the bare file in between fails ("Invalid argument").
     pub fn ensure(&self) -> Result<(), NetworkError> {
-        match self.exists() {
-            true => Ok(()),
-            false => run(Command::new("ip").args(["netns", "add", &self.0]), None)
-                .map(drop)
-                .or_else(|e| if self.exists() { Ok(()) } else { Err(e) }),
+        if !self.exists() {
+            if let Err(e) = run(Command::new("ip").args(["netns", "add", &self.0]), None) {
+                if !self.exists() {
+                    return Err(e);
+                }
+            }
+        }
+        self.await_mounted(MOUNT_WITHIN)
+    }
+
+    /// Waits up to `within` until its file is a mounted network namespace.
+    fn await_mounted(&self, within: Duration) -> Result<(), NetworkError> {
+        let path = self.path();
+        let deadline = Instant::now() + within;
+        loop {
+            let is_namespace = nix::sys::statfs::statfs(&path)
+                .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+            if is_namespace {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(NetworkError::NotANamespace {
+                    path,
+                    waited: within,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -140,4 +168,55 @@ pub fn run(cmd: &mut Command, input: Option<&str>) -> Result<String, NetworkErro
         )));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file `ip netns add` creates before it mounts the namespace on it.
+    fn bare_file(name: &str) -> Netns {
+        let ns = Netns(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all("/run/netns").expect("/run/netns (tests run as root)");
+        std::fs::write(ns.path(), b"").expect("a bare file under /run/netns");
+        ns
+    }
+
+    #[test]
+    fn ensure_waits_until_a_namespace_being_added_is_mounted() {
+        let ns = bare_file("mvtest-mounting");
+        // The other `ip netns add`, slowed down between its two steps.
+        let path = ns.path();
+        let mounter = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            Command::new("unshare")
+                .args(["--net", "mount", "--bind", "/proc/self/ns/net"])
+                .arg(&path)
+                .status()
+        });
+        let started = Instant::now();
+        let ensured = ns.ensure();
+        let waited = started.elapsed();
+        let mounted = mounter.join().expect("mounting thread");
+        let links = ns.links();
+        if let Err(e) = ns.remove() {
+            eprintln!("removing {}: {e}", ns.0);
+        }
+        assert!(mounted.expect("unshare").success());
+        ensured.expect("ensure");
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert_eq!(links.expect("ip -n on the namespace"), ["lo"]);
+    }
+
+    #[test]
+    fn a_file_that_never_becomes_a_namespace_is_a_clear_error() {
+        let ns = bare_file("mvtest-bare");
+        let waited = ns.await_mounted(Duration::from_millis(100));
+        if let Err(e) = std::fs::remove_file(ns.path()) {
+            eprintln!("removing {}: {e}", ns.0);
+        }
+        let e = waited.expect_err("a bare file is no namespace");
+        assert!(matches!(e, NetworkError::NotANamespace { .. }), "{e}");
+        assert!(e.to_string().contains("ip netns delete"), "{e}");
+    }
 }

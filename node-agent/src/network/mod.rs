@@ -45,6 +45,15 @@ pub enum NetworkError {
         /// Why.
         source: std::io::Error,
     },
+    /// A namespace's file is not (yet) a mounted namespace: an `ip netns add` that died
+    /// halfway left it, or one still running took longer than `waited`.
+    #[error("{} is not a network namespace after {waited:?} (remove it with `ip netns delete`)", path.display())]
+    NotANamespace {
+        /// The file under /run/netns.
+        path: std::path::PathBuf,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
     /// What the control plane sent is out of range.
     #[error("network attachment: {0}")]
     Attachment(String),
