@@ -1,7 +1,7 @@
 //! What every store backend must do, run against each: sled in a temporary directory and
 //! (with the cargo feature `etcd`) a real etcd member started by the test. Point reads and
 //! writes, ordered and paged prefix scans, transactions that are atomic, see their own
-//! writes and serialise under contention, rising ids; and, through the typed store above
+//! writes and serialise under contention, parts of a group that fail alone, rising ids; and, through the typed store above
 //! the trait, a quota race and address allocation under concurrency that stay exact, and
 //! module blobs larger than etcd's request limit, stored in chunks and verified on read;
 //! and `store copy` from sled into an empty store of each kind.
@@ -15,7 +15,9 @@ mod etcd_member;
 use modvisor_control_plane::error::Error;
 use modvisor_control_plane::model::{CreateTenant, Quota, VmSpec};
 use modvisor_control_plane::store::copy::copy;
-use modvisor_control_plane::store::{Datastore, KvStore, SledKv, Table, Txn, VmFilter};
+use modvisor_control_plane::store::{
+    Datastore, KvStore, PartOutcome, SledKv, Table, Txn, VmFilter,
+};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
@@ -124,6 +126,63 @@ fn a_transaction_sees_its_own_writes(kv: &dyn KvStore) {
         kv.get(Table::Tokens, b"j").unwrap().as_deref(),
         Some(&b"2"[..])
     );
+}
+
+/// Parts of one group ([`KvStore::transact_parts`]): each sees the writes of those before
+/// it; one that fails writes nothing and fails alone; and where parts commit together,
+/// one past what a transaction holds is left for the next (the first always runs).
+fn parts_commit_together_and_fail_alone(kv: &dyn KvStore) {
+    let first = |t: &dyn Txn| t.insert(Table::Policies, b"g1", b"1");
+    let failing = |t: &dyn Txn| {
+        assert_eq!(t.get(Table::Policies, b"g1")?.as_deref(), Some(&b"1"[..]));
+        t.insert(Table::Policies, b"g2", b"x")?;
+        Err(Error::Conflict("changed its mind".into()))
+    };
+    let third = |t: &dyn Txn| {
+        assert_eq!(t.get(Table::Policies, b"g2")?, None);
+        t.insert(Table::Policies, b"g3", b"3")
+    };
+    let outcomes = kv.transact_parts(&[(Table::Policies, b"g1")], &[&first, &failing, &third]);
+    assert!(
+        matches!(
+            outcomes.as_slice(),
+            [
+                PartOutcome::Done(Ok(())),
+                PartOutcome::Done(Err(Error::Conflict(_))),
+                PartOutcome::Done(Ok(()))
+            ]
+        ),
+        "{outcomes:?}"
+    );
+    assert!(kv.get(Table::Policies, b"g1").unwrap().is_some());
+    assert_eq!(kv.get(Table::Policies, b"g2").unwrap(), None);
+    assert!(kv.get(Table::Policies, b"g3").unwrap().is_some());
+
+    let big = |t: &dyn Txn| {
+        for i in 0..200 {
+            t.insert(Table::Policies, format!("big-{i:03}").as_bytes(), b"b")?;
+        }
+        Ok(())
+    };
+    let after = |t: &dyn Txn| t.insert(Table::Policies, b"after-big", b"a");
+    let outcomes = kv.transact_parts(&[], &[&big, &after]);
+    assert!(
+        matches!(outcomes[0], PartOutcome::Done(Ok(()))),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        kv.scan(Table::Policies, b"big-", None, 1000).unwrap().len(),
+        200
+    );
+    if kv.commits_in_groups() {
+        assert!(matches!(outcomes[1], PartOutcome::Left), "{outcomes:?}");
+        assert_eq!(kv.get(Table::Policies, b"after-big").unwrap(), None);
+    } else {
+        assert!(
+            matches!(outcomes[1], PartOutcome::Done(Ok(()))),
+            "{outcomes:?}"
+        );
+    }
 }
 
 /// Threads that each add one to a counter, many times: no increment is lost, and the ids
@@ -403,6 +462,7 @@ fn the_suite(kv: Arc<dyn KvStore>) {
     scans_are_ordered_paged_and_bounded(kv.as_ref());
     a_failed_transaction_writes_nothing(kv.as_ref());
     a_transaction_sees_its_own_writes(kv.as_ref());
+    parts_commit_together_and_fail_alone(kv.as_ref());
     contended_transactions_serialise(kv.clone());
 }
 

@@ -23,7 +23,7 @@ use super::id_clock::{IdClock, SLOTS};
 use super::meta::{decode_id, schema_is_ours, SCHEMA_KEY, SCHEMA_VERSION};
 mod txn;
 
-use super::{Changed, KvStore, Table, Term, Txn};
+use super::{Changed, KvStore, Part, PartOutcome, Table, Term, Txn};
 use crate::error::{Error, Result};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, TxnOp};
 use std::collections::BTreeMap;
@@ -448,6 +448,14 @@ impl KvStore for EtcdKv {
 
     fn batch_limit(&self) -> usize {
         TXN_BATCH
+    }
+
+    fn commits_in_groups(&self) -> bool {
+        true
+    }
+
+    fn transact_parts(&self, prefetch: &[(Table, &[u8])], parts: &[&Part]) -> Vec<PartOutcome> {
+        self.transact_parts_together(prefetch, parts)
     }
 }
 

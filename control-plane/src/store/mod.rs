@@ -16,6 +16,7 @@ mod etcd_kv;
 #[cfg(feature = "etcd")]
 mod etcd_lease;
 mod events;
+mod group_commit;
 #[cfg(feature = "etcd")]
 mod id_clock;
 mod keys;
@@ -41,6 +42,7 @@ mod vms;
 pub use etcd_access::EtcdAccess;
 #[cfg(feature = "etcd")]
 pub use etcd_kv::EtcdKv;
+pub use group_commit::{GroupCommit, Part, PartOutcome};
 pub use keys::parse_page_token;
 pub use leadership::{Deadline, FencedKv, Term, LEASE_TTL};
 pub use location::{StoreLocation, DEFAULT_ETCD_ROOT};
@@ -221,6 +223,22 @@ pub trait KvStore: Send + Sync {
     fn batch_limit(&self) -> usize {
         usize::MAX
     }
+    /// Whether [`KvStore::transact_parts`] commits parts together (etcd); a store that
+    /// runs each on its own is not worth queueing for ([`GroupCommit`]).
+    fn commits_in_groups(&self) -> bool {
+        false
+    }
+    /// Runs each of `parts` as [`KvStore::transact`] would, possibly together in one
+    /// transaction that first reads `prefetch` (what the parts will read, in one round
+    /// trip): a part that fails writes nothing and does not fail the others, and a part
+    /// that no longer fits is [`PartOutcome::Left`] (never the first). By default each
+    /// is a transaction of its own.
+    fn transact_parts(&self, _prefetch: &[(Table, &[u8])], parts: &[&Part]) -> Vec<PartOutcome> {
+        parts
+            .iter()
+            .map(|f| PartOutcome::Done(self.transact(*f)))
+            .collect()
+    }
 }
 
 /// What [`KvStore::watch_tables`] calls, once per change.
@@ -272,6 +290,8 @@ impl VmFilter<'_> {
 #[derive(Clone)]
 pub struct Datastore {
     kv: Arc<dyn KvStore>,
+    /// The same store, for transactions that commit together (tenants' creates).
+    group: Arc<GroupCommit>,
     default_network_cidr: Arc<str>,
 }
 
@@ -279,6 +299,7 @@ impl Datastore {
     /// Wraps a store.
     pub fn new(kv: Arc<dyn KvStore>) -> Self {
         Datastore {
+            group: Arc::new(GroupCommit::new(kv.clone())),
             kv,
             default_network_cidr: Arc::from(networks::DEFAULT_CIDR),
         }
@@ -287,8 +308,10 @@ impl Datastore {
     /// The same store, writing only while `term` lasts (see `leadership`): what the
     /// leader's scheduler and reconciler write through.
     pub fn fenced(&self, term: Arc<Term>) -> Self {
+        let kv: Arc<dyn KvStore> = Arc::new(FencedKv::new(self.kv.clone(), term));
         Datastore {
-            kv: Arc::new(FencedKv::new(self.kv.clone(), term)),
+            group: Arc::new(GroupCommit::new(kv.clone())),
+            kv,
             default_network_cidr: self.default_network_cidr.clone(),
         }
     }

@@ -1,7 +1,7 @@
 //! A store that reports how long each of its operations takes (the store's latency as
 //! this replica sees it, on `/metrics`).
 
-use super::{Changed, KvStore, Table, Term, Txn};
+use super::{Changed, KvStore, Part, PartOutcome, Table, Term, Txn};
 use crate::error::Result;
 use crate::metrics::Metrics;
 use std::sync::Arc;
@@ -52,6 +52,14 @@ impl KvStore for TimedKv {
 
     fn transact_fenced(&self, term: &Term, f: &dyn Fn(&dyn Txn) -> Result<()>) -> Result<()> {
         self.timed("transact", || self.inner.transact_fenced(term, f))
+    }
+
+    fn commits_in_groups(&self) -> bool {
+        self.inner.commits_in_groups()
+    }
+
+    fn transact_parts(&self, prefetch: &[(Table, &[u8])], parts: &[&Part]) -> Vec<PartOutcome> {
+        self.timed("transact", || self.inner.transact_parts(prefetch, parts))
     }
 
     fn term_check(&self) -> Result<()> {

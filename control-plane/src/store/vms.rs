@@ -124,27 +124,46 @@ impl Datastore {
             updated_at: time,
             deleting: false,
         };
-        transact(&*self.kv, |txn| {
+        // Committed with the creates other callers make meanwhile (one etcd Txn): they
+        // all rewrite their tenant's usage.
+        let (actor, tenant) = (actor.to_string(), tenant.to_string());
+        let default_cidr = self.default_network_cidr.clone();
+        let mut reads = vec![
+            (Table::Networks, tenant.as_bytes().to_vec()),
+            (Table::Tenants, tenant.as_bytes().to_vec()),
+            (Table::VmNames, pair(&tenant, spec.name.as_bytes())),
+            (Table::Meta, super::txn::event_floor_key(&tenant)),
+        ];
+        reads.extend(
+            spec.modules
+                .iter()
+                .map(|m| (Table::Policies, m.name.as_bytes().to_vec())),
+        );
+        self.group.transact(reads, move |txn| {
             // The network first: creating the default network rewrites the tenant.
             let mut vm = vm.clone();
-            vm.status.network = super::networks::attach(
-                txn,
-                actor,
-                tenant,
-                &network,
-                &self.default_network_cidr,
-                &id,
-            )?;
+            vm.status.network =
+                super::networks::attach(txn, &actor, &tenant, &network, &default_cidr, &id)?;
             let mut t: Tenant = get_record(txn, Table::Tenants, tenant.as_bytes())?
-                .ok_or_else(|| Error::not_found("tenant", tenant))?;
+                .ok_or_else(|| Error::not_found("tenant", &tenant))?;
+            let spec = &vm.spec;
             t.usage = charge(&t, 1, i64::from(spec.vcpus), i64::from(spec.memory_mib))?;
-            claim_name(txn, tenant, &spec.name, &id)?;
+            claim_name(txn, &tenant, &spec.name, &id)?;
             let requests = super::module_requests::open_requests(txn, &vm, &spec.modules, &[])?;
             txn.insert(Table::Tenants, tenant.as_bytes(), &encode(&t)?)?;
-            txn.insert(Table::Vms, &pair(tenant, id.as_bytes()), &encode(&vm)?)?;
+            txn.insert(Table::Vms, &pair(&tenant, id.as_bytes()), &encode(&vm)?)?;
             txn.insert(Table::VmOwners, id.as_bytes(), tenant.as_bytes())?;
-            txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
-            append_event(txn, actor, Some(tenant), "vm.create", &format!("vms/{id}"))?;
+            // No requests is no record (every reader takes absence as none): a key less.
+            if !requests.is_empty() {
+                txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
+            }
+            append_event(
+                txn,
+                &actor,
+                Some(&tenant),
+                "vm.create",
+                &format!("vms/{id}"),
+            )?;
             Ok(vm)
         })
     }
@@ -330,7 +349,10 @@ impl Datastore {
             vm.updated_at = now();
             txn.insert(Table::Tenants, vm.tenant.as_bytes(), &encode(&t)?)?;
             txn.insert(Table::Vms, &pair(&vm.tenant, id.as_bytes()), &encode(&vm)?)?;
-            txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
+            // No requests is no record (every reader takes absence as none): a key less.
+            if !requests.is_empty() {
+                txn.insert(Table::ModuleRequests, id.as_bytes(), &encode(&requests)?)?;
+            }
             append_event(
                 txn,
                 actor,

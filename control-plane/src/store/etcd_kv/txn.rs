@@ -4,7 +4,7 @@
 
 use super::{on_resending, EtcdKv, Resend};
 use crate::error::{Error, Result};
-use crate::store::{Table, Term, Txn};
+use crate::store::{Part, PartOutcome, Table, Term, Txn};
 use etcd_client::{GetOptions, TxnOp};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -140,37 +140,63 @@ fn jittered(base: Duration) -> Duration {
     base / 2 + Duration::from_millis(u64::from(nanos) % ms)
 }
 
+impl EtcdTxn<'_> {
+    fn new(kv: &EtcdKv) -> EtcdTxn<'_> {
+        EtcdTxn {
+            kv,
+            snapshot: Cell::new(None),
+            reads: RefCell::new(BTreeMap::new()),
+            writes: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// Commits its writes (none: its reads were one consistent snapshot); whether no key
+    /// it read changed meanwhile, and the term, if any, still holds.
+    fn commit(self, fence: Option<i64>) -> Result<bool> {
+        let writes = self.writes.take();
+        if writes.is_empty() {
+            return Ok(true);
+        }
+        self.kv.commit(&self.reads.borrow(), writes, fence)
+    }
+
+    /// Runs `part` as a savepoint: when it fails, or leaves the transaction with more
+    /// than [`PART_OPS`] compares or writes (`fits` false), what it read and wrote goes.
+    fn run_part(&self, part: &Part, may_overflow: bool) -> Option<Result<()>> {
+        let before = (self.reads.borrow().clone(), self.writes.borrow().clone());
+        let result = part(self);
+        let fits = self.reads.borrow().len() < PART_OPS && self.writes.borrow().len() <= PART_OPS;
+        if result.is_err() || !(fits || may_overflow) {
+            *self.reads.borrow_mut() = before.0;
+            *self.writes.borrow_mut() = before.1;
+        }
+        (fits || may_overflow).then_some(result)
+    }
+}
+
+/// The compares (one is kept for a fence) and the writes of one Txn that groups parts:
+/// etcd's default `--max-txn-ops`. A part alone may make more.
+const PART_OPS: usize = 128;
+
 impl EtcdKv {
-    /// Runs a transaction (see [`KvStore::transact`]), fenced by `term` when given.
-    ///
-    /// A transaction that conflicted runs again in turn with this replica's other
-    /// conflicted ones (one at a time), so that writers of one hot key (a tenant's quota)
-    /// stop undoing each other's work; only conflicts with other replicas back off.
-    pub(super) fn transact_with(
+    /// Runs `attempt` until it commits (`Some`), after conflicts (`None`) in turn with
+    /// this replica's other conflicted transactions (one at a time), so that writers of
+    /// one hot key (a tenant's quota) stop undoing each other's work; only conflicts
+    /// with other replicas back off. A term, when given, is checked before each attempt
+    /// and after each conflict.
+    fn attempts<T>(
         &self,
         term: Option<&Term>,
-        f: &dyn Fn(&dyn Txn) -> Result<()>,
-    ) -> Result<()> {
+        mut attempt: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<T> {
         let mut backoff = FIRST_BACKOFF;
         let mut turn = None;
         for _ in 0..MAX_ATTEMPTS {
             if let Some(t) = term {
                 t.check()?;
             }
-            let txn = EtcdTxn {
-                kv: self,
-                snapshot: Cell::new(None),
-                reads: RefCell::new(BTreeMap::new()),
-                writes: RefCell::new(BTreeMap::new()),
-            };
-            f(&txn)?;
-            let writes = txn.writes.take();
-            if writes.is_empty() {
-                // Read-only: its reads were one consistent snapshot.
-                return Ok(());
-            }
-            if self.commit(&txn.reads.borrow(), writes, term.map(|t| t.revision))? {
-                return Ok(());
+            if let Some(done) = attempt()? {
+                return Ok(done);
             }
             if let Some(t) = term {
                 self.check_fence(t)?;
@@ -187,6 +213,48 @@ impl EtcdKv {
         Err(Error::Storage(format!(
             "etcd: a transaction still conflicted after {MAX_ATTEMPTS} attempts"
         )))
+    }
+
+    /// Runs a transaction (see [`KvStore::transact`]), fenced by `term` when given.
+    pub(super) fn transact_with(
+        &self,
+        term: Option<&Term>,
+        f: &dyn Fn(&dyn Txn) -> Result<()>,
+    ) -> Result<()> {
+        self.attempts(term, || {
+            let txn = EtcdTxn::new(self);
+            f(&txn)?;
+            Ok(txn.commit(term.map(|t| t.revision))?.then_some(()))
+        })
+    }
+
+    /// Runs `parts` in one transaction (see [`KvStore::transact_parts`]): `prefetch`
+    /// read first in one round trip, then each part as a savepoint, until the Txn is full.
+    pub(super) fn transact_parts_together(
+        &self,
+        prefetch: &[(Table, &[u8])],
+        parts: &[&Part],
+    ) -> Vec<PartOutcome> {
+        let committed = self.attempts(None, || {
+            let txn = EtcdTxn::new(self);
+            // Read ahead in chunks, each within etcd's operations per Txn.
+            for chunk in prefetch.chunks(PART_OPS) {
+                txn.prefetch(chunk)?;
+            }
+            let mut outcomes = Vec::with_capacity(parts.len());
+            for (i, part) in parts.iter().enumerate() {
+                match txn.run_part(*part, i == 0) {
+                    Some(result) => outcomes.push(PartOutcome::Done(result)),
+                    None => break,
+                }
+            }
+            outcomes.resize(parts.len(), PartOutcome::Left);
+            Ok(txn.commit(None)?.then_some(outcomes))
+        });
+        match committed {
+            Ok(outcomes) => outcomes,
+            Err(e) => vec![PartOutcome::Done(Err(e)); parts.len()],
+        }
     }
 
     /// An error when the leader key no longer has `term`'s create revision.
