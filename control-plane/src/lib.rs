@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod readiness;
 pub mod reconciler;
 pub mod server;
+pub mod standing;
 pub mod store;
 pub mod validate;
 

@@ -146,9 +146,11 @@ impl ControlPlane {
             ca.cert_pem(),
             config.reconciler.budgets,
         );
+        let standing = Arc::new(crate::standing::StandingCache::start(store.clone())?);
         let state = web::Data::new(AppState {
             store,
             keys,
+            standing,
             metrics,
             limits: Default::default(),
             ca,

@@ -1,7 +1,8 @@
 //! Leadership and access, on each backend: sled always leads and its fenced writes pass;
 //! on a real etcd member started by the test, leadership is exclusive and fenced, an
 //! unreachable etcd is a storage error within a bound, and a store behind TLS and an etcd
-//! user takes only what it should. (The store contract itself: `kv_conformance.rs`.)
+//! user takes only what it should; a replica's token cache follows what another writes.
+//! (The store contract itself: `kv_conformance.rs`.)
 
 // A test fails by panicking: unwrap and expect say where.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -99,6 +100,63 @@ fn etcd_unreachable_is_a_storage_error_in_bounded_time() {
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate for `user`, as PEM
 /// files in `dir`: (ca, server cert, server key, client cert, client key).
+/// Two replicas on one etcd, the second with its token-verification cache: it gets in
+/// step, hears a revocation and a quota made on the first through its watch, counts its
+/// own revocation at once, and knows a tenant made after it loaded (the store says).
+#[cfg(feature = "etcd")]
+#[test]
+fn a_replicas_token_cache_follows_what_another_replica_writes() {
+    use modvisor_control_plane::model::Quota;
+    use modvisor_control_plane::standing::StandingCache;
+    use modvisor_control_plane::store::EtcdKv;
+    use std::time::{Duration, Instant};
+    let member = etcd_member::EtcdMember::start();
+    let endpoints = vec![format!("http://{}", member.client)];
+    let replica = || Datastore::new(Arc::new(EtcdKv::connect(&endpoints, "/standing").unwrap()));
+    let (a, b) = (replica(), replica());
+    a.create_tenant("test", &tenant("t")).unwrap();
+    let cache = StandingCache::start(b).unwrap();
+    let within = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what} within 10 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    within("in step", &|| cache.in_step());
+    assert!(!cache.token_standing("j1", Some("t")).unwrap().0);
+    a.revoke_token("test", None, "j1", |_| true).unwrap();
+    within("the revocation heard", &|| {
+        cache.token_standing("j1", Some("t")).unwrap().0
+    });
+    let quota = Quota {
+        max_vms: 3,
+        ..Quota::default()
+    };
+    a.set_quota("test", "t", quota).unwrap();
+    within("the quota heard", &|| {
+        cache
+            .token_standing("j2", Some("t"))
+            .unwrap()
+            .1
+            .unwrap()
+            .quota
+            .max_vms
+            == 3
+    });
+    cache.note_revoked("j3");
+    assert!(cache.token_standing("j3", None).unwrap().0);
+    a.create_tenant("test", &tenant("new")).unwrap();
+    let (revoked, new) = cache.token_standing("j4", Some("new")).unwrap();
+    assert!(!revoked && new.is_some());
+    assert!(cache
+        .token_standing("j4", Some("absent"))
+        .unwrap()
+        .1
+        .is_none());
+    assert!(cache.in_step());
+}
+
 #[cfg(feature = "etcd")]
 fn tls_files(dir: &std::path::Path, user: &str) -> [std::path::PathBuf; 5] {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};

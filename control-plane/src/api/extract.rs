@@ -108,7 +108,7 @@ fn check_credentials(req: &HttpRequest, count: bool) -> Result<Caller, Error> {
     })?;
     // After the signature (which a cache may have vouched for): revocations count at once.
     let (revoked, record) = state
-        .store
+        .standing
         .token_standing(&caller.jti, caller.tenant.as_deref())?;
     if revoked {
         return Err(refused(

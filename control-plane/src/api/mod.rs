@@ -31,6 +31,8 @@ pub struct AppState {
     pub store: Datastore,
     /// Token verification (and issuing, for bootstrap).
     pub keys: Arc<TokenKeys>,
+    /// Revocations and tenants as authentication asks for them (cached on etcd).
+    pub standing: Arc<crate::standing::StandingCache>,
     /// Metric families.
     pub metrics: Metrics,
     /// The CA of node and control-plane certificates.

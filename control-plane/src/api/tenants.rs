@@ -35,6 +35,7 @@ pub async fn create_tenant(
     }
     let store = state.store.clone();
     let tenant = blocking(move || store.create_tenant(&caller.sub, &body)).await?;
+    state.standing.note_tenant(&tenant);
     Ok(HttpResponse::Created().json(tenant))
 }
 
@@ -115,7 +116,8 @@ pub async fn set_quota(
     validate::quota(&quota)?;
     let store = state.store.clone();
     let name = name.into_inner();
-    Ok(web::Json(
-        blocking(move || store.set_quota(&caller.sub, &name, quota)).await?,
-    ))
+    let tenant = blocking(move || store.set_quota(&caller.sub, &name, quota)).await?;
+    // Its limits count here at once; other replicas hear them through their watch.
+    state.standing.note_tenant(&tenant);
+    Ok(web::Json(tenant))
 }

@@ -185,13 +185,15 @@ pub async fn revoke_token(
             "only admins and tenants may revoke tokens".into(),
         ));
     }
-    let store = state.store.clone();
+    let (store, revoked) = (state.store.clone(), jti.clone());
     blocking(move || {
         let admin = caller.role == Role::Admin;
-        store.revoke_token(&caller.sub, caller.tenant.as_deref(), &jti, |rec| {
+        store.revoke_token(&caller.sub, caller.tenant.as_deref(), &revoked, |rec| {
             admin || rec.is_some_and(|r| owns(&caller, r))
         })
     })
     .await?;
+    // Refused here from now on; other replicas hear it through their watch.
+    state.standing.note_revoked(&jti);
     Ok(HttpResponse::NoContent().finish())
 }

@@ -454,6 +454,10 @@ impl KvStore for EtcdKv {
         true
     }
 
+    fn reads_are_remote(&self) -> bool {
+        true
+    }
+
     fn transact_parts(&self, prefetch: &[(Table, &[u8])], parts: &[&Part]) -> Vec<PartOutcome> {
         self.transact_parts_together(prefetch, parts)
     }

@@ -160,8 +160,8 @@ async fn keep_alive(
 }
 
 /// Calls `changed` with every change under each table's prefix (its key within the table),
-/// and with [`Change::Missed`] after a watch had to start again, for as long as the client
-/// lives.
+/// and with [`Change::Missed`] once each watch is in place (what was read before it may be
+/// stale) and when one ended, for as long as the client lives.
 pub(super) fn watch_prefixes(
     runtime: &tokio::runtime::Handle,
     client: &Client,
@@ -178,6 +178,11 @@ pub(super) fn watch_prefixes(
                         match stream.message().await {
                             Ok(Some(r)) if r.canceled() => break,
                             Ok(Some(r)) => {
+                                // From here on no change is missed; whoever read
+                                // everything before this may have missed some.
+                                if r.created() {
+                                    changed(Change::Missed);
+                                }
                                 for kv in r.events().iter().filter_map(|e| e.kv()) {
                                     if let Some(key) = kv.key().strip_prefix(prefix.as_slice()) {
                                         changed(Change::Key(table, key.to_vec()));

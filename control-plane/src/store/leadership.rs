@@ -163,6 +163,10 @@ impl KvStore for FencedKv {
     fn batch_limit(&self) -> usize {
         self.inner.batch_limit()
     }
+
+    fn reads_are_remote(&self) -> bool {
+        self.inner.reads_are_remote()
+    }
 }
 
 #[cfg(test)]

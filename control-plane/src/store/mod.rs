@@ -223,6 +223,11 @@ pub trait KvStore: Send + Sync {
     fn batch_limit(&self) -> usize {
         usize::MAX
     }
+    /// Whether each read is a round trip to another process (etcd): what a replica's
+    /// token-verification cache saves.
+    fn reads_are_remote(&self) -> bool {
+        false
+    }
     /// Whether [`KvStore::transact_parts`] commits parts together (etcd); a store that
     /// runs each on its own is not worth queueing for ([`GroupCommit`]).
     fn commits_in_groups(&self) -> bool {
@@ -325,6 +330,11 @@ impl Datastore {
     /// [`KvStore::term_check`]).
     pub fn check_term(&self) -> Result<()> {
         self.kv.term_check()
+    }
+
+    /// Whether the store's reads are round trips (see [`KvStore::reads_are_remote`]).
+    pub fn reads_are_remote(&self) -> bool {
+        self.kv.reads_are_remote()
     }
 
     /// How many records a batch changes per transaction (see [`KvStore::batch_limit`]).

@@ -58,6 +58,10 @@ impl KvStore for TimedKv {
         self.inner.commits_in_groups()
     }
 
+    fn reads_are_remote(&self) -> bool {
+        self.inner.reads_are_remote()
+    }
+
     fn transact_parts(&self, prefetch: &[(Table, &[u8])], parts: &[&Part]) -> Vec<PartOutcome> {
         self.timed("transact", || self.inner.transact_parts(prefetch, parts))
     }

@@ -130,4 +130,14 @@ impl Datastore {
     pub fn is_revoked(&self, jti: &str) -> Result<bool> {
         Ok(self.kv.get(Table::Revocations, jti.as_bytes())?.is_some())
     }
+
+    /// The ids of every revoked token.
+    pub fn revoked_tokens(&self) -> Result<Vec<String>> {
+        Ok(self
+            .kv
+            .scan(Table::Revocations, b"", None, usize::MAX)?
+            .into_iter()
+            .map(|(jti, _)| String::from_utf8_lossy(&jti).into_owned())
+            .collect())
+    }
 }
