@@ -128,6 +128,35 @@ fn a_transaction_sees_its_own_writes(kv: &dyn KvStore) {
     );
 }
 
+/// A transaction that reads 300 keys ahead (on etcd, in several Txns of gets at one
+/// snapshot) sees each as written, and an absent one as absent.
+fn many_keys_read_ahead_are_all_read(kv: &dyn KvStore) {
+    let keys: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| format!("ahead-{i:03}").into_bytes())
+        .collect();
+    kv.transact(&|t: &dyn Txn| {
+        for k in &keys {
+            t.insert(Table::Modules, k, k)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    kv.transact(&|t: &dyn Txn| {
+        let mut wanted: Vec<(Table, &[u8])> = keys
+            .iter()
+            .map(|k| (Table::Modules, k.as_slice()))
+            .collect();
+        wanted.push((Table::Modules, b"ahead-absent"));
+        t.prefetch(&wanted)?;
+        for k in &keys {
+            assert_eq!(t.get(Table::Modules, k)?.as_deref(), Some(k.as_slice()));
+        }
+        assert_eq!(t.get(Table::Modules, b"ahead-absent")?, None);
+        Ok(())
+    })
+    .unwrap();
+}
+
 /// Parts of one group ([`KvStore::transact_parts`]): each sees the writes of those before
 /// it; one that fails writes nothing and fails alone; and where parts commit together,
 /// one past what a transaction holds is left for the next (the first always runs).
@@ -463,6 +492,7 @@ fn the_suite(kv: Arc<dyn KvStore>) {
     a_failed_transaction_writes_nothing(kv.as_ref());
     a_transaction_sees_its_own_writes(kv.as_ref());
     parts_commit_together_and_fail_alone(kv.as_ref());
+    many_keys_read_ahead_are_all_read(kv.as_ref());
     contended_transactions_serialise(kv.clone());
 }
 

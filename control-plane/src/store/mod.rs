@@ -297,6 +297,9 @@ pub struct Datastore {
     kv: Arc<dyn KvStore>,
     /// The same store, for transactions that commit together (tenants' creates).
     group: Arc<GroupCommit>,
+    /// Whether this process has seen a registered node (what a new VM's first reason
+    /// says; see `create_vm`).
+    nodes_seen: Arc<std::sync::atomic::AtomicBool>,
     default_network_cidr: Arc<str>,
 }
 
@@ -306,6 +309,7 @@ impl Datastore {
         Datastore {
             group: Arc::new(GroupCommit::new(kv.clone())),
             kv,
+            nodes_seen: Default::default(),
             default_network_cidr: Arc::from(networks::DEFAULT_CIDR),
         }
     }
@@ -317,6 +321,7 @@ impl Datastore {
         Datastore {
             group: Arc::new(GroupCommit::new(kv.clone())),
             kv,
+            nodes_seen: self.nodes_seen.clone(),
             default_network_cidr: self.default_network_cidr.clone(),
         }
     }

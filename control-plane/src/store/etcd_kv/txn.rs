@@ -43,48 +43,10 @@ impl Txn for EtcdTxn<'_> {
                 .filter(|k| seen.insert(k.clone()))
                 .collect()
         };
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        // One Txn of reads, at this transaction's snapshot (the first read sets it).
-        let options = self
-            .snapshot
-            .get()
-            .map(|r| GetOptions::new().with_revision(r));
-        let ops: Vec<TxnOp> = wanted
-            .iter()
-            .map(|k| TxnOp::get(k.clone(), options.clone()))
-            .collect();
-        let client = self.kv.kv_client();
-        let resp = on_resending(&self.kv.handle, Resend::Read, move || {
-            let (mut client, ops) = (client.clone(), ops.clone());
-            async move { client.txn(etcd_client::Txn::new().and_then(ops)).await }
-        })?;
-        if self.snapshot.get().is_none() {
-            self.snapshot.set(resp.header().map(|h| h.revision()));
-        }
-        let answers = resp.op_responses();
-        if answers.len() != wanted.len() {
-            return Err(Error::Storage("etcd: a Txn of reads answered short".into()));
-        }
-        let mut reads = self.reads.borrow_mut();
-        for (key, answer) in wanted.into_iter().zip(answers) {
-            let etcd_client::TxnOpResponse::Get(g) = answer else {
-                return Err(Error::Storage(
-                    "etcd: a read answered as another operation".into(),
-                ));
-            };
-            let read = match g.kvs().first() {
-                Some(kv) => Read {
-                    mod_revision: kv.mod_revision(),
-                    value: Some(kv.value().to_vec()),
-                },
-                None => Read {
-                    mod_revision: 0,
-                    value: None,
-                },
-            };
-            reads.insert(key, read);
+        // Txns of reads at this transaction's snapshot (the first sets it), each within
+        // etcd's default operations per Txn.
+        for chunk in wanted.chunks(PART_OPS) {
+            self.read_ahead(chunk)?;
         }
         Ok(())
     }
@@ -141,6 +103,51 @@ fn jittered(base: Duration) -> Duration {
 }
 
 impl EtcdTxn<'_> {
+    /// Reads `keys` in one Txn of gets, at this transaction's snapshot (the first read
+    /// sets it).
+    fn read_ahead(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let options = self
+            .snapshot
+            .get()
+            .map(|r| GetOptions::new().with_revision(r));
+        let ops: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::get(k.clone(), options.clone()))
+            .collect();
+        let client = self.kv.kv_client();
+        let resp = on_resending(&self.kv.handle, Resend::Read, move || {
+            let (mut client, ops) = (client.clone(), ops.clone());
+            async move { client.txn(etcd_client::Txn::new().and_then(ops)).await }
+        })?;
+        if self.snapshot.get().is_none() {
+            self.snapshot.set(resp.header().map(|h| h.revision()));
+        }
+        let answers = resp.op_responses();
+        if answers.len() != keys.len() {
+            return Err(Error::Storage("etcd: a Txn of reads answered short".into()));
+        }
+        let mut reads = self.reads.borrow_mut();
+        for (key, answer) in keys.iter().zip(answers) {
+            let etcd_client::TxnOpResponse::Get(g) = answer else {
+                return Err(Error::Storage(
+                    "etcd: a read answered as another operation".into(),
+                ));
+            };
+            let read = match g.kvs().first() {
+                Some(kv) => Read {
+                    mod_revision: kv.mod_revision(),
+                    value: Some(kv.value().to_vec()),
+                },
+                None => Read {
+                    mod_revision: 0,
+                    value: None,
+                },
+            };
+            reads.insert(key.clone(), read);
+        }
+        Ok(())
+    }
+
     fn new(kv: &EtcdKv) -> EtcdTxn<'_> {
         EtcdTxn {
             kv,
@@ -237,10 +244,7 @@ impl EtcdKv {
     ) -> Vec<PartOutcome> {
         let committed = self.attempts(None, || {
             let txn = EtcdTxn::new(self);
-            // Read ahead in chunks, each within etcd's operations per Txn.
-            for chunk in prefetch.chunks(PART_OPS) {
-                txn.prefetch(chunk)?;
-            }
+            txn.prefetch(prefetch)?;
             let mut outcomes = Vec::with_capacity(parts.len());
             for (i, part) in parts.iter().enumerate() {
                 match txn.run_part(*part, i == 0) {
