@@ -342,6 +342,20 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::WorkerPool(e.to_string()))?
 }
 
+/// Runs a store read: inline where reads are local (sled: microseconds), and on the
+/// blocking pool where each is a round trip (etcd), so that the worker serves other
+/// requests meanwhile.
+pub async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    if state.store.reads_are_remote() {
+        blocking(f).await
+    } else {
+        f()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

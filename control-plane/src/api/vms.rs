@@ -1,6 +1,6 @@
 //! VMs: create, list, read, replace (with `If-Match`) and delete.
 
-use super::extract::{blocking, if_match, StrictJson, StrictQuery};
+use super::extract::{blocking, if_match, read, StrictJson, StrictQuery};
 use super::problems::{InvalidBody, StaleIfMatch, Unauthenticated, VmNotFound};
 use super::{audit_refusal, AppState};
 use crate::auth::Caller;
@@ -78,21 +78,22 @@ pub async fn list_vms(
     query: StrictQuery<VmListParams>,
 ) -> Result<HttpResponse, Error> {
     let limit = super::system::limit_of(query.0.limit)?;
-    let (items, next) = match &query.0.name {
-        Some(name) => {
-            validate::resource_name("name", name)?;
-            if query.0.page_token.is_some() {
-                return Err(Error::invalid(
-                    "page_token",
-                    "a list by name is one page; leave page_token out",
-                ));
-            }
-            (state.store.vms_named_json(caller.scope()?, name)?, None)
+    let query = query.0;
+    if let Some(name) = &query.name {
+        validate::resource_name("name", name)?;
+        if query.page_token.is_some() {
+            return Err(Error::invalid(
+                "page_token",
+                "a list by name is one page; leave page_token out",
+            ));
         }
-        None => state
-            .store
-            .list_vms_json(caller.scope()?, query.0.page_token.as_deref(), limit)?,
-    };
+    }
+    let store = state.store.clone();
+    let (items, next) = read(&state, move || match &query.name {
+        Some(name) => Ok((store.vms_named_json(caller.scope()?, name)?, None)),
+        None => store.list_vms_json(caller.scope()?, query.page_token.as_deref(), limit),
+    })
+    .await?;
     // The stored records are the API form: splice them into the page without re-encoding.
     let mut body = Vec::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 64);
     body.extend_from_slice(b"{\"items\":[");
@@ -126,7 +127,8 @@ pub async fn get_vm(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Error> {
-    let vm = state.store.get_vm(caller.scope()?, &id)?;
+    let (store, id) = (state.store.clone(), id.into_inner());
+    let vm = read(&state, move || store.get_vm(caller.scope()?, &id)).await?;
     Ok(with_etag(HttpResponse::Ok(), &vm))
 }
 
