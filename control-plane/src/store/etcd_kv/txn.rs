@@ -30,6 +30,16 @@ struct EtcdTxn<'a> {
     snapshot: Cell<Option<i64>>,
     reads: RefCell<BTreeMap<Vec<u8>, Read>>,
     writes: RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    /// While a part runs: how to undo what it read and wrote (see [`EtcdTxn::run_part`]).
+    undo: RefCell<Option<Vec<Undo>>>,
+}
+
+/// One step of a part, undone when the part fails or does not fit.
+enum Undo {
+    /// A key first read by the part.
+    Read(Vec<u8>),
+    /// A key the part wrote, and what the transaction had written there before.
+    Write(Vec<u8>, Option<Option<Vec<u8>>>),
 }
 
 impl Txn for EtcdTxn<'_> {
@@ -63,7 +73,7 @@ impl Txn for EtcdTxn<'_> {
         if self.snapshot.get().is_none() {
             self.snapshot.set(Some(store_revision));
         }
-        self.reads.borrow_mut().insert(
+        self.note_read(
             k,
             Read {
                 mod_revision,
@@ -74,16 +84,12 @@ impl Txn for EtcdTxn<'_> {
     }
 
     fn insert(&self, table: Table, key: &[u8], value: &[u8]) -> Result<()> {
-        self.writes
-            .borrow_mut()
-            .insert(self.kv.key(table, key), Some(value.to_vec()));
+        self.note_write(self.kv.key(table, key), Some(value.to_vec()));
         Ok(())
     }
 
     fn remove(&self, table: Table, key: &[u8]) -> Result<()> {
-        self.writes
-            .borrow_mut()
-            .insert(self.kv.key(table, key), None);
+        self.note_write(self.kv.key(table, key), None);
         Ok(())
     }
 
@@ -126,7 +132,6 @@ impl EtcdTxn<'_> {
         if answers.len() != keys.len() {
             return Err(Error::Storage("etcd: a Txn of reads answered short".into()));
         }
-        let mut reads = self.reads.borrow_mut();
         for (key, answer) in keys.iter().zip(answers) {
             let etcd_client::TxnOpResponse::Get(g) = answer else {
                 return Err(Error::Storage(
@@ -143,9 +148,25 @@ impl EtcdTxn<'_> {
                     value: None,
                 },
             };
-            reads.insert(key.clone(), read);
+            self.note_read(key.clone(), read);
         }
         Ok(())
+    }
+
+    /// Keeps what a key read gave (and, while a part runs, how to forget it).
+    fn note_read(&self, key: Vec<u8>, read: Read) {
+        if let Some(undo) = self.undo.borrow_mut().as_mut() {
+            undo.push(Undo::Read(key.clone()));
+        }
+        self.reads.borrow_mut().insert(key, read);
+    }
+
+    /// Buffers a write (and, while a part runs, what it replaced).
+    fn note_write(&self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let before = self.writes.borrow_mut().insert(key.clone(), value);
+        if let Some(undo) = self.undo.borrow_mut().as_mut() {
+            undo.push(Undo::Write(key, before));
+        }
     }
 
     fn new(kv: &EtcdKv) -> EtcdTxn<'_> {
@@ -154,6 +175,7 @@ impl EtcdTxn<'_> {
             snapshot: Cell::new(None),
             reads: RefCell::new(BTreeMap::new()),
             writes: RefCell::new(BTreeMap::new()),
+            undo: RefCell::new(None),
         }
     }
 
@@ -168,14 +190,28 @@ impl EtcdTxn<'_> {
     }
 
     /// Runs `part` as a savepoint: when it fails, or leaves the transaction with more
-    /// than [`PART_OPS`] compares or writes (`fits` false), what it read and wrote goes.
+    /// than [`PART_OPS`] compares or writes, what it read and wrote is undone, step by
+    /// step (no copy of the transaction per part).
     fn run_part(&self, part: &Part, may_overflow: bool) -> Option<Result<()>> {
-        let before = (self.reads.borrow().clone(), self.writes.borrow().clone());
+        *self.undo.borrow_mut() = Some(Vec::new());
         let result = part(self);
+        let steps = self.undo.take();
         let fits = self.reads.borrow().len() < PART_OPS && self.writes.borrow().len() <= PART_OPS;
         if result.is_err() || !(fits || may_overflow) {
-            *self.reads.borrow_mut() = before.0;
-            *self.writes.borrow_mut() = before.1;
+            let (mut reads, mut writes) = (self.reads.borrow_mut(), self.writes.borrow_mut());
+            for step in steps.into_iter().flatten().rev() {
+                match step {
+                    Undo::Read(key) => {
+                        reads.remove(&key);
+                    }
+                    Undo::Write(key, Some(before)) => {
+                        writes.insert(key, before);
+                    }
+                    Undo::Write(key, None) => {
+                        writes.remove(&key);
+                    }
+                }
+            }
         }
         (fits || may_overflow).then_some(result)
     }
