@@ -30,6 +30,55 @@ pub enum ModuleCommand {
         #[arg(long)]
         trust: Option<PathBuf>,
     },
+    /// Build an out-of-tree module (a directory with a Kbuild or Makefile) against the
+    /// headers of a guest kernel release, fetched with that kernel as a pair into the
+    /// cache; reproducible (the same sources give the same bytes). Prints each .ko's
+    /// sha256. Needs make, gcc-12 and objcopy on this host.
+    Build {
+        /// The module's source directory.
+        src: PathBuf,
+        /// The guest kernel release (default: Debian's current cloud kernel).
+        #[arg(long)]
+        kernel_release: Option<String>,
+        /// Where the .ko files go.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+    },
+    /// Sign a module with an operator key, in the kernel's format (what
+    /// `scripts/sign-file` appends: PKCS#7, SHA-256). Writes in place unless --out.
+    Sign {
+        /// The unsigned .ko file.
+        file: PathBuf,
+        /// The operator's private key (PKCS#8 PEM, from `module keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The operator's certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Write the signed module here instead.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Make an operator key pair for signing modules: an RSA key (written 0600) and a
+    /// self-signed certificate (code signing) to give the admin.
+    Keygen {
+        /// The certificate's common name.
+        #[arg(long)]
+        name: String,
+        /// Where the private key goes (never overwritten).
+        #[arg(long, default_value = "operator.pem")]
+        key: PathBuf,
+        /// Where the certificate goes (never overwritten).
+        #[arg(long, default_value = "operator.crt")]
+        cert: PathBuf,
+        /// RSA key size (2048 to 4096).
+        #[arg(long, default_value_t = 4096)]
+        bits: usize,
+        /// Days the certificate is valid for (the kernel does not check it; modvisor's
+        /// vetting neither).
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
     /// List the modules you may request (admins: the whole catalog).
     List,
     /// Ask for a module to be loaded into a VM.
@@ -99,6 +148,10 @@ pub enum PolicyCommand {
         /// A tenant it is approved for; `*` for all (repeatable; each must exist).
         #[arg(long = "tenant", default_value = "*")]
         tenants: Vec<String>,
+        /// Who may sign it (repeatable): `kernel` (the guest kernel's own keys) or a
+        /// certificate of `modvisor trust list`. Default: as the policy says now.
+        #[arg(long = "signer")]
+        signers: Vec<String>,
     },
 }
 
@@ -216,10 +269,38 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             kernel_release,
             trust,
         } => return inspect(args, &file, kernel_release.as_deref(), trust.as_deref()),
+        ModuleCommand::Build {
+            src,
+            kernel_release,
+            out,
+        } => {
+            return crate::module_tools_cmd::build(
+                &src,
+                kernel_release.as_deref(),
+                &out,
+                args.json(),
+            )
+        }
+        ModuleCommand::Sign {
+            file,
+            key,
+            cert,
+            out,
+        } => return crate::module_tools_cmd::sign(&file, &key, &cert, out.as_deref()),
+        ModuleCommand::Keygen {
+            name,
+            key,
+            cert,
+            bits,
+            days,
+        } => return crate::module_tools_cmd::keygen(&name, &key, &cert, bits, days),
         _ => args.client()?,
     };
     match cmd {
-        ModuleCommand::Inspect { .. } => {}
+        ModuleCommand::Inspect { .. }
+        | ModuleCommand::Build { .. }
+        | ModuleCommand::Sign { .. }
+        | ModuleCommand::Keygen { .. } => {}
         ModuleCommand::List => {
             let list = api.list_modules()?;
             print(args, &list[..], |list: &[CatalogModule], _| {
@@ -329,11 +410,18 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             approve,
             revoke,
             tenants,
+            signers,
         }) => {
+            let signers = if signers.is_empty() {
+                api.get_policy(&name)?.signers
+            } else {
+                signers
+            };
             // clap takes exactly one of --approve and --revoke.
             let policy = ModulePolicy {
                 approved: approve && !revoke,
                 tenants: if revoke { Vec::new() } else { tenants },
+                signers,
             };
             let v = api.set_policy(&name, &policy)?;
             print(args, &v, |v, _| policy_line(&name, v))?;
@@ -451,8 +539,14 @@ pub fn events(args: &ApiArgs, limit: u32, follow: bool) -> Result<()> {
 
 /// A module's policy in one line.
 fn policy_line(name: &str, p: &ModulePolicy) -> String {
-    match (p.approved, p.tenants.as_slice()) {
+    let line = match (p.approved, p.tenants.as_slice()) {
         (false, _) | (true, []) => format!("{name}: not approved"),
         (true, tenants) => format!("{name}: approved for {}", tenants.join(", ")),
+    };
+    // Only what differs from the default (the guest kernel's own keys) is said.
+    if p.signers == [modvisor_control_plane_api::types::KERNEL_SIGNER] {
+        line
+    } else {
+        format!("{line}; signers: {}", p.signers.join(", "))
     }
 }

@@ -7,6 +7,7 @@ mod console_cmd;
 mod doctor;
 mod exec_cmd;
 mod guest_cmd;
+mod module_tools_cmd;
 mod network_cmd;
 mod node_cmd;
 mod profile;
@@ -14,6 +15,7 @@ mod serve;
 mod store_cmd;
 mod table;
 mod token_cmd;
+mod trust_cmd;
 mod vm_cmd;
 mod vmm_cmd;
 mod wait;
@@ -86,6 +88,11 @@ enum Command {
     Module {
         #[command(subcommand)]
         command: commands::ModuleCommand,
+    },
+    /// The operator certificates trusted to sign modules (admin).
+    Trust {
+        #[command(subcommand)]
+        command: trust_cmd::TrustCommand,
     },
     /// A tenant's private networks.
     Network {
@@ -196,6 +203,7 @@ fn main() -> ExitCode {
         },
         Command::Module { command } => commands::module(&cli.api, command),
         Command::Tenant { command } => commands::tenant(&cli.api, command),
+        Command::Trust { command } => trust_cmd::trust(&cli.api, command),
         Command::Network { command } => network_cmd::network(&cli.api, command),
         Command::Node { command } => node_cmd::node(&cli.api, command),
         Command::Whoami => token_cmd::whoami(&cli.api),

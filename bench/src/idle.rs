@@ -42,6 +42,8 @@ pub struct IdleFigures {
     pub resync: Duration,
     /// CPU the process used in it.
     pub idle_cpu: Duration,
+    /// CPU each thread used in it (by thread name, most first).
+    pub threads: Vec<(String, Duration)>,
     /// Reconciler passes in it, and their total time.
     pub passes: (u64, Duration),
     /// From a new VM's create to its placement.
@@ -68,6 +70,18 @@ impl IdleFigures {
             self.window.as_secs_f64(),
             self.resync.as_secs_f64()
         );
+        let threads: Vec<String> = self
+            .threads
+            .iter()
+            .take(4)
+            .map(|(name, cpu)| {
+                format!(
+                    "{name} {:.2}%",
+                    cpu.as_secs_f64() / self.window.as_secs_f64() * 100.0
+                )
+            })
+            .collect();
+        println!("  by thread: {}", threads.join(", "));
         println!(
             "  {} passes in the window, {:.2} ms each on average",
             self.passes.0,
@@ -108,6 +122,40 @@ fn cpu_used() -> Result<Duration> {
         Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
     };
     Ok(micros(user) + micros(system))
+}
+
+/// CPU each thread of this process has used, by name (threads of one name summed).
+fn cpu_by_thread() -> Result<std::collections::BTreeMap<String, Duration>> {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?
+        .and_then(|t| u64::try_from(t).ok())
+        .filter(|t| *t > 0)
+        .ok_or_else(|| anyhow::anyhow!("sysconf(CLK_TCK) gave no tick rate"))?;
+    let mut out = std::collections::BTreeMap::new();
+    for task in std::fs::read_dir("/proc/self/task")? {
+        let dir = task?.path();
+        // A thread that ended meanwhile has no files left: it is not counted.
+        let (Ok(stat), Ok(comm)) = (
+            std::fs::read_to_string(dir.join("stat")),
+            std::fs::read_to_string(dir.join("comm")),
+        ) else {
+            continue;
+        };
+        // Fields after the command (which may hold spaces) start after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        // utime and stime are fields 14 and 15 of stat; 12 and 13 after the command.
+        let used = Duration::from_millis((field(11) + field(12)) * 1000 / ticks);
+        *out.entry(comm.trim().to_string()).or_insert(Duration::ZERO) += used;
+    }
+    Ok(out)
 }
 
 /// Runs the leader's reconciler (its default resync) over `store` until its fleet is
@@ -189,8 +237,17 @@ pub fn measure(store: &Datastore, window: Duration) -> Result<IdleFigures> {
         std::thread::sleep(Duration::from_secs(1));
     }
     let (cpu0, t0, passes0) = (cpu_used()?, Instant::now(), passes(&metrics)?);
+    let threads0 = cpu_by_thread()?;
     std::thread::sleep(window);
     let (idle_cpu, window) = (cpu_used()? - cpu0, t0.elapsed());
+    let mut threads: Vec<(String, Duration)> = cpu_by_thread()?
+        .into_iter()
+        .map(|(name, used)| {
+            let before = threads0.get(&name).copied().unwrap_or(Duration::ZERO);
+            (name, used.saturating_sub(before))
+        })
+        .collect();
+    threads.sort_by_key(|t| std::cmp::Reverse(t.1));
     let passes1 = passes(&metrics)?;
     let passes = (
         passes1.0.saturating_sub(passes0.0),
@@ -226,6 +283,7 @@ pub fn measure(store: &Datastore, window: Duration) -> Result<IdleFigures> {
         window,
         resync: config.resync,
         idle_cpu,
+        threads,
         passes,
         placed: placed.unwrap_or(running),
         running,

@@ -259,6 +259,7 @@ impl ControlPlane {
                 let policy = crate::model::ModulePolicy {
                     approved: true,
                     tenants: vec!["*".into()],
+                    signers: vec!["kernel".into()],
                 };
                 self.store().seed_policy(&name, &policy)?;
             }

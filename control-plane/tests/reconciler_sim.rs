@@ -107,6 +107,7 @@ fn a_refusal_by_the_nodes_vetting_is_rejected_and_audited_once() {
         let revoked = ModulePolicy {
             approved: false,
             tenants: Vec::new(),
+            signers: vec!["kernel".into()],
         };
         w.store.set_policy("test", "base", &revoked).unwrap();
         run_until(&w, true, |w| request(w, &id, "top").state.is_terminal()).await;

@@ -49,6 +49,20 @@ pub fn fetch_unpacked(
     kind: &str,
     name: &str,
     package: &str,
+    progress: impl FnMut(&str),
+) -> Result<PathBuf, KernelError> {
+    fetch_unpacked_together(cache, kind, name, &[package], |_| Ok(()), progress)
+}
+
+/// `packages` unpacked together in `<cache>/<kind>/<name>`, then `finish`ed (which may
+/// adjust the tree) before the tree counts as complete; fetched once, later calls reuse
+/// it.
+pub fn fetch_unpacked_together(
+    cache: &Path,
+    kind: &str,
+    name: &str,
+    packages: &[&str],
+    finish: impl FnOnce(&Path) -> Result<(), KernelError>,
     mut progress: impl FnMut(&str),
 ) -> Result<PathBuf, KernelError> {
     let dir = cache.join(kind);
@@ -57,46 +71,50 @@ pub fn fetch_unpacked(
     let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
     lock.lock().map_err(io(&lock_path))?;
     let root = dir.join(name);
+    let all = packages.join(" ");
     if root.join(".complete").exists() {
-        progress(&format!("{package}: cached in {}", root.display()));
+        progress(&format!("{all}: cached in {}", root.display()));
         return Ok(root);
     }
     let downloads = cache.join("downloads");
     std::fs::create_dir_all(&downloads).map_err(io(&downloads))?;
-    progress(&format!("{package}: apt-get download"));
-    run(Command::new("apt-get").current_dir(&downloads).args([
-        "-q",
-        "-o",
-        "APT::Sandbox::User=root",
-        "download",
-        package,
-    ]))?;
-    let deb = std::fs::read_dir(&downloads)
-        .map_err(io(&downloads))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
-        })
-        .ok_or_else(|| KernelError::Layout {
-            path: downloads.clone(),
-            detail: format!("apt-get download left no {package}_*.deb"),
-        })?;
     let partial = dir.join(format!("{name}.partial"));
     if partial.exists() {
         std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
     }
     std::fs::create_dir_all(&partial).map_err(io(&partial))?;
-    progress(&format!("{package}: dpkg -x {}", deb.display()));
-    run(Command::new("dpkg").arg("-x").arg(&deb).arg(&partial))?;
+    for package in packages {
+        progress(&format!("{package}: apt-get download"));
+        run(Command::new("apt-get").current_dir(&downloads).args([
+            "-q",
+            "-o",
+            "APT::Sandbox::User=root",
+            "download",
+            package,
+        ]))?;
+        let deb = std::fs::read_dir(&downloads)
+            .map_err(io(&downloads))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+            })
+            .ok_or_else(|| KernelError::Layout {
+                path: downloads.clone(),
+                detail: format!("apt-get download left no {package}_*.deb"),
+            })?;
+        progress(&format!("{package}: dpkg -x {}", deb.display()));
+        run(Command::new("dpkg").arg("-x").arg(&deb).arg(&partial))?;
+        std::fs::remove_file(&deb).map_err(io(&deb))?;
+    }
+    finish(&partial)?;
     if root.exists() {
         std::fs::remove_dir_all(&root).map_err(io(&root))?;
     }
     std::fs::rename(&partial, &root).map_err(io(&root))?;
     std::fs::write(root.join(".complete"), name).map_err(io(&root))?;
-    std::fs::remove_file(&deb).map_err(io(&deb))?;
-    progress(&format!("{package}: ready in {}", root.display()));
+    progress(&format!("{all}: ready in {}", root.display()));
     Ok(root)
 }

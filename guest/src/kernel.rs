@@ -172,8 +172,37 @@ pub fn fetch_debian_cloud(
         .strip_prefix("linux-image-")
         .unwrap_or(&package)
         .to_string();
-    let root = crate::debian::fetch_unpacked(cache, "kernels", &release, &package, progress)?;
-    GuestKernel::open(&root, Some(&release))
+    fetch_release(cache, &release, progress)
+}
+
+/// Refuses what cannot be a kernel release (it names packages and cache directories).
+pub fn check_release(release: &str) -> Result<(), KernelError> {
+    let fine = !release.is_empty()
+        && release.len() <= 64
+        && release.starts_with(|c: char| c.is_ascii_digit())
+        && release
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-+~".contains(c));
+    if fine {
+        Ok(())
+    } else {
+        Err(KernelError::Layout {
+            path: PathBuf::from(release),
+            detail: "not a kernel release (e.g. 6.1.0-57-cloud-amd64)".into(),
+        })
+    }
+}
+
+/// Fetches Debian's kernel of `release` (`linux-image-<release>`) into `cache` (once).
+pub fn fetch_release(
+    cache: &Path,
+    release: &str,
+    progress: impl FnMut(&str),
+) -> Result<GuestKernel, KernelError> {
+    check_release(release)?;
+    let package = format!("linux-image-{release}");
+    let root = crate::debian::fetch_unpacked(cache, "kernels", release, &package, progress)?;
+    GuestKernel::open(&root, Some(release))
 }
 
 /// The guest kernel to use: `MODVISOR_KERNEL_DIR` (a user's tree) when set, else Debian's

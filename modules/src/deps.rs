@@ -15,6 +15,9 @@ pub struct CatalogEntry<'a> {
     pub module: &'a KernelModule,
     /// The pinned SHA-256 (hex), if the catalog has one.
     pub sha256_pin: Option<&'a str>,
+    /// Who may sign this module, when the catalog says so (an operator's module accepts
+    /// its operator's certificate); `None`: the trust store the caller vets with.
+    pub trust: Option<&'a TrustStore>,
 }
 
 /// Where dependencies are looked up. Implemented by the caller over its own storage.
@@ -61,6 +64,7 @@ impl MemoryCatalog {
 impl ModuleCatalog for MemoryCatalog {
     fn lookup(&self, name: &str) -> Option<CatalogEntry<'_>> {
         self.entries.get(name).map(|(module, pin)| CatalogEntry {
+            trust: None,
             module,
             sha256_pin: pin.as_deref(),
         })
@@ -157,7 +161,12 @@ pub fn vet_closure(
         let entry = find(catalog, name)?.ok_or_else(|| Rejection::NotInCatalog {
             module: name.clone(),
         })?;
-        match vet(entry.module, entry.sha256_pin, policy, trust) {
+        match vet(
+            entry.module,
+            entry.sha256_pin,
+            policy,
+            entry.trust.unwrap_or(trust),
+        ) {
             Ok(v) => vetted.push(v),
             Err(reason) if *name == root => return Err(reason),
             Err(reason) => {

@@ -36,6 +36,7 @@ mod module;
 mod policy;
 mod rejection;
 mod report;
+mod sign;
 mod signature;
 mod trust;
 
@@ -50,6 +51,7 @@ pub use policy::{
 };
 pub use rejection::Rejection;
 pub use report::{inspect, SignatureReport, Verdict, VettingReport};
+pub use sign::{append_signature, OperatorKey, SignError, OPERATOR_KEY_BITS};
 pub use signature::{
     DigestAlgorithm, ModuleSignature, SignatureError, Signer, SignerId, MODULE_SIG_MARKER,
 };

@@ -21,8 +21,18 @@ pub const LOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Module images a node can deliver, each with the catalog's sha256 pin.
 #[derive(Debug, Default)]
 pub struct ModuleSource {
-    modules: BTreeMap<String, (KernelModule, Vec<u8>, Option<String>)>,
+    modules: BTreeMap<String, Held>,
     parses: usize,
+}
+
+/// One module a source holds.
+#[derive(Debug)]
+struct Held {
+    module: KernelModule,
+    image: Vec<u8>,
+    pin: Option<String>,
+    /// Who may sign it, when not the guest kernel's keys alone.
+    trust: Option<TrustStore>,
 }
 
 impl ModuleSource {
@@ -34,10 +44,29 @@ impl ModuleSource {
     /// Adds a module image with the sha256 the catalog pins for it. Returns its name.
     /// The image is parsed here; vetting happens per request.
     pub fn insert(&mut self, image: Vec<u8>, pin: Option<String>) -> Result<String, ParseError> {
+        self.insert_signed_by(image, pin, None)
+    }
+
+    /// As [`Self::insert`], for a module that `trust` (instead of the keys the service
+    /// vets with, normally the guest kernel's) says who may sign.
+    pub fn insert_signed_by(
+        &mut self,
+        image: Vec<u8>,
+        pin: Option<String>,
+        trust: Option<TrustStore>,
+    ) -> Result<String, ParseError> {
         self.parses += 1;
         let module = KernelModule::parse(&image)?;
         let name = normalize_name(module.name());
-        self.modules.insert(name.clone(), (module, image, pin));
+        self.modules.insert(
+            name.clone(),
+            Held {
+                module,
+                image,
+                pin,
+                trust,
+            },
+        );
         Ok(name)
     }
 
@@ -45,7 +74,7 @@ impl ModuleSource {
     pub fn image(&self, name: &str) -> Option<&[u8]> {
         self.modules
             .get(&normalize_name(name))
-            .map(|(_, b, _)| b.as_slice())
+            .map(|h| h.image.as_slice())
     }
 
     /// How many images this source parsed (each insert parses its image, and nothing
@@ -67,9 +96,10 @@ impl ModuleSource {
 
 impl ModuleCatalog for ModuleSource {
     fn lookup(&self, name: &str) -> Option<CatalogEntry<'_>> {
-        self.modules.get(name).map(|(module, _, pin)| CatalogEntry {
-            module,
-            sha256_pin: pin.as_deref(),
+        self.modules.get(name).map(|h| CatalogEntry {
+            module: &h.module,
+            sha256_pin: h.pin.as_deref(),
+            trust: h.trust.as_ref(),
         })
     }
 }

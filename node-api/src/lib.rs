@@ -39,7 +39,7 @@ pub use interfaces::GuestInterface;
 pub use problem::Problem;
 pub use types::{
     EnsureVm, NetworkAttachment, NodeLoadModule, NodeModuleResult, ObservedVm, Phase, PinnedModule,
-    PowerState, RequestState,
+    PowerState, RequestState, SignerCertificate, KERNEL_SIGNER,
 };
 pub use user_data::{RunUserData, UserDataState, UserDataStatus};
 

@@ -173,7 +173,7 @@ const NODE_TOKENS: BearerAuth = BearerAuth("JWT (EdDSA, role control_plane)");
         description = "Served by every node agent, called only by the control plane (tokens of role control_plane signed with the control plane's key). Every request is idempotent."
     ),
     paths(healthz, metrics, ensure_vm, get_vm, delete_vm, load_module, unload_module, exec, console, run_user_data),
-    components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, NodeModuleResult, Phase, PowerState, RequestState, ExecRequest, ExecResult, RunUserData, UserDataStatus, UserDataState, crate::interfaces::GuestInterface)),
+    components(schemas(Problem, EnsureVm, ObservedVm, NodeLoadModule, crate::types::SignerCertificate, NodeModuleResult, Phase, PowerState, RequestState, ExecRequest, ExecResult, RunUserData, UserDataStatus, UserDataState, crate::interfaces::GuestInterface)),
     modifiers(&NODE_TOKENS),
     security(("bearer" = []))
 )]

@@ -96,6 +96,7 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
     let pinned = PinnedModule {
         name: "tcp_bbr".into(),
         sha256: SHA256.into(),
+        signers: vec![crate::types::KERNEL_SIGNER.into()],
     };
     example(&mut out, "Phase", &Phase::Running)?;
     example(&mut out, "PowerState", &PowerState::Running)?;
@@ -122,6 +123,7 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
             params: String::new(),
             closure: vec![pinned.clone()],
             approved: vec!["tcp_bbr".into()],
+            certificates: Vec::new(),
             budget_ms: 30_000,
         },
     )?;

@@ -216,6 +216,28 @@ pub struct PinnedModule {
     /// sha256 of its .ko, lowercase hex: the blob the node fetches and the pin vetting
     /// checks.
     pub sha256: String,
+    /// Who may sign it: `kernel` (the guest kernel's own keys) and names of the
+    /// request's `certificates`. Default: `["kernel"]`.
+    #[serde(default = "kernel_signer")]
+    pub signers: Vec<String>,
+}
+
+/// The signer name of the guest kernel's own keys.
+pub const KERNEL_SIGNER: &str = "kernel";
+
+fn kernel_signer() -> Vec<String> {
+    vec![KERNEL_SIGNER.to_string()]
+}
+
+/// An operator certificate a module of a load request may be signed by.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SignerCertificate {
+    /// Its name (what `PinnedModule::signers` names).
+    pub name: String,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
 }
 
 /// Body of the node API's `POST /v1/vms/{id}/modules`: everything the node needs, resolved
@@ -235,6 +257,10 @@ pub struct NodeLoadModule {
     /// The modules the VM's tenant may have loaded, at least those of `closure` that it
     /// may (every module of the closure must be in it, dependencies too).
     pub approved: Vec<String>,
+    /// The operator certificates the closure's `signers` name (none when every module
+    /// is the distribution's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<SignerCertificate>,
     /// How long the node may take for the whole request, in milliseconds (see
     /// [`crate::budget::load`]); the control plane waits this plus a margin.
     pub budget_ms: u64,

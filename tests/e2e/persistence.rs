@@ -140,11 +140,13 @@ fn a_restart_never_reapproves_what_an_admin_revoked_or_restricted() {
     let revoked = ModulePolicy {
         approved: false,
         tenants: Vec::new(),
+        signers: vec!["kernel".into()],
     };
     admin.set_policy("tcp_bbr", &revoked).unwrap();
     let restricted = ModulePolicy {
         approved: true,
         tenants: vec!["tenant-a".into()],
+        signers: vec!["kernel".into()],
     };
     admin.set_policy("dummy", &restricted).unwrap();
     p.restart();

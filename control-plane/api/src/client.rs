@@ -5,7 +5,8 @@ use crate::routes::{self, fill};
 use crate::types::{
     CatalogModule, CreateNetwork, CreateTenant, Event, EventListParams, ExecRequest, ExecResult,
     IssueToken, IssuedToken, ModulePolicy, ModuleRequest, ModuleRequestBody, ModuleVersion,
-    Network, Node, NodeDetail, Page, PageParams, Quota, Tenant, TokenRecord, Vm, VmSpec,
+    Network, Node, NodeDetail, Page, PageParams, Quota, Tenant, TokenRecord, TrustBody, TrustEntry,
+    Vm, VmSpec,
 };
 use modvisor_node_api::client::why_unanswered;
 use modvisor_node_api::Problem;
@@ -333,6 +334,26 @@ impl ApiClient {
     pub fn set_policy(&self, name: &str, policy: &ModulePolicy) -> Result<ModulePolicy, ApiError> {
         let path = fill(routes::ADMIN_MODULE_POLICY, &[("name", name)]);
         self.call(Method::PUT, &path, Some(policy))
+    }
+
+    /// `PUT /v1/admin/trust/{name}`: adds or replaces an operator certificate (admin).
+    pub fn put_trusted(&self, name: &str, certificate_pem: &str) -> Result<TrustEntry, ApiError> {
+        let path = fill(routes::ADMIN_TRUST_ONE, &[("name", name)]);
+        let body = TrustBody {
+            certificate_pem: certificate_pem.to_string(),
+        };
+        self.call(Method::PUT, &path, Some(&body))
+    }
+
+    /// `GET /v1/admin/trust` (admin).
+    pub fn list_trusted(&self) -> Result<Vec<TrustEntry>, ApiError> {
+        self.get(routes::ADMIN_TRUST)
+    }
+
+    /// `DELETE /v1/admin/trust/{name}` (admin).
+    pub fn remove_trusted(&self, name: &str) -> Result<(), ApiError> {
+        let path = fill(routes::ADMIN_TRUST_ONE, &[("name", name)]);
+        self.no_content(Method::DELETE, &path)
     }
 
     /// `POST /v1/vms/{id}/modules`.

@@ -5,8 +5,8 @@ use crate::network::{CreateNetwork, Network, VmNetwork};
 use crate::types::{
     CatalogModule, CreateTenant, Event, IssueToken, IssuedToken, ModulePolicy, ModuleRef,
     ModuleRequest, ModuleRequestBody, ModuleVersion, NodeDetail, Outcome, Page, PowerState, Quota,
-    Readiness, RequestState, Resources, Tenant, TokenRecord, TokenRole, Usage, Vm, VmSpec,
-    VmStatus,
+    Readiness, RequestState, Resources, Tenant, TokenRecord, TokenRole, TrustBody, TrustEntry,
+    Usage, Vm, VmSpec, VmStatus,
 };
 use modvisor_node_api::openapi_examples::{
     guest_interface, node, user_data_status, RELEASE, SHA256, TIME, VM_ID,
@@ -118,6 +118,7 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
     let policy = ModulePolicy {
         approved: true,
         tenants: vec!["tenant-a".into()],
+        signers: vec!["kernel".into()],
     };
     example(&mut out, "Quota", &quota())?;
     example(
@@ -183,6 +184,28 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
             name: "tcp_bbr".into(),
             versions: vec![module_version()],
             policy: Some(policy),
+        },
+    )?;
+    let pem = "-----BEGIN CERTIFICATE-----\nMIIC...\n-----END CERTIFICATE-----\n";
+    example(
+        &mut out,
+        "TrustBody",
+        &TrustBody {
+            certificate_pem: pem.into(),
+        },
+    )?;
+    example(
+        &mut out,
+        "TrustEntry",
+        &TrustEntry {
+            name: "acme".into(),
+            subject: "CN=acme modules".into(),
+            issuer: "CN=acme modules".into(),
+            serial: "4f1c0e9a2b7d3c5e8f60718293a4b5c6".into(),
+            sha256: "3b1f9c2d4e5a60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9".into(),
+            key: "rsa-4096".into(),
+            certificate_pem: pem.into(),
+            added_at: "2026-12-03T12:00:00Z".into(),
         },
     )?;
     example(

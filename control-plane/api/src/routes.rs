@@ -36,6 +36,10 @@ pub const MODULES: &str = "/v1/modules";
 pub const ADMIN_MODULE: &str = "/v1/admin/modules/{name}";
 /// A module's policy (`PUT`, admin).
 pub const ADMIN_MODULE_POLICY: &str = "/v1/admin/modules/{name}/policy";
+/// The trusted operator certificates (`GET`, admin).
+pub const ADMIN_TRUST: &str = "/v1/admin/trust";
+/// One trusted certificate (`PUT` add or replace, `GET`, `DELETE`; admin).
+pub const ADMIN_TRUST_ONE: &str = "/v1/admin/trust/{name}";
 /// The audit trail (a page).
 pub const EVENTS: &str = "/v1/events";
 /// Nodes (admin).
@@ -55,7 +59,7 @@ pub const TOKEN: &str = "/v1/tokens/{jti}";
 pub const MY_TOKENS: &str = "/v1/me/tokens";
 
 /// Every route above with its method, as the OpenAPI document names them.
-pub const ALL: [(&str, &str); 29] = [
+pub const ALL: [(&str, &str); 32] = [
     ("get", HEALTHZ),
     ("get", TENANTS),
     ("post", TENANTS),
@@ -73,6 +77,9 @@ pub const ALL: [(&str, &str); 29] = [
     ("put", ADMIN_MODULE),
     ("get", ADMIN_MODULE_POLICY),
     ("put", ADMIN_MODULE_POLICY),
+    ("get", ADMIN_TRUST),
+    ("put", ADMIN_TRUST_ONE),
+    ("delete", ADMIN_TRUST_ONE),
     ("get", EVENTS),
     ("get", NODES),
     ("get", NODE),

@@ -365,6 +365,18 @@ pub struct ModulePolicy {
     pub approved: bool,
     /// Tenants it is approved for: `["*"]` for all, or a list of names.
     pub tenants: Vec<String>,
+    /// Who may sign it: `kernel` (the keys built into the guest kernel: the
+    /// distribution's) and the names of operator certificates in the trust store
+    /// (`PUT /v1/admin/trust/{name}`). Default: `["kernel"]`.
+    #[serde(default = "kernel_signer")]
+    pub signers: Vec<String>,
+}
+
+/// The signer name of the guest kernel's own keys.
+pub const KERNEL_SIGNER: &str = "kernel";
+
+fn kernel_signer() -> Vec<String> {
+    vec![KERNEL_SIGNER.to_string()]
 }
 
 impl ModulePolicy {
@@ -372,6 +384,44 @@ impl ModulePolicy {
     pub fn allows(&self, tenant: &str) -> bool {
         self.approved && self.tenants.iter().any(|t| t == "*" || t == tenant)
     }
+
+    /// Whether an operator's certificate may sign it (the guest kernel cannot check such
+    /// a signature itself).
+    pub fn operator_signed(&self) -> bool {
+        self.signers.iter().any(|s| s != KERNEL_SIGNER)
+    }
+}
+
+/// Body of `PUT /v1/admin/trust/{name}`: an operator's module-signing certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TrustBody {
+    /// One X.509 certificate, PEM (`-----BEGIN CERTIFICATE-----`), with an RSA key (what
+    /// `modvisor module keygen` writes).
+    pub certificate_pem: String,
+}
+
+/// A certificate the admin trusts to sign modules, besides the guest kernel's own keys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+pub struct TrustEntry {
+    /// Its name in the trust store (what module policies' `signers` name).
+    pub name: String,
+    /// The certificate's subject, e.g. `CN=acme modules`.
+    pub subject: String,
+    /// Its issuer.
+    pub issuer: String,
+    /// Its serial number, hex.
+    pub serial: String,
+    /// sha256 of its DER encoding, lowercase hex.
+    pub sha256: String,
+    /// Its key, e.g. `rsa-4096`.
+    pub key: String,
+    /// The certificate, PEM.
+    pub certificate_pem: String,
+    /// When it was added.
+    pub added_at: Timestamp,
 }
 
 /// A module in the catalog: its versions and, for admins, its policy.

@@ -14,6 +14,7 @@ mod stream;
 mod system;
 mod tenants;
 pub mod tokens;
+mod trust;
 mod vms;
 
 use crate::auth::TokenKeys;
@@ -84,6 +85,10 @@ pub fn public_routes(cfg: &mut ServiceConfig) {
         .service(modules::request_module)
         .service(modules::list_module_requests)
         .service(modules::unload_module)
+        .service(trust::put_trusted)
+        .service(trust::list_trusted)
+        .service(trust::get_trusted)
+        .service(trust::remove_trusted)
         .service(system::list_events)
         .service(stream::stream)
         .service(nodes::list_nodes)

@@ -79,6 +79,7 @@ pub const SHARED_PROBLEMS: &[SharedProblem] = &[
         "No such network of the caller's tenant",
     ),
     SharedProblem::new("NodeNotFound", "404", "No such node"),
+    SharedProblem::new("TrustNotFound", "404", "No such trusted certificate"),
     SharedProblem::new("TenantNotFound", "404", "No such tenant."),
     SharedProblem::new("RequestTimeout", "408", "The body did not arrive in time"),
     SharedProblem::new(

@@ -6,5 +6,5 @@ pub use modvisor_node_api::internal::{
     Resources,
 };
 pub use modvisor_node_api::types::{
-    EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, PinnedModule,
+    EnsureVm, NodeLoadModule, NodeModuleResult, ObservedVm, PinnedModule, SignerCertificate,
 };

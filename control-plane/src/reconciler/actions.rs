@@ -29,11 +29,13 @@ impl<C: NodeConnector> Reconciler<C> {
             let budget = self.config.budgets.load(closure.len());
             let names: Vec<&str> = closure.iter().map(|m| m.name.as_str()).collect();
             let approved = self.store.approved_among(&vm.tenant, &names)?;
+            let certificates = self.store.signer_certificates(&closure)?;
             let body = NodeLoadModule {
                 name: r.name.clone(),
                 params,
                 closure,
                 approved,
+                certificates,
                 budget_ms: u64::try_from(budget.as_millis()).unwrap_or(u64::MAX),
             };
             self.act(&vm.id, self.clone().load(node, vm.id.clone(), body));

@@ -192,11 +192,16 @@ pub struct NodesMoved {
     pub room: bool,
     /// Nodes whose readiness changed (gone and new ones included).
     pub readiness: Vec<String>,
+    /// Nodes whose record this pass read (gone ones included).
+    pub read: Vec<String>,
+    /// Whether this pass read every node.
+    pub all_read: bool,
 }
 
 impl NodesMoved {
     /// Notes how node `name` moved from `before` to `after` (`None`: absent).
     pub fn note(&mut self, name: &str, before: Option<&Node>, after: Option<&Node>) {
+        self.read.push(name.to_string());
         let same_room = match (before, after) {
             (Some(b), Some(a)) => {
                 free_of(b) == free_of(a)

@@ -5,15 +5,21 @@
 //! pass reads; it decides the same way ([`Reconciler::reconcile_each`]).
 
 use super::fleet::{Changes, NodesMoved};
-use super::{lock, NodeConnector, Reconciler};
+use super::{lock, Heartbeats, NodeConnector, Reconciler};
 use crate::model::{Node, NodeState, Phase};
 use crate::store::is_silent;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 impl<C: NodeConnector> Reconciler<C> {
-    /// One pass over `changes` (see the module). Must run inside a `LocalSet`.
+    /// One pass over `changes` (see the module). Must run inside a `LocalSet`. With
+    /// nothing changed and no node due to fall silent or past its fencing bound, there is
+    /// nothing to do (an idle leader's passes cost next to nothing).
     pub fn pass_changes(&self, changes: Changes) -> crate::Result<()> {
+        let now = crate::auth::unix_now();
+        if changes.is_empty() && lock(&self.quiet_until)?.is_some_and(|until| now < until) {
+            return Ok(());
+        }
         let (nodes, moved) = self.nodes_for_pass(&changes.nodes)?;
         let mut ids: HashSet<String> = changes.vms;
         let retry_pending = moved.room;
@@ -61,8 +67,41 @@ impl<C: NodeConnector> Reconciler<C> {
         of_nodes.sort();
         of_nodes.dedup();
         reports.extend(self.store.node_reports_of(&of_nodes)?);
-        self.publish(&nodes)?;
-        self.reconcile_each(vms, &nodes, &observations, &reports, &requests)
+        let heartbeats = if moved.all_read {
+            Heartbeats::All
+        } else {
+            Heartbeats::Of(&moved.read)
+        };
+        self.publish(&nodes, heartbeats)?;
+        self.reconcile_each(vms, &nodes, &observations, &reports, &requests)?;
+        self.note_quiet_until(&nodes)
+    }
+
+    /// Notes until when passes with nothing changed may do nothing: the first moment a
+    /// Ready node falls silent past the timeout, or a NotReady one passes the fencing
+    /// bound (or now, while a NotReady node past it, or a node that is gone, still holds
+    /// VMs: each pass moves them on).
+    pub(super) fn note_quiet_until(&self, nodes: &HashMap<String, Node>) -> crate::Result<()> {
+        let now = crate::auth::unix_now();
+        let (timeout, fence) = (self.config.node_timeout_secs, self.config.fence_after_secs);
+        let fleet = lock(&self.fleet)?;
+        let mut until = u64::MAX;
+        for n in nodes.values() {
+            let since = n.last_heartbeat_unix.max(self.started_unix);
+            if n.state == NodeState::Ready {
+                until = until.min(since.saturating_add(timeout).saturating_add(1));
+            } else {
+                let fenced_at = since.saturating_add(fence).saturating_add(1);
+                if fenced_at > now || fleet.on_node(&n.name).next().is_some() {
+                    until = until.min(fenced_at);
+                }
+            }
+        }
+        if fleet.nodes_in_use().any(|n| !nodes.contains_key(n)) {
+            until = now;
+        }
+        *lock(&self.quiet_until)? = Some(until);
+        Ok(())
     }
 
     /// The nodes as this pass sees them, and how they moved since the last pass: those
@@ -92,6 +131,7 @@ impl<C: NodeConnector> Reconciler<C> {
             }
             None => {
                 let nodes = self.nodes_after_expiry()?;
+                moved.all_read = true;
                 for (name, n) in &nodes {
                     moved.note(name, None, Some(n));
                 }
@@ -105,6 +145,7 @@ impl<C: NodeConnector> Reconciler<C> {
             .any(|n| n.state == NodeState::Ready && is_silent(n, timeout, since, now))
         {
             let listed = self.nodes_after_expiry()?;
+            moved.all_read = true;
             let names: HashSet<&String> = nodes.keys().chain(listed.keys()).collect();
             for name in names {
                 moved.note(name, nodes.get(name), listed.get(name));

@@ -95,19 +95,18 @@ pub struct Reconciler<C> {
     fleet: Arc<Mutex<FleetIndex>>,
     /// The nodes as the last pass saw them.
     nodes_read: Arc<Mutex<NodesRead>>,
-    /// What was last published to the metrics: the VMs by phase, and the second the
-    /// heartbeat ages were taken at.
+    /// The VMs by phase as last published to the metrics.
     published: Arc<Mutex<Published>>,
+    /// Until when (unix seconds) a pass with nothing changed has nothing to do (see
+    /// `note_quiet_until`); `None` before the first pass.
+    quiet_until: Arc<Mutex<Option<u64>>>,
 }
 
 /// See [`Reconciler::nodes_read`].
 type NodesRead = Option<Arc<HashMap<String, Node>>>;
 
 /// See [`Reconciler::published`].
-type Published = (
-    Option<std::collections::BTreeMap<(String, Phase), u64>>,
-    u64,
-);
+type Published = Option<std::collections::BTreeMap<(String, Phase), u64>>;
 
 impl<C: NodeConnector> Reconciler<C> {
     /// A reconciler of `store` acting on nodes through `nodes`.
@@ -124,7 +123,8 @@ impl<C: NodeConnector> Reconciler<C> {
             changes: None,
             fleet: Arc::new(Mutex::new(FleetIndex::default())),
             nodes_read: Arc::new(Mutex::new(None)),
-            published: Arc::new(Mutex::new((None, 0))),
+            published: Arc::new(Mutex::new(None)),
+            quiet_until: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -285,8 +285,9 @@ impl<C: NodeConnector> Reconciler<C> {
         let vms = self.store.all_vms()?;
         *lock(&self.fleet)? = FleetIndex::of(&vms);
         *lock(&self.nodes_read)? = Some(Arc::new(nodes.clone()));
-        self.publish(&nodes)?;
-        self.reconcile_each(vms, &nodes, &observations, &reports, &requests)
+        self.publish(&nodes, Heartbeats::All)?;
+        self.reconcile_each(vms, &nodes, &observations, &reports, &requests)?;
+        self.note_quiet_until(&nodes)
     }
 
     /// Marks nodes silent past the timeout NotReady (their VMs Lost), then lists them all.
@@ -312,27 +313,32 @@ impl<C: NodeConnector> Reconciler<C> {
         Ok(())
     }
 
-    /// Publishes the VMs by phase (from the index) when they changed, and each node's
-    /// heartbeat age (whole seconds) once a second.
-    fn publish(&self, nodes: &HashMap<String, Node>) -> crate::Result<()> {
+    /// Publishes the VMs by phase (from the index) when they changed, and the last
+    /// heartbeat of the nodes `heartbeats` names (their ages are computed when scraped).
+    fn publish(
+        &self,
+        nodes: &HashMap<String, Node>,
+        heartbeats: Heartbeats<'_>,
+    ) -> crate::Result<()> {
         let Some(m) = &self.metrics else {
             return Ok(());
         };
         let mut published = lock(&self.published)?;
         let fleet = lock(&self.fleet)?;
-        if published.0.as_ref() != Some(fleet.by_phase()) {
+        if published.as_ref() != Some(fleet.by_phase()) {
             m.set_vms(fleet.by_phase());
-            published.0 = Some(fleet.by_phase().clone());
+            *published = Some(fleet.by_phase().clone());
         }
-        let now = crate::auth::unix_now();
-        if published.1 != now {
-            published.1 = now;
-            m.set_heartbeat_ages(
-                &nodes
-                    .values()
-                    .map(|n| (n.name.clone(), now.saturating_sub(n.last_heartbeat_unix)))
-                    .collect(),
-            );
+        let last = |n: &Node| n.last_heartbeat_unix;
+        match heartbeats {
+            Heartbeats::All => {
+                m.set_heartbeats(nodes.iter().map(|(k, n)| (k.clone(), last(n))).collect())
+            }
+            Heartbeats::Of(names) => {
+                for name in names {
+                    m.set_heartbeat(name, nodes.get(name).map(last));
+                }
+            }
         }
         Ok(())
     }
@@ -443,6 +449,14 @@ impl<C: NodeConnector> Reconciler<C> {
         }
         Ok(())
     }
+}
+
+/// Which nodes' heartbeats a pass publishes.
+enum Heartbeats<'a> {
+    /// Every node's (the pass read them all).
+    All,
+    /// Those of the nodes named (the pass read their records).
+    Of(&'a [String]),
 }
 
 /// Locks one of the reconciler's shared tables; a poisoned one (an action panicked while

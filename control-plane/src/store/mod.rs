@@ -35,6 +35,7 @@ mod sled_kv;
 mod tenants;
 mod timed;
 mod tokens;
+mod trust;
 mod txn;
 mod vms;
 
@@ -53,6 +54,7 @@ pub use observations::{NodeReport, Observation};
 pub use scheduler::{Placement, Strategy};
 pub use sled_kv::SledKv;
 pub use timed::TimedKv;
+pub use trust::{check_trust_name, MAX_TRUSTED};
 
 use crate::error::{Error, Result};
 use std::cell::RefCell;
@@ -98,11 +100,13 @@ pub enum Table {
     Revocations,
     /// `tenant -> TenantNetworks`: each tenant's networks and the addresses held in them.
     Networks,
+    /// `name -> TrustEntry`: operator certificates trusted to sign modules.
+    Trust,
 }
 
 impl Table {
     /// Every table, in a fixed order (the index of each is its position).
-    pub const ALL: [Table; 18] = [
+    pub const ALL: [Table; 19] = [
         Table::Meta,
         Table::Tenants,
         Table::Vms,
@@ -121,6 +125,7 @@ impl Table {
         Table::Revocations,
         Table::Networks,
         Table::BlobChunks,
+        Table::Trust,
     ];
 
     /// The table's on-disk name.
@@ -144,6 +149,7 @@ impl Table {
             Table::Revocations => "revocations",
             Table::Networks => "networks",
             Table::BlobChunks => "blob_chunks",
+            Table::Trust => "trust",
         }
     }
 

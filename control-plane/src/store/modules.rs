@@ -14,6 +14,7 @@ fn unapproved() -> ModulePolicy {
     ModulePolicy {
         approved: false,
         tenants: Vec::new(),
+        signers: vec![crate::model::KERNEL_SIGNER.into()],
     }
 }
 
@@ -37,6 +38,7 @@ fn write_policy(
             ));
         }
     }
+    super::trust::touch_signers(txn, policy)?;
     txn.insert(Table::Policies, name.as_bytes(), &encode(policy)?)?;
     append_event(
         txn,
@@ -223,10 +225,43 @@ impl Datastore {
                         .map(normalize_name),
                 );
             }
+            let signers = match self.kv.get(Table::Policies, name.as_bytes())? {
+                Some(p) => decode::<ModulePolicy>(&p)?.signers,
+                None => unapproved().signers,
+            };
             out.push(crate::model::PinnedModule {
                 name: m.name.clone(),
                 sha256: m.sha256.clone(),
+                signers,
             });
+        }
+        Ok(out)
+    }
+
+    /// The operator certificates the `closure`'s signers name (each once, by name).
+    pub fn signer_certificates(
+        &self,
+        closure: &[crate::model::PinnedModule],
+    ) -> Result<Vec<crate::model::SignerCertificate>> {
+        let names: std::collections::BTreeSet<&str> = closure
+            .iter()
+            .flat_map(|m| m.signers.iter().map(String::as_str))
+            .filter(|s| *s != crate::model::KERNEL_SIGNER)
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            // A policy cannot name a certificate the store lacks (its removal is refused
+            // while one does); if one is gone all the same, vetting refuses the module.
+            match self.get_trusted(name) {
+                Ok(t) => out.push(crate::model::SignerCertificate {
+                    name: t.name,
+                    certificate_pem: t.certificate_pem,
+                }),
+                Err(Error::NotFound { .. }) => {
+                    tracing::warn!(signer = %name, "a policy names a certificate the trust store lacks")
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

@@ -108,6 +108,7 @@ pub fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
                 &ModulePolicy {
                     approved: true,
                     tenants: vec!["*".into()],
+                    signers: vec!["kernel".into()],
                 },
             )
             .unwrap();

@@ -17,8 +17,6 @@ use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 
-use modvisor_modules::MODULE_SIG_MARKER;
-
 /// The test signer's certificate (PEM).
 pub const TEST_CERT_PEM: &str = include_str!("../data/test-signer.cert.pem");
 const TEST_KEY_PEM: &str = include_str!("../data/test-signer.key.pem");
@@ -160,15 +158,7 @@ pub fn sign(content: &[u8], opts: Options) -> Vec<u8> {
     append_signature(content, &info.to_der().unwrap())
 }
 
-/// `content` + `cms` + `struct module_signature` + marker.
-pub fn append_signature(content: &[u8], cms: &[u8]) -> Vec<u8> {
-    let mut out = content.to_vec();
-    out.extend_from_slice(cms);
-    out.extend_from_slice(&[0, 0, 2, 0, 0, 0, 0, 0]);
-    out.extend_from_slice(&(cms.len() as u32).to_be_bytes());
-    out.extend_from_slice(MODULE_SIG_MARKER);
-    out
-}
+pub use modvisor_modules::append_signature;
 
 /// The unsigned content of a signed module file.
 pub fn strip_signature(file: &[u8]) -> Vec<u8> {

@@ -211,7 +211,10 @@ async fn load_module(
         // The control plane's budget, never more than the most any load may take.
         let budget = Duration::from_millis(body.budget_ms).min(budget::LOAD_MAX);
         let deadline = Instant::now() + budget;
-        let source = match node.fetcher.source(&body.closure) {
+        let source = match node
+            .fetcher
+            .source(&body.closure, &body.certificates, &node.host.trust)
+        {
             Ok(s) => s,
             Err(FetchError::Malformed { module, reason }) => {
                 let rejection = Rejection::Malformed {

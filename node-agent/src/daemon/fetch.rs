@@ -4,7 +4,8 @@
 //! pin.
 
 use crate::modprobe::ModuleSource;
-use modvisor_node_api::{ControlPlaneClient, PinnedModule};
+use modvisor_modules::TrustStore;
+use modvisor_node_api::{ControlPlaneClient, PinnedModule, SignerCertificate, KERNEL_SIGNER};
 use std::path::PathBuf;
 
 /// The sha256 of `bytes`, lowercase hex.
@@ -79,9 +80,15 @@ impl Fetcher {
         Ok(bytes)
     }
 
-    /// A module source holding every module of `closure`, each pinned to its sha256 and
-    /// parsed once.
-    pub fn source(&self, closure: &[PinnedModule]) -> Result<ModuleSource, FetchError> {
+    /// A module source holding every module of `closure`, each pinned to its sha256,
+    /// parsed once, and trusting the signers it names: `kernel` (the guest kernel's keys,
+    /// `kernel_trust`) and operator `certificates`.
+    pub fn source(
+        &self,
+        closure: &[PinnedModule],
+        certificates: &[SignerCertificate],
+        kernel_trust: &TrustStore,
+    ) -> Result<ModuleSource, FetchError> {
         if closure.len() > MAX_CLOSURE {
             return Err(FetchError::Malformed {
                 module: closure.first().map(|m| m.name.clone()).unwrap_or_default(),
@@ -90,9 +97,10 @@ impl Fetcher {
         }
         let mut source = ModuleSource::new();
         for m in closure {
+            let trust = signers_trust(m, certificates, kernel_trust)?;
             let bytes = self.blob(&m.sha256).map_err(FetchError::Unavailable)?;
             source
-                .insert(bytes, Some(m.sha256.clone()))
+                .insert_signed_by(bytes, Some(m.sha256.clone()), trust)
                 .map_err(|e| FetchError::Malformed {
                     module: m.name.clone(),
                     reason: e.to_string(),
@@ -100,6 +108,42 @@ impl Fetcher {
         }
         Ok(source)
     }
+}
+
+/// Who may sign `m`: `None` for the guest kernel's keys alone (what the service vets
+/// with), else a store of the certificates its signers name (and the kernel's keys if
+/// it names `kernel`). A signer the request carries no certificate for is malformed.
+fn signers_trust(
+    m: &PinnedModule,
+    certificates: &[SignerCertificate],
+    kernel_trust: &TrustStore,
+) -> Result<Option<TrustStore>, FetchError> {
+    if m.signers.iter().all(|s| s == KERNEL_SIGNER) && !m.signers.is_empty() {
+        return Ok(None);
+    }
+    let malformed = |reason: String| FetchError::Malformed {
+        module: m.name.clone(),
+        reason,
+    };
+    let mut trust = TrustStore::new();
+    for signer in &m.signers {
+        let add = if signer == KERNEL_SIGNER {
+            kernel_trust.clone()
+        } else {
+            let cert = certificates
+                .iter()
+                .find(|c| &c.name == signer)
+                .ok_or_else(|| {
+                    malformed(format!("signer {signer} has no certificate in the request"))
+                })?;
+            TrustStore::from_pem(cert.certificate_pem.as_bytes())
+                .map_err(|e| malformed(format!("signer {signer}'s certificate: {e}")))?
+        };
+        trust
+            .extend(add)
+            .map_err(|e| malformed(format!("signer {signer}: {e}")))?;
+    }
+    Ok(Some(trust))
 }
 
 #[cfg(test)]
@@ -128,7 +172,11 @@ mod tests {
             todo.extend(parsed.dependencies());
             let sha = parsed.sha256().to_string();
             std::fs::write(dir.path().join(&sha), &bytes).unwrap();
-            closure.push(PinnedModule { name, sha256: sha });
+            closure.push(PinnedModule {
+                name,
+                sha256: sha,
+                signers: vec![KERNEL_SIGNER.into()],
+            });
         }
         assert!(closure.len() > 5, "{closure:?}");
         let fetcher = Fetcher {
@@ -148,7 +196,7 @@ mod tests {
             )),
             blobs: dir.path().to_path_buf(),
         };
-        let source = fetcher.source(&closure).unwrap();
+        let source = fetcher.source(&closure, &[], &TrustStore::new()).unwrap();
         assert_eq!(source.len(), closure.len());
         assert_eq!(source.parses(), closure.len());
 
@@ -159,7 +207,7 @@ mod tests {
         let mut bytes = std::fs::read(&cached).unwrap();
         bytes[100] ^= 1;
         std::fs::write(&cached, &bytes).unwrap();
-        match fetcher.source(&closure) {
+        match fetcher.source(&closure, &[], &TrustStore::new()) {
             Err(FetchError::Unavailable(e)) => assert!(e.contains(&victim.sha256), "{e}"),
             other => panic!("a corrupt cache was used: {other:?}"),
         }

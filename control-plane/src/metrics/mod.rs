@@ -12,6 +12,9 @@ use prometheus::{
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod heartbeats;
+use heartbeats::HeartbeatAges;
+
 /// Buckets (seconds) of the slower histograms: a module load, a pass, time Pending.
 const SLOW_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 120.0,
@@ -29,9 +32,7 @@ pub struct Metrics {
     placements: IntCounterVec,
     pending: Histogram,
     pass: Histogram,
-    heartbeat_age: IntGaugeVec,
-    /// The nodes `heartbeat_age` has series for.
-    heartbeat_nodes: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    heartbeat_age: HeartbeatAges,
     auth_failures: IntCounterVec,
     leader: IntGauge,
     store: HistogramVec,
@@ -88,6 +89,10 @@ impl Metrics {
         )
         .map_err(err)?;
         registry.register(Box::new(leader.clone())).map_err(err)?;
+        let heartbeat_age = HeartbeatAges::new().map_err(err)?;
+        registry
+            .register(Box::new(heartbeat_age.clone()))
+            .map_err(err)?;
         let metrics = Metrics {
             leader,
             store,
@@ -120,12 +125,7 @@ impl Metrics {
                 "modvisor_reconciler_pass_duration_seconds",
                 "One reconciler pass over every node and VM",
             )?,
-            heartbeat_age: gauge(
-                "modvisor_node_heartbeat_age_seconds",
-                "Seconds since each node's last heartbeat, as of the last reconciler pass",
-                &["node"],
-            )?,
-            heartbeat_nodes: Default::default(),
+            heartbeat_age,
             auth_failures: counter(
                 "modvisor_auth_failures_total",
                 "Requests refused authentication, by reason",
@@ -199,24 +199,15 @@ impl Metrics {
         self.pass.observe(took.as_secs_f64());
     }
 
-    /// Sets each node's heartbeat age (nodes no longer registered are dropped; the
-    /// series are made again only when the set of nodes changed).
-    pub fn set_heartbeat_ages(&self, ages: &BTreeMap<String, u64>) {
-        let same_nodes = self.heartbeat_nodes.lock().is_ok_and(|mut known| {
-            let same = known.len() == ages.len() && known.iter().eq(ages.keys());
-            if !same {
-                *known = ages.keys().cloned().collect();
-            }
-            same
-        });
-        if !same_nodes {
-            self.heartbeat_age.reset();
-        }
-        for (node, age) in ages {
-            self.heartbeat_age
-                .with_label_values(&[node.as_str()])
-                .set(i64::try_from(*age).unwrap_or(i64::MAX));
-        }
+    /// Sets every node's last heartbeat (unix seconds; nodes not in `last` are dropped).
+    /// Their ages are computed when scraped.
+    pub fn set_heartbeats(&self, last: BTreeMap<String, u64>) {
+        self.heartbeat_age.set_all(last);
+    }
+
+    /// Sets one node's last heartbeat (`None`: it is gone).
+    pub fn set_heartbeat(&self, node: &str, last: Option<u64>) {
+        self.heartbeat_age.set(node, last);
     }
 
     /// Counts a refused authentication.
