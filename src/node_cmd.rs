@@ -168,6 +168,7 @@ mod tests {
             tenant: "tenant-a".into(),
             spec: VmSpec {
                 name: name.into(),
+                kernel_mode: Default::default(),
                 vcpus: 1,
                 memory_mib: 256,
                 modules: Vec::new(),

@@ -179,6 +179,7 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
             }
             let spec = VmSpec {
                 name,
+                kernel_mode: Default::default(),
                 vcpus,
                 memory_mib,
                 modules: refs,

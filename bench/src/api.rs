@@ -260,6 +260,7 @@ pub(crate) fn row(name: &str, f: &Figures) {
 pub(crate) fn vm_spec(name: &str) -> VmSpec {
     VmSpec {
         name: name.into(),
+        kernel_mode: Default::default(),
         vcpus: 1,
         memory_mib: 128,
         modules: Vec::new(),

@@ -50,6 +50,7 @@ pub struct BenchSchedulerArgs {
 pub(crate) fn bench_vm(name: &str) -> VmSpec {
     VmSpec {
         name: name.into(),
+        kernel_mode: Default::default(),
         vcpus: 1,
         memory_mib: 256,
         modules: vec![],

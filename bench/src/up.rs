@@ -164,6 +164,7 @@ impl UpWithNode {
         let start = Instant::now();
         let spec = VmSpec {
             name: name.into(),
+            kernel_mode: Default::default(),
             vcpus: 1,
             memory_mib: 256,
             modules: Vec::new(),

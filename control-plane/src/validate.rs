@@ -215,11 +215,42 @@ pub fn module_ref(field: &str, m: &ModuleRef) -> Result<()> {
                 format!("parameter name {k:?} must be 1-64 characters of [a-zA-Z0-9_]"),
             ));
         }
-        let value_ok = v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic());
+        // The kernel parses `key=value key=value`, with quotes grouping words: a quote
+        // or a backslash in a value could swallow the next parameter.
+        let value_ok = v.len() <= 256
+            && v.bytes()
+                .all(|b| b.is_ascii_graphic() && !b"\"'`\\$;&|<>".contains(&b));
         if !value_ok {
             return Err(Error::invalid(
                 format!("{field}.params.{k}"),
-                "must be at most 256 printable ASCII characters without spaces",
+                "must be at most 256 printable ASCII characters, without spaces, quotes, backslashes or any of $;&|<>",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Each of `m`'s parameters is one the module declares (`declared`, from its
+/// `.modinfo`).
+pub fn declared_params(
+    field: &str,
+    m: &ModuleRef,
+    declared: &std::collections::BTreeSet<String>,
+) -> Result<()> {
+    for k in m.params.keys() {
+        if !declared.contains(k) {
+            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+            return Err(Error::invalid(
+                format!("{field}.params.{k}"),
+                format!(
+                    "module {} declares no parameter {k} (it declares: {})",
+                    m.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
             ));
         }
     }
@@ -339,5 +370,30 @@ mod tests {
         m.params.clear();
         m.params.insert("a=b".into(), "1".into());
         assert!(module_ref("m", &m).is_err());
+        // A quote would group the next parameter into this one's value.
+        for bad in ["a\"", "a'b", "x\\y", "$(id)", "a;b", "a|b", "`id`"] {
+            m.params.clear();
+            m.params.insert("body".into(), bad.into());
+            assert!(module_ref("m", &m).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn only_declared_parameters_pass() {
+        let mut m = ModuleRef {
+            name: "khttpd".into(),
+            params: Default::default(),
+        };
+        let declared = ["port".to_string(), "body".to_string()].into();
+        m.params.insert("port".into(), "8080".into());
+        assert!(declared_params("body", &m, &declared).is_ok());
+        m.params.insert("requests".into(), "1".into());
+        let e = declared_params("body", &m, &declared)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("declares no parameter requests") && e.contains("body, port"),
+            "{e}"
+        );
     }
 }

@@ -285,6 +285,7 @@ fn quota_and_addresses_stay_exact(kv: Arc<dyn KvStore>) {
             std::thread::spawn(move || {
                 let spec = VmSpec {
                     name: format!("vm-{i}"),
+                    kernel_mode: Default::default(),
                     vcpus: 1,
                     memory_mib: 256,
                     modules: vec![],
@@ -377,6 +378,7 @@ fn copies_everything(from: Arc<dyn KvStore>, to: Arc<dyn KvStore>) {
     for i in 0..70 {
         let spec = VmSpec {
             name: format!("m-{i}"),
+            kernel_mode: Default::default(),
             vcpus: 1,
             memory_mib: 128,
             modules: vec![],

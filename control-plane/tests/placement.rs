@@ -74,6 +74,7 @@ fn tenant(store: &Datastore, name: &str) {
 fn vm(store: &Datastore, tenant: &str, name: &str, vcpus: u32, memory_mib: u32) -> String {
     let spec = VmSpec {
         name: name.into(),
+        kernel_mode: Default::default(),
         vcpus,
         memory_mib,
         modules: vec![],
@@ -199,6 +200,7 @@ fn a_vm_on_a_tenant_network_goes_only_to_a_node_with_networking() {
     tenant(&s, "t");
     let spec = |name: &str, network: Option<&str>| VmSpec {
         name: name.into(),
+        kernel_mode: Default::default(),
         vcpus: 1,
         memory_mib: 256,
         modules: vec![],

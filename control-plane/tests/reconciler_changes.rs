@@ -27,6 +27,7 @@ async fn until(w: &World, what: &str, mut done: impl FnMut(&World) -> bool) {
 fn spec(name: &str, vcpus: u32) -> VmSpec {
     VmSpec {
         name: name.into(),
+        kernel_mode: Default::default(),
         vcpus,
         memory_mib: 256,
         modules: Vec::new(),

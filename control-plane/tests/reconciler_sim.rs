@@ -327,6 +327,7 @@ fn user_data_runs_once_after_the_modules_settle_and_never_again() {
     local(async {
         let mut spec = VmSpec {
             name: "web".into(),
+            kernel_mode: Default::default(),
             vcpus: 1,
             memory_mib: 256,
             modules: vec![ModuleRef {

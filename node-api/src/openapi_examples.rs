@@ -86,6 +86,8 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
         platform_modules: vec!["virtio_pci".into(), "virtio_net".into()],
         interfaces: vec![guest_interface()],
         user_data: Some(user_data_status()),
+        kernel_mode: Some(crate::types::KernelMode::Standard),
+        module_taints: Default::default(),
     };
     let attachment = NetworkAttachment {
         vni: 4097,
@@ -112,9 +114,24 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
             memory_mib: 256,
             power_state: PowerState::Running,
             network: Some(attachment.clone()),
+            kernel_mode: Default::default(),
         },
     )?;
     example(&mut out, "PinnedModule", &pinned)?;
+    example(
+        &mut out,
+        "KernelMode",
+        &crate::types::KernelMode::OperatorModules,
+    )?;
+    example(
+        &mut out,
+        "SignerCertificate",
+        &crate::types::SignerCertificate {
+            name: "acme".into(),
+            certificate_pem: "-----BEGIN CERTIFICATE-----\nMIIC...\n-----END CERTIFICATE-----\n"
+                .into(),
+        },
+    )?;
     example(
         &mut out,
         "NodeLoadModule",

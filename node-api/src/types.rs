@@ -2,6 +2,7 @@
 //! states, what the control plane asks of a node (ensure, load) and what a node observes.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Whether a VM should be running.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -96,6 +97,32 @@ pub fn is_module_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// What a VM's guest kernel enforces for modules, decided when the VM is created.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelMode {
+    /// `module.sig_enforce=1 lockdown=integrity`: the guest kernel itself refuses any
+    /// module not signed by the distribution's key, and locks down `/dev/mem`, kexec and
+    /// raw I/O even for root. Every VM that does not ask otherwise.
+    #[default]
+    Standard,
+    /// `module.sig_enforce=0`, no lockdown: the guest kernel loads modules signed by an
+    /// operator's key, which its keyring cannot verify. The host's vetting (signature
+    /// against the trusted operator certificate, pin, approval) is then the only
+    /// signature check; the tenant still cannot load anything itself (no
+    /// `CAP_SYS_MODULE`, no `CAP_SYS_RAWIO` in its context). Allowed only for tenants with
+    /// an operator-signed module approved.
+    OperatorModules,
+}
+
+impl KernelMode {
+    /// Whether the guest kernel checks module signatures itself.
+    pub fn enforces_signatures(self) -> bool {
+        self == KernelMode::Standard
+    }
+}
+
 /// A VM as a node observes it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
@@ -125,6 +152,15 @@ pub struct ObservedVm {
     /// The first-boot script in this boot of the guest, once the node has asked for it.
     #[serde(default)]
     pub user_data: Option<crate::user_data::UserDataStatus>,
+    /// What the guest kernel of this boot was booted to enforce (absent while no guest
+    /// runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_mode: Option<KernelMode>,
+    /// The taint flags the guest kernel shows for each tainted module of
+    /// `guest_modules` (`O`: out of tree, `E`: unsigned or signed by a key it does not
+    /// know), as in `/proc/modules`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub module_taints: BTreeMap<String, String>,
 }
 
 impl ObservedVm {
@@ -139,6 +175,8 @@ impl ObservedVm {
             platform_modules: Vec::new(),
             interfaces: Vec::new(),
             user_data: None,
+            kernel_mode: None,
+            module_taints: BTreeMap::new(),
         }
     }
 }
@@ -159,6 +197,9 @@ pub struct EnsureVm {
     /// Its interface on a tenant network, if it has one (fixed for the VM's life).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkAttachment>,
+    /// What its guest kernel enforces for modules (fixed for the VM's life).
+    #[serde(default)]
+    pub kernel_mode: KernelMode,
 }
 
 /// A VM's interface on a tenant network, as its node builds it: a tap on the network's

@@ -186,6 +186,7 @@ fn the_readme_run_command_gives_a_running_vm_with_tcp_bbr_loaded() {
     // The README's curl example, through the typed client.
     let spec = VmSpec {
         name: "web-2".into(),
+        kernel_mode: Default::default(),
         vcpus: 1,
         memory_mib: 256,
         modules: vec![ModuleRef {

@@ -29,6 +29,7 @@ mod kvm_driver;
 mod metrics;
 mod modules;
 mod networks;
+mod operator_modules;
 mod persistence;
 #[path = "../probes/build.rs"]
 mod probe;

@@ -519,6 +519,7 @@ impl Plane {
     pub fn create_vm(&self, token: &str, name: &str) -> String {
         let spec = VmSpec {
             name: name.into(),
+            kernel_mode: Default::default(),
             vcpus: 1,
             memory_mib: 128,
             modules: Vec::new(),

@@ -3,10 +3,10 @@
 
 use crate::network::{CreateNetwork, Network, VmNetwork};
 use crate::types::{
-    CatalogModule, CreateTenant, Event, IssueToken, IssuedToken, ModulePolicy, ModuleRef,
-    ModuleRequest, ModuleRequestBody, ModuleVersion, NodeDetail, Outcome, Page, PowerState, Quota,
-    Readiness, RequestState, Resources, Tenant, TokenRecord, TokenRole, TrustBody, TrustEntry,
-    Usage, Vm, VmSpec, VmStatus,
+    CatalogModule, CreateTenant, Event, IssueToken, IssuedToken, KernelMode, ModulePolicy,
+    ModuleRef, ModuleRequest, ModuleRequestBody, ModuleVersion, NodeDetail, Outcome, Page,
+    PowerState, Quota, Readiness, RequestState, Resources, Tenant, TokenRecord, TokenRole,
+    TrustBody, TrustEntry, Usage, Vm, VmSpec, VmStatus,
 };
 use modvisor_node_api::openapi_examples::{
     guest_interface, node, user_data_status, RELEASE, SHA256, TIME, VM_ID,
@@ -34,6 +34,7 @@ fn vm() -> Vm {
         tenant: "tenant-a".into(),
         spec: VmSpec {
             name: "web-1".into(),
+            kernel_mode: Default::default(),
             vcpus: 1,
             memory_mib: 256,
             modules: vec![ModuleRef {
@@ -53,6 +54,8 @@ fn vm() -> Vm {
             interfaces: vec![guest_interface()],
             user_data: Some(user_data_status()),
             network: Some(vm_network()),
+            kernel_mode: Some(KernelMode::Standard),
+            module_taints: BTreeMap::new(),
         },
         generation: 3,
         created_at: TIME.into(),
@@ -206,6 +209,7 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
             key: "rsa-4096".into(),
             certificate_pem: pem.into(),
             added_at: "2026-12-03T12:00:00Z".into(),
+            used_by: vec!["khttpd".into()],
         },
     )?;
     example(

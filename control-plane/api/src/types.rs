@@ -8,7 +8,7 @@ pub use crate::network::{CreateNetwork, Network, VmNetwork};
 pub use modvisor_node_api::exec::{ExecRequest, ExecResult};
 pub use modvisor_node_api::interfaces::GuestInterface;
 pub use modvisor_node_api::internal::{Node, NodeState, Resources};
-pub use modvisor_node_api::types::{Phase, PowerState, RequestState};
+pub use modvisor_node_api::types::{KernelMode, Phase, PowerState, RequestState};
 pub use modvisor_node_api::user_data::{UserDataState, UserDataStatus};
 
 /// A timestamp in RFC 3339 form (UTC).
@@ -209,6 +209,12 @@ pub struct VmSpec {
     /// repeat it or leave it out, not change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// What the guest kernel enforces for modules: `standard` (the default: it loads only
+    /// modules signed by the distribution's key) or `operator-modules` (for modules
+    /// signed by a trusted operator key: see `KernelMode`); allowed only for a tenant with
+    /// an operator-signed module approved. Fixed at creation.
+    #[serde(default)]
+    pub kernel_mode: KernelMode,
 }
 
 /// The observed state of a VM.
@@ -238,6 +244,14 @@ pub struct VmStatus {
     /// The VM's address on its network (absent for a VM without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<VmNetwork>,
+    /// What its running guest kernel was booted to enforce, as its node reports it
+    /// (absent while no guest runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_mode: Option<KernelMode>,
+    /// The guest kernel's taint flags for each tainted module of `guest_modules`
+    /// (`O`: out of tree, `E`: signed by a key the guest kernel does not know).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub module_taints: BTreeMap<String, String>,
 }
 
 impl VmStatus {
@@ -252,6 +266,8 @@ impl VmStatus {
             interfaces: Vec::new(),
             user_data: None,
             network: None,
+            kernel_mode: None,
+            module_taints: BTreeMap::new(),
         }
     }
 }
@@ -422,6 +438,10 @@ pub struct TrustEntry {
     pub certificate_pem: String,
     /// When it was added.
     pub added_at: Timestamp,
+    /// The modules whose policy names it as a signer (it cannot be removed while any
+    /// does).
+    #[serde(default)]
+    pub used_by: Vec<String>,
 }
 
 /// A module in the catalog: its versions and, for admins, its policy.

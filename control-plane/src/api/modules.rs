@@ -242,6 +242,12 @@ pub async fn request_module(
     let st = state.clone();
     let result = blocking(move || {
         admit_module_request(&st, &c, &vm_id)?;
+        if !m.params.is_empty() {
+            // A module never published is the store's 404 below.
+            if let Some(declared) = st.store.declared_params(&m.name)? {
+                validate::declared_params("body", &m, &declared)?;
+            }
+        }
         st.store.request_module(&c.sub, c.scope()?, &vm_id, &m)
     })
     .await;

@@ -5,7 +5,7 @@ use super::problems::{InvalidBody, StaleIfMatch, Unauthenticated, VmNotFound};
 use super::{audit_refusal, AppState};
 use crate::auth::Caller;
 use crate::error::{Error, Problem};
-use crate::model::{Page, Vm, VmListParams, VmSpec};
+use crate::model::{KernelMode, Page, Vm, VmListParams, VmSpec};
 use crate::validate;
 use actix_web::http::header;
 use actix_web::{delete, get, post, put, web, HttpRequest, HttpResponse};
@@ -23,7 +23,7 @@ fn with_etag(mut resp: actix_web::HttpResponseBuilder, vm: &Vm) -> HttpResponse 
         (status = 201, description = "Created; `ETag` holds its version", body = Vm),
         InvalidBody,
         Unauthenticated,
-        (status = 403, description = "Not a tenant token, or a module is not approved", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a tenant token, a module is not approved, or kernel_mode operator-modules without an operator-signed module approved for the tenant", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "A listed module is not in the catalog, or the tenant has no network of that name", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Quota exceeded, name taken, or the network has no address left", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
@@ -41,7 +41,16 @@ pub async fn create_vm(
     validate::vm_spec(&spec)?;
     let store = state.store.clone();
     let (actor, t) = (caller.sub.clone(), tenant.clone());
-    let result = blocking(move || store.create_vm(&actor, &t, &spec)).await;
+    let result = blocking(move || {
+        if spec.kernel_mode != KernelMode::Standard && !store.operator_modules_allowed(&t)? {
+            return Err(Error::Forbidden(format!(
+                "kernel_mode {}: no operator-signed module is approved for tenant {t}",
+                "operator-modules"
+            )));
+        }
+        store.create_vm(&actor, &t, &spec)
+    })
+    .await;
     let vm = audit_refusal(
         &state,
         &caller,

@@ -91,6 +91,7 @@ impl<C: NodeConnector> Reconciler<C> {
             memory_mib: vm.spec.memory_mib,
             power_state: vm.spec.power_state,
             network,
+            kernel_mode: vm.spec.kernel_mode,
         };
         let observed = self
             .nodes

@@ -66,7 +66,7 @@ impl Default for ReconcilerConfig {
             budgets: Budgets::default(),
             fence_after_secs: DEFAULT_FENCE_AFTER_SECS,
             event_retention: None,
-            resync: Duration::from_secs(300),
+            resync: Duration::from_secs(600),
         }
     }
 }
@@ -475,6 +475,7 @@ pub(crate) fn test_vm(id: &str, phase: Phase, node: Option<&str>) -> Vm {
         tenant: "t".into(),
         spec: VmSpec {
             name: "web".into(),
+            kernel_mode: Default::default(),
             vcpus: 1,
             memory_mib: 128,
             modules: Vec::new(),

@@ -2,7 +2,7 @@
 //! policies, and the pinned dependency closure a load needs.
 
 use super::keys::{decode, encode, pair, prefix};
-use super::txn::{append_event, write_event};
+use super::txn::{append_event, get_record, write_event};
 use super::{transact, Datastore, Table, Txn};
 use crate::error::{Error, Result};
 use crate::model::{now, CatalogModule, ModulePolicy, ModuleVersion, Outcome};
@@ -25,9 +25,9 @@ fn write_policy(
     name: &str,
     policy: &ModulePolicy,
 ) -> Result<ModulePolicy> {
-    if txn.get(Table::Policies, name.as_bytes())?.is_none() {
+    let Some(old) = get_record::<ModulePolicy>(txn, Table::Policies, name.as_bytes())? else {
         return Err(Error::not_found("module", name));
-    }
+    };
     // A policy for a tenant that does not exist approves nothing anyone asked for; it is
     // refused rather than kept for a tenant created later.
     for (i, t) in policy.tenants.iter().enumerate() {
@@ -38,7 +38,7 @@ fn write_policy(
             ));
         }
     }
-    super::trust::touch_signers(txn, policy)?;
+    super::trust::note_signers(txn, name, &old, policy)?;
     txn.insert(Table::Policies, name.as_bytes(), &encode(policy)?)?;
     append_event(
         txn,
@@ -121,6 +121,45 @@ impl Datastore {
             .map(|v| decode(&v))
             .transpose()?
             .ok_or_else(|| Error::not_found("module", name))
+    }
+
+    /// Whether `tenant` may run VMs in `operator-modules` kernel mode: some module
+    /// approved for it may be signed by an operator certificate.
+    pub fn operator_modules_allowed(&self, tenant: &str) -> Result<bool> {
+        for (_, v) in self.kv.scan(Table::Policies, b"", None, usize::MAX)? {
+            let policy: ModulePolicy = decode(&v)?;
+            if policy.allows(tenant) && policy.operator_signed() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The parameters module `name` declares (each `parmtype` of its `.modinfo`, in any
+    /// published version); `None` when it was never published.
+    pub fn declared_params(
+        &self,
+        name: &str,
+    ) -> Result<Option<std::collections::BTreeSet<String>>> {
+        let versions = self
+            .kv
+            .scan(Table::Modules, &prefix(name), None, usize::MAX)?;
+        if versions.is_empty() {
+            return Ok(None);
+        }
+        let mut declared = std::collections::BTreeSet::new();
+        for (_, v) in versions {
+            let m: ModuleVersion = decode(&v)?;
+            // `parmtype` entries are `name:type`, joined with commas (types have none).
+            if let Some(types) = m.modinfo.get("parmtype") {
+                declared.extend(
+                    types
+                        .split(',')
+                        .filter_map(|t| t.split_once(':').map(|(n, _)| n.trim().to_string())),
+                );
+            }
+        }
+        Ok(Some(declared))
     }
 
     /// Sets `policy` for `name` as a default, once per store: a later start never seeds

@@ -248,14 +248,10 @@ impl Datastore {
                     (Some(now), Some(seen)) => now.advanced_by(seen),
                     _ => None,
                 };
-                let listed = vm.status.guest_modules != o.guest_modules
-                    || vm.status.platform_modules != o.platform_modules
-                    || vm.status.interfaces != o.interfaces;
+                let listed = super::observations::guest_lists_differ(&vm.status, o);
                 if listed || script.is_some() {
                     update_vm(txn, &o.id, |vm| {
-                        vm.status.guest_modules = o.guest_modules.clone();
-                        vm.status.platform_modules = o.platform_modules.clone();
-                        vm.status.interfaces = o.interfaces.clone();
+                        super::observations::take_guest_lists(&mut vm.status, o);
                         if let Some(s) = &script {
                             vm.status.user_data = Some(s.clone());
                         }

@@ -72,13 +72,40 @@ pub(super) fn record(txn: &dyn Txn, node: &str, o: &ObservedVm) -> Result<()> {
         // The ended boot's lists go with it; a new boot's come with its node's next
         // heartbeat (checked there).
         update_vm(txn, &o.id, |vm| {
-            vm.status.guest_modules.clear();
-            vm.status.platform_modules.clear();
-            vm.status.interfaces.clear();
+            clear_guest_lists(&mut vm.status);
             Ok(())
         })?;
     }
     txn.insert(Table::Observations, o.id.as_bytes(), &encode(&observation)?)
+}
+
+/// Whether `o` lists the guest otherwise than `status` does (its modules, platform
+/// modules, interfaces, kernel mode and taints).
+pub(super) fn guest_lists_differ(status: &crate::model::VmStatus, o: &ObservedVm) -> bool {
+    status.guest_modules != o.guest_modules
+        || status.platform_modules != o.platform_modules
+        || status.interfaces != o.interfaces
+        || status.kernel_mode != o.kernel_mode
+        || status.module_taints != o.module_taints
+}
+
+/// Takes into `status` what `o` lists of the guest.
+pub(super) fn take_guest_lists(status: &mut crate::model::VmStatus, o: &ObservedVm) {
+    status.guest_modules = o.guest_modules.clone();
+    status.platform_modules = o.platform_modules.clone();
+    status.interfaces = o.interfaces.clone();
+    status.kernel_mode = o.kernel_mode;
+    status.module_taints = o.module_taints.clone();
+}
+
+/// Forgets what `status` lists of a guest that is gone (its boot ended, or the VM
+/// moved).
+pub(super) fn clear_guest_lists(status: &mut crate::model::VmStatus) {
+    status.guest_modules.clear();
+    status.platform_modules.clear();
+    status.interfaces.clear();
+    status.kernel_mode = None;
+    status.module_taints.clear();
 }
 
 /// Forgets what any node observed of VM `id` (it moved, or it is gone).

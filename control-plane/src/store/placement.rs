@@ -258,9 +258,7 @@ impl Datastore {
                 }
                 vm.status.phase = Phase::Pending;
                 vm.status.reason = Some(reason.to_string());
-                vm.status.guest_modules.clear();
-                vm.status.platform_modules.clear();
-                vm.status.interfaces.clear();
+                super::observations::clear_guest_lists(&mut vm.status);
                 super::vms::interrupt_user_data(vm, "the VM was recreated on another node");
                 Ok(())
             })?;

@@ -63,6 +63,7 @@ fn entry_of(name: &str, pem: &str) -> Result<TrustEntry> {
         key: cert.key.clone(),
         certificate_pem: pem.trim().to_string() + "\n",
         added_at: now(),
+        used_by: Vec::new(),
     })
 }
 
@@ -80,41 +81,50 @@ fn der_of(pem: &str) -> std::result::Result<Vec<u8>, String> {
         .map_err(|e| format!("not base64: {e}"))
 }
 
-/// The policies that name `signer`. Read outside the transaction that removes it: a
-/// policy written meanwhile to name it rewrites its entry ([`touch_signers`]), so that
-/// transaction conflicts and runs again, reading the policies again.
-fn policies_naming(kv: &dyn super::KvStore, signer: &str) -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    for (key, value) in kv.scan(Table::Policies, b"", None, usize::MAX)? {
-        let policy: ModulePolicy = decode(&value)?;
-        if policy.signers.iter().any(|s| s == signer) {
-            names.push(String::from_utf8_lossy(&key).into_owned());
-        }
-    }
-    Ok(names)
-}
-
-/// Checks, inside the transaction writing `policy`, that each operator signer it names
-/// is trusted, and rewrites each one's entry as it is: a concurrent removal of one then
-/// conflicts (see [`policies_naming`]).
-pub(super) fn touch_signers(txn: &dyn Txn, policy: &ModulePolicy) -> Result<()> {
-    if policy.signers.is_empty() {
+/// Checks, inside the transaction that replaces module `module`'s policy `old` with
+/// `new`, that each operator signer `new` names is trusted, and notes in each trusted
+/// certificate's entry which policies name it (what a removal checks, in its own
+/// transaction).
+pub(super) fn note_signers(
+    txn: &dyn Txn,
+    module: &str,
+    old: &ModulePolicy,
+    new: &ModulePolicy,
+) -> Result<()> {
+    if new.signers.is_empty() {
         return Err(Error::invalid(
             "signers",
             "no signer: name `kernel` or a trusted certificate",
         ));
     }
-    for (i, signer) in policy.signers.iter().enumerate() {
-        if signer == KERNEL_SIGNER {
-            continue;
-        }
-        let Some(entry) = txn.get(Table::Trust, signer.as_bytes())? else {
+    let operator = |p: &ModulePolicy| -> std::collections::BTreeSet<String> {
+        p.signers
+            .iter()
+            .filter(|s| *s != KERNEL_SIGNER)
+            .cloned()
+            .collect()
+    };
+    let (before, after) = (operator(old), operator(new));
+    for (i, signer) in new.signers.iter().enumerate() {
+        if signer != KERNEL_SIGNER && txn.get(Table::Trust, signer.as_bytes())?.is_none() {
             return Err(Error::invalid(
                 format!("signers[{i}]"),
                 format!("no trusted certificate {signer} (`kernel` or a name in /v1/admin/trust)"),
             ));
+        }
+    }
+    for signer in before.symmetric_difference(&after) {
+        let Some(mut entry) = get_record::<TrustEntry>(txn, Table::Trust, signer.as_bytes())?
+        else {
+            // Named by the old policy only, and gone: nothing to note.
+            continue;
         };
-        txn.insert(Table::Trust, signer.as_bytes(), &entry)?;
+        entry.used_by.retain(|m| m != module);
+        if after.contains(signer) {
+            entry.used_by.push(module.to_string());
+            entry.used_by.sort();
+        }
+        txn.insert(Table::Trust, signer.as_bytes(), &encode(&entry)?)?;
     }
     Ok(())
 }
@@ -126,16 +136,20 @@ impl Datastore {
     pub fn put_trusted(&self, actor: &str, name: &str, pem: &str) -> Result<(TrustEntry, bool)> {
         check_trust_name(name)?;
         let entry = entry_of(name, pem)?;
+        // Counted before the transaction (a transaction reads keys, not ranges): two admins
+        // adding at once may pass the bound by one each, which the next add sees.
+        let held = self.kv.scan(Table::Trust, b"", None, usize::MAX)?.len();
         transact(&*self.kv, |txn| {
-            let replacing = txn.get(Table::Trust, name.as_bytes())?.is_some();
-            // The count is read outside the transaction: two admins adding at once may
-            // pass the bound by one each, which the next add sees.
-            if !replacing && self.kv.scan(Table::Trust, b"", None, usize::MAX)?.len() >= MAX_TRUSTED
-            {
+            let mut entry = entry.clone();
+            let old = get_record::<TrustEntry>(txn, Table::Trust, name.as_bytes())?;
+            let replacing = old.is_some();
+            if !replacing && held >= MAX_TRUSTED {
                 return Err(Error::Conflict(format!(
                     "the trust store holds {MAX_TRUSTED} certificates already"
                 )));
             }
+            // The policies that name it still do.
+            entry.used_by = old.map(|o| o.used_by).unwrap_or_default();
             txn.insert(Table::Trust, name.as_bytes(), &encode(&entry)?)?;
             let action = if replacing {
                 "trust.replace"
@@ -143,7 +157,7 @@ impl Datastore {
                 "trust.add"
             };
             append_event(txn, actor, None, action, &format!("trust/{name}"))?;
-            Ok((entry.clone(), replacing))
+            Ok((entry, replacing))
         })
     }
 
@@ -169,14 +183,13 @@ impl Datastore {
     /// names it.
     pub fn remove_trusted(&self, actor: &str, name: &str) -> Result<()> {
         transact(&*self.kv, |txn| {
-            if get_record::<TrustEntry>(txn, Table::Trust, name.as_bytes())?.is_none() {
+            let Some(entry) = get_record::<TrustEntry>(txn, Table::Trust, name.as_bytes())? else {
                 return Err(Error::not_found("trusted certificate", name));
-            }
-            let users = policies_naming(&*self.kv, name)?;
-            if !users.is_empty() {
+            };
+            if !entry.used_by.is_empty() {
                 return Err(Error::Conflict(format!(
                     "the policies of {} name {name} as a signer; change them first",
-                    users.join(", ")
+                    entry.used_by.join(", ")
                 )));
             }
             txn.remove(Table::Trust, name.as_bytes())?;

@@ -7,7 +7,9 @@ use super::tenants::charge;
 use super::txn::{append_event, get_record, refuse_if_deleting, update_vm, visible_vm};
 use super::{transact, Datastore, Table, Txn, VmFilter};
 use crate::error::{Error, Result};
-use crate::model::{now, Phase, Tenant, UserDataState, UserDataStatus, Vm, VmSpec, VmStatus};
+use crate::model::{
+    now, KernelMode, Phase, Tenant, UserDataState, UserDataStatus, Vm, VmSpec, VmStatus,
+};
 use std::sync::atomic::Ordering;
 
 /// Reason given for a VM that no node can take yet.
@@ -316,6 +318,16 @@ impl Datastore {
             let mut spec = spec.clone();
             keep_fixed(&mut spec.user_data, &vm.spec.user_data, "user_data")?;
             keep_fixed(&mut spec.network, &vm.spec.network, "network")?;
+            // Left out, `kernel_mode` reads as `standard`: that keeps what the VM has.
+            if spec.kernel_mode != vm.spec.kernel_mode {
+                if spec.kernel_mode == KernelMode::Standard {
+                    spec.kernel_mode = vm.spec.kernel_mode;
+                } else {
+                    return Err(Error::Conflict(
+                        "kernel_mode is fixed at creation: repeat it or leave it out".into(),
+                    ));
+                }
+            }
             let spec = &spec;
             if let Some(node) = &vm.status.node {
                 resize_reservation(txn, node, &vm.spec, spec)?;

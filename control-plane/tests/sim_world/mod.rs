@@ -129,6 +129,7 @@ pub fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
 pub fn create_vm(store: &Datastore, modules: &[&str]) -> String {
     let spec = VmSpec {
         name: "web".into(),
+        kernel_mode: Default::default(),
         vcpus: 1,
         memory_mib: 256,
         modules: modules

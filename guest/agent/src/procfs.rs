@@ -52,7 +52,7 @@ pub fn modules() -> Vec<LoadedModule> {
         .unwrap_or_default()
 }
 
-/// Parses `/proc/modules`: `name size refcount used_by state address`.
+/// Parses `/proc/modules`: `name size refcount used_by state address [(taints)]`.
 pub fn parse_modules(text: &str) -> Vec<LoadedModule> {
     text.lines()
         .filter_map(|line| {
@@ -67,12 +67,19 @@ pub fn parse_modules(text: &str) -> Vec<LoadedModule> {
                 .map(str::to_string)
                 .collect();
             let state = f.next().unwrap_or("").to_string();
+            // After the address.
+            let taint = f
+                .nth(1)
+                .and_then(|t| t.strip_prefix('(')?.strip_suffix(')'))
+                .unwrap_or("")
+                .to_string();
             Some(LoadedModule {
                 name,
                 size,
                 refcount,
                 used_by,
                 state,
+                taint,
             })
         })
         .collect()
@@ -83,9 +90,11 @@ mod tests {
     #[test]
     fn proc_modules_lines() {
         let m = super::parse_modules(
-            "wireguard 118784 0 - Live 0x0000000000000000\nudp_tunnel 32768 1 wireguard, Live 0x0\nbroken\n",
+            "wireguard 118784 0 - Live 0x0000000000000000\nudp_tunnel 32768 1 wireguard, Live 0x0\nkhttpd 20480 0 - Live 0x0 (OE)\nbroken\n",
         );
-        assert_eq!(m.len(), 2);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[2].taint, "OE");
+        assert_eq!(m[0].taint, "");
         assert_eq!(m[0].name, "wireguard");
         assert!(m[0].used_by.is_empty());
         assert_eq!(m[1].used_by, vec!["wireguard".to_string()]);

@@ -202,6 +202,10 @@ impl<'a> Reader<'a> {
         }
         Ok(n)
     }
+    /// Whether everything was read.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
     /// Fails unless everything was read.
     pub fn end(self) -> Result<(), DecodeError> {
         if self.0.is_empty() {
@@ -375,6 +379,8 @@ pub struct LoadedModule {
     pub used_by: Vec<String>,
     /// `Live`, `Loading` or `Unloading`.
     pub state: String,
+    /// The kernel's taint flags for it (`O`, `E`, ...; empty when it taints nothing).
+    pub taint: String,
 }
 
 /// `List` reply.
@@ -399,6 +405,12 @@ impl ListReply {
             }
             w = w.str(&m.state);
         }
+        // The taints follow the list, one per module: a reply from an agent that
+        // predates them simply ends after the list.
+        w = w.u32(self.modules.len() as u32);
+        for m in &self.modules {
+            w = w.str(&m.taint);
+        }
         w.finish()
     }
     /// Decodes.
@@ -422,7 +434,16 @@ impl ListReply {
                 refcount,
                 used_by,
                 state,
+                taint: String::new(),
             });
+        }
+        if !r.is_empty() {
+            if r.count(4)? != modules.len() {
+                return Err(DecodeError("taints do not match the modules"));
+            }
+            for m in &mut modules {
+                m.taint = r.str()?;
+            }
         }
         r.end()?;
         Ok(ListReply { modules })
@@ -548,9 +569,16 @@ mod tests {
                 refcount: 0,
                 used_by: vec![],
                 state: "Live".into(),
+                taint: "OE".into(),
             }],
         };
         assert_eq!(ListReply::decode(&l.encode()).unwrap(), l);
+        // From an agent that predates taints: the list alone.
+        let without = l.encode();
+        let list_only = &without[..without.len() - (4 + 4 + 2)];
+        let mut old = l.clone();
+        old.modules[0].taint.clear();
+        assert_eq!(ListReply::decode(list_only).unwrap(), old);
         let req = LoadRequest {
             name: "dummy".into(),
             params: "numdummies=2".into(),

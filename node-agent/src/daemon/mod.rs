@@ -85,6 +85,14 @@ pub enum NodeError {
     Setup(String),
 }
 
+/// `cmdline` with the operator's extra guest kernel arguments, if any.
+fn with_extra(cmdline: String, extra: &Option<String>) -> String {
+    match extra {
+        Some(extra) => format!("{cmdline} {extra}"),
+        None => cmdline,
+    }
+}
+
 fn setup<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> NodeError + '_ {
     move |e| NodeError::Setup(format!("{what}: {e}"))
 }
@@ -272,10 +280,14 @@ fn prepare(config: NodeConfig) -> Result<Prepared, NodeError> {
         driver,
         kernel: kernel.vmlinuz.clone(),
         initrd,
-        cmdline: match &config.guest_kernel_args {
-            Some(extra) => format!("{} {extra}", modvisor_guest::cmdline::default_cmdline()),
-            None => modvisor_guest::cmdline::default_cmdline(),
-        },
+        cmdline: with_extra(
+            modvisor_guest::cmdline::default_cmdline(),
+            &config.guest_kernel_args,
+        ),
+        cmdline_operator_modules: with_extra(
+            modvisor_guest::cmdline::operator_modules_cmdline(),
+            &config.guest_kernel_args,
+        ),
         run_root: config.data_dir.join("run"),
         records: records.clone(),
         trust: Arc::new(trust),

@@ -10,7 +10,7 @@ use crate::modprobe::{ModprobeService, ModuleOutcome, ModuleSource};
 use crate::network::{NodeNetwork, TENANT_MTU};
 use modvisor_modules::{TrustStore, VettingPolicy};
 use modvisor_node_api::types::{
-    is_module_name, EnsureVm, ObservedVm, Phase, PowerState, MAX_GUEST_MODULES,
+    is_module_name, EnsureVm, KernelMode, ObservedVm, Phase, PowerState, MAX_GUEST_MODULES,
     MAX_OBSERVED_REASON, MAX_PLATFORM_MODULES,
 };
 use std::path::PathBuf;
@@ -60,8 +60,10 @@ pub struct Host {
     pub kernel: PathBuf,
     /// The initramfs.
     pub initrd: PathBuf,
-    /// The kernel command line.
+    /// The kernel command line of `standard` guests.
     pub cmdline: String,
+    /// The kernel command line of `operator-modules` guests.
+    pub cmdline_operator_modules: String,
     /// Where VM run directories go.
     pub run_root: PathBuf,
     /// Where VM records go.
@@ -75,6 +77,16 @@ pub struct Host {
     pub platform_modules: Arc<[String]>,
     /// The node's metrics.
     pub metrics: Arc<NodeMetrics>,
+}
+
+impl Host {
+    /// The kernel command line of a guest in `mode`.
+    pub fn cmdline_for(&self, mode: KernelMode) -> String {
+        match mode {
+            KernelMode::Standard => self.cmdline.clone(),
+            KernelMode::OperatorModules => self.cmdline_operator_modules.clone(),
+        }
+    }
 }
 
 /// The channel to a VM's guest agent while it is attached (shared with the node API for
@@ -181,6 +193,8 @@ impl Worker {
                 o.guest_modules.clear();
                 o.platform_modules.clear();
                 o.interfaces.clear();
+                o.kernel_mode = None;
+                o.module_taints.clear();
             }
         }
         self.client = client;
@@ -343,9 +357,10 @@ impl Worker {
         if let Ok(mut o) = self.observed.lock() {
             o.user_data = None;
         }
+        let base = self.host.cmdline_for(self.spec.kernel_mode);
         let (nic, cmdline) = match self.nic() {
-            Ok(Some((nic, arg))) => (Some(nic), format!("{} {arg}", self.host.cmdline)),
-            Ok(None) => (None, self.host.cmdline.clone()),
+            Ok(Some((nic, arg))) => (Some(nic), format!("{base} {arg}")),
+            Ok(None) => (None, base),
             Err(reason) => {
                 self.set(Phase::Failed, Some(reason));
                 return;
@@ -406,6 +421,7 @@ impl Worker {
                 self.set_client(Some(Arc::new(c)));
                 if let Ok(mut o) = self.observed.lock() {
                     o.boot = Some(boot);
+                    o.kernel_mode = Some(self.spec.kernel_mode);
                 }
                 self.set(Phase::Running, None);
                 self.refresh_guest();
@@ -516,14 +532,28 @@ impl Worker {
             return;
         };
         if let Ok(list) = c.list(CHANNEL_TIMEOUT) {
-            let (platform, requested): (Vec<String>, Vec<String>) = list
+            let (platform, requested): (Vec<_>, Vec<_>) = list
                 .into_iter()
-                .map(|m| m.name)
-                .filter(|n| is_module_name(n))
-                .partition(|n| self.host.platform_modules.contains(n));
+                .filter(|m| is_module_name(&m.name))
+                .partition(|m| self.host.platform_modules.contains(&m.name));
+            let requested: Vec<_> = requested.into_iter().take(MAX_GUEST_MODULES).collect();
+            // Taints are a few capital letters; anything else from a guest is dropped.
+            let taints = requested
+                .iter()
+                .filter(|m| {
+                    (1..=8).contains(&m.taint.len())
+                        && m.taint.bytes().all(|b| b.is_ascii_uppercase())
+                })
+                .map(|m| (m.name.clone(), m.taint.clone()))
+                .collect();
             if let Ok(mut o) = self.observed.lock() {
-                o.guest_modules = requested.into_iter().take(MAX_GUEST_MODULES).collect();
-                o.platform_modules = platform.into_iter().take(MAX_PLATFORM_MODULES).collect();
+                o.guest_modules = requested.into_iter().map(|m| m.name).collect();
+                o.platform_modules = platform
+                    .into_iter()
+                    .map(|m| m.name)
+                    .take(MAX_PLATFORM_MODULES)
+                    .collect();
+                o.module_taints = taints;
             }
         }
         match c.interfaces(CHANNEL_TIMEOUT) {

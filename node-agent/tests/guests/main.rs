@@ -6,6 +6,7 @@
 
 mod channel;
 mod modprobe;
+mod operator_module;
 #[path = "../../../tests/probes/build.rs"]
 mod probe;
 mod qemu_guest;

@@ -39,6 +39,11 @@ pub fn guest_kernel() -> GuestKernel {
 
 /// Boots a guest and waits for its agent's hello.
 pub fn boot(id: &str) -> TestGuest {
+    boot_with(id, &modvisor_guest::cmdline::default_cmdline())
+}
+
+/// A guest booted with kernel command line `cmdline`.
+pub fn boot_with(id: &str, cmdline: &str) -> TestGuest {
     let kernel = guest_kernel();
     let dir = tempfile::tempdir().unwrap();
     let initrd = dir.path().join("initramfs.gz");
@@ -54,7 +59,7 @@ pub fn boot(id: &str) -> TestGuest {
         memory_mib: 512,
         kernel: kernel.vmlinuz.clone(),
         initrd,
-        cmdline: modvisor_guest::cmdline::default_cmdline(),
+        cmdline: cmdline.to_string(),
         run_dir: dir.path().join("run"),
         nic: None,
         virtio_channel: false,

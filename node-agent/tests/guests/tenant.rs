@@ -20,7 +20,11 @@ fn exec(g: &crate::support::TestGuest, argv: &[&str], stdin: &[u8]) -> ExecReply
     g.client.exec(&req, T).unwrap()
 }
 
-fn sh(g: &crate::support::TestGuest, script: &str, stdin: &[u8]) -> (i32, String, String) {
+pub(crate) fn sh(
+    g: &crate::support::TestGuest,
+    script: &str,
+    stdin: &[u8],
+) -> (i32, String, String) {
     let r = exec(g, &["sh", "-c", script], stdin);
     let code = match r.end {
         ExecEnd::Exited(c) => c,
