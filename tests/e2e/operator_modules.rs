@@ -3,6 +3,7 @@
 //! by the vetting against that certificate only, and trusted through the admin API.
 
 use crate::support::{modvisor, Plane};
+use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
@@ -195,4 +196,250 @@ fn an_operator_builds_signs_and_has_its_module_trusted() {
         events.contains("trust.add") && events.contains("trust.remove"),
         "{events}"
     );
+}
+
+/// Waits until module request `module` of VM `id` settles (Loaded, Rejected, Failed or
+/// Unloaded, as it wants now); the request.
+fn settled(p: &Plane, token: &str, id: &str, module: &str) -> serde_json::Value {
+    crate::fixtures::wait_for(&format!("{module} on {id} to settle"), 240, || {
+        let reqs = p
+            .get(token, &format!("/v1/vms/{id}/modules"))
+            .expect(200)
+            .body;
+        let r = reqs
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == module)?
+            .clone();
+        let done: &[&str] = if r["want_loaded"] == true {
+            &["Loaded", "Rejected", "Failed"]
+        } else {
+            &["Unloaded", "Rejected", "Failed"]
+        };
+        done.contains(&r["state"].as_str()?).then_some(r)
+    })
+}
+
+/// Publishes `file` as khttpd for `release` (replacing what was published).
+fn publish(p: &Plane, release: &str, file: &Path) {
+    p.publish_for("khttpd", release, false, &std::fs::read(file).unwrap())
+        .expect(201);
+}
+
+/// The whole story on a real node: the admin trusts an operator's certificate, publishes
+/// its signed khttpd and approves it for tenant A; A runs it in an `operator-modules` VM
+/// with parameters; A's other VM fetches a page from it over A's network; B can neither
+/// request it nor reach it; the unload stops it. Then builds that must not load (unsigned,
+/// signed by a key nobody trusts) are refused with their typed reason, nothing reaching
+/// the guest.
+#[test]
+fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |name: &str| dir.path().join(name);
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let keys = |name: &str| {
+        let (key, cert) = (d(&format!("{name}.pem")), d(&format!("{name}.crt")));
+        ok(run(&[
+            "module",
+            "keygen",
+            "--name",
+            name,
+            "--bits",
+            "2048",
+            "--key",
+            &s(&key),
+            "--cert",
+            &s(&cert),
+        ]));
+        (key, cert)
+    };
+    let (key, cert) = keys("acme");
+    let (rogue_key, rogue_cert) = keys("rogue");
+    let (_, release) = build(Path::new(SAMPLE), &d("out"));
+    let unsigned = d("out").join("khttpd.ko");
+    let sign = |key: &Path, cert: &Path, out: &Path| {
+        ok(run(&[
+            "module",
+            "sign",
+            &s(&unsigned),
+            "--key",
+            &s(key),
+            "--cert",
+            &s(cert),
+            "--out",
+            &s(out),
+        ]));
+    };
+    let (signed, rogue) = (d("khttpd.acme.ko"), d("khttpd.rogue.ko"));
+    sign(&key, &cert, &signed);
+    sign(&rogue_key, &rogue_cert, &rogue);
+
+    let (p, _cleanup) = Plane::with_node("opmod", 2_900_000, &["--catalog", "none"]);
+    let (a, b) = (p.token("tenant-a"), p.token("tenant-b"));
+    let admin = p.token("admin");
+    crate::fixtures::wait_for("the node Ready", 120, || {
+        let nodes = p.get(&admin, "/v1/nodes").expect(200).body;
+        nodes.to_string().contains("\"Ready\"").then_some(nodes)
+    });
+    p.cli_ok("admin", &["trust", "add", "acme", "--cert", &s(&cert)]);
+    publish(&p, &release, &signed);
+    p.cli_ok(
+        "admin",
+        &[
+            "module",
+            "policy",
+            "set",
+            "khttpd",
+            "--approve",
+            "--tenant",
+            "tenant-a",
+            "--signer",
+            "acme",
+        ],
+    );
+
+    // The kernel mode is the tenant's only with an operator-signed module approved.
+    let vm = |name: &str, mode: &str| json!({"name": name, "vcpus": 1, "memory_mib": 256, "kernel_mode": mode});
+    let r = p
+        .post(&b, "/v1/vms", &vm("srv", "operator-modules"))
+        .expect(403);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("operator-signed"),
+        "{}",
+        r.body
+    );
+    let cli = p
+        .post(&a, "/v1/vms", &vm("cli", "standard"))
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let srv = p
+        .post(&a, "/v1/vms", &vm("srv", "operator-modules"))
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bvm = p
+        .post(&b, "/v1/vms", &vm("other", "standard"))
+        .expect(201)
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (token, id, mode) in [
+        (&a, &cli, "standard"),
+        (&a, &srv, "operator-modules"),
+        (&b, &bvm, "standard"),
+    ] {
+        let v = p.wait_running(token, id);
+        assert_eq!(v["spec"]["kernel_mode"], mode, "{v}");
+        let v = crate::fixtures::wait_for("the boot's kernel mode reported", 60, || {
+            let v = p.get(token, &format!("/v1/vms/{id}")).expect(200).body;
+            (v["status"]["kernel_mode"] == mode).then_some(v)
+        });
+        assert!(v["status"]["module_taints"].is_null(), "{v}");
+    }
+    // Fixed at creation.
+    let mut replaced = p.get(&a, &format!("/v1/vms/{cli}")).expect(200).body["spec"].clone();
+    replaced["kernel_mode"] = json!("operator-modules");
+    p.put(&a, &format!("/v1/vms/{cli}"), &replaced).expect(409);
+
+    // Parameters: only those khttpd declares, and no quoting tricks.
+    let request = |token: &str, id: &str, params: Value| {
+        p.post(
+            token,
+            &format!("/v1/vms/{id}/modules"),
+            &json!({"name": "khttpd", "params": params}),
+        )
+    };
+    let r = request(&a, &srv, json!({"nope": "1"})).expect(400);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("declares no parameter nope"),
+        "{}",
+        r.body
+    );
+    request(&a, &srv, json!({"body": "a\"b"})).expect(400);
+    // B: not approved.
+    request(&b, &bvm, json!({})).expect(403);
+
+    request(
+        &a,
+        &srv,
+        json!({"port": "8080", "body": "hello-from-kernel-space"}),
+    )
+    .expect(202);
+    let r = settled(&p, &a, &srv, "khttpd");
+    assert_eq!(r["state"], "Loaded", "{r}");
+    let v = crate::fixtures::wait_for("khttpd's taint reported", 60, || {
+        let v = p.get(&a, &format!("/v1/vms/{srv}")).expect(200).body;
+        v["status"]["module_taints"]["khttpd"]
+            .as_str()
+            .is_some()
+            .then_some(v)
+    });
+    let taint = v["status"]["module_taints"]["khttpd"].as_str().unwrap();
+    assert!(taint.contains('O') && taint.contains('E'), "{v}");
+
+    let srv_ip = crate::dataplane::ip_of(&p, &a, &srv);
+    // busybox wget's own -T crashes it here; `timeout` bounds the fetch instead.
+    let fetch = format!("timeout 10 wget -q -O - http://{srv_ip}:8080/");
+    let page = crate::dataplane::sh(&p, &a, &cli, &fetch);
+    assert_eq!(page["stdout"], "hello-from-kernel-space", "{page}");
+    // B's VM, on B's own network (the same CIDR), does not reach it.
+    if crate::dataplane::ip_of(&p, &b, &bvm) != srv_ip {
+        let out = crate::dataplane::sh(&p, &b, &bvm, &fetch);
+        assert_ne!(
+            out["exit_code"], 0,
+            "B reached A's in-kernel handler: {out}"
+        );
+    }
+
+    // The unload stops it.
+    p.delete(&a, &format!("/v1/vms/{srv}/modules/khttpd"))
+        .expect(202);
+    let r = settled(&p, &a, &srv, "khttpd");
+    assert_eq!(r["state"], "Unloaded", "{r}");
+    let out = crate::dataplane::sh(&p, &a, &cli, &fetch);
+    assert_ne!(
+        out["exit_code"], 0,
+        "khttpd answers after its unload: {out}"
+    );
+
+    // Builds that must not load: each refused with its typed reason; the guest's module
+    // list never shows khttpd again.
+    for (file, why) in [(&unsigned, "is not signed"), (&rogue, "untrusted key")] {
+        publish(&p, &release, file);
+        request(&a, &srv, json!({})).expect(202);
+        let r = settled(&p, &a, &srv, "khttpd");
+        assert_eq!(r["state"], "Rejected", "{r}");
+        assert!(r["reason"].as_str().unwrap().contains(why), "{r}");
+        let v = p.get(&a, &format!("/v1/vms/{srv}")).expect(200).body;
+        assert!(
+            !v["status"]["guest_modules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m == "khttpd"),
+            "{v}"
+        );
+    }
+    // One built for another kernel release is refused at publish, by its vermagic.
+    let r = p
+        .publish_for(
+            "khttpd",
+            "6.1.0-0-cloud-amd64",
+            true,
+            &std::fs::read(&signed).unwrap(),
+        )
+        .expect(400);
+    assert_eq!(r.body["field"], "kernel_release", "{}", r.body);
 }
