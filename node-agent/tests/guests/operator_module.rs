@@ -33,6 +33,29 @@ fn built_and_signed(release: &str) -> (Vec<u8>, OperatorKey) {
     (signed, key)
 }
 
+/// A release of the same length as `release` that is not it (its ABI number changed).
+fn other_release(release: &str) -> String {
+    let (before, after) = release.split_once('-').expect("a Debian release");
+    let (abi, flavour) = after.split_once('-').expect("a Debian release");
+    let flipped: String = abi
+        .chars()
+        .map(|c| if c == '9' { '8' } else { '9' })
+        .collect();
+    format!("{before}-{flipped}-{flavour}")
+}
+
+/// `bytes` with the first `from` replaced by `to` (of the same length).
+fn replace_once(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len(), "{from} -> {to}");
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("the release in the module");
+    let mut out = bytes.to_vec();
+    out[at..at + to.len()].copy_from_slice(to.as_bytes());
+    out
+}
+
 #[test]
 fn an_operator_signed_module_serves_http_only_from_an_operator_modules_guest() {
     let kernel = crate::support::guest_kernel();
@@ -65,11 +88,63 @@ fn an_operator_signed_module_serves_http_only_from_an_operator_modules_guest() {
     }
     g.guest.stop(Duration::from_secs(5));
 
-    // An operator-modules guest loads it, with its parameters.
+    // An operator-modules guest: builds that must not load are refused by vetting with
+    // their typed reason, and nothing reaches the guest.
     let mut g = crate::support::boot_with(
         "operator-mod",
         &modvisor_guest::cmdline::operator_modules_cmdline(),
     );
+    let operator_source = |image: Vec<u8>, pin: String| {
+        let mut source = ModuleSource::new();
+        let trust = TrustStore::from_pem(key.cert_pem().unwrap().as_bytes()).unwrap();
+        source
+            .insert_signed_by(image, Some(pin), Some(trust))
+            .unwrap();
+        source
+    };
+    // Its bytes changed after the catalog pinned them.
+    let mut changed = signed.clone();
+    changed[200] ^= 1;
+    let source = operator_source(changed, crate::support::sha256_hex(&signed));
+    let out =
+        ModprobeService::new(&source, &kernel_keys).modprobe(&g.client, "khttpd", "", &policy);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [ModuleOutcome::Rejected {
+                reason: Rejection::Sha256Mismatch { .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    // Built for another kernel release (its vermagic names one), signed all the same.
+    let other = other_release(&kernel.release);
+    let unsigned = crate::support::strip_signature(&signed);
+    let retargeted = key
+        .sign_module(&replace_once(
+            &unsigned,
+            &format!("vermagic={}", kernel.release),
+            &format!("vermagic={other}"),
+        ))
+        .unwrap();
+    let pin = crate::support::sha256_hex(&retargeted);
+    let source = operator_source(retargeted, pin);
+    let out =
+        ModprobeService::new(&source, &kernel_keys).modprobe(&g.client, "khttpd", "", &policy);
+    assert!(
+        matches!(
+            out.as_slice(),
+            [ModuleOutcome::Rejected {
+                reason: Rejection::VermagicMismatch { .. },
+                ..
+            }]
+        ),
+        "{out:?}"
+    );
+    assert!(!g.client.list(T).unwrap().iter().any(|m| m.name == "khttpd"));
+
+    // The operator's build loads, with its parameters.
     let out = service.modprobe(
         &g.client,
         "khttpd",
