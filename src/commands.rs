@@ -4,7 +4,7 @@ use crate::client::{print, print_item, ApiArgs};
 use crate::exec_cmd::find_vm;
 use crate::table::{key_values, name_of, opt, render};
 use crate::vm_cmd::{request_progress, request_rows};
-use crate::wait::{until, WaitArgs};
+use crate::wait::{until, Progress, WaitArgs};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use modvisor_control_plane_api::types::{
@@ -344,7 +344,22 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                         .into_iter()
                         .find(|x| x.name == r.name)
                         .with_context(|| format!("the request for {} is gone", r.name))?;
-                    Ok(request_progress(&now, now.clone()))
+                    // Loaded, and in the guest's own list as its node last reported it
+                    // (what `status` then shows of the guest, its taints included).
+                    Ok(match request_progress(&now, now.clone()) {
+                        Progress::Done(done) => {
+                            let seen = api.get_vm(&vm)?.value.status.guest_modules;
+                            if seen.contains(&done.name) {
+                                Progress::Done(done)
+                            } else {
+                                Progress::Pending(format!(
+                                    "{} Loaded, not yet in the guest's list as its node last saw it",
+                                    done.name
+                                ))
+                            }
+                        }
+                        other => other,
+                    })
                 })?;
             }
             print(args, &r, |v, _| request_rows(std::slice::from_ref(v)))?;

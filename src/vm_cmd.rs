@@ -39,6 +39,10 @@ pub enum VmCommand {
         /// `none` for no network interface).
         #[arg(long)]
         network: Option<String>,
+        /// What its guest kernel enforces for modules: `standard`, or `operator-modules`
+        /// (loads modules signed by a trusted operator key; for a tenant with one approved).
+        #[arg(long, value_enum, default_value_t = KernelModeArg::Standard)]
+        kernel_mode: KernelModeArg,
         /// With --wait: until it runs (and its modules are Loaded).
         #[command(flatten)]
         wait: WaitArgs,
@@ -148,6 +152,24 @@ pub fn request_rows(items: &[ModuleRequest]) -> String {
     render(&["MODULE", "STATE", "REASON"], &rows)
 }
 
+/// `--kernel-mode` (see `KernelMode`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KernelModeArg {
+    /// Module signatures enforced by the guest kernel, lockdown on.
+    Standard,
+    /// Operator-signed modules, checked by the host's vetting only.
+    OperatorModules,
+}
+
+impl From<KernelModeArg> for modvisor_control_plane_api::types::KernelMode {
+    fn from(m: KernelModeArg) -> Self {
+        match m {
+            KernelModeArg::Standard => Self::Standard,
+            KernelModeArg::OperatorModules => Self::OperatorModules,
+        }
+    }
+}
+
 /// `modvisor vm ...`; the exit status (a command's own, for `exec`).
 pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
     let api = args.client()?;
@@ -160,6 +182,7 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
             modules,
             user_data_file,
             network,
+            kernel_mode,
             wait,
         } => {
             let user_data = user_data_file
@@ -179,7 +202,7 @@ pub fn vm(args: &ApiArgs, cmd: VmCommand) -> Result<u8> {
             }
             let spec = VmSpec {
                 name,
-                kernel_mode: Default::default(),
+                kernel_mode: kernel_mode.into(),
                 vcpus,
                 memory_mib,
                 modules: refs,

@@ -139,6 +139,18 @@ pub fn heartbeat(hb: &crate::model::Heartbeat, placed_vcpus: u64) -> Result<()> 
             &vm.platform_modules,
             MAX_PLATFORM_MODULES,
         )?;
+        // Taints: of modules the same report lists, a few capital letters each.
+        for (name, taint) in &vm.module_taints {
+            let fine = vm.guest_modules.contains(name)
+                && (1..=8).contains(&taint.len())
+                && taint.bytes().all(|b| b.is_ascii_uppercase());
+            if !fine {
+                return Err(Error::invalid(
+                    format!("vms[{i}].module_taints"),
+                    "taints of listed guest modules only, 1-8 capital letters each",
+                ));
+            }
+        }
         if vm.interfaces.len() > MAX_GUEST_INTERFACES {
             return Err(Error::invalid(
                 format!("vms[{i}].interfaces"),

@@ -52,6 +52,23 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("httpd -p 80", &["hi\n", "unreachable"]),
     (
+        "modvisor module keygen --name",
+        &[
+            "acme.pem",
+            "khttpd.ko",
+            "signed by CN=acme modules",
+            "accepted",
+        ],
+    ),
+    (
+        "--param body=hello-from-kernel-space",
+        &[
+            "\"kernel_mode\":\"operator-modules\"",
+            "\"khttpd\":\"OE\"",
+            "hello-from-kernel-space",
+        ],
+    ),
+    (
         "--replica cp-$i",
         &[
             "\"health\":\"true\"",
@@ -251,6 +268,12 @@ fn the_readme_examples_run_as_written() {
     let dir = p.dir.path().join("readme");
     std::fs::create_dir(&dir).unwrap();
     std::os::unix::fs::symlink(p.data_dir(), dir.join(".modvisor")).unwrap();
+    // And the sources the README builds (modules/sample/khttpd), as from a checkout.
+    std::os::unix::fs::symlink(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/modules"),
+        dir.join("modules"),
+    )
+    .unwrap();
     let admin = p.token("admin");
     crate::support::wait_until("both nodes Ready", 120, || {
         let nodes = p.get(&admin, "/v1/nodes").expect(200).body;

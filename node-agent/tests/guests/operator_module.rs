@@ -169,6 +169,20 @@ fn an_operator_signed_module_serves_http_only_from_an_operator_modules_guest() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(body, "hello-from-the-kernelhello-from-the-kernel");
+    // Without lockdown, what stops tenant root at /dev/mem and friends is the missing
+    // CAP_SYS_RAWIO of its context.
+    // (The tenant's /dev has no mem node: it makes one.)
+    let (code, out, err) = sh(
+        &g,
+        "mknod /tmp/mem c 1 1 && echo made; dd if=/tmp/mem of=/dev/null bs=1 count=1",
+        b"",
+    );
+    assert_ne!(
+        code, 0,
+        "tenant root read /dev/mem in an operator-modules guest"
+    );
+    assert!(out.contains("made"), "{out} {err}");
+    assert!(err.contains("not permitted"), "{err}");
     // The tenant cannot take it out itself (no CAP_SYS_MODULE); the host can.
     let (code, _, _) = sh(&g, "rmmod khttpd", b"");
     assert_ne!(code, 0, "tenant root unloaded a module");
