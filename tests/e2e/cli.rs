@@ -7,14 +7,7 @@ fn run(p: &Plane, who: &str, args: &[&str]) -> Output {
     p.cli(who, args)
 }
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::fixtures::ok;
 
 #[test]
 fn cli_round_trip() {

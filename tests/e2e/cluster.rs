@@ -30,21 +30,6 @@ fn running(p: &Plane, token: &str, id: &str) -> Value {
     })
 }
 
-fn request_state(p: &Plane, token: &str, id: &str, module: &str, secs: u64) -> Value {
-    wait_for(&format!("{module} on {id} to settle"), secs, || {
-        let reqs = p
-            .get(token, &format!("/v1/vms/{id}/modules"))
-            .expect(200)
-            .body;
-        let r = reqs
-            .as_array()?
-            .iter()
-            .find(|r| r["name"] == module)?
-            .clone();
-        matches!(r["state"].as_str(), Some("Loaded" | "Rejected" | "Failed")).then_some(r)
-    })
-}
-
 fn guest_modules(v: &Value) -> Vec<String> {
     v["status"]["guest_modules"]
         .as_array()
@@ -241,10 +226,10 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
     )
     .expect(202);
     assert_eq!(
-        request_state(&p, &a, &a1, "tcp_bbr", 240)["state"],
+        crate::fixtures::request_settled(&p, &a, &a1, "tcp_bbr", 240)["state"],
         "Loaded"
     );
-    let wg = request_state(&p, &b, &b1, "wireguard", 400);
+    let wg = crate::fixtures::request_settled(&p, &b, &b1, "wireguard", 400);
     assert_eq!(wg["state"], "Loaded", "{wg}");
     let listed = wait_for("guest module lists", 60, || {
         let (x, y) = (vm(&p, &a, &a1), vm(&p, &b, &b1));
@@ -321,7 +306,7 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
         &json!({"name": "dummy"}),
     )
     .expect(202);
-    let r = request_state(&p, &a, &a2, "dummy", 120);
+    let r = crate::fixtures::request_settled(&p, &a, &a2, "dummy", 120);
     assert_eq!(r["state"], "Loaded", "{r}");
     assert_ne!(std::fs::read(blob_dir.join(&dummy_sha)).unwrap(), tampered);
     wait_for("dummy in the guest", 60, || {
@@ -370,7 +355,7 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
     let ip1 = crate::dataplane::ip_of(&p, &a, &a1);
     assert!(crate::dataplane::pings(&p, &a, &a2, &ip1));
     assert_eq!(
-        request_state(&p, &a, &a1, "tcp_bbr", 240)["state"],
+        crate::fixtures::request_settled(&p, &a, &a1, "tcp_bbr", 240)["state"],
         "Loaded"
     );
     wait_for("tcp_bbr in the recreated guest", 60, || {
@@ -398,7 +383,7 @@ fn tenants_drive_vms_and_vetted_modules_across_two_nodes() {
     p.kill9();
     p.respawn();
     running(&p, &a, &a3);
-    let r = request_state(&p, &a, &a3, "dummy", 240);
+    let r = crate::fixtures::request_settled(&p, &a, &a3, "dummy", 240);
     assert_eq!(r["state"], "Loaded", "{r}");
 
     // Quota exhaustion is a clear 409; no capacity is a Pending VM with a reason.

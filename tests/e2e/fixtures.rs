@@ -5,6 +5,46 @@ use crate::support::modvisor;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// The stdout of a command that must succeed (its stderr in the failure).
+#[track_caller]
+pub fn ok(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// Waits (up to `secs`) until module request `module` of VM `id` settles as it wants
+/// now: Loaded (or Rejected, Failed) when it wants the module loaded, Unloaded (or
+/// Rejected, Failed) after an unload; the request.
+pub fn request_settled(
+    p: &crate::support::Plane,
+    token: &str,
+    id: &str,
+    module: &str,
+    secs: u64,
+) -> Value {
+    wait_for(&format!("{module} on {id} to settle"), secs, || {
+        let reqs = p
+            .get(token, &format!("/v1/vms/{id}/modules"))
+            .expect(200)
+            .body;
+        let r = reqs
+            .as_array()?
+            .iter()
+            .find(|r| r["name"] == module)?
+            .clone();
+        let done: &[&str] = if r["want_loaded"] == true {
+            &["Loaded", "Rejected", "Failed"]
+        } else {
+            &["Unloaded", "Rejected", "Failed"]
+        };
+        done.contains(&r["state"].as_str()?).then_some(r)
+    })
+}
+
 /// The stdout of `modvisor bench ARGS`, which must succeed.
 pub fn bench_output(args: &[&str]) -> String {
     let out = modvisor()

@@ -10,14 +10,7 @@ use std::process::Output;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/modules/sample/khttpd");
 
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use crate::fixtures::ok;
 
 fn run(args: &[&str]) -> Output {
     modvisor().args(args).output().unwrap()
@@ -198,28 +191,6 @@ fn an_operator_builds_signs_and_has_its_module_trusted() {
     );
 }
 
-/// Waits until module request `module` of VM `id` settles (Loaded, Rejected, Failed or
-/// Unloaded, as it wants now); the request.
-fn settled(p: &Plane, token: &str, id: &str, module: &str) -> serde_json::Value {
-    crate::fixtures::wait_for(&format!("{module} on {id} to settle"), 240, || {
-        let reqs = p
-            .get(token, &format!("/v1/vms/{id}/modules"))
-            .expect(200)
-            .body;
-        let r = reqs
-            .as_array()?
-            .iter()
-            .find(|r| r["name"] == module)?
-            .clone();
-        let done: &[&str] = if r["want_loaded"] == true {
-            &["Loaded", "Rejected", "Failed"]
-        } else {
-            &["Unloaded", "Rejected", "Failed"]
-        };
-        done.contains(&r["state"].as_str()?).then_some(r)
-    })
-}
-
 /// Publishes `file` as khttpd for `release` (replacing what was published).
 fn publish(p: &Plane, release: &str, file: &Path) {
     p.publish_for("khttpd", release, false, &std::fs::read(file).unwrap())
@@ -311,27 +282,15 @@ fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
         "{}",
         r.body
     );
-    let cli = p
-        .post(&a, "/v1/vms", &vm("cli", "standard"))
-        .expect(201)
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let srv = p
-        .post(&a, "/v1/vms", &vm("srv", "operator-modules"))
-        .expect(201)
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let bvm = p
-        .post(&b, "/v1/vms", &vm("other", "standard"))
-        .expect(201)
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let create = |token: &str, body: Value| {
+        p.post(token, "/v1/vms", &body).expect(201).body["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let cli = create(&a, vm("cli", "standard"));
+    let srv = create(&a, vm("srv", "operator-modules"));
+    let bvm = create(&b, vm("other", "standard"));
     for (token, id, mode) in [
         (&a, &cli, "standard"),
         (&a, &srv, "operator-modules"),
@@ -377,7 +336,7 @@ fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
         json!({"port": "8080", "body": "hello-from-kernel-space"}),
     )
     .expect(202);
-    let r = settled(&p, &a, &srv, "khttpd");
+    let r = crate::fixtures::request_settled(&p, &a, &srv, "khttpd", 240);
     assert_eq!(r["state"], "Loaded", "{r}");
     let v = crate::fixtures::wait_for("khttpd's taint reported", 60, || {
         let v = p.get(&a, &format!("/v1/vms/{srv}")).expect(200).body;
@@ -406,7 +365,7 @@ fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
     // The unload stops it.
     p.delete(&a, &format!("/v1/vms/{srv}/modules/khttpd"))
         .expect(202);
-    let r = settled(&p, &a, &srv, "khttpd");
+    let r = crate::fixtures::request_settled(&p, &a, &srv, "khttpd", 240);
     assert_eq!(r["state"], "Unloaded", "{r}");
     let out = crate::dataplane::sh(&p, &a, &cli, &fetch);
     assert_ne!(
@@ -419,7 +378,7 @@ fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
     for (file, why) in [(&unsigned, "is not signed"), (&rogue, "untrusted key")] {
         publish(&p, &release, file);
         request(&a, &srv, json!({})).expect(202);
-        let r = settled(&p, &a, &srv, "khttpd");
+        let r = crate::fixtures::request_settled(&p, &a, &srv, "khttpd", 240);
         assert_eq!(r["state"], "Rejected", "{r}");
         assert!(r["reason"].as_str().unwrap().contains(why), "{r}");
         let v = p.get(&a, &format!("/v1/vms/{srv}")).expect(200).body;

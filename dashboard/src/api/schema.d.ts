@@ -119,6 +119,49 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/admin/trust": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Lists the trusted operator certificates (admin). */
+        get: operations["list_trusted"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/admin/trust/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Shows one trusted certificate (admin). */
+        get: operations["get_trusted"];
+        /**
+         * Adds (201) or replaces (200) the operator certificate `name` (admin; audited as
+         *     `trust.add` or `trust.replace`). Modules whose policy names it may be signed with
+         *     its key.
+         */
+        put: operations["put_trusted"];
+        post?: never;
+        /**
+         * Removes a trusted certificate (admin; audited as `trust.remove`); refused while a
+         *     module policy names it.
+         */
+        delete: operations["remove_trusted"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/events": {
         parameters: {
             query?: never;
@@ -540,6 +583,9 @@ export interface components {
          *       "name": "tcp_bbr",
          *       "policy": {
          *         "approved": true,
+         *         "signers": [
+         *           "kernel"
+         *         ],
          *         "tenants": [
          *           "tenant-a"
          *         ]
@@ -770,9 +816,18 @@ export interface components {
             token: string;
         };
         /**
+         * @description What a VM's guest kernel enforces for modules, decided when the VM is created.
+         * @example operator-modules
+         * @enum {string}
+         */
+        KernelMode: "standard" | "operator-modules";
+        /**
          * @description Who may request a module.
          * @example {
          *       "approved": true,
+         *       "signers": [
+         *         "kernel"
+         *       ],
          *       "tenants": [
          *         "tenant-a"
          *       ]
@@ -781,6 +836,12 @@ export interface components {
         ModulePolicy: {
             /** @description Whether the module may be requested at all. */
             approved: boolean;
+            /**
+             * @description Who may sign it: `kernel` (the keys built into the guest kernel: the
+             *     distribution's) and the names of operator certificates in the trust store
+             *     (`PUT /v1/admin/trust/{name}`). Default: `["kernel"]`.
+             */
+            signers?: string[];
             /** @description Tenants it is approved for: `["*"]` for all, or a list of names. */
             tenants: string[];
         };
@@ -1095,6 +1156,7 @@ export interface components {
          *           "generation": 3,
          *           "id": "3f1c9a52-7d0e-4b8a-9c61-2e5f0a7b8d94",
          *           "spec": {
+         *             "kernel_mode": "standard",
          *             "memory_mib": 256,
          *             "modules": [
          *               {
@@ -1123,6 +1185,7 @@ export interface components {
          *                 "up": true
          *               }
          *             ],
+         *             "kernel_mode": "standard",
          *             "network": {
          *               "ip": "10.0.0.2",
          *               "mac": "02:6d:76:0a:00:02",
@@ -1396,6 +1459,58 @@ export interface components {
          */
         TokenRole: "admin" | "tenant" | "node" | "bootstrap" | "metrics";
         /**
+         * @description Body of `PUT /v1/admin/trust/{name}`: an operator's module-signing certificate.
+         * @example {
+         *       "certificate_pem": "-----BEGIN CERTIFICATE-----\nMIIC...\n-----END CERTIFICATE-----\n"
+         *     }
+         */
+        TrustBody: {
+            /**
+             * @description One X.509 certificate, PEM (`-----BEGIN CERTIFICATE-----`), with an RSA key (what
+             *     `modvisor module keygen` writes).
+             */
+            certificate_pem: string;
+        };
+        /**
+         * @description A certificate the admin trusts to sign modules, besides the guest kernel's own keys.
+         * @example {
+         *       "added_at": "2026-12-03T12:00:00Z",
+         *       "certificate_pem": "-----BEGIN CERTIFICATE-----\nMIIC...\n-----END CERTIFICATE-----\n",
+         *       "issuer": "CN=acme modules",
+         *       "key": "rsa-4096",
+         *       "name": "acme",
+         *       "serial": "4f1c0e9a2b7d3c5e8f60718293a4b5c6",
+         *       "sha256": "3b1f9c2d4e5a60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9",
+         *       "subject": "CN=acme modules",
+         *       "used_by": [
+         *         "khttpd"
+         *       ]
+         *     }
+         */
+        TrustEntry: {
+            /** @description When it was added. */
+            added_at: components["schemas"]["Timestamp"];
+            /** @description The certificate, PEM. */
+            certificate_pem: string;
+            /** @description Its issuer. */
+            issuer: string;
+            /** @description Its key, e.g. `rsa-4096`. */
+            key: string;
+            /** @description Its name in the trust store (what module policies' `signers` name). */
+            name: string;
+            /** @description Its serial number, hex. */
+            serial: string;
+            /** @description sha256 of its DER encoding, lowercase hex. */
+            sha256: string;
+            /** @description The certificate's subject, e.g. `CN=acme modules`. */
+            subject: string;
+            /**
+             * @description The modules whose policy names it as a signer (it cannot be removed while any
+             *     does).
+             */
+            used_by?: string[];
+        };
+        /**
          * @description What a tenant holds now, counted against its [`Quota`].
          * @example {
          *       "memory_mib": 256,
@@ -1465,6 +1580,7 @@ export interface components {
          *       "generation": 3,
          *       "id": "3f1c9a52-7d0e-4b8a-9c61-2e5f0a7b8d94",
          *       "spec": {
+         *         "kernel_mode": "standard",
          *         "memory_mib": 256,
          *         "modules": [
          *           {
@@ -1493,6 +1609,7 @@ export interface components {
          *             "up": true
          *           }
          *         ],
+         *         "kernel_mode": "standard",
          *         "network": {
          *           "ip": "10.0.0.2",
          *           "mac": "02:6d:76:0a:00:02",
@@ -1563,6 +1680,7 @@ export interface components {
         /**
          * @description The desired state of a VM, as the tenant wrote it.
          * @example {
+         *       "kernel_mode": "standard",
          *       "memory_mib": 256,
          *       "modules": [
          *         {
@@ -1578,6 +1696,13 @@ export interface components {
          *     }
          */
         VmSpec: {
+            /**
+             * @description What the guest kernel enforces for modules: `standard` (the default: it loads only
+             *     modules signed by the distribution's key) or `operator-modules` (for modules
+             *     signed by a trusted operator key: see `KernelMode`); allowed only for a tenant with
+             *     an operator-signed module approved. Fixed at creation.
+             */
+            kernel_mode?: components["schemas"]["KernelMode"];
             /**
              * Format: int32
              * @description Guest memory in MiB, 128..=65536.
@@ -1625,6 +1750,7 @@ export interface components {
          *           "up": true
          *         }
          *       ],
+         *       "kernel_mode": "standard",
          *       "network": {
          *         "ip": "10.0.0.2",
          *         "mac": "02:6d:76:0a:00:02",
@@ -1654,6 +1780,14 @@ export interface components {
              *     as its node last reported (what the tenant configured inside shows here too).
              */
             interfaces?: components["schemas"]["GuestInterface"][];
+            kernel_mode?: null | components["schemas"]["KernelMode"];
+            /**
+             * @description The guest kernel's taint flags for each tainted module of `guest_modules`
+             *     (`O`: out of tree, `E`: signed by a key the guest kernel does not know).
+             */
+            module_taints?: {
+                [key: string]: string;
+            };
             network?: null | components["schemas"]["VmNetwork"];
             /** @description The node it is placed on, if any. */
             node?: string | null;
@@ -1782,6 +1916,15 @@ export interface components {
         };
         /** @description Not a tenant token */
         TenantOnly: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"];
+            };
+        };
+        /** @description No such trusted certificate */
+        TrustNotFound: {
             headers: {
                 [name: string]: unknown;
             };
@@ -2055,6 +2198,144 @@ export interface operations {
             408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    list_trusted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Every trusted certificate, by name */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrustEntry"][];
+                };
+            };
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["AdminOnly"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    get_trusted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Certificate name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The certificate */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrustEntry"];
+                };
+            };
+            400: components["responses"]["InvalidParameter"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["AdminOnly"];
+            404: components["responses"]["TrustNotFound"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    put_trusted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Certificate name: 1 to 63 of a-z 0-9 - _ (not `kernel`) */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TrustBody"];
+            };
+        };
+        responses: {
+            /** @description Replaced */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrustEntry"];
+                };
+            };
+            /** @description Added */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrustEntry"];
+                };
+            };
+            400: components["responses"]["InvalidBody"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["AdminOnly"];
+            408: components["responses"]["RequestTimeout"];
+            /** @description The trust store is full */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            429: components["responses"]["RateLimited"];
+        };
+    };
+    remove_trusted: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Certificate name */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Removed */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["InvalidParameter"];
+            401: components["responses"]["Unauthenticated"];
+            403: components["responses"]["AdminOnly"];
+            404: components["responses"]["TrustNotFound"];
+            /** @description A module policy names it */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
             429: components["responses"]["RateLimited"];
         };
     };
@@ -2758,7 +3039,7 @@ export interface operations {
             };
             400: components["responses"]["InvalidBody"];
             401: components["responses"]["Unauthenticated"];
-            /** @description Not a tenant token, or a module is not approved */
+            /** @description Not a tenant token, a module is not approved, or kernel_mode operator-modules without an operator-signed module approved for the tenant */
             403: {
                 headers: {
                     [name: string]: unknown;

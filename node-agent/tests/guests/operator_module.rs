@@ -94,30 +94,25 @@ fn an_operator_signed_module_serves_http_only_from_an_operator_modules_guest() {
         "operator-mod",
         &modvisor_guest::cmdline::operator_modules_cmdline(),
     );
-    let operator_source = |image: Vec<u8>, pin: String| {
+    // What vetting says of `image` pinned to `pin`, signers as the operator's.
+    let refusal = |image: Vec<u8>, pin: String| -> Rejection {
         let mut source = ModuleSource::new();
         let trust = TrustStore::from_pem(key.cert_pem().unwrap().as_bytes()).unwrap();
         source
             .insert_signed_by(image, Some(pin), Some(trust))
             .unwrap();
-        source
+        let out =
+            ModprobeService::new(&source, &kernel_keys).modprobe(&g.client, "khttpd", "", &policy);
+        match out.as_slice() {
+            [ModuleOutcome::Rejected { reason, .. }] => reason.clone(),
+            other => panic!("not refused: {other:?}"),
+        }
     };
     // Its bytes changed after the catalog pinned them.
     let mut changed = signed.clone();
     changed[200] ^= 1;
-    let source = operator_source(changed, crate::support::sha256_hex(&signed));
-    let out =
-        ModprobeService::new(&source, &kernel_keys).modprobe(&g.client, "khttpd", "", &policy);
-    assert!(
-        matches!(
-            out.as_slice(),
-            [ModuleOutcome::Rejected {
-                reason: Rejection::Sha256Mismatch { .. },
-                ..
-            }]
-        ),
-        "{out:?}"
-    );
+    let r = refusal(changed, crate::support::sha256_hex(&signed));
+    assert!(matches!(r, Rejection::Sha256Mismatch { .. }), "{r:?}");
     // Built for another kernel release (its vermagic names one), signed all the same.
     let other = other_release(&kernel.release);
     let unsigned = crate::support::strip_signature(&signed);
@@ -129,19 +124,8 @@ fn an_operator_signed_module_serves_http_only_from_an_operator_modules_guest() {
         ))
         .unwrap();
     let pin = crate::support::sha256_hex(&retargeted);
-    let source = operator_source(retargeted, pin);
-    let out =
-        ModprobeService::new(&source, &kernel_keys).modprobe(&g.client, "khttpd", "", &policy);
-    assert!(
-        matches!(
-            out.as_slice(),
-            [ModuleOutcome::Rejected {
-                reason: Rejection::VermagicMismatch { .. },
-                ..
-            }]
-        ),
-        "{out:?}"
-    );
+    let r = refusal(retargeted, pin);
+    assert!(matches!(r, Rejection::VermagicMismatch { .. }), "{r:?}");
     assert!(!g.client.list(T).unwrap().iter().any(|m| m.name == "khttpd"));
 
     // The operator's build loads, with its parameters.
