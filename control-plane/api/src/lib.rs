@@ -8,6 +8,7 @@ pub mod client;
 pub mod examples;
 pub mod network;
 pub mod routes;
+pub mod trust;
 pub mod types;
 
 pub use client::{ApiClient, ApiError, Versioned};
