@@ -7,6 +7,7 @@
 pub mod api;
 pub mod exec;
 pub mod flood;
+pub mod handler;
 pub mod idle;
 pub mod isolation;
 pub mod modprobe;
@@ -28,6 +29,9 @@ pub enum BenchCommand {
     /// One tenant floods the API; another's latency alone, under the flood held to its
     /// rate limits, and (the peer) under the same flood unlimited.
     Flood(flood::BenchFloodArgs),
+    /// The in-kernel request handler (khttpd, operator-signed) next to the same response
+    /// from user space in the same guest, driven from a second VM over the tenant network.
+    Handler(handler::BenchHandlerArgs),
     /// A module request through the whole path next to `finit_module` in the guest.
     Modprobe(modprobe::BenchModprobeArgs),
     /// TCP throughput and RTT between two VMs of a tenant on one node and on two, next to
@@ -48,6 +52,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(args) => api::run(args),
         BenchCommand::Exec(args) => exec::run(args),
         BenchCommand::Flood(args) => flood::run(args),
+        BenchCommand::Handler(args) => handler::run(args),
         BenchCommand::Modprobe(args) => modprobe::run(args),
         BenchCommand::Network(args) => network::run(args),
         BenchCommand::Scheduler(args) => scheduler::run(args),

@@ -2,7 +2,7 @@
 //! data directory: its tenant and admin clients, VMs brought to Running and removed.
 
 use anyhow::{bail, Context, Result};
-use modvisor_control_plane_api::types::{Phase, PowerState, VmSpec};
+use modvisor_control_plane_api::types::{KernelMode, Phase, PowerState, VmSpec};
 use modvisor_control_plane_api::ApiClient;
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -161,10 +161,15 @@ impl UpWithNode {
     /// Creates a one-vCPU, 256 MiB VM named `name` and waits until it runs; its id and the
     /// seconds from create to Running.
     pub fn running_vm(&self, name: &str) -> Result<(String, f64)> {
+        self.running_vm_in(name, KernelMode::Standard)
+    }
+
+    /// [`UpWithNode::running_vm`], its guest kernel booted in `kernel_mode`.
+    pub fn running_vm_in(&self, name: &str, kernel_mode: KernelMode) -> Result<(String, f64)> {
         let start = Instant::now();
         let spec = VmSpec {
             name: name.into(),
-            kernel_mode: Default::default(),
+            kernel_mode,
             vcpus: 1,
             memory_mib: 256,
             modules: Vec::new(),

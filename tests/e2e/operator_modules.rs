@@ -402,3 +402,48 @@ fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
         .expect(400);
     assert_eq!(r.body["field"], "kernel_release", "{}", r.body);
 }
+
+/// `modvisor bench handler`, short: every server answers every request (no errors), its
+/// CPU per request is measured, and the ratios are printed.
+#[test]
+fn bench_handler_measures_both_servers_with_the_same_load() {
+    let text = crate::support::bench_output(&[
+        "handler",
+        "--seconds",
+        "2",
+        "--connections",
+        "2",
+        "--body-bytes",
+        "64",
+    ]);
+    for row in [
+        "in-kernel khttpd, keep-alive",
+        "user-space mvhttp (epoll), keep-alive",
+        "in-kernel khttpd, a connection per request",
+        "user-space mvhttp, a connection per request",
+        "busybox httpd (a process per connection)",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("{row}: {text}"));
+        let figures: Vec<f64> = line[row.len()..]
+            .split_whitespace()
+            .map(|w| {
+                w.trim_end_matches('%')
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{w}: {e}: {text}"))
+            })
+            .collect();
+        // req/s, errors, p50, p99, CPU us per request, system share
+        assert!(figures[0] > 0.0, "no requests: {line}");
+        assert_eq!(figures[1], 0.0, "errors: {line}");
+        assert!(figures[4] > 0.0, "no CPU time per request: {line}");
+    }
+    for ratio in [
+        "keep-alive: in-kernel",
+        "a connection per request: in-kernel",
+    ] {
+        assert!(text.contains(ratio), "{ratio}: {text}");
+    }
+}

@@ -1,13 +1,14 @@
-//! Builds `tenant_probe.c` (beside this file) for a guest: static, freestanding, a few
-//! KiB. Shared by the node agent's guest tests and the end-to-end tests (`#[path]`).
+//! Builds small programs for guests: static, freestanding (no libc), a few KiB, with the
+//! host's `cc`. Shared by the node agent's guest tests, the end-to-end tests and the
+//! bench crate's build script (`#[path]`).
 
 use std::path::Path;
 
-/// The probe's executable, built in `dir` with the host's `cc`.
-pub fn tenant_probe(dir: &Path) -> Vec<u8> {
-    let src = dir.join("tenant_probe.c");
-    std::fs::write(&src, include_str!("tenant_probe.c")).expect("writing the probe's source");
-    let out = dir.join("tenant_probe");
+/// `source` built as `<dir>/<name>`: its executable's bytes.
+pub fn freestanding(dir: &Path, name: &str, source: &str) -> std::io::Result<Vec<u8>> {
+    let src = dir.join(format!("{name}.c"));
+    std::fs::write(&src, source)?;
+    let out = dir.join(name);
     let status = std::process::Command::new("cc")
         .args([
             "-static",
@@ -19,8 +20,16 @@ pub fn tenant_probe(dir: &Path) -> Vec<u8> {
         .args(["-fno-builtin", "-s", "-Wl,--build-id=none", "-o"])
         .arg(&out)
         .arg(&src)
-        .status()
-        .expect("running cc");
-    assert!(status.success(), "building the tenant probe");
-    std::fs::read(out).expect("the built probe")
+        .status()?;
+    if !status.success() {
+        return Err(std::io::Error::other(format!("cc {name}.c: {status}")));
+    }
+    std::fs::read(out)
+}
+
+/// The tenant probe's executable (`tenant_probe.c` beside this file), built in `dir`.
+#[cfg(test)]
+pub fn tenant_probe(dir: &Path) -> Vec<u8> {
+    freestanding(dir, "tenant_probe", include_str!("tenant_probe.c"))
+        .expect("building the tenant probe")
 }
