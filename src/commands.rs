@@ -152,6 +152,11 @@ pub enum PolicyCommand {
         /// certificate of `modvisor trust list`. Default: as the policy says now.
         #[arg(long = "signer")]
         signers: Vec<String>,
+        /// A license to accept beyond the GPL-compatible ones, e.g. `Proprietary`
+        /// (repeatable; the module then taints the guest kernel). Default: as the policy
+        /// says now; `--license none` accepts none again.
+        #[arg(long = "license")]
+        licenses: Vec<String>,
     },
 }
 
@@ -426,17 +431,28 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
             revoke,
             tenants,
             signers,
+            licenses,
         }) => {
-            let signers = if signers.is_empty() {
-                api.get_policy(&name)?.signers
+            let now = if signers.is_empty() || licenses.is_empty() {
+                Some(api.get_policy(&name)?)
             } else {
-                signers
+                None
+            };
+            let signers = match &now {
+                Some(p) if signers.is_empty() => p.signers.clone(),
+                _ => signers,
+            };
+            let licenses = match &now {
+                Some(p) if licenses.is_empty() => p.licenses.clone(),
+                _ if licenses == ["none"] => Vec::new(),
+                _ => licenses,
             };
             // clap takes exactly one of --approve and --revoke.
             let policy = ModulePolicy {
                 approved: approve && !revoke,
                 tenants: if revoke { Vec::new() } else { tenants },
                 signers,
+                licenses,
             };
             let v = api.set_policy(&name, &policy)?;
             print(args, &v, |v, _| policy_line(&name, v))?;
@@ -558,10 +574,16 @@ fn policy_line(name: &str, p: &ModulePolicy) -> String {
         (false, _) | (true, []) => format!("{name}: not approved"),
         (true, tenants) => format!("{name}: approved for {}", tenants.join(", ")),
     };
-    // Only what differs from the default (the guest kernel's own keys) is said.
-    if p.signers == [modvisor_control_plane_api::types::KERNEL_SIGNER] {
+    // Only what differs from the default (the guest kernel's own keys, GPL-compatible
+    // licenses) is said.
+    let line = if p.signers == [modvisor_control_plane_api::types::KERNEL_SIGNER] {
         line
     } else {
         format!("{line}; signers: {}", p.signers.join(", "))
+    };
+    if p.licenses.is_empty() {
+        line
+    } else {
+        format!("{line}; also licenses: {}", p.licenses.join(", "))
     }
 }

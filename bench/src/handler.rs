@@ -287,6 +287,7 @@ pub fn run(args: BenchHandlerArgs) -> Result<()> {
             approved: true,
             tenants: vec!["tenant-a".into()],
             signers: vec!["bench".into()],
+            licenses: Vec::new(),
         },
     )?;
     let (server, _) = up.running_vm_in("handler-server", KernelMode::OperatorModules)?;

@@ -260,6 +260,7 @@ impl ControlPlane {
                     approved: true,
                     tenants: vec!["*".into()],
                     signers: vec!["kernel".into()],
+                    licenses: Vec::new(),
                 };
                 self.store().seed_policy(&name, &policy)?;
             }

@@ -242,6 +242,32 @@ pub fn module_ref(field: &str, m: &ModuleRef) -> Result<()> {
     Ok(())
 }
 
+/// The licenses a module policy accepts beyond the GPL-compatible ones: at most 8, each
+/// 1-64 printable ASCII characters (as a module's `license=` is), none listed twice.
+pub fn policy_licenses(licenses: &[String]) -> Result<()> {
+    if licenses.len() > 8 {
+        return Err(Error::invalid("licenses", "at most 8 licenses"));
+    }
+    for (i, l) in licenses.iter().enumerate() {
+        let fine = (1..=64).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            && l.trim() == l;
+        if !fine {
+            return Err(Error::invalid(
+                format!("licenses[{i}]"),
+                "must be 1-64 printable ASCII characters, without leading or trailing spaces",
+            ));
+        }
+        if licenses[..i].contains(l) {
+            return Err(Error::invalid(
+                format!("licenses[{i}]"),
+                format!("{l} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Each of `m`'s parameters is one the module declares (`declared`, from its
 /// `.modinfo`).
 pub fn declared_params(
@@ -359,6 +385,18 @@ mod tests {
         for bad in ["", "1a", "-a", "A", "a_b", "a.b", "é", &"a".repeat(64)] {
             assert!(resource_name("name", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn policy_licenses_are_bounded_printable_and_distinct() {
+        let v = |l: &[&str]| policy_licenses(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(v(&[]).is_ok());
+        assert!(v(&["Proprietary", "BSD-2-Clause"]).is_ok());
+        for bad in [&[""][..], &[" x"], &["a\tb"], &["é"], &["x", "x"]] {
+            assert!(v(bad).is_err(), "{bad:?}");
+        }
+        assert!(v(&[&"a".repeat(65)]).is_err());
+        assert!(v(&["a"; 9]).is_err());
     }
 
     #[test]

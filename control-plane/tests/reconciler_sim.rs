@@ -108,6 +108,7 @@ fn a_refusal_by_the_nodes_vetting_is_rejected_and_audited_once() {
             approved: false,
             tenants: Vec::new(),
             signers: vec!["kernel".into()],
+            licenses: Vec::new(),
         };
         w.store.set_policy("test", "base", &revoked).unwrap();
         run_until(&w, true, |w| request(w, &id, "top").state.is_terminal()).await;

@@ -18,6 +18,9 @@ pub struct CatalogEntry<'a> {
     /// Who may sign this module, when the catalog says so (an operator's module accepts
     /// its operator's certificate); `None`: the trust store the caller vets with.
     pub trust: Option<&'a TrustStore>,
+    /// Licenses accepted for this module beyond the policy's (its own policy's
+    /// allowance, e.g. `Proprietary`).
+    pub licenses: &'a [String],
 }
 
 /// Where dependencies are looked up. Implemented by the caller over its own storage.
@@ -65,6 +68,7 @@ impl ModuleCatalog for MemoryCatalog {
     fn lookup(&self, name: &str) -> Option<CatalogEntry<'_>> {
         self.entries.get(name).map(|(module, pin)| CatalogEntry {
             trust: None,
+            licenses: &[],
             module,
             sha256_pin: pin.as_deref(),
         })
@@ -161,6 +165,13 @@ pub fn vet_closure(
         let entry = find(catalog, name)?.ok_or_else(|| Rejection::NotInCatalog {
             module: name.clone(),
         })?;
+        let widened;
+        let policy = if entry.licenses.is_empty() {
+            policy
+        } else {
+            widened = policy.with_licenses(entry.licenses);
+            &widened
+        };
         match vet(
             entry.module,
             entry.sha256_pin,

@@ -97,6 +97,13 @@ impl VettingPolicy {
         }
     }
 
+    /// This policy, also allowing `licenses`.
+    pub fn with_licenses(&self, licenses: &[String]) -> Self {
+        let mut p = self.clone();
+        p.extra_licenses.extend(licenses.iter().cloned());
+        p
+    }
+
     fn license_allowed(&self, license: &str) -> bool {
         GPL_COMPATIBLE_LICENSES.contains(&license) || self.extra_licenses.contains(license)
     }

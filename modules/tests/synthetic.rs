@@ -342,3 +342,62 @@ fn report_of_garbage_is_malformed_and_serializes() {
     assert_eq!(json["reason"]["reason"], "not an ELF file");
     assert!(report.to_string().contains("rejected (malformed)"));
 }
+
+/// A catalog whose entries carry their own license allowance, as the node agent's does
+/// from each module's policy.
+struct Allowing {
+    modules: Vec<(KernelModule, Vec<String>)>,
+}
+
+impl modvisor_modules::ModuleCatalog for Allowing {
+    fn lookup(&self, name: &str) -> Option<modvisor_modules::CatalogEntry<'_>> {
+        self.modules
+            .iter()
+            .find(|(m, _)| m.name() == name)
+            .map(|(m, licenses)| modvisor_modules::CatalogEntry {
+                module: m,
+                sha256_pin: Some(m.sha256()),
+                trust: None,
+                licenses,
+            })
+    }
+}
+
+#[test]
+fn a_license_allowance_covers_its_own_module_only() {
+    let trust = test_trust();
+    let proprietary = |name: &str, deps: &[&str]| {
+        parse(&sign::sign(
+            &elfgen::module(name, RELEASE, "Proprietary", deps),
+            Options::default(),
+        ))
+    };
+    let policy = VettingPolicy::for_tenant(RELEASE, ["top", "base"]);
+    let allowed = vec!["Proprietary".to_string()];
+    // Allowed for top, not for its dependency: the closure is refused at the dependency.
+    let c = Allowing {
+        modules: vec![
+            (proprietary("top", &["base"]), allowed.clone()),
+            (proprietary("base", &[]), Vec::new()),
+        ],
+    };
+    match vet_closure("top", &c, &policy, &trust).unwrap_err() {
+        Rejection::DependencyRejected { reason, .. } => assert_eq!(
+            *reason,
+            Rejection::LicenseNotAllowed {
+                module: "base".into(),
+                license: Some("Proprietary".into())
+            }
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Allowed for both: it passes; the policy itself is unchanged.
+    let c = Allowing {
+        modules: vec![
+            (proprietary("top", &["base"]), allowed.clone()),
+            (proprietary("base", &[]), allowed),
+        ],
+    };
+    assert_eq!(vet_closure("top", &c, &policy, &trust).unwrap().len(), 2);
+    assert!(policy.extra_licenses.is_empty());
+}

@@ -33,6 +33,8 @@ struct Held {
     pin: Option<String>,
     /// Who may sign it, when not the guest kernel's keys alone.
     trust: Option<TrustStore>,
+    /// Licenses its policy accepts beyond the GPL-compatible ones.
+    licenses: Vec<String>,
 }
 
 impl ModuleSource {
@@ -65,9 +67,22 @@ impl ModuleSource {
                 image,
                 pin,
                 trust,
+                licenses: Vec::new(),
             },
         );
         Ok(name)
+    }
+
+    /// Accepts `licenses` for module `name` (already inserted) beyond the GPL-compatible
+    /// ones, as its policy says. Returns whether the module is held.
+    pub fn allow_licenses(&mut self, name: &str, licenses: &[String]) -> bool {
+        match self.modules.get_mut(&normalize_name(name)) {
+            Some(h) => {
+                h.licenses = licenses.to_vec();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The image of a module, by name.
@@ -100,6 +115,7 @@ impl ModuleCatalog for ModuleSource {
             module: &h.module,
             sha256_pin: h.pin.as_deref(),
             trust: h.trust.as_ref(),
+            licenses: &h.licenses,
         })
     }
 }

@@ -99,6 +99,7 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
         name: "tcp_bbr".into(),
         sha256: SHA256.into(),
         signers: vec![crate::types::KERNEL_SIGNER.into()],
+        licenses: Vec::new(),
     };
     example(&mut out, "Phase", &Phase::Running)?;
     example(&mut out, "PowerState", &PowerState::Running)?;

@@ -261,6 +261,9 @@ pub struct PinnedModule {
     /// request's `certificates`. Default: `["kernel"]`.
     #[serde(default = "kernel_signer")]
     pub signers: Vec<String>,
+    /// Licenses its policy accepts beyond the GPL-compatible ones. Default: none.
+    #[serde(default)]
+    pub licenses: Vec<String>,
 }
 
 /// The signer name of the guest kernel's own keys.

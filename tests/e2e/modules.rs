@@ -146,7 +146,7 @@ fn requests_follow_the_policy_of_each_tenant() {
         p.get(&admin, "/v1/admin/modules/dummy/policy")
             .expect(200)
             .body,
-        json!({"approved": true, "tenants": ["tenant-a"], "signers": ["kernel"]})
+        json!({"approved": true, "tenants": ["tenant-a"], "signers": ["kernel"], "licenses": []})
     );
     p.get(&a, "/v1/admin/modules/dummy/policy").expect(403);
     p.get(&admin, "/v1/admin/modules/nosuch/policy").expect(404);

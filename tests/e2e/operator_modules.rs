@@ -170,6 +170,38 @@ fn an_operator_builds_signs_and_has_its_module_trusted() {
         ],
     );
     assert_eq!(set, "khttpd: approved for tenant-a; signers: acme\n");
+    // A license beyond the GPL-compatible ones: accepted by name, kept with the signers,
+    // taken back with `none`; one that is no license string is refused.
+    let policy_set = |extra: &[&str]| {
+        let mut args = vec![
+            "module",
+            "policy",
+            "set",
+            "khttpd",
+            "--approve",
+            "--tenant",
+            "tenant-a",
+        ];
+        args.extend_from_slice(extra);
+        p.cli("admin", &args)
+    };
+    let lic = policy_set(&["--license", "Proprietary"]);
+    assert_eq!(
+        String::from_utf8_lossy(&lic.stdout),
+        "khttpd: approved for tenant-a; signers: acme; also licenses: Proprietary\n",
+        "{lic:?}"
+    );
+    let bad = policy_set(&["--license", " padded"]);
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("400 invalid-field"),
+        "{bad:?}"
+    );
+    let none = policy_set(&["--license", "none"]);
+    assert_eq!(
+        String::from_utf8_lossy(&none.stdout),
+        "khttpd: approved for tenant-a; signers: acme\n",
+        "{none:?}"
+    );
     // In use: not removable until the policy no longer names it.
     let in_use = p.cli("admin", &["trust", "remove", "acme"]);
     assert!(

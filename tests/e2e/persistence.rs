@@ -141,12 +141,14 @@ fn a_restart_never_reapproves_what_an_admin_revoked_or_restricted() {
         approved: false,
         tenants: Vec::new(),
         signers: vec!["kernel".into()],
+        licenses: Vec::new(),
     };
     admin.set_policy("tcp_bbr", &revoked).unwrap();
     let restricted = ModulePolicy {
         approved: true,
         tenants: vec!["tenant-a".into()],
         signers: vec!["kernel".into()],
+        licenses: vec!["Proprietary".into()],
     };
     admin.set_policy("dummy", &restricted).unwrap();
     p.restart();

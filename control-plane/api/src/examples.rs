@@ -122,6 +122,7 @@ pub fn examples() -> Result<Examples, serde_json::Error> {
         approved: true,
         tenants: vec!["tenant-a".into()],
         signers: vec!["kernel".into()],
+        licenses: Vec::new(),
     };
     example(&mut out, "Quota", &quota())?;
     example(

@@ -387,6 +387,11 @@ pub struct ModulePolicy {
     /// (`PUT /v1/admin/trust/{name}`). Default: `["kernel"]`.
     #[serde(default = "kernel_signer")]
     pub signers: Vec<String>,
+    /// Licenses accepted beyond the GPL-compatible ones (e.g. `Proprietary`): at most 8,
+    /// each 1-64 printable ASCII characters. A module under such a license taints the
+    /// guest kernel (`P`), shown in the VM's `module_taints`. Default: none.
+    #[serde(default)]
+    pub licenses: Vec<String>,
 }
 
 /// The signer name of the guest kernel's own keys.

@@ -201,6 +201,7 @@ pub async fn set_policy(
             validate::resource_name(&format!("tenants[{i}]"), t)?;
         }
     }
+    validate::policy_licenses(&policy.licenses)?;
     let store = state.store.clone();
     Ok(web::Json(
         blocking(move || store.set_policy(&caller.sub, &name, &policy)).await?,

@@ -15,6 +15,7 @@ fn unapproved() -> ModulePolicy {
         approved: false,
         tenants: Vec::new(),
         signers: vec![crate::model::KERNEL_SIGNER.into()],
+        licenses: Vec::new(),
     }
 }
 
@@ -264,14 +265,15 @@ impl Datastore {
                         .map(normalize_name),
                 );
             }
-            let signers = match self.kv.get(Table::Policies, name.as_bytes())? {
-                Some(p) => decode::<ModulePolicy>(&p)?.signers,
-                None => unapproved().signers,
+            let policy = match self.kv.get(Table::Policies, name.as_bytes())? {
+                Some(p) => decode::<ModulePolicy>(&p)?,
+                None => unapproved(),
             };
             out.push(crate::model::PinnedModule {
                 name: m.name.clone(),
                 sha256: m.sha256.clone(),
-                signers,
+                signers: policy.signers,
+                licenses: policy.licenses,
             });
         }
         Ok(out)

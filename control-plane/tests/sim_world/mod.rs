@@ -109,6 +109,7 @@ pub fn world_with(behaviour: SimBehaviour, config: ReconcilerConfig) -> World {
                     approved: true,
                     tenants: vec!["*".into()],
                     signers: vec!["kernel".into()],
+                    licenses: Vec::new(),
                 },
             )
             .unwrap();

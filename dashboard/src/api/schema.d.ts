@@ -583,6 +583,7 @@ export interface components {
          *       "name": "tcp_bbr",
          *       "policy": {
          *         "approved": true,
+         *         "licenses": [],
          *         "signers": [
          *           "kernel"
          *         ],
@@ -825,6 +826,7 @@ export interface components {
          * @description Who may request a module.
          * @example {
          *       "approved": true,
+         *       "licenses": [],
          *       "signers": [
          *         "kernel"
          *       ],
@@ -836,6 +838,12 @@ export interface components {
         ModulePolicy: {
             /** @description Whether the module may be requested at all. */
             approved: boolean;
+            /**
+             * @description Licenses accepted beyond the GPL-compatible ones (e.g. `Proprietary`): at most 8,
+             *     each 1-64 printable ASCII characters. A module under such a license taints the
+             *     guest kernel (`P`), shown in the VM's `module_taints`. Default: none.
+             */
+            licenses?: string[];
             /**
              * @description Who may sign it: `kernel` (the keys built into the guest kernel: the
              *     distribution's) and the names of operator certificates in the trust store

@@ -99,12 +99,18 @@ impl Fetcher {
         for m in closure {
             let trust = signers_trust(m, certificates, kernel_trust)?;
             let bytes = self.blob(&m.sha256).map_err(FetchError::Unavailable)?;
-            source
+            let name = source
                 .insert_signed_by(bytes, Some(m.sha256.clone()), trust)
                 .map_err(|e| FetchError::Malformed {
                     module: m.name.clone(),
                     reason: e.to_string(),
                 })?;
+            if !source.allow_licenses(&name, &m.licenses) {
+                return Err(FetchError::Malformed {
+                    module: m.name.clone(),
+                    reason: format!("its image holds module {name}"),
+                });
+            }
         }
         Ok(source)
     }
@@ -176,6 +182,7 @@ mod tests {
                 name,
                 sha256: sha,
                 signers: vec![KERNEL_SIGNER.into()],
+                licenses: Vec::new(),
             });
         }
         assert!(closure.len() > 5, "{closure:?}");

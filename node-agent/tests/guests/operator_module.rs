@@ -10,26 +10,29 @@ use modvisor_node_agent::modprobe::{ModprobeService, ModuleOutcome, ModuleSource
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(60);
-const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../modules/sample/khttpd");
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../modules/sample");
 
-/// khttpd built for `release` and signed with a new operator key.
-fn built_and_signed(release: &str) -> (Vec<u8>, OperatorKey) {
+/// The sample in `modules/sample/<name>`, built for `release`, unsigned.
+fn built(name: &str, release: &str) -> Vec<u8> {
     let cache = modvisor_guest::kernel::cache_dir();
     let headers = modvisor_guest::headers::fetch(&cache, release, |m| eprintln!("{m}"))
         .expect("the guest kernel's headers");
     let dir = tempfile::tempdir().unwrap();
     let built = modvisor_guest::module_build::build(
-        std::path::Path::new(SAMPLE),
+        &std::path::Path::new(SAMPLES).join(name),
         &headers,
         &dir.path().join("build"),
         &dir.path().join("out"),
     )
-    .expect("khttpd builds");
+    .unwrap_or_else(|e| panic!("{name} builds: {e}"));
+    std::fs::read(&built[0].path).unwrap()
+}
+
+/// khttpd built for `release` and signed with a new operator key.
+fn built_and_signed(release: &str) -> (Vec<u8>, OperatorKey) {
     let key =
         OperatorKey::generate("guest test operator", 2048, Duration::from_secs(86400)).unwrap();
-    let signed = key
-        .sign_module(&std::fs::read(&built[0].path).unwrap())
-        .unwrap();
+    let signed = key.sign_module(&built("khttpd", release)).unwrap();
     (signed, key)
 }
 
@@ -173,5 +176,52 @@ fn an_operator_signed_module_serves_http_only_from_an_operator_modules_guest() {
     g.client.unload("khttpd", T).unwrap();
     let (code, _, _) = sh(&g, "wget -q -T 5 -O - http://127.0.0.1:8080/", b"");
     assert_ne!(code, 0, "khttpd still answers after its unload");
+
+    // A GPL-incompatible license: refused unless its policy accepts that license; then
+    // it loads and the kernel shows the taint (P) beside O and E.
+    let closed = key
+        .sign_module(&built("closed_hello", &kernel.release))
+        .unwrap();
+    let mut source = ModuleSource::new();
+    let operator = TrustStore::from_pem(key.cert_pem().unwrap().as_bytes()).unwrap();
+    let name = source
+        .insert_signed_by(
+            closed.clone(),
+            Some(crate::support::sha256_hex(&closed)),
+            Some(operator),
+        )
+        .unwrap();
+    let policy = VettingPolicy::for_tenant(&kernel.release, ["closed_hello"]);
+    let load = |source: &ModuleSource| {
+        ModprobeService::new(source, &kernel_keys).modprobe(
+            &g.client,
+            "closed_hello",
+            "greeting=hi",
+            &policy,
+        )
+    };
+    match load(&source).as_slice() {
+        [ModuleOutcome::Rejected {
+            reason: Rejection::LicenseNotAllowed { license, .. },
+            ..
+        }] => assert_eq!(license.as_deref(), Some("Proprietary")),
+        other => panic!("a Proprietary module without the policy's leave: {other:?}"),
+    }
+    assert!(source.allow_licenses(&name, &["Proprietary".to_string()]));
+    let out = load(&source);
+    assert!(
+        matches!(out.as_slice(), [ModuleOutcome::Loaded { .. }]),
+        "{out:?}"
+    );
+    let listed = g.client.list(T).unwrap();
+    let m = listed
+        .iter()
+        .find(|m| m.name == "closed_hello")
+        .expect("listed");
+    assert!(
+        ["P", "O", "E"].iter().all(|t| m.taint.contains(t)),
+        "taint {:?}",
+        m.taint
+    );
     g.guest.stop(Duration::from_secs(5));
 }
