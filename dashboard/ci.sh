@@ -125,7 +125,7 @@ else
 fi
 
 echo "== dashboard: Playwright (Debian's chromium, headless)"
-export MODVISOR_BASE_URL=$base MODVISOR_TOKENS=$work/data/tokens
+export MODVISOR_BASE_URL=$base MODVISOR_TOKENS=$work/data/tokens MODVISOR_BIN=$bin
 export PLAYWRIGHT_JSON_OUTPUT_NAME=$work/results.json
 status=0
 timeout 300 npx playwright test --reporter=list,json || status=$?

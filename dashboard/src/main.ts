@@ -8,6 +8,7 @@ import { addEvents, changed, clear, dropVm, flush, lastSeq, putVm, setRequests, 
 import { LiveStream, type StreamFrame } from "./stream";
 import { initEvents, loadEvents, resetEvents } from "./views/events";
 import { initModules, loadModules, modulesMayHaveChanged, resetModules } from "./views/modules";
+import { initTrust, loadTrust, resetTrust } from "./views/trust";
 import { initNodes, loadNodes, nodesRead } from "./views/nodes";
 import { initRequests } from "./views/requests";
 import { initTenants, loadTenants, resetTenants, tenantsMayHaveChanged } from "./views/tenants";
@@ -45,6 +46,7 @@ function onFrame(f: StreamFrame): void {
       const e = data as AuditEvent;
       addEvents([e]);
       if (e.action.startsWith("module.")) modulesMayHaveChanged();
+      if (e.action.startsWith("trust.") || e.action === "module.set_policy") void attempt(loadTrust);
       if (e.action.startsWith("tenant.")) tenantsMayHaveChanged();
       // The stream sends vm_deleted only for VMs it had sent: one created and removed
       // between two of its looks (this page knew it from the create answer) ends here.
@@ -138,7 +140,7 @@ async function signIn(raw: string): Promise<void> {
   changed("session");
   showTab(state.isAdmin ? "nodes" : "vms");
   const loads = [loadModules(), loadTenants(), loadEvents()];
-  if (state.isAdmin) loads.push(loadNodes());
+  if (state.isAdmin) loads.push(loadNodes(), loadTrust());
   const results = await Promise.allSettled(loads);
   for (const r of results) if (r.status === "rejected") showError(r.reason);
   if (getToken() === tok) startStream();
@@ -153,6 +155,7 @@ function forget(clearMessages: boolean): void {
   clear();
   resetVms();
   resetModules();
+  resetTrust();
   resetTenants();
   resetEvents();
   for (const f of document.querySelectorAll("form")) f.reset();
@@ -169,6 +172,7 @@ function init(): void {
   initNodes();
   initTenants();
   initModules();
+  initTrust();
   initVms();
   initRequests();
   initEvents();

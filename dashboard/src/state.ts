@@ -2,9 +2,9 @@
 // Views subscribe to topics and re-render (coalesced into one pass per task) when one
 // changes. clear() forgets everything (Forget token).
 
-import type { AuditEvent, CatalogModule, Claims, ModuleRequest, Node, Tenant, Vm } from "./api/client";
+import type { AuditEvent, CatalogModule, Claims, ModuleRequest, Node, Tenant, TrustEntry, Vm } from "./api/client";
 
-export type Topic = "session" | "vms" | "requests" | "nodes" | "tenants" | "modules" | "events";
+export type Topic = "session" | "vms" | "requests" | "nodes" | "tenants" | "modules" | "trust" | "events";
 
 /** At most this many audit events are kept (the newest). */
 export const MAX_EVENTS = 2000;
@@ -18,6 +18,7 @@ export const state = {
   tenants: [] as Tenant[],
   myTenant: null as Tenant | null,
   modules: [] as CatalogModule[],
+  trust: [] as TrustEntry[],
   events: [] as AuditEvent[],
   eventSeqs: new Set<number>(),
 };
@@ -98,7 +99,8 @@ export function clear(): void {
   state.tenants = [];
   state.myTenant = null;
   state.modules = [];
+  state.trust = [];
   state.events = [];
   state.eventSeqs.clear();
-  for (const t of ["session", "vms", "requests", "nodes", "tenants", "modules", "events"] as Topic[]) changed(t);
+  for (const t of ["session", "vms", "requests", "nodes", "tenants", "modules", "trust", "events"] as Topic[]) changed(t);
 }

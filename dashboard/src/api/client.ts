@@ -14,6 +14,7 @@ export type Quota = Schemas["Quota"];
 export type CatalogModule = Schemas["CatalogModule"];
 export type ModulePolicy = Schemas["ModulePolicy"];
 export type ModuleRequest = Schemas["ModuleRequest"];
+export type TrustEntry = Schemas["TrustEntry"];
 export type AuditEvent = Schemas["Event"];
 export type Problem = Schemas["Problem"] & { request_id?: string | null };
 

@@ -15,9 +15,20 @@ function info(m: CatalogModule, key: string): string {
 }
 
 function policyText(m: CatalogModule): string {
-  if (!m.policy || !m.policy.approved) return "not approved";
-  if (m.policy.tenants.includes("*")) return "all tenants";
-  return m.policy.tenants.length ? m.policy.tenants.join(", ") : "no tenant";
+  const p = m.policy;
+  if (!p || !p.approved) return "not approved";
+  const who = p.tenants.includes("*") ? "all tenants" : p.tenants.length ? p.tenants.join(", ") : "no tenant";
+  // What differs from the default (the guest kernel's keys, GPL-compatible) is said.
+  const signers = p.signers && !(p.signers.length === 1 && p.signers[0] === "kernel") ? `; signed by ${p.signers.join(", ")}` : "";
+  const licenses = p.licenses && p.licenses.length ? `; also ${p.licenses.join(", ")}` : "";
+  return who + signers + licenses;
+}
+
+function commaList(id: string): string[] {
+  return byId<HTMLInputElement>(id)
+    .value.split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
 }
 
 function matches(m: CatalogModule): boolean {
@@ -70,6 +81,8 @@ function editPolicy(m: CatalogModule): void {
   byId("policy-module").textContent = m.name;
   byId<HTMLInputElement>("policy-approved").checked = m.policy?.approved ?? false;
   byId<HTMLInputElement>("policy-tenants").value = (m.policy?.tenants ?? []).join(", ");
+  byId<HTMLInputElement>("policy-signers").value = (m.policy?.signers ?? ["kernel"]).join(", ");
+  byId<HTMLInputElement>("policy-licenses").value = (m.policy?.licenses ?? []).join(", ");
   byId("policy-form").hidden = false;
   byId("policy-form").scrollIntoView({ block: "nearest" });
   byId("policy-approved").focus();
@@ -79,13 +92,12 @@ async function savePolicy(): Promise<void> {
   if (!editing) return;
   const name = editing;
   const approved = byId<HTMLInputElement>("policy-approved").checked;
-  const tenants = byId<HTMLInputElement>("policy-tenants")
-    .value.split(",")
-    .map((s) => s.trim())
-    .filter((s) => s !== "");
+  const tenants = commaList("policy-tenants");
+  const signers = commaList("policy-signers");
+  const licenses = commaList("policy-licenses");
   const policy = await call(
     `set the policy of ${name}`,
-    api.PUT("/v1/admin/modules/{name}/policy", { params: { path: { name } }, body: { approved, tenants } }),
+    api.PUT("/v1/admin/modules/{name}/policy", { params: { path: { name } }, body: { approved, tenants, signers, licenses } }),
   );
   state.modules = state.modules.map((m) => (m.name === name ? { ...m, policy } : m));
   changed("modules");

@@ -130,7 +130,9 @@ function renderDetail(): void {
   item("reason", s.reason);
   item("node", s.node);
   item("network", s.network ? `${s.network.network} ${s.network.ip}/${s.network.prefix}` : vm.spec.network ?? "default");
+  item("kernel mode", s.kernel_mode && s.kernel_mode !== vm.spec.kernel_mode ? `${vm.spec.kernel_mode} (booted: ${s.kernel_mode})` : vm.spec.kernel_mode);
   item("guest modules", list(s.guest_modules));
+  item("module taints", Object.entries(s.module_taints ?? {}).map(([m, t]) => `${m} (${t})`).join(", "));
   item("platform modules", list(s.platform_modules));
   item("interfaces", (s.interfaces ?? []).map((i) => `${i.name} ${i.addresses.join(" ")}`.trim()).join(", "));
   item("user data", s.user_data ? `${s.user_data.state}${s.user_data.exit_code == null ? "" : ` (exit ${s.user_data.exit_code})`}` : null);
@@ -229,6 +231,7 @@ async function create(): Promise<void> {
     memory_mib: Number(byId<HTMLInputElement>("vm-memory").value),
     power_state: byId<HTMLSelectElement>("vm-power").value as "running" | "stopped",
     modules: mods,
+    kernel_mode: byId<HTMLSelectElement>("vm-kernel-mode").value as "standard" | "operator-modules",
   };
   const vm = await call(`create VM ${name}`, api.POST("/v1/vms", { body }));
   putVm(vm);

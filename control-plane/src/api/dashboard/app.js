@@ -642,6 +642,7 @@
     tenants: [],
     myTenant: null,
     modules: [],
+    trust: [],
     events: [],
     eventSeqs: /* @__PURE__ */ new Set()
   };
@@ -710,9 +711,10 @@
     state.tenants = [];
     state.myTenant = null;
     state.modules = [];
+    state.trust = [];
     state.events = [];
     state.eventSeqs.clear();
-    for (const t of ["session", "vms", "requests", "nodes", "tenants", "modules", "events"]) changed(t);
+    for (const t of ["session", "vms", "requests", "nodes", "tenants", "modules", "trust", "events"]) changed(t);
   }
 
   // src/stream.ts
@@ -901,9 +903,15 @@
     return "";
   }
   function policyText(m) {
-    if (!m.policy || !m.policy.approved) return "not approved";
-    if (m.policy.tenants.includes("*")) return "all tenants";
-    return m.policy.tenants.length ? m.policy.tenants.join(", ") : "no tenant";
+    const p = m.policy;
+    if (!p || !p.approved) return "not approved";
+    const who = p.tenants.includes("*") ? "all tenants" : p.tenants.length ? p.tenants.join(", ") : "no tenant";
+    const signers = p.signers && !(p.signers.length === 1 && p.signers[0] === "kernel") ? `; signed by ${p.signers.join(", ")}` : "";
+    const licenses = p.licenses && p.licenses.length ? `; also ${p.licenses.join(", ")}` : "";
+    return who + signers + licenses;
+  }
+  function commaList(id) {
+    return byId(id).value.split(",").map((s) => s.trim()).filter((s) => s !== "");
   }
   function matches2(m) {
     const release = byId("module-release").value;
@@ -948,6 +956,8 @@
     byId("policy-module").textContent = m.name;
     byId("policy-approved").checked = m.policy?.approved ?? false;
     byId("policy-tenants").value = (m.policy?.tenants ?? []).join(", ");
+    byId("policy-signers").value = (m.policy?.signers ?? ["kernel"]).join(", ");
+    byId("policy-licenses").value = (m.policy?.licenses ?? []).join(", ");
     byId("policy-form").hidden = false;
     byId("policy-form").scrollIntoView({ block: "nearest" });
     byId("policy-approved").focus();
@@ -956,10 +966,12 @@
     if (!editing) return;
     const name = editing;
     const approved = byId("policy-approved").checked;
-    const tenants = byId("policy-tenants").value.split(",").map((s) => s.trim()).filter((s) => s !== "");
+    const tenants = commaList("policy-tenants");
+    const signers = commaList("policy-signers");
+    const licenses = commaList("policy-licenses");
     const policy = await call(
       `set the policy of ${name}`,
-      api.PUT("/v1/admin/modules/{name}/policy", { params: { path: { name } }, body: { approved, tenants } })
+      api.PUT("/v1/admin/modules/{name}/policy", { params: { path: { name } }, body: { approved, tenants, signers, licenses } })
     );
     state.modules = state.modules.map((m) => m.name === name ? { ...m, policy } : m);
     changed("modules");
@@ -1039,6 +1051,52 @@
     refetch = null;
   }
 
+  // src/views/trust.ts
+  function render3() {
+    const rows = state.trust.map((t) => {
+      const usedBy = t.used_by ?? [];
+      const remove2 = button("Remove", "trust-remove", () => void attempt(() => removeTrusted(t.name)), "danger");
+      remove2.disabled = usedBy.length > 0;
+      remove2.title = usedBy.length ? `named by the policy of ${usedBy.join(", ")}` : "";
+      const tr = row(
+        "trust-row",
+        [t.name, t.subject, t.key, t.sha256.slice(0, 16), usedBy.length ? usedBy.join(", ") : "-", shortTime(t.added_at)],
+        remove2
+      );
+      tr.dataset.trust = t.name;
+      return tr;
+    });
+    fill(byId("trust-body"), ...rows);
+  }
+  async function loadTrust() {
+    if (!state.isAdmin) return;
+    state.trust = await call("list trusted certificates", api.GET("/v1/admin/trust"));
+    changed("trust");
+  }
+  async function addTrusted() {
+    const name = byId("trust-name").value.trim();
+    const certificate_pem = byId("trust-pem").value.trim() + "\n";
+    await call(`trust ${name}`, api.PUT("/v1/admin/trust/{name}", { params: { path: { name } }, body: { certificate_pem } }));
+    byId("trust-form").reset();
+    await loadTrust();
+  }
+  async function removeTrusted(name) {
+    if (!window.confirm(`Remove the certificate ${name} from the trust store?`)) return;
+    const r = await api.DELETE("/v1/admin/trust/{name}", { params: { path: { name } } });
+    if (r.response.status !== 204) await call(`remove ${name}`, Promise.resolve(r));
+    await loadTrust();
+  }
+  function initTrust() {
+    on("trust", render3);
+    byId("trust-form").addEventListener("submit", (e) => {
+      e.preventDefault();
+      void attempt(addTrusted);
+    });
+  }
+  function resetTrust() {
+    byId("trust-form").reset();
+  }
+
   // src/views/nodes.ts
   var readAt = 0;
   function nodesRead() {
@@ -1057,7 +1115,7 @@
     nodesRead();
     changed("nodes");
   }
-  function render3() {
+  function render4() {
     const body = byId("nodes-body");
     const rows = [...state.nodes].sort((a, b) => a.name.localeCompare(b.name)).map((n) => {
       const actions = el("span", { class: "actions" });
@@ -1094,12 +1152,12 @@
     changed("nodes");
   }
   function initNodes() {
-    on("nodes", render3);
+    on("nodes", render4);
     byId("nodes-refresh").addEventListener("click", () => void attempt(loadNodes));
   }
 
   // src/views/requests.ts
-  function render4() {
+  function render5() {
     const rows = [];
     for (const [vmId, reqs] of state.requests) {
       const vm = state.vms.get(vmId);
@@ -1122,8 +1180,8 @@
     fill(byId("requests-body"), ...rows);
   }
   function initRequests() {
-    on("requests", render4);
-    on("vms", render4);
+    on("requests", render5);
+    on("vms", render5);
   }
 
   // src/views/tenants.ts
@@ -1284,7 +1342,7 @@
   function power(vm) {
     return vm.spec.power_state ?? "running";
   }
-  function render5() {
+  function render6() {
     renderFilters();
     const rows = sortedVms().filter(shown).map((vm) => {
       const actions = el("span", { class: "actions" });
@@ -1360,7 +1418,9 @@
     item("reason", s.reason);
     item("node", s.node);
     item("network", s.network ? `${s.network.network} ${s.network.ip}/${s.network.prefix}` : vm.spec.network ?? "default");
+    item("kernel mode", s.kernel_mode && s.kernel_mode !== vm.spec.kernel_mode ? `${vm.spec.kernel_mode} (booted: ${s.kernel_mode})` : vm.spec.kernel_mode);
     item("guest modules", list(s.guest_modules));
+    item("module taints", Object.entries(s.module_taints ?? {}).map(([m, t]) => `${m} (${t})`).join(", "));
     item("platform modules", list(s.platform_modules));
     item("interfaces", (s.interfaces ?? []).map((i) => `${i.name} ${i.addresses.join(" ")}`.trim()).join(", "));
     item("user data", s.user_data ? `${s.user_data.state}${s.user_data.exit_code == null ? "" : ` (exit ${s.user_data.exit_code})`}` : null);
@@ -1445,7 +1505,8 @@
       vcpus: Number(byId("vm-vcpus").value),
       memory_mib: Number(byId("vm-memory").value),
       power_state: byId("vm-power").value,
-      modules: mods
+      modules: mods,
+      kernel_mode: byId("vm-kernel-mode").value
     };
     const vm = await call(`create VM ${name}`, api.POST("/v1/vms", { body }));
     putVm(vm);
@@ -1481,15 +1542,15 @@
     for (const id of [...state.vms.keys()].slice(0, 200)) await loadRequests(id);
   }
   function initVms() {
-    on("vms", render5);
-    on("requests", render5);
+    on("vms", render6);
+    on("requests", render6);
     on("nodes", renderFilters);
     on("tenants", renderFilters);
     on("modules", () => {
       renderCreateForm();
       renderDetail();
     });
-    for (const id of ["vm-filter-tenant", "vm-filter-phase", "vm-filter-node"]) byId(id).addEventListener("change", render5);
+    for (const id of ["vm-filter-tenant", "vm-filter-phase", "vm-filter-node"]) byId(id).addEventListener("change", render6);
     byId("create-vm").addEventListener("submit", (e) => {
       e.preventDefault();
       void attempt(create);
@@ -1532,6 +1593,7 @@
         const e = data;
         addEvents([e]);
         if (e.action.startsWith("module.")) modulesMayHaveChanged();
+        if (e.action.startsWith("trust.") || e.action === "module.set_policy") void attempt(loadTrust);
         if (e.action.startsWith("tenant.")) tenantsMayHaveChanged();
         if (e.action === "vm.deleted" && e.outcome === "success" && e.resource.startsWith("vms/")) {
           const id = e.resource.slice("vms/".length);
@@ -1619,7 +1681,7 @@
     changed("session");
     showTab(state.isAdmin ? "nodes" : "vms");
     const loads = [loadModules(), loadTenants(), loadEvents()];
-    if (state.isAdmin) loads.push(loadNodes());
+    if (state.isAdmin) loads.push(loadNodes(), loadTrust());
     const results = await Promise.allSettled(loads);
     for (const r of results) if (r.status === "rejected") showError(r.reason);
     if (getToken() === tok) startStream();
@@ -1632,6 +1694,7 @@
     clear();
     resetVms();
     resetModules();
+    resetTrust();
     resetTenants();
     resetEvents();
     for (const f of document.querySelectorAll("form")) f.reset();
@@ -1647,6 +1710,7 @@
     initNodes();
     initTenants();
     initModules();
+    initTrust();
     initVms();
     initRequests();
     initEvents();
