@@ -137,41 +137,7 @@ fn an_operator_builds_signs_and_has_its_module_trusted() {
     assert!(String::from_utf8_lossy(&refused.stderr).starts_with("error: 403"));
     p.publish_for("khttpd", &release, true, &std::fs::read(&signed).unwrap())
         .expect(201);
-    let nobody = p.cli(
-        "admin",
-        &[
-            "module",
-            "policy",
-            "set",
-            "khttpd",
-            "--approve",
-            "--tenant",
-            "tenant-a",
-            "--signer",
-            "nobody",
-        ],
-    );
-    assert!(
-        String::from_utf8_lossy(&nobody.stderr).contains("400 invalid-field"),
-        "{nobody:?}"
-    );
-    let set = p.cli_ok(
-        "admin",
-        &[
-            "module",
-            "policy",
-            "set",
-            "khttpd",
-            "--approve",
-            "--tenant",
-            "tenant-a",
-            "--signer",
-            "acme",
-        ],
-    );
-    assert_eq!(set, "khttpd: approved for tenant-a; signers: acme\n");
-    // A license beyond the GPL-compatible ones: accepted by name, kept with the signers,
-    // taken back with `none`; one that is no license string is refused.
+    // `module policy set khttpd --approve --tenant tenant-a` with `extra` arguments.
     let policy_set = |extra: &[&str]| {
         let mut args = vec![
             "module",
@@ -185,6 +151,19 @@ fn an_operator_builds_signs_and_has_its_module_trusted() {
         args.extend_from_slice(extra);
         p.cli("admin", &args)
     };
+    let nobody = policy_set(&["--signer", "nobody"]);
+    assert!(
+        String::from_utf8_lossy(&nobody.stderr).contains("400 invalid-field"),
+        "{nobody:?}"
+    );
+    let set = policy_set(&["--signer", "acme"]);
+    assert_eq!(
+        String::from_utf8_lossy(&set.stdout),
+        "khttpd: approved for tenant-a; signers: acme\n",
+        "{set:?}"
+    );
+    // A license beyond the GPL-compatible ones: accepted by name, kept with the signers,
+    // taken back with `none`; one that is no license string is refused.
     let lic = policy_set(&["--license", "Proprietary"]);
     assert_eq!(
         String::from_utf8_lossy(&lic.stdout),
