@@ -442,6 +442,9 @@ pub fn module(args: &ApiArgs, cmd: ModuleCommand) -> Result<()> {
                 Some(p) if signers.is_empty() => p.signers.clone(),
                 _ => signers,
             };
+            if licenses.len() > 1 && licenses.iter().any(|l| l == "none") {
+                bail!("--license none accepts no license beyond the GPL-compatible ones: give it alone");
+            }
             let licenses = match &now {
                 Some(p) if licenses.is_empty() => p.licenses.clone(),
                 _ if licenses == ["none"] => Vec::new(),

@@ -24,6 +24,7 @@ typedef unsigned char u8;
 #define SYS_write 1
 #define SYS_open 2
 #define SYS_close 3
+#define SYS_dup2 33
 #define SYS_socket 41
 #define SYS_connect 42
 #define SYS_sendto 44
@@ -59,6 +60,8 @@ typedef unsigned char u8;
 #define EAGAIN 11
 #define EINTR 4
 #define EINPROGRESS 115
+#define EMFILE 24
+#define ENFILE 23
 #define SHUT_WR 1
 #define MSG_NOSIGNAL 0x4000
 
@@ -255,19 +258,25 @@ static void nodelay(int fd)
 
 #define MAX_CONNS 256
 #define RESP_MAX 8192
-#define HIST_US 1000000	/* latencies at 1 us resolution up to 1 s; beyond: the last */
+/* Latencies: 1 us buckets below 1 s, then 1 ms buckets up to the request timeout. */
+#define FINE_US 1000000ul
 #define REQUEST_TIMEOUT_US 10000000ul
+#define COARSE ((REQUEST_TIMEOUT_US - FINE_US) / 1000ul + 1)
+#define BUCKETS (FINE_US + COARSE)
 
-static u32 hist[HIST_US + 1];
+static u32 hist[BUCKETS];
 
 struct client {
 	int fd;			/* -1: not connected */
 	int idx;		/* in clients[], what epoll reports */
 	int connecting;
 	u64 sent;		/* bytes of the request written */
-	u64 got;		/* bytes of the response read */
+	u64 got;		/* bytes of the response in resp[] */
+	u64 total;		/* bytes of the response read, all told */
 	u64 want;		/* the whole response's length, once its header is in; 0 until */
+	int ok;			/* its status line says 2xx (known with the header) */
 	int chunked_or_unknown;	/* no Content-Length: the response ends at EOF */
+	int closes;		/* the server said Connection: close */
 	u64 start_us;
 	char resp[RESP_MAX];
 };
@@ -291,8 +300,10 @@ static void client_close(int ep, struct client *c)
 /* Starts a request on c: connects when c has no connection, then writes. */
 static void client_begin(int ep, struct client *c)
 {
-	c->sent = c->got = c->want = 0;
+	c->sent = c->got = c->total = c->want = 0;
 	c->chunked_or_unknown = 0;
+	c->closes = 0;
+	c->ok = 0;
 	c->start_us = now_us();
 	if (c->fd < 0) {
 		i64 fd = sys3(SYS_socket, AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), r;
@@ -315,7 +326,14 @@ static void client_begin(int ep, struct client *c)
 
 static void record(u64 us)
 {
-	hist[us > HIST_US ? HIST_US : us]++;
+	u64 i = us < FINE_US ? us : FINE_US + (us - FINE_US) / 1000ul;
+	hist[i < BUCKETS ? i : BUCKETS - 1]++;
+}
+
+/* The latency a bucket stands for, microseconds. */
+static u64 bucket_us(u64 i)
+{
+	return i < FINE_US ? i : FINE_US + (i - FINE_US) * 1000ul;
 }
 
 static void client_fail(int ep, struct client *c)
@@ -327,15 +345,14 @@ static void client_fail(int ep, struct client *c)
 /* The response is complete: counts it; returns 1 if the connection stays. */
 static int client_done(int ep, struct client *c)
 {
-	if (c->got < 12 || c->resp[9] != '2') {
+	if (!c->ok) {
 		client_fail(ep, c);
 		return 0;
 	}
 	requests++;
-	bytes += c->got;
+	bytes += c->total;
 	record(now_us() - c->start_us);
-	if (!keepalive || c->chunked_or_unknown ||
-	    find_ci(c->resp, header_len(c->resp, c->got), "\r\nconnection: close") >= 0) {
+	if (!keepalive || c->chunked_or_unknown || c->closes) {
 		client_close(ep, c);
 		return 0;
 	}
@@ -370,7 +387,11 @@ static void client_event(int ep, struct client *c, u32 events)
 		u64 room = RESP_MAX - c->got;
 		i64 n;
 		if (!room) {
-			/* a response larger than we buffer: count what we read, keep its end */
+			if (!c->want && !c->chunked_or_unknown) {
+				client_fail(ep, c);	/* a header larger than we buffer */
+				return;
+			}
+			/* a body larger than we buffer: counted, not kept */
 			c->got = 0;
 			room = RESP_MAX;
 		}
@@ -389,11 +410,16 @@ static void client_event(int ep, struct client *c, u32 events)
 			return;
 		}
 		c->got += (u64)n;
+		c->total += (u64)n;
 		if (!c->want && !c->chunked_or_unknown) {
 			u64 h = header_len(c->resp, c->got);
 			i64 cl;
 			if (!h)
 				continue;
+			c->ok = h > 12 && c->resp[9] == '2';
+			/* the server closes after this one: so do we, having read it */
+			if (find_ci(c->resp, h, "\r\nconnection: close") >= 0)
+				c->closes = 1;
 			cl = find_ci(c->resp, h, "\r\ncontent-length:");
 			if (cl < 0) {
 				c->chunked_or_unknown = 1;
@@ -409,8 +435,8 @@ static void client_event(int ep, struct client *c, u32 events)
 				c->want = h + v;
 			}
 		}
-		if (c->want && c->got >= c->want)
-			return;	/* the caller sees got >= want */
+		if (c->want && c->total >= c->want)
+			return;	/* the caller sees total >= want */
 	}
 }
 
@@ -467,7 +493,7 @@ static int cmd_load(char **argv)
 			client_event(ep, c, evs[k].events);
 			if (c->fd < 0) {
 				client_begin(ep, c);
-			} else if (c->want && c->got >= c->want) {
+			} else if (c->want && c->total >= c->want) {
 				client_done(ep, c);
 				client_begin(ep, c);
 			}
@@ -488,8 +514,9 @@ static int cmd_load(char **argv)
 	}
 	{
 		u64 seen = 0, p50 = 0, p99 = 0, us;
-		for (us = 0; us <= HIST_US; us++) {
-			seen += hist[us];
+		for (i = 0; i < BUCKETS; i++) {
+			seen += hist[i];
+			us = bucket_us(i);
 			if (!p50 && seen * 2 >= requests && requests)
 				p50 = us ? us : 1;
 			if (!p99 && seen * 100 >= requests * 99 && requests)
@@ -577,7 +604,7 @@ static int conn_serve(int fd, struct conn *c)
 static int cmd_serve(char **argv)
 {
 	u64 port;
-	i64 fd, ep, pid, n;
+	i64 fd, ep, pid, n, spare;
 	struct sockaddr_in addr = { 0 };
 	int one = 1;
 	char line[32];
@@ -613,9 +640,14 @@ static int cmd_serve(char **argv)
 		quit(0);
 	}
 	sys3(SYS_setsid, 0, 0, 0);
-	sys3(SYS_close, 0, 0, 0);
-	sys3(SYS_close, 1, 0, 0);
-	sys3(SYS_close, 2, 0, 0);
+	/* the exec that started it ends when these close; /dev/null takes their places so
+	   that no client's socket becomes fd 2 */
+	spare = sys3(SYS_open, "/dev/null", 2 /* O_RDWR */, 0);
+	if (spare < 0)
+		quit(1);
+	sys3(SYS_dup2, spare, 0, 0);
+	sys3(SYS_dup2, spare, 1, 0);
+	sys3(SYS_dup2, spare, 2, 0);
 	ep = sys3(SYS_epoll_create1, 0, 0, 0);
 	if (ep < 0)
 		quit(1);
@@ -630,6 +662,16 @@ static int cmd_serve(char **argv)
 			if (cfd == fd) {
 				for (;;) {
 					i64 a = sys6(SYS_accept4, fd, 0, 0, SOCK_NONBLOCK, 0, 0);
+					if ((a == -EMFILE || a == -ENFILE) && spare >= 0) {
+						/* out of descriptors: the listener would stay readable
+						   and spin; refuse one connection with the spare */
+						sys3(SYS_close, spare, 0, 0);
+						a = sys6(SYS_accept4, fd, 0, 0, 0, 0, 0);
+						if (a >= 0)
+							sys3(SYS_close, a, 0, 0);
+						spare = sys3(SYS_open, "/dev/null", 2, 0);
+						continue;
+					}
 					if (a < 0)
 						break;
 					if (a >= MAX_FD) {

@@ -38,6 +38,8 @@ pub struct TrustedCertificate {
     pub subject_key_id: Option<String>,
     /// The key: `rsa-4096`, or why it cannot verify (`unsupported key ...`).
     pub key: String,
+    /// SHA-256 of the certificate's DER encoding, lowercase hex (its fingerprint).
+    pub sha256: String,
 }
 
 /// One trusted certificate with its comparable identifiers and parsed key.
@@ -76,6 +78,7 @@ impl Anchor {
                 Ok(k) => format!("rsa-{}", rsa::traits::PublicKeyParts::n(k).bits()),
                 Err(reason) => reason.clone(),
             },
+            sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&der)),
         };
         Ok(Anchor {
             der,

@@ -16,6 +16,43 @@ fn run(args: &[&str]) -> Output {
     modvisor().args(args).output().unwrap()
 }
 
+fn path_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// `module keygen --name NAME --bits 2048 --key KEY --cert CERT`.
+fn keygen(name: &str, key: &Path, cert: &Path) -> Output {
+    run(&[
+        "module",
+        "keygen",
+        "--name",
+        name,
+        "--bits",
+        "2048",
+        "--key",
+        path_str(key),
+        "--cert",
+        path_str(cert),
+    ])
+}
+
+/// `module sign KO --key KEY --cert CERT [--out OUT]`.
+fn sign(ko: &Path, key: &Path, cert: &Path, out: Option<&Path>) -> Output {
+    let mut args = vec![
+        "module",
+        "sign",
+        path_str(ko),
+        "--key",
+        path_str(key),
+        "--cert",
+        path_str(cert),
+    ];
+    if let Some(out) = out {
+        args.extend(["--out", path_str(out)]);
+    }
+    run(&args)
+}
+
 /// `module build SRC --out OUT --json`: the one module's (sha256, kernel release).
 fn build(src: &Path, out: &Path) -> (String, String) {
     let text = ok(run(&[
@@ -44,21 +81,10 @@ fn an_operator_builds_signs_and_has_its_module_trusted() {
 
     // The key pair: the private key is 0600, and never overwritten.
     let (key, cert) = (d("operator.pem"), d("operator.crt"));
-    let keygen = [
-        "module",
-        "keygen",
-        "--name",
-        "acme modules",
-        "--bits",
-        "2048",
-        "--key",
-    ];
-    ok(run(
-        &[&keygen[..], &[&s(&key), "--cert", &s(&cert)]].concat()
-    ));
+    ok(keygen("acme modules", &key, &cert));
     let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let again = run(&[&keygen[..], &[&s(&key), "--cert", &s(&cert)]].concat());
+    let again = keygen("acme modules", &key, &cert);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
 
@@ -92,17 +118,7 @@ fn an_operator_builds_signs_and_has_its_module_trusted() {
     assert_eq!(unsigned.status.code(), Some(1), "{unsigned:?}");
     assert!(String::from_utf8_lossy(&unsigned.stdout).contains("not signed"));
     let signed = d("khttpd.signed.ko");
-    let line = ok(run(&[
-        "module",
-        "sign",
-        &s(&ko),
-        "--key",
-        &s(&key),
-        "--cert",
-        &s(&cert),
-        "--out",
-        &s(&signed),
-    ]));
+    let line = ok(sign(&ko, &key, &cert, Some(&signed)));
     assert!(line.contains("signed by CN=acme modules"), "{line}");
     let accepted = inspect(&signed, Some(&cert));
     assert_eq!(
@@ -115,15 +131,7 @@ fn an_operator_builds_signs_and_has_its_module_trusted() {
     assert_eq!(by_kernel.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&by_kernel.stdout).contains("untrusted"));
     // Signing twice is refused: sign the unsigned build.
-    let twice = run(&[
-        "module",
-        "sign",
-        &s(&signed),
-        "--key",
-        &s(&key),
-        "--cert",
-        &s(&cert),
-    ]);
+    let twice = sign(&signed, &key, &cert, None);
     assert!(String::from_utf8_lossy(&twice.stderr).contains("signed already"));
 
     // The admin trusts the certificate and names it as the module's signer.
@@ -221,40 +229,16 @@ fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let keys = |name: &str| {
         let (key, cert) = (d(&format!("{name}.pem")), d(&format!("{name}.crt")));
-        ok(run(&[
-            "module",
-            "keygen",
-            "--name",
-            name,
-            "--bits",
-            "2048",
-            "--key",
-            &s(&key),
-            "--cert",
-            &s(&cert),
-        ]));
+        ok(keygen(name, &key, &cert));
         (key, cert)
     };
     let (key, cert) = keys("acme");
     let (rogue_key, rogue_cert) = keys("rogue");
     let (_, release) = build(Path::new(SAMPLE), &d("out"));
     let unsigned = d("out").join("khttpd.ko");
-    let sign = |key: &Path, cert: &Path, out: &Path| {
-        ok(run(&[
-            "module",
-            "sign",
-            &s(&unsigned),
-            "--key",
-            &s(key),
-            "--cert",
-            &s(cert),
-            "--out",
-            &s(out),
-        ]));
-    };
     let (signed, rogue) = (d("khttpd.acme.ko"), d("khttpd.rogue.ko"));
-    sign(&key, &cert, &signed);
-    sign(&rogue_key, &rogue_cert, &rogue);
+    ok(sign(&unsigned, &key, &cert, Some(&signed)));
+    ok(sign(&unsigned, &rogue_key, &rogue_cert, Some(&rogue)));
 
     let (p, _cleanup) = Plane::with_node("opmod", 2_900_000, &["--catalog", "none"]);
     let (a, b) = (p.token("tenant-a"), p.token("tenant-b"));
@@ -383,6 +367,18 @@ fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
         out["exit_code"], 0,
         "khttpd answers after its unload: {out}"
     );
+    // The guest's own list, reported with the node's next observation, drops it too.
+    let listed = |v: &Value| {
+        v["status"]["guest_modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == "khttpd")
+    };
+    crate::fixtures::wait_for("the guest's list without khttpd", 60, || {
+        let v = p.get(&a, &format!("/v1/vms/{srv}")).expect(200).body;
+        (!listed(&v)).then_some(v)
+    });
 
     // Builds that must not load: each refused with its typed reason; the guest's module
     // list never shows khttpd again.
@@ -393,14 +389,7 @@ fn the_in_kernel_handler_serves_a_tenant_network_and_nothing_else() {
         assert_eq!(r["state"], "Rejected", "{r}");
         assert!(r["reason"].as_str().unwrap().contains(why), "{r}");
         let v = p.get(&a, &format!("/v1/vms/{srv}")).expect(200).body;
-        assert!(
-            !v["status"]["guest_modules"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|m| m == "khttpd"),
-            "{v}"
-        );
+        assert!(!listed(&v), "{v}");
     }
     // One built for another kernel release is refused at publish, by its vermagic.
     let r = p

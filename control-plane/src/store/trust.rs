@@ -9,7 +9,6 @@ use super::txn::{append_event, get_record};
 use super::{Datastore, Table, Txn};
 use crate::error::{Error, Result};
 use crate::model::{now, ModulePolicy, TrustEntry, KERNEL_SIGNER};
-use sha2::{Digest, Sha256};
 
 /// The most certificates the trust store holds.
 pub const MAX_TRUSTED: usize = 64;
@@ -53,32 +52,17 @@ fn entry_of(name: &str, pem: &str) -> Result<TrustEntry> {
     if !cert.key.starts_with("rsa-") {
         return Err(bad(format!("its key cannot verify modules: {}", cert.key)));
     }
-    let der = der_of(pem).map_err(bad)?;
     Ok(TrustEntry {
         name: name.to_string(),
         subject: cert.subject.clone(),
         issuer: cert.issuer.clone(),
         serial: cert.serial.clone(),
-        sha256: hex::encode(Sha256::digest(&der)),
+        sha256: cert.sha256.clone(),
         key: cert.key.clone(),
         certificate_pem: pem.trim().to_string() + "\n",
         added_at: now(),
         used_by: Vec::new(),
     })
-}
-
-/// The DER of the one certificate in `pem`.
-fn der_of(pem: &str) -> std::result::Result<Vec<u8>, String> {
-    use base64::Engine;
-    let body: String = pem
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE-----"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END CERTIFICATE-----"))
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .map_err(|e| format!("not base64: {e}"))
 }
 
 /// Checks, inside the transaction that replaces module `module`'s policy `old` with

@@ -4,7 +4,7 @@
 //! pin.
 
 use crate::modprobe::ModuleSource;
-use modvisor_modules::TrustStore;
+use modvisor_modules::{normalize_name, TrustStore};
 use modvisor_node_api::{ControlPlaneClient, PinnedModule, SignerCertificate, KERNEL_SIGNER};
 use std::path::PathBuf;
 
@@ -105,7 +105,9 @@ impl Fetcher {
                     module: m.name.clone(),
                     reason: e.to_string(),
                 })?;
-            if !source.allow_licenses(&name, &m.licenses) {
+            // The pin, signers and licenses are the closure entry's: its image must be
+            // the module the entry names.
+            if name != normalize_name(&m.name) || !source.allow_licenses(&name, &m.licenses) {
                 return Err(FetchError::Malformed {
                     module: m.name.clone(),
                     reason: format!("its image holds module {name}"),
@@ -206,6 +208,17 @@ mod tests {
         let source = fetcher.source(&closure, &[], &TrustStore::new()).unwrap();
         assert_eq!(source.len(), closure.len());
         assert_eq!(source.parses(), closure.len());
+
+        // An entry whose image is another module: its pin, signers and licenses would
+        // apply to the wrong module; refused.
+        let mut misnamed = closure.clone();
+        misnamed[0].name = format!("not_{}", misnamed[0].name);
+        match fetcher.source(&misnamed, &[], &TrustStore::new()) {
+            Err(FetchError::Malformed { reason, .. }) => {
+                assert!(reason.contains("its image holds module"), "{reason}")
+            }
+            other => panic!("a misnamed closure entry was taken: {other:?}"),
+        }
 
         // A cached blob that no longer matches its address is not used: it is dropped
         // and fetched again (here from a control plane that does not answer).
