@@ -55,9 +55,34 @@ pub struct BenchHandlerArgs {
     /// Response body size, bytes (a module parameter carries it: at most 256).
     #[arg(long, default_value_t = 256)]
     pub body_bytes: usize,
+    /// Rounds over every row (interleaved, so that a slow spell of the host hits all
+    /// servers alike); each row shows its median round and the spread of req/s.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
 }
 
-/// One server under one kind of load.
+/// A server and how the load reaches it.
+#[derive(Clone, Copy)]
+struct Load {
+    name: &'static str,
+    port: u16,
+    path: &'static str,
+    /// `keepalive` or `close` (`mvhttp load`'s word).
+    mode: &'static str,
+}
+
+impl Load {
+    const fn new(name: &'static str, port: u16, path: &'static str, mode: &'static str) -> Self {
+        Load {
+            name,
+            port,
+            path,
+            mode,
+        }
+    }
+}
+
+/// One server under one kind of load (the median round, with every round's spread).
 struct Row {
     name: &'static str,
     requests: u64,
@@ -68,6 +93,8 @@ struct Row {
     /// taken off.
     user_s: f64,
     system_s: f64,
+    /// The fewest and most requests of a round.
+    requests_range: (u64, u64),
 }
 
 impl Row {
@@ -219,15 +246,21 @@ impl Pair<'_> {
     /// system jiffies per second when idle) taken off.
     fn row(
         &self,
-        name: &'static str,
-        port: u16,
-        path: &str,
-        mode: &str,
+        load: &Load,
         args: &BenchHandlerArgs,
         baseline: (f64, f64),
+        warm_up: bool,
     ) -> Result<Row> {
+        let Load {
+            name,
+            port,
+            path,
+            mode,
+        } = *load;
         // Under TCG the first requests also translate code: a short warm-up first.
-        self.load(port, path, mode, args, 2)?;
+        if warm_up {
+            self.load(port, path, mode, args, 2)?;
+        }
         let served_before = (port == KHTTPD_PORT)
             .then(|| self.khttpd_served())
             .transpose()?;
@@ -257,6 +290,7 @@ impl Pair<'_> {
             p99_us: get("p99_us")?,
             user_s: (secs(after.0 - before.0) - baseline.0 * wall).max(0.0),
             system_s: (secs(after.1 - before.1) - baseline.1 * wall).max(0.0),
+            requests_range: (requests, requests),
         })
     }
 }
@@ -266,6 +300,9 @@ pub fn run(args: BenchHandlerArgs) -> Result<()> {
     // Each row is one exec, bounded at 600 s.
     if !(1..=256).contains(&args.connections) || !(1..=590).contains(&args.seconds) {
         bail!("--connections must be 1 to 256 and --seconds 1 to 590");
+    }
+    if !(1..=9).contains(&args.rounds) {
+        bail!("--rounds must be 1 to 9");
     }
     if !(1..=256).contains(&args.body_bytes) {
         bail!("--body-bytes must be 1 to 256 (a module parameter carries the body)");
@@ -366,63 +403,101 @@ fn measure(
         (after.1 - before.1) as f64 / USER_HZ / wall,
     );
     let rows = [
-        (
+        Load::new(
             "in-kernel khttpd, keep-alive",
             KHTTPD_PORT,
             "/",
             "keepalive",
         ),
-        (
+        Load::new(
             "user-space mvhttp (epoll), keep-alive",
             MVHTTP_PORT,
             "/",
             "keepalive",
         ),
-        (
+        Load::new(
             "in-kernel khttpd, a connection per request",
             KHTTPD_PORT,
             "/",
             "close",
         ),
-        (
+        Load::new(
             "user-space mvhttp, a connection per request",
             MVHTTP_PORT,
             "/",
             "close",
         ),
-        (
+        Load::new(
             "busybox httpd (a process per connection)",
             BUSYBOX_PORT,
             "/index.html",
             "close",
         ),
     ];
-    let rows = rows
+    let mut rounds: Vec<Vec<Row>> = rows.iter().map(|_| Vec::new()).collect();
+    for round in 0..args.rounds {
+        for (load, runs) in rows.iter().zip(&mut rounds) {
+            runs.push(pair.row(load, args, baseline, round == 0)?);
+        }
+    }
+    let medians = rounds
         .into_iter()
-        .map(|(name, port, path, mode)| pair.row(name, port, path, mode, args, baseline))
+        .map(median_round)
         .collect::<Result<Vec<_>>>()?;
-    Ok((rows, baseline))
+    Ok((medians, baseline))
+}
+
+/// The round with the median requests, its errors those of every round, and the spread.
+fn median_round(mut runs: Vec<Row>) -> Result<Row> {
+    runs.sort_by_key(|r| r.requests);
+    let errors = runs.iter().map(|r| r.errors).sum();
+    let range = (
+        runs.first().map_or(0, |r| r.requests),
+        runs.last().map_or(0, |r| r.requests),
+    );
+    let middle = runs.len() / 2;
+    let mut row = runs.into_iter().nth(middle).context("no round")?;
+    row.errors = errors;
+    row.requests_range = range;
+    Ok(row)
 }
 
 fn print(rows: &[Row], baseline: (f64, f64), args: &BenchHandlerArgs) {
     let accel = crate::up::qemu_accel();
     println!(
-        "GET of a {}-byte body, {} connections, {} s per row, from a second VM of the tenant over its network; guests under QEMU ({accel}), one vCPU each",
-        args.body_bytes, args.connections, args.seconds
+        "GET of a {}-byte body, {} connections, {} s per row, median of {} rounds, from a second VM of the tenant over its network; guests under QEMU ({accel}), one vCPU each",
+        args.body_bytes, args.connections, args.seconds, args.rounds
     );
     println!(
         "server VM idle: {:.1}% user, {:.1}% system (taken off below)",
         baseline.0 * 100.0,
         baseline.1 * 100.0
     );
+    let spread = args.rounds > 1;
     println!(
-        "{:<46} {:>9} {:>7} {:>9} {:>9} {:>12} {:>8}",
-        "server", "req/s", "errors", "p50 ms", "p99 ms", "CPU us/req", "system"
+        "{:<46} {:>9} {:>7} {:>9} {:>9} {:>12} {:>8}{}",
+        "server",
+        "req/s",
+        "errors",
+        "p50 ms",
+        "p99 ms",
+        "CPU us/req",
+        "system",
+        if spread { "   req/s of the rounds" } else { "" }
     );
     for r in rows {
         let busy = r.user_s + r.system_s;
+        let range = if spread {
+            format!(
+                "   {:.0}..{:.0}",
+                r.requests_range.0 as f64 / f64::from(args.seconds),
+                r.requests_range.1 as f64 / f64::from(args.seconds)
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{:<46} {:>9.1} {:>7} {:>9.2} {:>9.2} {:>12.1} {:>7.0}%",
+            "{:<46} {:>9.1} {:>7} {:>9.2} {:>9.2} {:>12.1} {:>7.0}%{range}",
             r.name,
             r.per_second(args.seconds),
             r.errors,

@@ -415,6 +415,8 @@ fn bench_handler_measures_both_servers_with_the_same_load() {
         "2",
         "--body-bytes",
         "64",
+        "--rounds",
+        "1",
     ]);
     for row in [
         "in-kernel khttpd, keep-alive",
