@@ -4,7 +4,7 @@
 //! space in the same guest, driven from a second VM of the tenant over the tenant network
 //! with the same body, connection count and duration.
 //!
-//! The user-space peer is `mvhttp serve` (`guest/mvhttp.c`): one process, epoll,
+//! The user-space peer is `mvhttp serve` (`guest/mvhttp/`): one process, epoll,
 //! keep-alive, the same header lines as khttpd, so the two differ only in where the
 //! handler runs. busybox httpd (a process forked per connection) is a third row. Both
 //! VMs share the host's cores, so the client's load moves requests/s; the server VM's own
@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// `guest/mvhttp.c`, built by this crate's build script.
+/// `guest/mvhttp/`, built by this crate's build script.
 const MVHTTP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mvhttp"));
 
 /// khttpd's sources (`modules/sample/khttpd`), built against the node's guest kernel.
